@@ -1,0 +1,37 @@
+# codex-shield: every task a newcomer or CI needs, one command each.
+CARGO ?= cargo
+MUSL  := x86_64-unknown-linux-musl
+
+.PHONY: run build test check fmt clippy static e2e bench soak fuzz clean
+
+run: ## start the proxy with ./.env (cp .env.example .env first)
+	$(CARGO) run --release --quiet --
+
+build: ## release binary at target/release/codex-shield
+	$(CARGO) build --release
+
+test: ## unit and integration tests (no network)
+	$(CARGO) test --all-targets
+
+fmt:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --all-targets -- -D warnings
+
+check: fmt clippy test ## the project gate: fmt, clippy -D warnings, tests
+
+static: ## static musl binary at target/$(MUSL)/release/codex-shield
+	bash scripts/static.sh
+
+e2e: ## real clients (Codex CLI, openai Python SDK) through the proxy
+	bash tests/e2e/run.sh
+
+bench: ## benchmark against the floor and nginx; writes bench/RESULTS.md
+	bash bench/run.sh
+
+soak: ## thousands of requests against a fault-injecting mock
+	bash tests/soak/run.sh
+
+clean:
+	$(CARGO) clean

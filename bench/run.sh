@@ -1,0 +1,390 @@
+#!/usr/bin/env bash
+# codex-shield benchmark: floor (wrk -> nginx mock upstream), reference (wrk -> nginx
+# streaming reverse proxy -> mock) and codex-shield (wrk -> codex-shield -> mock), all
+# measured side by side in one run on 127.0.0.1; plus memory, start-up, binary size and
+# CPU cost under upstream failures. Prints one markdown report and writes bench/RESULTS.md.
+#
+# Knobs (env): BENCH_DURATION=5 (s per load run), BENCH_RATE=1000 (fixed-rate req/s),
+#   BENCH_STARTUP_RUNS=30, BENCH_STATIC=1 (0: don't build the static binary if missing),
+#   BENCH_LOG_LEVEL=error, BENCH_KEEP=1 (keep the temp dir with configs and logs),
+#   BENCH_QUICK=1 (1 s runs, for checking the script itself), BENCH_BIN=path (measure that
+#   binary instead of building target/release/codex-shield).
+set -euo pipefail
+
+BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$BENCH_DIR/.." && pwd)"
+FIX="$BENCH_DIR/fixtures"
+DUR="${BENCH_DURATION:-5}"
+RATE="${BENCH_RATE:-1000}"
+STARTUP_RUNS="${BENCH_STARTUP_RUNS:-30}"
+LOG_LEVEL_BENCH="${BENCH_LOG_LEVEL:-error}"
+WARM=1
+if [[ "${BENCH_QUICK:-0}" == 1 ]]; then DUR=1; STARTUP_RUNS=5; fi
+CMDLINE="make bench"
+[[ -n "${BENCH_CMDLINE:-}" ]] && CMDLINE="$BENCH_CMDLINE"
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# ---------------------------------------------------------------- cleanup ---
+TMP="$(mktemp -d /tmp/codex-shield-bench.XXXXXX)"
+PIDS=()
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  local p
+  for p in "${PIDS[@]}"; do
+    kill -TERM "$p" 2>/dev/null || true
+  done
+  for p in "${PIDS[@]}"; do
+    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+  done
+  if [[ "${BENCH_KEEP:-0}" == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ----------------------------------------------------------- requirements ---
+need_install=()
+command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || need_install+=(nginx)
+command -v wrk >/dev/null 2>&1 || need_install+=(wrk)
+command -v python3 >/dev/null 2>&1 || need_install+=(python3)
+command -v curl >/dev/null 2>&1 || need_install+=(curl)
+if ((${#need_install[@]})); then
+  log "installing ${need_install[*]} from Debian's packages"
+  SUDO=""; [[ $(id -u) == 0 ]] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  # policy-rc.d 101: don't start the system nginx service on install
+  DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 $SUDO apt-get install -y -qq "${need_install[@]}" >/dev/null
+fi
+NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
+export PATH="$PATH:/usr/sbin"
+
+[[ -s "$FIX/responses.sse" && -s "$FIX/responses_1mb.sse" && -s "$FIX/chat.sse" ]] \
+  || python3 "$BENCH_DIR/gen_fixtures.py" >/dev/null
+
+BIN="$ROOT/target/release/codex-shield"
+BUILD_NOTE=""
+if [[ -n "${BENCH_BIN:-}" ]]; then # measure another binary (e.g. an older build) instead
+  BIN="$BENCH_BIN"
+  log "using BENCH_BIN=$BIN (no build)"
+else
+  log "cargo build --release"
+fi
+if [[ -z "${BENCH_BIN:-}" ]] && ! (cd "$ROOT" && cargo build --release --quiet) >"$TMP/build.log" 2>&1; then
+  BUILD_NOTE="cargo build --release failed: $(grep -m1 -E '^error' "$TMP/build.log" || tail -1 "$TMP/build.log")"
+  log "$BUILD_NOTE (codex-shield rows will be n/a)"
+  [[ -x "$BIN" ]] && log "NOT using the stale $BIN"
+  BIN=""
+fi
+
+RES="$TMP/results.txt"
+: >"$RES"
+rec() { echo "$*" >>"$RES"; }
+
+free_ports() { python3 - "$1" <<'EOF'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+EOF
+}
+read -r UP REF SH SH2 SH3 SH4 <<<"$(free_ports 6)"
+
+wait_http() { # url [timeout_s]
+  local url=$1 t=${2:-10} i
+  for ((i = 0; i < t * 50; i++)); do
+    curl -s -o /dev/null --max-time 1 "$url" && return 0
+    sleep 0.02
+  done
+  return 1
+}
+
+# CPU ticks (utime+stime) of a pid and, for nginx, its workers
+cpu_ticks() {
+  local total=0 p s
+  for p in "$@" $(ps -o pid= --ppid "$1" 2>/dev/null); do
+    s=$(cat "/proc/$p/stat" 2>/dev/null) || continue
+    s=${s##*) }
+    set -- $s
+    total=$((total + ${12} + ${13}))
+  done
+  echo "$total"
+}
+CLK_TCK=$(getconf CLK_TCK)
+# mock upstream's stub_status counters: "accepted_connections requests"
+up_status() { curl -s --max-time 2 "http://127.0.0.1:$UP/_status" | awk 'NR==3 {print $1, $3}'; }
+status_kb() { awk -v k="$2:" '$1==k {print $2}' "/proc/$1/status"; }
+
+# ------------------------------------------------------------ nginx mock ---
+mkdir -p "$TMP/up" "$TMP/ref"
+common_http() { # prefix
+  cat <<EOF
+  access_log off;
+  client_body_temp_path $1/body; proxy_temp_path $1/proxy; fastcgi_temp_path $1/fastcgi;
+  uwsgi_temp_path $1/uwsgi; scgi_temp_path $1/scgi;
+  keepalive_requests 10000000; keepalive_timeout 120s;
+  sendfile on; tcp_nopush on; tcp_nodelay on;
+EOF
+}
+cat >"$TMP/up/nginx.conf" <<EOF
+# mock upstream (the floor). Static files can't be POSTed to, so every endpoint answers
+# "return 405" and error_page turns that into an internal GET redirect to the fixture
+# with status 200 (the request body is read and discarded, keep-alive works).
+worker_processes 1;
+pid $TMP/up/nginx.pid;
+events { worker_connections 8192; multi_accept on; }
+http {
+$(common_http "$TMP/up")
+  types { } default_type text/event-stream;
+  open_file_cache max=64; open_file_cache_valid 1h;
+  log_format st '\$status \$uri';
+  split_clients "\${request_id}" \$flaky { 50% fail; * ok; }
+  map \$flaky \$flaky_stream { fail responses_failed.sse; default responses.sse; }
+  server {
+    listen 127.0.0.1:$UP backlog=4096;
+    location = /v1/responses         { error_page 405 =200 /_f/responses.sse; return 405; }
+    location = /v1/chat/completions  { error_page 405 =200 /_f/chat.sse; return 405; }
+    # 1 MiB answer at 512 KB/s (nginx lets the first second through at once: ~1-2 s per
+    # answer), so that all 256 answers are in flight at the same time
+    location = /big/v1/responses     { error_page 405 =200 /_slow/responses_1mb.sse; return 405; }
+    # half of the attempts get 429
+    location = /flaky/v1/responses {
+      access_log $TMP/up/flaky.log st;
+      default_type application/json;
+      if (\$flaky = fail) {
+        return 429 '{"error":{"message":"Rate limit reached. Please retry.","type":"rate_limit_error","code":"rate_limit_exceeded"}}';
+      }
+      error_page 405 =200 /_fl/responses.sse; return 405;
+    }
+    # half of the attempts get 200 with a stream that ends in response.failed (server_error)
+    location = /flakystream/v1/responses {
+      error_page 405 =200 /_fl/\$flaky_stream; return 405;
+    }
+    location = /_status { stub_status; }
+    location /_f/    { internal; alias $FIX/; }
+    location /_fl/   { internal; alias $FIX/; access_log $TMP/up/flaky.log st; }
+    location /_slow/ { internal; alias $FIX/; limit_rate 512k; }
+  }
+}
+EOF
+cat >"$TMP/ref/nginx.conf" <<EOF
+# reference: nginx as a plain streaming reverse proxy in front of the mock
+worker_processes $(nproc);
+pid $TMP/ref/nginx.pid;
+events { worker_connections 8192; multi_accept on; }
+http {
+$(common_http "$TMP/ref")
+  upstream mock { server 127.0.0.1:$UP; keepalive 512; keepalive_requests 10000000; }
+  server {
+    listen 127.0.0.1:$REF backlog=4096;
+    location / {
+      proxy_pass http://mock;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+    }
+  }
+}
+EOF
+
+start_nginx() { # name
+  "$NGINX" -p "$TMP/$1" -c "$TMP/$1/nginx.conf" -e "$TMP/$1/error.log" -g 'daemon off;' &
+  PIDS+=($!)
+  eval "${1^^}_PID=$!"
+}
+start_nginx up
+start_nginx ref
+wait_http "http://127.0.0.1:$UP/" 10 || die "mock upstream did not start: $(cat "$TMP/up/error.log")"
+wait_http "http://127.0.0.1:$REF/" 10 || die "nginx reference did not start: $(cat "$TMP/ref/error.log")"
+
+start_shield() { # port endpoint_path extra_env... ; sets SHIELD_PID
+  local port=$1 path=$2
+  shift 2
+  (cd "$TMP" && exec env -i PATH="$PATH" HOME="$TMP" NO_PROXY=127.0.0.1,localhost \
+    AZURE_ENDPOINT="http://127.0.0.1:$UP$path" AZURE_API_KEY=bench HOST=127.0.0.1 PORT="$port" \
+    LOG_LEVEL="$LOG_LEVEL_BENCH" "$@" "$BIN" >>"$TMP/shield-$port.log" 2>&1) &
+  SHIELD_PID=$!
+  PIDS+=("$SHIELD_PID")
+  wait_http "http://127.0.0.1:$port/healthz" 10 || { log "codex-shield on $port not ready: $(tail -3 "$TMP/shield-$port.log")"; return 1; }
+}
+stop_pid() {
+  kill -TERM "$1" 2>/dev/null || true
+  for _ in $(seq 100); do kill -0 "$1" 2>/dev/null || break; sleep 0.05; done
+  kill -KILL "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+
+# ------------------------------------------------------------ sanity checks ---
+check_answer() { # tier url fixture
+  local hdr="$TMP/hdr" out="$TMP/out" body="$FIX/request_responses.json"
+  [[ "$2" == */chat/completions ]] && body="$FIX/request_chat.json"
+  local code
+  code=$(curl -s --max-time 10 -D "$hdr" -o "$out" -w '%{http_code}' -X POST \
+    -H 'Content-Type: application/json' -H 'Authorization: Bearer bench' --data-binary @"$body" "$2") || code=000
+  local ok=1 why=""
+  [[ "$code" == 200 ]] || { ok=0; why+=" status=$code"; }
+  grep -qi '^content-type: *text/event-stream' "$hdr" || { ok=0; why+=" content-type"; }
+  cmp -s "$out" "$FIX/$3" || { ok=0; why+=" body differs ($(stat -c %s "$out") vs $(stat -c %s "$FIX/$3") bytes)"; }
+  if [[ $1 == codex-shield* ]] && ! grep -qi '^content-length:' "$hdr"; then ok=0; why+=" no Content-Length"; fi
+  if ((ok)); then log "check $1 $2: OK"; else log "check $1 $2: FAILED$why"; rec "check tier=$1 ok=0 why=${why// /_}"; fi
+}
+check_answer floor "http://127.0.0.1:$UP/v1/responses" responses.sse
+check_answer floor "http://127.0.0.1:$UP/v1/chat/completions" chat.sse
+check_answer nginx "http://127.0.0.1:$REF/v1/responses" responses.sse
+check_answer nginx "http://127.0.0.1:$REF/v1/chat/completions" chat.sse
+
+SHIELD_MAIN=""
+if [[ -n "$BIN" ]]; then
+  if start_shield "$SH" /v1; then
+    SHIELD_MAIN=$SHIELD_PID
+    sleep 0.3
+    rec "metric idle_rss_kb=$(status_kb "$SHIELD_MAIN" VmRSS) threads=$(status_kb "$SHIELD_MAIN" Threads)"
+    check_answer codex-shield "http://127.0.0.1:$SH/v1/responses" responses.sse
+    check_answer codex-shield "http://127.0.0.1:$SH/v1/chat/completions" chat.sse
+  else
+    BUILD_NOTE="codex-shield did not become ready on /healthz"
+  fi
+fi
+
+# ----------------------------------------------------------------- load ---
+run_wrk() { # scenario tier url threads conns dur [rate] [body]
+  local sc=$1 tier=$2 url=$3 t=$4 c=$5 d=$6 rate=${7:-0} body=${8:-$FIX/request_responses.json}
+  local pid="" before after out
+  case $tier in
+    floor) pid=$UP_PID ;;
+    nginx) pid=$REF_PID ;;
+    codex-shield*) pid=$SHIELD_PID ;;
+  esac
+  local st0 st1
+  st0=$(up_status)
+  before=$(cpu_ticks "$pid")
+  out=$(BENCH_BODY="$body" BENCH_RATE="$rate" BENCH_THREADS="$t" timeout $((d + 30)) \
+    wrk -t"$t" -c"$c" -d"${d}s" --timeout 10s --latency -s "$BENCH_DIR/wrk_post.lua" "$url" 2>&1) || true
+  after=$(cpu_ticks "$pid")
+  st1=$(up_status)
+  local line
+  line=$(grep '^BENCH ' <<<"$out" | tail -1) || true
+  if [[ -z "$line" ]]; then
+    log "wrk failed for $sc/$tier: $(tail -3 <<<"$out")"
+    rec "run scenario=$sc tier=$tier failed=1"
+    return
+  fi
+  rec "run scenario=$sc tier=$tier threads=$t conns=$c rate=$rate cpu_ticks=$((after - before)) clk_tck=$CLK_TCK up_accepts=$((${st1% *} - ${st0% *} - 1)) up_requests=$((${st1#* } - ${st0#* } - 1)) ${line#BENCH }"
+  log "$sc $tier: ${line#BENCH }"
+}
+
+declare -A URL=([floor]="http://127.0.0.1:$UP" [nginx]="http://127.0.0.1:$REF")
+TIERS=(floor nginx)
+if [[ -n "$SHIELD_MAIN" ]]; then URL[codex-shield]="http://127.0.0.1:$SH"; TIERS+=(codex-shield); fi
+
+log "warm-up"
+for tier in "${TIERS[@]}"; do
+  SHIELD_PID=$SHIELD_MAIN
+  BENCH_BODY="$FIX/request_responses.json" timeout 30 wrk -t2 -c32 -d"${WARM}s" -s "$BENCH_DIR/wrk_post.lua" \
+    "${URL[$tier]}/v1/responses" >/dev/null 2>&1 || true
+done
+
+# scenario  threads conns rate path
+SCENARIOS=(
+  "c1 1 1 0 /v1/responses"
+  "c32 2 32 0 /v1/responses"
+  "c256 2 256 0 /v1/responses"
+  "rate$RATE 1 32 $RATE /v1/responses"
+  "chat-c32 2 32 0 /v1/chat/completions"
+)
+for s in "${SCENARIOS[@]}"; do
+  read -r sc t c rate path <<<"$s"
+  body="$FIX/request_responses.json"
+  [[ $path == */chat/completions ]] && body="$FIX/request_chat.json"
+  for tier in "${TIERS[@]}"; do
+    SHIELD_PID=$SHIELD_MAIN
+    run_wrk "$sc" "$tier" "${URL[$tier]}$path" "$t" "$c" "$DUR" "$rate" "$body"
+  done
+done
+if [[ -n "$SHIELD_MAIN" ]]; then
+  sleep 1
+  rec "metric rss_after_load_kb=$(status_kb "$SHIELD_MAIN" VmRSS) hwm_after_load_kb=$(status_kb "$SHIELD_MAIN" VmHWM)"
+fi
+
+# --------------------------------------------------------------- memory ---
+if [[ -n "$BIN" ]]; then
+  log "memory: 256 in-flight 1 MiB answers"
+  if start_shield "$SH2" /big/v1; then
+    BIG=$SHIELD_PID
+    sleep 0.3
+    rec "metric big_idle_rss_kb=$(status_kb "$BIG" VmRSS)"
+    for round in 1 2 3; do
+      echo 0 >"$TMP/inflight"
+      # sample how many upstream answers are really in flight at once (established
+      # connections from this codex-shield to the mock), every 50 ms during the run
+      (max=0; while :; do
+        n=$(ss -Htnp state established "( dport = :$UP )" 2>/dev/null | grep -c "pid=$BIG,") || n=0
+        ((n > max)) && { max=$n; echo "$max" >"$TMP/inflight"; }
+        sleep 0.05
+      done) &
+      SAMPLER=$!
+      PIDS+=("$SAMPLER")
+      run_wrk "mem$round" codex-shield-1mb "http://127.0.0.1:$SH2/v1/responses" 2 256 "$((DUR < 3 ? 3 : DUR))"
+      kill "$SAMPLER" 2>/dev/null || true
+      wait "$SAMPLER" 2>/dev/null || true
+      sleep 1
+      rec "metric mem_round=$round hwm_kb=$(status_kb "$BIG" VmHWM) rss_after_kb=$(status_kb "$BIG" VmRSS) max_inflight=$(cat "$TMP/inflight")"
+    done
+    stop_pid "$BIG"
+  fi
+
+  # ------------------------------------------------------ cost under failure ---
+  for mode in flaky flakystream; do
+    log "failure cost: $mode"
+    : >"$TMP/up/flaky.log"
+    if start_shield "$SH3" "/$mode/v1" RETRY_WAIT_SECONDS=0.001 RETRY_MAX_WAIT_SECONDS=0.01 RETRY_ATTEMPTS=40; then
+      FP=$SHIELD_PID
+      run_wrk "fail-$mode" codex-shield-$mode "http://127.0.0.1:$SH3/v1/responses" 2 32 "$DUR"
+      stop_pid "$FP"
+      # counts of upstream attempts by outcome
+      ups_429=$(grep -c '^429 ' "$TMP/up/flaky.log" || true)
+      ups_failed=$(grep -c 'responses_failed.sse' "$TMP/up/flaky.log" || true)
+      ups_ok=$(grep -c ' /_fl/responses.sse' "$TMP/up/flaky.log" || true)
+      rec "metric fail_mode=$mode ups_429=$ups_429 ups_failed_stream=$ups_failed ups_ok=$ups_ok"
+    fi
+    SH3=$SH4
+  done
+
+  # ------------------------------------------------------------ start-up ---
+  log "start-up x$STARTUP_RUNS"
+  rec "metric $(python3 "$BENCH_DIR/startup.py" "$BIN" "$STARTUP_RUNS" "http://127.0.0.1:$UP/v1" "$TMP" | sed 's/^STARTUP /startup_/; s/ / startup_/g')"
+  rec "metric release_bytes=$(stat -c %s "$BIN")"
+fi
+
+# --------------------------------------------------------------- static ---
+MUSL_BIN="$ROOT/target/x86_64-unknown-linux-musl/release/codex-shield"
+STATIC_NOTE=""
+if [[ ! -x "$MUSL_BIN" && "${BENCH_STATIC:-1}" == 1 && -f "$ROOT/scripts/static.sh" ]]; then
+  log "building the static binary: bash scripts/static.sh"
+  (cd "$ROOT" && timeout 900 bash scripts/static.sh) >"$TMP/static.log" 2>&1 \
+    || STATIC_NOTE="scripts/static.sh failed: $(tail -1 "$TMP/static.log")"
+fi
+if [[ -x "$MUSL_BIN" ]]; then
+  rec "metric static_bytes=$(stat -c %s "$MUSL_BIN") static_linkage=$(file -b "$MUSL_BIN" 2>/dev/null | grep -o 'static[a-z-]* linked' | tr ' ' '_' || echo unknown)"
+elif [[ -z "$STATIC_NOTE" ]]; then
+  STATIC_NOTE="n/a (no scripts/static.sh and no $MUSL_BIN)"
+fi
+
+# --------------------------------------------------------------- report ---
+CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+export BENCH_DATE="$(date -u '+%Y-%m-%d %H:%M UTC')" BENCH_NPROC="$(nproc)" BENCH_CPU="$CPU_MODEL" \
+  BENCH_KERNEL="$(uname -r)" BENCH_CMD="$CMDLINE" BENCH_DUR="$DUR" BENCH_BUILD_NOTE="$BUILD_NOTE" \
+  BENCH_STATIC_NOTE="$STATIC_NOTE" BENCH_NGINX="$("$NGINX" -v 2>&1 | sed 's/.*: //')" \
+  BENCH_WRK="$(wrk -v 2>&1 | head -1 | awk '{print $1, $2}')" \
+  BENCH_REV="$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo uncommitted)"
+python3 "$BENCH_DIR/report.py" "$RES" >"$TMP/RESULTS.md"
+cat "$TMP/RESULTS.md"
+cp "$TMP/RESULTS.md" "$BENCH_DIR/RESULTS.md"
+log "wrote $BENCH_DIR/RESULTS.md"
+[[ -n "$BIN" ]] || exit 1

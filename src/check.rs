@@ -1,0 +1,248 @@
+//! What one SSE event means for the answer: still going, complete, or failed.
+//!
+//! Decisions are made on the parsed JSON of each event, never on substrings of raw bytes:
+//! model output may contain any words, and every Responses API object carries `"error": null`.
+//! This module knows both wire APIs (Responses and Chat Completions) and which error codes are
+//! worth another attempt. It does not read sockets and does not decide how long to wait.
+
+use serde_json::Value;
+
+use crate::error::StreamError;
+use crate::retry;
+use crate::sse::Event;
+
+/// The two streamed APIs the shield checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    /// `POST /v1/responses`: complete on `response.completed` or `response.incomplete`.
+    Responses,
+    /// `POST /v1/chat/completions`: complete on `data: [DONE]`.
+    Chat,
+}
+
+impl Api {
+    /// The path suffix that names this API in a URL.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Api::Responses => "/responses",
+            Api::Chat => "/chat/completions",
+        }
+    }
+}
+
+/// What an event says about the stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Nothing decisive: keep reading.
+    Pending,
+    /// The terminal event of a complete answer.
+    Complete,
+    /// The stream reports an error.
+    Failed(StreamError),
+    /// The event's data is not what the API sends (not JSON): the stream is corrupt.
+    Malformed(String),
+}
+
+/// The verdict of one event of an `api` stream.
+pub fn observe(api: Api, event: &Event) -> Verdict {
+    let data = event.data.as_ref();
+    if data.iter().all(u8::is_ascii_whitespace) {
+        return Verdict::Pending;
+    }
+    if api == Api::Chat && data.trim_ascii() == b"[DONE]" {
+        return Verdict::Complete;
+    }
+    let value: Value = match serde_json::from_slice(data) {
+        Ok(v) => v,
+        Err(e) => return Verdict::Malformed(format!("event data is not JSON: {e}")),
+    };
+    match api {
+        Api::Responses => responses(event.name, &value),
+        Api::Chat => chat(&value),
+    }
+}
+
+fn responses(name: &[u8], value: &Value) -> Verdict {
+    let kind = value["type"]
+        .as_str()
+        .unwrap_or_else(|| std::str::from_utf8(name).unwrap_or(""));
+    match kind {
+        "response.completed" | "response.incomplete" => Verdict::Complete,
+        "response.failed" => Verdict::Failed(stream_error(&value["response"]["error"], "response failed")),
+        // `{"type":"error","code":..,"message":..}` or `{"type":"error","error":{..}}`
+        "error" if value["error"].is_object() => Verdict::Failed(stream_error(&value["error"], "error event")),
+        "error" => Verdict::Failed(stream_error(value, "error event")),
+        _ => Verdict::Pending,
+    }
+}
+
+fn chat(value: &Value) -> Verdict {
+    match &value["error"] {
+        Value::Null => Verdict::Pending,
+        Value::String(message) => Verdict::Failed(stream_error(&Value::Null, message)),
+        error => Verdict::Failed(stream_error(error, "error in stream")),
+    }
+}
+
+/// A `StreamError` from an error object (`code`, `type`, `message`), with a fallback message.
+fn stream_error(error: &Value, fallback: &str) -> StreamError {
+    let text = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    };
+    let code = text(&error["code"]);
+    let kind = text(&error["type"]).filter(|t| t != "error");
+    let message = text(&error["message"]).unwrap_or_else(|| fallback.to_string());
+    StreamError {
+        retryable: is_retryable(code.as_deref(), kind.as_deref()),
+        hint: retry::hint_from_message(&message),
+        code,
+        kind,
+        message,
+    }
+}
+
+/// Error codes that another attempt cannot fix: the client must see them.
+const FINAL_CODES: &[&str] = &[
+    "context_length_exceeded",
+    "insufficient_quota",
+    "invalid_prompt",
+    "invalid_request_error",
+    "invalid_api_key",
+    "invalid_model",
+    "model_not_found",
+    "content_filter",
+    "content_policy_violation",
+    "responsibleaipolicyviolation",
+    "unsupported_parameter",
+    "unsupported_value",
+    "invalid_value",
+    "invalid_type",
+    "missing_required_parameter",
+    "string_above_max_length",
+    "invalid_image",
+    "invalid_image_url",
+    "image_too_large",
+    "deploymentnotfound",
+    "400",
+    "401",
+    "403",
+    "404",
+];
+
+/// Error codes that say "later may work".
+const RETRY_CODES: &[&str] = &[
+    "rate_limit_exceeded",
+    "server_error",
+    "server_is_overloaded",
+    "overloaded",
+    "service_unavailable",
+    "engine_overloaded",
+    "internal_error",
+    "timeout",
+    "too_many_requests",
+    "429",
+    "500",
+    "502",
+    "503",
+    "504",
+];
+
+/// Error types (the `type` field) that another attempt cannot fix.
+const FINAL_KINDS: &[&str] = &[
+    "invalid_request_error",
+    "authentication_error",
+    "permission_error",
+    "not_found_error",
+    "insufficient_quota",
+];
+
+/// Whether an in-stream error may go away on another attempt. Known final codes are final,
+/// known transient codes are retried, then the `type` decides; an unknown error mid-stream is
+/// treated as transient, since the request itself was accepted.
+pub fn is_retryable(code: Option<&str>, kind: Option<&str>) -> bool {
+    let lower = |s: Option<&str>| s.map(str::to_ascii_lowercase);
+    let (code, kind) = (lower(code), lower(kind));
+    if let Some(code) = code.as_deref() {
+        if FINAL_CODES.contains(&code) {
+            return false;
+        }
+        if RETRY_CODES.contains(&code) {
+            return true;
+        }
+    }
+    !kind.is_some_and(|k| FINAL_KINDS.contains(&k.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::borrow::Cow;
+
+    fn verdict(api: Api, name: &str, data: &str) -> Verdict {
+        let event = Event {
+            name: name.as_bytes(),
+            data: Cow::Borrowed(data.as_bytes()),
+        };
+        observe(api, &event)
+    }
+
+    /// Short form of a verdict for the table below.
+    fn short(v: &Verdict) -> String {
+        match v {
+            Verdict::Pending => "pending".into(),
+            Verdict::Complete => "complete".into(),
+            Verdict::Malformed(_) => "malformed".into(),
+            Verdict::Failed(e) => format!(
+                "failed {} {}{}",
+                e.code.as_deref().unwrap_or("-"),
+                if e.retryable { "retry" } else { "final" },
+                e.hint.map(|h| format!(" {}s", h.as_secs_f64())).unwrap_or_default()
+            ),
+        }
+    }
+
+    #[test]
+    fn responses_events() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("response.created", r#"{"type":"response.created","response":{"status":"in_progress","error":null}}"#, "pending"),
+            ("response.output_text.delta", r#"{"type":"response.output_text.delta","delta":"response.failed error rate_limit_exceeded"}"#, "pending"),
+            ("response.completed", r#"{"type":"response.completed","response":{"status":"completed","error":null}}"#, "complete"),
+            ("response.incomplete", r#"{"type":"response.incomplete","response":{"status":"incomplete","incomplete_details":{"reason":"max_output_tokens"},"error":null}}"#, "complete"),
+            ("", r#"{"type":"response.completed","response":{}}"#, "complete"),
+            ("response.failed", r#"{"type":"response.failed","response":{"status":"failed","error":{"code":"rate_limit_exceeded","message":"Please try again in 2s."}}}"#, "failed rate_limit_exceeded retry 2s"),
+            ("response.failed", r#"{"type":"response.failed","response":{"status":"failed","error":{"code":"server_error","message":"oops"}}}"#, "failed server_error retry"),
+            ("response.failed", r#"{"type":"response.failed","response":{"status":"failed","error":{"code":"context_length_exceeded","message":"too long"}}}"#, "failed context_length_exceeded final"),
+            ("response.failed", r#"{"type":"response.failed","response":{"status":"failed","error":null}}"#, "failed - retry"),
+            ("error", r#"{"type":"error","code":"rate_limit_exceeded","message":"slow down","param":null,"sequence_number":3}"#, "failed rate_limit_exceeded retry"),
+            ("error", r#"{"type":"error","error":{"type":"invalid_request_error","code":"invalid_prompt","message":"no"}}"#, "failed invalid_prompt final"),
+            ("error", r#"{"type":"error","error":{"type":"insufficient_quota","code":"insufficient_quota","message":"pay"}}"#, "failed insufficient_quota final"),
+            ("error", r#"{"type":"error","error":{"type":"server_error","code":null,"message":"boom"}}"#, "failed - retry"),
+            ("", "not json", "malformed"),
+            ("", "", "pending"),
+        ];
+        for (name, data, expected) in cases {
+            assert_eq!(short(&verdict(Api::Responses, name, data)), *expected, "{name} {data}");
+        }
+    }
+
+    #[test]
+    fn chat_events() {
+        let cases: &[(&str, &str)] = &[
+            (r#"{"choices":[],"created":0,"id":"","model":"","object":"","prompt_filter_results":[{"prompt_index":0,"content_filter_results":{}}]}"#, "pending"),
+            (r#"{"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"error: [DONE]"},"finish_reason":null}]}"#, "pending"),
+            (r#"{"id":"c1","choices":[],"error":null}"#, "pending"),
+            ("[DONE]", "complete"),
+            (" [DONE] ", "complete"),
+            (r#"{"error":{"message":"Rate limit. Please retry after 3 seconds.","type":"requests","code":"429"}}"#, "failed 429 retry 3s"),
+            (r#"{"error":{"message":"context too long","type":"invalid_request_error","code":"context_length_exceeded"}}"#, "failed context_length_exceeded final"),
+            (r#"{"error":{"message":"internal","code":500}}"#, "failed 500 retry"),
+            (r#"{"error":"something broke"}"#, "failed - retry"),
+            ("{truncated", "malformed"),
+        ];
+        for (data, expected) in cases {
+            assert_eq!(short(&verdict(Api::Chat, "", data)), *expected, "{data}");
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! Command-line arguments: a handful of flags, parsed by hand.
+//!
+//! Only the shape of the command line lives here; what the flags do is `lib.rs`'s business
+//! and every setting of the proxy itself comes from the environment (`config.rs`).
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use crate::config::VARIABLES;
+use crate::error::Error;
+
+/// What the command line asks for.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Args {
+    /// `--env-file PATH`: load this file instead of `./.env` (it must exist).
+    pub env_file: Option<PathBuf>,
+    /// `--check`: print the effective configuration and exit.
+    pub check: bool,
+    pub help: bool,
+    pub version: bool,
+}
+
+impl Args {
+    pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args, Error> {
+        let mut out = Args::default();
+        let mut args = args.into_iter().skip(1);
+        while let Some(arg) = args.next() {
+            let arg = arg.to_string_lossy().into_owned();
+            match arg.as_str() {
+                "--check" => out.check = true,
+                "-h" | "--help" => out.help = true,
+                "-V" | "--version" => out.version = true,
+                "--env-file" => {
+                    let path = args
+                        .next()
+                        .ok_or_else(|| Error::Usage("--env-file needs a path (try --help)".into()))?;
+                    out.env_file = Some(PathBuf::from(path));
+                }
+                _ => match arg.strip_prefix("--env-file=") {
+                    Some(path) => out.env_file = Some(PathBuf::from(path)),
+                    None => return Err(Error::Usage(format!("unknown argument {arg:?} (try --help)"))),
+                },
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The `--help` text, with every variable and its default.
+pub fn help() -> String {
+    let mut text = format!(
+        "codex-shield {}\n\
+         A proxy that buffers, checks and retries OpenAI-compatible streams, so the client\n\
+         (Codex CLI, the openai SDK) only ever sees complete answers.\n\n\
+         USAGE: codex-shield [--env-file PATH] [--check]\n\n\
+         OPTIONS:\n  \
+           --env-file PATH  read settings from PATH instead of ./.env (environment wins)\n  \
+           --check          print the effective configuration (keys hidden) and exit\n  \
+           -h, --help       print this help\n  \
+           -V, --version    print the version\n\n\
+         ENVIRONMENT (default in brackets):\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    for (name, default, meaning) in VARIABLES {
+        text.push_str(&format!("  {name:<24} {meaning} [{default}]\n"));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, String> {
+        let argv = std::iter::once("codex-shield").chain(args.iter().copied()).map(OsString::from);
+        Args::parse(argv).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn arguments() {
+        assert_eq!(parse(&[]).unwrap(), Args::default());
+        assert!(parse(&["--check"]).unwrap().check);
+        assert!(parse(&["-h"]).unwrap().help);
+        assert!(parse(&["--version"]).unwrap().version);
+        let with_file = parse(&["--env-file", "/x/.env"]).unwrap();
+        assert_eq!(with_file.env_file, Some(PathBuf::from("/x/.env")));
+        assert_eq!(parse(&["--env-file=/y"]).unwrap().env_file, Some(PathBuf::from("/y")));
+        assert!(parse(&["--env-file"]).unwrap_err().contains("needs a path"));
+        assert!(parse(&["--port", "9"]).unwrap_err().contains("unknown argument"));
+    }
+
+    #[test]
+    fn help_lists_every_variable() {
+        let text = help();
+        for (name, ..) in VARIABLES {
+            assert!(text.contains(name), "{name} missing from --help");
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! The one error type of codex-shield, and where each failure happened.
+//!
+//! Every variant says *where* something went wrong (configuration, the client's request, the
+//! connection to the upstream, the upstream's status, the stream itself) so that the retry
+//! decision in `retry.rs` is a pure function of the value. This module only describes errors;
+//! it does not decide what to do about them and it never renders them for the client (that is
+//! `reply.rs`).
+
+use std::fmt;
+use std::time::Duration;
+
+/// Everything that can go wrong, tagged with where it happened.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Error {
+    /// A command-line argument is not understood.
+    Usage(String),
+    /// A configuration variable is missing or invalid.
+    Config { var: &'static str, reason: String },
+    /// The listening socket could not be opened.
+    Listen { addr: String, reason: String },
+    /// The client's body is larger than `MAX_REQUEST_BYTES`.
+    RequestTooLarge { limit: u64 },
+    /// The client's request cannot be forwarded (bad JSON, not an object, unreadable body).
+    BadRequest(String),
+    /// The client did not present `PROXY_API_KEY`.
+    Unauthorized,
+    /// No route for this method and path.
+    NotFound { method: String, path: String },
+    /// `MAX_CONCURRENT` requests are already in flight.
+    Busy { limit: usize },
+    /// The proxy is shutting down and takes no new work.
+    ShuttingDown,
+    /// No connection to the upstream: DNS, TCP connect, TLS or proxy failure.
+    Connect(String),
+    /// The upstream answered with a status that is not a success.
+    Status(Rejection),
+    /// The connection broke or the framing was invalid before the answer was complete.
+    Truncated { received: usize, reason: String },
+    /// The upstream sent nothing for `IDLE_TIMEOUT_SECONDS`.
+    Stalled { received: usize },
+    /// The stream carried an error (`error`, `response.failed`, a chat chunk with `error`).
+    InStream(StreamError),
+    /// The upstream's answer is larger than `MAX_RESPONSE_BYTES`.
+    ResponseTooLarge { limit: u64 },
+    /// Every attempt failed; `last` is the final failure.
+    Exhausted {
+        attempts: u32,
+        elapsed: Duration,
+        last: Box<Error>,
+    },
+}
+
+/// An upstream answer with a non-success status, kept whole so it can be passed on unchanged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+    /// Headers worth passing on to the client (`x-request-id`, `x-ratelimit-*`...).
+    pub headers: Vec<(String, String)>,
+    /// The upstream's own retry hint, from its headers or its error message.
+    pub hint: Option<Duration>,
+}
+
+/// An error reported inside a stream, from its parsed JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamError {
+    pub code: Option<String>,
+    pub kind: Option<String>,
+    pub message: String,
+    /// Whether another attempt may succeed (see `check::is_retryable`).
+    pub retryable: bool,
+    /// Retry hint found in the message ("try again in 20s").
+    pub hint: Option<Duration>,
+}
+
+impl Rejection {
+    /// The upstream's own error message, if its body is an error JSON (at most 300 chars).
+    pub fn message(&self) -> Option<String> {
+        let v: serde_json::Value = serde_json::from_slice(&self.body).ok()?;
+        let m = v["error"]["message"].as_str().or(v["message"].as_str())?;
+        Some(m.chars().take(300).collect())
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Usage(msg) => write!(f, "{msg}"),
+            Error::Config { var, reason } => write!(f, "invalid configuration: {var}: {reason}"),
+            Error::Listen { addr, reason } => write!(f, "cannot listen on {addr}: {reason}"),
+            Error::RequestTooLarge { limit } => {
+                write!(f, "request body is larger than MAX_REQUEST_BYTES ({limit} bytes)")
+            }
+            Error::BadRequest(msg) => write!(f, "invalid request: {msg}"),
+            Error::Unauthorized => write!(f, "missing or wrong proxy API key"),
+            Error::NotFound { method, path } => write!(f, "no route for {method} {path}"),
+            Error::Busy { limit } => {
+                write!(f, "proxy busy: {limit} requests already in flight (MAX_CONCURRENT)")
+            }
+            Error::ShuttingDown => write!(f, "proxy is shutting down"),
+            Error::Connect(reason) => write!(f, "cannot reach upstream: {reason}"),
+            Error::Status(r) => {
+                write!(f, "upstream status {}", r.status)?;
+                if let Some(h) = r.hint {
+                    write!(f, " (retry hint {:.1}s)", h.as_secs_f64())?;
+                }
+                match r.message() {
+                    Some(m) => write!(f, ": {m}"),
+                    None => Ok(()),
+                }
+            }
+            Error::Truncated { received, reason } => {
+                write!(f, "stream cut after {received} bytes: {reason}")
+            }
+            Error::Stalled { received } => {
+                write!(f, "upstream stalled: nothing for IDLE_TIMEOUT_SECONDS after {received} bytes")
+            }
+            Error::InStream(e) => {
+                let code = e.code.as_deref().unwrap_or("no code");
+                write!(f, "error event in stream ({code}): {}", e.message)
+            }
+            Error::ResponseTooLarge { limit } => {
+                write!(f, "upstream answer is larger than MAX_RESPONSE_BYTES ({limit} bytes)")
+            }
+            Error::Exhausted {
+                attempts,
+                elapsed,
+                last,
+            } => write!(
+                f,
+                "upstream failed {attempts} attempt(s) over {:.1}s; last failure: {last}",
+                elapsed.as_secs_f64()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl Error {
+    /// Process exit code for an error that ends the program.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Usage(_) | Error::Config { .. } => 2,
+            _ => 1,
+        }
+    }
+
+    /// Short label for log lines ("429", "cut", "stall", "in-stream rate_limit_exceeded").
+    pub fn label(&self) -> String {
+        match self {
+            Error::Connect(_) => "connect".into(),
+            Error::Status(r) => r.status.to_string(),
+            Error::Truncated { received, .. } => format!("cut@{received}B"),
+            Error::Stalled { .. } => "stall".into(),
+            Error::InStream(e) => format!("event:{}", e.code.as_deref().unwrap_or("error")),
+            Error::ResponseTooLarge { .. } => "too-large".into(),
+            other => other.to_string(),
+        }
+    }
+}

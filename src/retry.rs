@@ -1,0 +1,322 @@
+//! The retry policy: after this failure, retry (and after how long), deliver, or give up.
+//!
+//! Pure functions only: no clock, no sleep, no randomness of its own (the caller passes the
+//! elapsed time and a jitter value), so every rule is a unit test. This module also reads the
+//! upstream's retry hints (`retry-after-ms`, `x-ms-retry-after-ms`, `retry-after` in seconds or
+//! as an HTTP date, "try again in 20s" in messages). It does not know how an attempt is made.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::error::Error;
+
+/// Retry settings, from `RETRY_*` variables.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// Total attempts, the first included.
+    pub attempts: u32,
+    /// Wait after the first failure; doubles after each further one.
+    pub base: Duration,
+    /// Longest computed wait (an upstream hint may be longer).
+    pub max: Duration,
+    /// No new attempt starts after this much time since the request arrived.
+    pub deadline: Duration,
+}
+
+/// What to do after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Decision {
+    /// Wait this long, then try again.
+    Retry(Duration),
+    /// The upstream's answer is final: hand it to the client unchanged.
+    Deliver,
+    /// Stop and report the failure.
+    GiveUp,
+}
+
+/// HTTP statuses worth another attempt: timeouts, conflicts, rate limits, gateway and
+/// overload errors (520-524 and 529 are common CDN and overload codes).
+pub fn status_is_retryable(status: u16) -> bool {
+    matches!(
+        status,
+        408 | 409 | 425 | 429 | 500 | 502 | 503 | 504 | 520..=524 | 529
+    )
+}
+
+/// The decision after attempt number `attempt` (1-based) failed with `err`, `elapsed` after
+/// the request arrived. `jitter` is a number in `[0, 1)`.
+pub fn decide(err: &Error, attempt: u32, elapsed: Duration, policy: &Policy, jitter: f64) -> Decision {
+    let hint = match err {
+        Error::Connect(_) | Error::Truncated { .. } | Error::Stalled { .. } => None,
+        Error::Status(r) if status_is_retryable(r.status) && !quota_exhausted(&r.body) => r.hint,
+        Error::InStream(e) if e.retryable => e.hint,
+        Error::Status(_) | Error::InStream(_) => return Decision::Deliver,
+        _ => return Decision::GiveUp,
+    };
+    if attempt >= policy.attempts {
+        return Decision::GiveUp;
+    }
+    let wait = backoff(attempt, policy, jitter).max(hint.unwrap_or_default());
+    if elapsed + wait > policy.deadline {
+        return Decision::GiveUp;
+    }
+    Decision::Retry(wait)
+}
+
+/// The computed wait after failed attempt `attempt`: `base * 2^(attempt-1)`, times a jitter
+/// factor in `[0.8, 1.2)`, capped at `max`.
+pub fn backoff(attempt: u32, policy: &Policy, jitter: f64) -> Duration {
+    let doublings = attempt.saturating_sub(1).min(30) as i32;
+    let nominal = policy.base.as_secs_f64() * 2f64.powi(doublings);
+    let jittered = nominal * (0.8 + 0.4 * jitter.clamp(0.0, 1.0));
+    Duration::from_secs_f64(jittered.min(policy.max.as_secs_f64()))
+}
+
+/// A 429 that says the quota is gone will not get better by waiting.
+fn quota_exhausted(body: &[u8]) -> bool {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return false;
+    };
+    let code = &v["error"]["code"];
+    code == "insufficient_quota" || v["error"]["type"] == "insufficient_quota"
+}
+
+/// The longest retry hint in the response headers. `header` looks a name up (lowercase).
+pub fn hint_from_headers<'a>(header: impl Fn(&str) -> Option<&'a str>, now: SystemTime) -> Option<Duration> {
+    let ms = |name| header(name).and_then(parse_seconds).map(|v| v / 1000.0);
+    let candidates = [
+        ms("retry-after-ms"),
+        ms("x-ms-retry-after-ms"),
+        header("retry-after").and_then(|v| parse_seconds(v).or_else(|| seconds_until(v, now))),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| Duration::from_secs_f64(s.min(86_400.0)))
+        .max()
+}
+
+fn parse_seconds(v: &str) -> Option<f64> {
+    v.trim().parse::<f64>().ok()
+}
+
+/// Seconds from `now` until an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`); 0 if past.
+fn seconds_until(date: &str, now: SystemTime) -> Option<f64> {
+    let at = parse_http_date(date)?;
+    let now = now.duration_since(UNIX_EPOCH).ok()?.as_secs_f64();
+    Some((at as f64 - now).max(0.0))
+}
+
+/// Unix seconds of an IMF-fixdate, the form RFC 9110 requires senders to use.
+fn parse_http_date(s: &str) -> Option<i64> {
+    let mut parts = s.trim().split_whitespace();
+    let _weekday = parts.next()?;
+    let day: i64 = parts.next()?.parse().ok()?;
+    let month = parts.next()?;
+    let year: i64 = parts.next()?.parse().ok()?;
+    let mut hms = parts.next()?.split(':').map(|p| p.parse::<i64>().ok());
+    let (h, m, sec) = (hms.next()??, hms.next()??, hms.next()??);
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = MONTHS.iter().position(|&name| name == month)? as i64 + 1;
+    Some(days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + sec)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// A wait named in an error message: "Please try again in 20s.", "try again in 1.898s",
+/// "try again in 120ms", "try again in 1m30s", "Please retry after 20 seconds."
+pub fn hint_from_message(message: &str) -> Option<Duration> {
+    let lower = message.to_ascii_lowercase();
+    ["try again in ", "retry after ", "retry in "]
+        .iter()
+        .filter_map(|marker| lower.find(marker).map(|i| &lower[i + marker.len()..]))
+        .find_map(parse_wait)
+}
+
+/// `20s`, `1.5s`, `120ms`, `1m30s`, `2h`, `20 seconds`, `1 minute`, `500 milliseconds`.
+fn parse_wait(text: &str) -> Option<Duration> {
+    let mut total = 0.0;
+    let mut rest = text.trim_start();
+    let mut found = false;
+    loop {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let Ok(value) = rest[..digits].parse::<f64>() else {
+            break;
+        };
+        let after = rest[digits..].trim_start();
+        let unit_len = after
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(after.len());
+        let scale = match &after[..unit_len] {
+            "ms" | "millisecond" | "milliseconds" => 0.001,
+            "s" | "sec" | "secs" | "second" | "seconds" => 1.0,
+            "m" | "min" | "mins" | "minute" | "minutes" => 60.0,
+            "h" | "hour" | "hours" => 3600.0,
+            _ => break,
+        };
+        total += value * scale;
+        found = true;
+        rest = &after[unit_len..];
+    }
+    (found && total.is_finite()).then(|| Duration::from_secs_f64(total.min(86_400.0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{Rejection, StreamError};
+
+    fn policy() -> Policy {
+        Policy {
+            attempts: 5,
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(8),
+            deadline: Duration::from_secs(60),
+        }
+    }
+
+    fn status(code: u16, hint: Option<u64>, body: &str) -> Error {
+        Error::Status(Rejection {
+            status: code,
+            content_type: None,
+            body: body.as_bytes().to_vec(),
+            headers: vec![],
+            hint: hint.map(Duration::from_secs),
+        })
+    }
+
+    fn in_stream(code: &str, retryable: bool) -> Error {
+        Error::InStream(StreamError {
+            code: Some(code.into()),
+            kind: None,
+            message: "m".into(),
+            retryable,
+            hint: None,
+        })
+    }
+
+    #[test]
+    fn decisions() {
+        let s = Duration::from_secs;
+        let cut = Error::Truncated {
+            received: 10,
+            reason: "eof".into(),
+        };
+        let stall = Error::Stalled { received: 0 };
+        let cases: Vec<(Error, u32, u64, Decision)> = vec![
+            (status(429, None, ""), 1, 0, Decision::Retry(s(1))),
+            (status(429, None, ""), 2, 0, Decision::Retry(s(2))),
+            (status(429, None, ""), 3, 0, Decision::Retry(s(4))),
+            (status(429, None, ""), 4, 0, Decision::Retry(s(8))),
+            (status(429, None, ""), 5, 0, Decision::GiveUp),
+            (status(429, Some(20), ""), 1, 0, Decision::Retry(s(20))),
+            (status(429, Some(20), ""), 1, 45, Decision::GiveUp),
+            (status(503, None, ""), 1, 0, Decision::Retry(s(1))),
+            (status(500, None, ""), 1, 0, Decision::Retry(s(1))),
+            (status(502, None, ""), 1, 0, Decision::Retry(s(1))),
+            (status(504, None, ""), 1, 0, Decision::Retry(s(1))),
+            (status(408, None, ""), 1, 0, Decision::Retry(s(1))),
+            (status(409, None, ""), 1, 0, Decision::Retry(s(1))),
+            (status(400, None, ""), 1, 0, Decision::Deliver),
+            (status(401, None, ""), 1, 0, Decision::Deliver),
+            (status(404, None, ""), 1, 0, Decision::Deliver),
+            (status(501, None, ""), 1, 0, Decision::Deliver),
+            (
+                status(429, None, r#"{"error":{"code":"insufficient_quota","message":"x"}}"#),
+                1,
+                0,
+                Decision::Deliver,
+            ),
+            (Error::Connect("refused".into()), 1, 0, Decision::Retry(s(1))),
+            (cut.clone(), 2, 0, Decision::Retry(s(2))),
+            (cut, 2, 59, Decision::GiveUp),
+            (stall, 1, 0, Decision::Retry(s(1))),
+            (in_stream("rate_limit_exceeded", true), 1, 0, Decision::Retry(s(1))),
+            (in_stream("context_length_exceeded", false), 1, 0, Decision::Deliver),
+            (Error::ResponseTooLarge { limit: 1 }, 1, 0, Decision::GiveUp),
+        ];
+        for (err, attempt, elapsed, expected) in cases {
+            let got = decide(&err, attempt, s(elapsed), &policy(), 0.5);
+            assert_eq!(got, expected, "{err:?} attempt {attempt} at {elapsed}s");
+        }
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_and_cap() {
+        let p = policy();
+        let at = |n, j| backoff(n, &p, j).as_secs_f64();
+        assert!((at(1, 0.0) - 0.8).abs() < 1e-9);
+        assert!((at(1, 0.999_999) - 1.2).abs() < 1e-5);
+        assert!(at(2, 0.0) > at(1, 0.999));
+        assert_eq!(at(10, 0.0), 8.0);
+        let tiny = Policy {
+            base: Duration::from_millis(50),
+            ..policy()
+        };
+        assert!((backoff(1, &tiny, 0.5).as_secs_f64() - 0.05).abs() < 1e-9);
+    }
+
+    #[test]
+    fn header_hints() {
+        let now = UNIX_EPOCH + Duration::from_secs(784_111_777); // Sun, 06 Nov 1994 08:49:37 GMT
+        let cases: &[(&[(&str, &str)], Option<f64>)] = &[
+            (&[], None),
+            (&[("retry-after", "7")], Some(7.0)),
+            (&[("retry-after", "1.5")], Some(1.5)),
+            (&[("retry-after-ms", "250")], Some(0.25)),
+            (&[("x-ms-retry-after-ms", "1200")], Some(1.2)),
+            (&[("retry-after", "2"), ("retry-after-ms", "3500")], Some(3.5)),
+            (&[("retry-after", "Sun, 06 Nov 1994 08:49:47 GMT")], Some(10.0)),
+            (&[("retry-after", "Sun, 06 Nov 1994 08:49:00 GMT")], Some(0.0)),
+            (&[("retry-after", "soon")], None),
+            (&[("retry-after", "-3")], None),
+        ];
+        for (headers, expected) in cases {
+            let got = hint_from_headers(
+                |name| headers.iter().find(|(n, _)| *n == name).map(|(_, v)| *v),
+                now,
+            );
+            assert_eq!(got.map(|d| d.as_secs_f64()), *expected, "{headers:?}");
+        }
+    }
+
+    #[test]
+    fn message_hints() {
+        let cases: &[(&str, Option<u128>)] = &[
+            ("Rate limit reached. Please try again in 20s.", Some(20_000)),
+            ("Please try again in 1.898s. Visit ...", Some(1_898)),
+            ("Please try again in 120ms.", Some(120)),
+            ("Please try again in 1m30s.", Some(90_000)),
+            ("Please try again in 6m0s.", Some(360_000)),
+            ("Please retry after 20 seconds.", Some(20_000)),
+            ("Please Retry After 1 second", Some(1_000)),
+            ("try again later", None),
+            ("The answer mentions 20s but no hint", None),
+            ("", None),
+        ];
+        for (message, expected_ms) in cases {
+            let got = hint_from_message(message).map(|d| (d.as_secs_f64() * 1000.0).round() as u128);
+            assert_eq!(got, *expected_ms, "{message:?}");
+        }
+    }
+
+    #[test]
+    fn civil_days() {
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+        assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"), Some(784_111_777));
+        assert_eq!(parse_http_date("garbage"), None);
+    }
+}
