@@ -63,14 +63,14 @@ pub fn observe(api: Api, event: &Event) -> Verdict {
 }
 
 fn responses(name: &[u8], value: &Value) -> Verdict {
-    let kind = value["type"]
-        .as_str()
-        .unwrap_or_else(|| std::str::from_utf8(name).unwrap_or(""));
+    let kind = value["type"].as_str().unwrap_or_else(|| std::str::from_utf8(name).unwrap_or(""));
     match kind {
         "response.completed" | "response.incomplete" => Verdict::Complete,
         "response.failed" => Verdict::Failed(stream_error(&value["response"]["error"], "response failed")),
         // `{"type":"error","code":..,"message":..}` or `{"type":"error","error":{..}}`
-        "error" if value["error"].is_object() => Verdict::Failed(stream_error(&value["error"], "error event")),
+        "error" if value["error"].is_object() => {
+            Verdict::Failed(stream_error(&value["error"], "error event"))
+        }
         "error" => Verdict::Failed(stream_error(value, "error event")),
         _ => Verdict::Pending,
     }
@@ -181,10 +181,7 @@ mod tests {
     use std::borrow::Cow;
 
     fn verdict(api: Api, name: &str, data: &str) -> Verdict {
-        let event = Event {
-            name: name.as_bytes(),
-            data: Cow::Borrowed(data.as_bytes()),
-        };
+        let event = Event { name: name.as_bytes(), data: Cow::Borrowed(data.as_bytes()) };
         observe(api, &event)
     }
 
@@ -206,19 +203,67 @@ mod tests {
     #[test]
     fn responses_events() {
         let cases: &[(&str, &str, &str)] = &[
-            ("response.created", r#"{"type":"response.created","response":{"status":"in_progress","error":null}}"#, "pending"),
-            ("response.output_text.delta", r#"{"type":"response.output_text.delta","delta":"response.failed error rate_limit_exceeded"}"#, "pending"),
-            ("response.completed", r#"{"type":"response.completed","response":{"status":"completed","error":null}}"#, "complete"),
-            ("response.incomplete", r#"{"type":"response.incomplete","response":{"status":"incomplete","incomplete_details":{"reason":"max_output_tokens"},"error":null}}"#, "complete"),
+            (
+                "response.created",
+                r#"{"type":"response.created","response":{"status":"in_progress","error":null}}"#,
+                "pending",
+            ),
+            (
+                "response.output_text.delta",
+                r#"{"type":"response.output_text.delta","delta":"response.failed error rate_limit_exceeded"}"#,
+                "pending",
+            ),
+            (
+                "response.completed",
+                r#"{"type":"response.completed","response":{"status":"completed","error":null}}"#,
+                "complete",
+            ),
+            (
+                "response.incomplete",
+                r#"{"type":"response.incomplete","response":{"status":"incomplete","incomplete_details":{"reason":"max_output_tokens"},"error":null}}"#,
+                "complete",
+            ),
             ("", r#"{"type":"response.completed","response":{}}"#, "complete"),
-            ("response.failed", r#"{"type":"response.failed","response":{"status":"failed","error":{"code":"rate_limit_exceeded","message":"Please try again in 2s."}}}"#, "failed rate_limit_exceeded retry 2s"),
-            ("response.failed", r#"{"type":"response.failed","response":{"status":"failed","error":{"code":"server_error","message":"oops"}}}"#, "failed server_error retry"),
-            ("response.failed", r#"{"type":"response.failed","response":{"status":"failed","error":{"code":"context_length_exceeded","message":"too long"}}}"#, "failed context_length_exceeded final"),
-            ("response.failed", r#"{"type":"response.failed","response":{"status":"failed","error":null}}"#, "failed - retry"),
-            ("error", r#"{"type":"error","code":"rate_limit_exceeded","message":"slow down","param":null,"sequence_number":3}"#, "failed rate_limit_exceeded retry"),
-            ("error", r#"{"type":"error","error":{"type":"invalid_request_error","code":"invalid_prompt","message":"no"}}"#, "failed invalid_prompt final"),
-            ("error", r#"{"type":"error","error":{"type":"insufficient_quota","code":"insufficient_quota","message":"pay"}}"#, "failed insufficient_quota final"),
-            ("error", r#"{"type":"error","error":{"type":"server_error","code":null,"message":"boom"}}"#, "failed - retry"),
+            (
+                "response.failed",
+                r#"{"type":"response.failed","response":{"status":"failed","error":{"code":"rate_limit_exceeded","message":"Please try again in 2s."}}}"#,
+                "failed rate_limit_exceeded retry 2s",
+            ),
+            (
+                "response.failed",
+                r#"{"type":"response.failed","response":{"status":"failed","error":{"code":"server_error","message":"oops"}}}"#,
+                "failed server_error retry",
+            ),
+            (
+                "response.failed",
+                r#"{"type":"response.failed","response":{"status":"failed","error":{"code":"context_length_exceeded","message":"too long"}}}"#,
+                "failed context_length_exceeded final",
+            ),
+            (
+                "response.failed",
+                r#"{"type":"response.failed","response":{"status":"failed","error":null}}"#,
+                "failed - retry",
+            ),
+            (
+                "error",
+                r#"{"type":"error","code":"rate_limit_exceeded","message":"slow down","param":null,"sequence_number":3}"#,
+                "failed rate_limit_exceeded retry",
+            ),
+            (
+                "error",
+                r#"{"type":"error","error":{"type":"invalid_request_error","code":"invalid_prompt","message":"no"}}"#,
+                "failed invalid_prompt final",
+            ),
+            (
+                "error",
+                r#"{"type":"error","error":{"type":"insufficient_quota","code":"insufficient_quota","message":"pay"}}"#,
+                "failed insufficient_quota final",
+            ),
+            (
+                "error",
+                r#"{"type":"error","error":{"type":"server_error","code":null,"message":"boom"}}"#,
+                "failed - retry",
+            ),
             ("", "not json", "malformed"),
             ("", "", "pending"),
         ];
@@ -230,13 +275,25 @@ mod tests {
     #[test]
     fn chat_events() {
         let cases: &[(&str, &str)] = &[
-            (r#"{"choices":[],"created":0,"id":"","model":"","object":"","prompt_filter_results":[{"prompt_index":0,"content_filter_results":{}}]}"#, "pending"),
-            (r#"{"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"error: [DONE]"},"finish_reason":null}]}"#, "pending"),
+            (
+                r#"{"choices":[],"created":0,"id":"","model":"","object":"","prompt_filter_results":[{"prompt_index":0,"content_filter_results":{}}]}"#,
+                "pending",
+            ),
+            (
+                r#"{"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"error: [DONE]"},"finish_reason":null}]}"#,
+                "pending",
+            ),
             (r#"{"id":"c1","choices":[],"error":null}"#, "pending"),
             ("[DONE]", "complete"),
             (" [DONE] ", "complete"),
-            (r#"{"error":{"message":"Rate limit. Please retry after 3 seconds.","type":"requests","code":"429"}}"#, "failed 429 retry 3s"),
-            (r#"{"error":{"message":"context too long","type":"invalid_request_error","code":"context_length_exceeded"}}"#, "failed context_length_exceeded final"),
+            (
+                r#"{"error":{"message":"Rate limit. Please retry after 3 seconds.","type":"requests","code":"429"}}"#,
+                "failed 429 retry 3s",
+            ),
+            (
+                r#"{"error":{"message":"context too long","type":"invalid_request_error","code":"context_length_exceeded"}}"#,
+                "failed context_length_exceeded final",
+            ),
             (r#"{"error":{"message":"internal","code":500}}"#, "failed 500 retry"),
             (r#"{"error":"something broke"}"#, "failed - retry"),
             ("{truncated", "malformed"),

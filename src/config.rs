@@ -16,7 +16,11 @@ use crate::target::{Auth, Endpoint};
 /// Every variable, its default and its meaning: the source of `--help`, `--check`, the README
 /// table and `.env.example` (a test keeps those two in step with this list).
 pub const VARIABLES: &[(&str, &str, &str)] = &[
-    ("AZURE_ENDPOINT", "", "upstream base URL (.../v1) or full .../responses or .../chat/completions URL; required"),
+    (
+        "AZURE_ENDPOINT",
+        "",
+        "upstream base URL (.../v1) or full .../responses or .../chat/completions URL; required",
+    ),
     ("AZURE_API_KEY", "", "upstream key; empty sends no auth header (local servers)"),
     ("UPSTREAM_AUTH", "auto", "auto | api-key | bearer; auto uses api-key for Azure hosts"),
     ("HOST", "127.0.0.1", "address to listen on"),
@@ -25,7 +29,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ("RETRY_ATTEMPTS", "10", "attempts per request, the first included"),
     ("RETRY_WAIT_SECONDS", "1", "wait after the first failure; doubles each attempt, with jitter"),
     ("RETRY_MAX_WAIT_SECONDS", "30", "cap on the computed wait (a longer upstream hint still wins)"),
-    ("RETRY_DEADLINE_SECONDS", "240", "no new attempt after this long; keep it under Codex's 300 s stream idle timeout"),
+    (
+        "RETRY_DEADLINE_SECONDS",
+        "240",
+        "no new attempt after this long; keep it under Codex's 300 s stream idle timeout",
+    ),
     ("IDLE_TIMEOUT_SECONDS", "120", "an upstream silent this long has stalled: retry"),
     ("CONNECT_TIMEOUT_SECONDS", "10", "TCP and TLS connect timeout"),
     ("MAX_REQUEST_BYTES", "33554432", "largest client body (413 beyond it)"),
@@ -79,10 +87,7 @@ struct Raw<F: Fn(&str) -> Option<String>>(F);
 
 impl<F: Fn(&str) -> Option<String>> Raw<F> {
     fn get(&self, var: &'static str) -> String {
-        let default = VARIABLES
-            .iter()
-            .find(|(name, ..)| *name == var)
-            .map_or("", |(_, d, _)| *d);
+        let default = VARIABLES.iter().find(|(name, ..)| *name == var).map_or("", |(_, d, _)| *d);
         (self.0)(var)
             .map(|v| v.trim().to_string())
             .filter(|v| !v.is_empty())
@@ -128,15 +133,20 @@ impl Config {
     /// The configuration from any lookup function (tests pass a table).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, Error> {
         let raw = Raw(lookup);
-        let endpoint_text = raw
-            .optional("AZURE_ENDPOINT")
-            .ok_or_else(|| bad("AZURE_ENDPOINT", "is required (the upstream URL, e.g. https://NAME.openai.azure.com/openai/v1)".into()))?;
+        let endpoint_text = raw.optional("AZURE_ENDPOINT").ok_or_else(|| {
+            bad(
+                "AZURE_ENDPOINT",
+                "is required (the upstream URL, e.g. https://NAME.openai.azure.com/openai/v1)".into(),
+            )
+        })?;
         let endpoint = Endpoint::parse(&endpoint_text).map_err(|e| bad("AZURE_ENDPOINT", e))?;
         let auth = match raw.get("UPSTREAM_AUTH").to_ascii_lowercase().as_str() {
             "auto" => endpoint.auto_auth(),
             "api-key" | "api_key" | "apikey" => Auth::ApiKey,
             "bearer" => Auth::Bearer,
-            other => return Err(bad("UPSTREAM_AUTH", format!("expected auto, api-key or bearer, got {other:?}"))),
+            other => {
+                return Err(bad("UPSTREAM_AUTH", format!("expected auto, api-key or bearer, got {other:?}")))
+            }
         };
         let retry = Policy {
             attempts: raw.positive("RETRY_ATTEMPTS")?,
@@ -153,10 +163,7 @@ impl Config {
         let log_level = Level::parse(&raw.get("LOG_LEVEL"))
             .ok_or_else(|| bad("LOG_LEVEL", "expected error, warn, info or debug".into()))?;
         Ok(Config {
-            listen: Listen {
-                host: raw.get("HOST"),
-                port: raw.parse("PORT", "a port number (0-65535)")?,
-            },
+            listen: Listen { host: raw.get("HOST"), port: raw.parse("PORT", "a port number (0-65535)")? },
             upstream: Upstream {
                 endpoint,
                 key: raw.optional("AZURE_API_KEY"),
@@ -204,7 +211,13 @@ impl Config {
         let rows = [
             ("AZURE_ENDPOINT", u.endpoint.display()),
             ("AZURE_API_KEY", mask(&u.key)),
-            ("UPSTREAM_AUTH", format!("{:?}", u.auth).to_ascii_lowercase()),
+            (
+                "UPSTREAM_AUTH",
+                match u.auth {
+                    Auth::ApiKey => "api-key".into(),
+                    Auth::Bearer => "bearer".into(),
+                },
+            ),
             ("HOST", self.listen.host.clone()),
             ("PORT", self.listen.port.to_string()),
             ("FORCED_MODEL", self.forced_model.clone().unwrap_or_else(|| "(client's model)".into())),
@@ -219,7 +232,10 @@ impl Config {
             ("MAX_CONCURRENT", self.limits.max_concurrent.to_string()),
             ("PROXY_API_KEY", mask(&self.proxy_key)),
             ("SHUTDOWN_GRACE_SECONDS", secs(self.shutdown_grace)),
-            ("UPSTREAM_CA_FILE", u.ca_file.as_ref().map_or("(bundled roots only)".into(), |p| p.display().to_string())),
+            (
+                "UPSTREAM_CA_FILE",
+                u.ca_file.as_ref().map_or("(bundled roots only)".into(), |p| p.display().to_string()),
+            ),
             ("LOG_LEVEL", self.log_level.name().to_string()),
         ];
         rows.iter().map(|(k, v)| format!("{k:<24} {v}\n")).collect()

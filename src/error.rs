@@ -43,11 +43,7 @@ pub enum Error {
     /// The upstream's answer is larger than `MAX_RESPONSE_BYTES`.
     ResponseTooLarge { limit: u64 },
     /// Every attempt failed; `last` is the final failure.
-    Exhausted {
-        attempts: u32,
-        elapsed: Duration,
-        last: Box<Error>,
-    },
+    Exhausted { attempts: u32, elapsed: Duration, last: Box<Error> },
 }
 
 /// An upstream answer with a non-success status, kept whole so it can be passed on unchanged.
@@ -123,11 +119,7 @@ impl fmt::Display for Error {
             Error::ResponseTooLarge { limit } => {
                 write!(f, "upstream answer is larger than MAX_RESPONSE_BYTES ({limit} bytes)")
             }
-            Error::Exhausted {
-                attempts,
-                elapsed,
-                last,
-            } => write!(
+            Error::Exhausted { attempts, elapsed, last } => write!(
                 f,
                 "upstream failed {attempts} attempt(s) over {:.1}s; last failure: {last}",
                 elapsed.as_secs_f64()

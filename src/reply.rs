@@ -81,7 +81,9 @@ fn classify(err: &Error) -> (u16, &'static str, &'static str) {
             (502, "upstream_error", "upstream_error")
         }
         Error::Stalled { .. } => (504, "upstream_error", "upstream_timeout"),
-        Error::Usage(_) | Error::Config { .. } | Error::Listen { .. } => (500, "server_error", "internal_error"),
+        Error::Usage(_) | Error::Config { .. } | Error::Listen { .. } => {
+            (500, "server_error", "internal_error")
+        }
     }
 }
 
@@ -123,8 +125,18 @@ mod tests {
             (exhausted(rejection(429)), 429, "rate_limit_exceeded", "3 attempt(s) over 4.5s"),
             (exhausted(rejection(503)), 503, "upstream_retries_exhausted", "retry after 20 seconds"),
             (exhausted(Error::Stalled { received: 5 }), 504, "upstream_timeout", "stalled"),
-            (exhausted(Error::Truncated { received: 9, reason: "eof".into() }), 502, "upstream_retries_exhausted", "cut after 9 bytes"),
-            (exhausted(Error::ResponseTooLarge { limit: 64 }), 502, "response_too_large", "MAX_RESPONSE_BYTES"),
+            (
+                exhausted(Error::Truncated { received: 9, reason: "eof".into() }),
+                502,
+                "upstream_retries_exhausted",
+                "cut after 9 bytes",
+            ),
+            (
+                exhausted(Error::ResponseTooLarge { limit: 64 }),
+                502,
+                "response_too_large",
+                "MAX_RESPONSE_BYTES",
+            ),
         ];
         for (err, status, code, needle) in cases {
             let (s, c, m) = parts(err.clone());

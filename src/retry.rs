@@ -36,10 +36,7 @@ pub enum Decision {
 /// HTTP statuses worth another attempt: timeouts, conflicts, rate limits, gateway and
 /// overload errors (520-524 and 529 are common CDN and overload codes).
 pub fn status_is_retryable(status: u16) -> bool {
-    matches!(
-        status,
-        408 | 409 | 425 | 429 | 500 | 502 | 503 | 504 | 520..=524 | 529
-    )
+    matches!(status, 408 | 409 | 425 | 429 | 500 | 502 | 503 | 504 | 520..=524 | 529)
 }
 
 /// The decision after attempt number `attempt` (1-based) failed with `err`, `elapsed` after
@@ -109,16 +106,15 @@ fn seconds_until(date: &str, now: SystemTime) -> Option<f64> {
 
 /// Unix seconds of an IMF-fixdate, the form RFC 9110 requires senders to use.
 fn parse_http_date(s: &str) -> Option<i64> {
-    let mut parts = s.trim().split_whitespace();
+    let mut parts = s.split_whitespace();
     let _weekday = parts.next()?;
     let day: i64 = parts.next()?.parse().ok()?;
     let month = parts.next()?;
     let year: i64 = parts.next()?.parse().ok()?;
     let mut hms = parts.next()?.split(':').map(|p| p.parse::<i64>().ok());
     let (h, m, sec) = (hms.next()??, hms.next()??, hms.next()??);
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
+    const MONTHS: [&str; 12] =
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     let month = MONTHS.iter().position(|&name| name == month)? as i64 + 1;
     Some(days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + sec)
 }
@@ -149,16 +145,12 @@ fn parse_wait(text: &str) -> Option<Duration> {
     let mut rest = text.trim_start();
     let mut found = false;
     loop {
-        let digits = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
+        let digits = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
         let Ok(value) = rest[..digits].parse::<f64>() else {
             break;
         };
         let after = rest[digits..].trim_start();
-        let unit_len = after
-            .find(|c: char| !c.is_ascii_alphabetic())
-            .unwrap_or(after.len());
+        let unit_len = after.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(after.len());
         let scale = match &after[..unit_len] {
             "ms" | "millisecond" | "milliseconds" => 0.001,
             "s" | "sec" | "secs" | "second" | "seconds" => 1.0,
@@ -210,10 +202,7 @@ mod tests {
     #[test]
     fn decisions() {
         let s = Duration::from_secs;
-        let cut = Error::Truncated {
-            received: 10,
-            reason: "eof".into(),
-        };
+        let cut = Error::Truncated { received: 10, reason: "eof".into() };
         let stall = Error::Stalled { received: 0 };
         let cases: Vec<(Error, u32, u64, Decision)> = vec![
             (status(429, None, ""), 1, 0, Decision::Retry(s(1))),
@@ -261,17 +250,15 @@ mod tests {
         assert!((at(1, 0.999_999) - 1.2).abs() < 1e-5);
         assert!(at(2, 0.0) > at(1, 0.999));
         assert_eq!(at(10, 0.0), 8.0);
-        let tiny = Policy {
-            base: Duration::from_millis(50),
-            ..policy()
-        };
+        let tiny = Policy { base: Duration::from_millis(50), ..policy() };
         assert!((backoff(1, &tiny, 0.5).as_secs_f64() - 0.05).abs() < 1e-9);
     }
 
     #[test]
     fn header_hints() {
         let now = UNIX_EPOCH + Duration::from_secs(784_111_777); // Sun, 06 Nov 1994 08:49:37 GMT
-        let cases: &[(&[(&str, &str)], Option<f64>)] = &[
+        type Case<'a> = (&'a [(&'a str, &'a str)], Option<f64>);
+        let cases: &[Case] = &[
             (&[], None),
             (&[("retry-after", "7")], Some(7.0)),
             (&[("retry-after", "1.5")], Some(1.5)),
@@ -284,10 +271,8 @@ mod tests {
             (&[("retry-after", "-3")], None),
         ];
         for (headers, expected) in cases {
-            let got = hint_from_headers(
-                |name| headers.iter().find(|(n, _)| *n == name).map(|(_, v)| *v),
-                now,
-            );
+            let got =
+                hint_from_headers(|name| headers.iter().find(|(n, _)| *n == name).map(|(_, v)| *v), now);
             assert_eq!(got.map(|d| d.as_secs_f64()), *expected, "{headers:?}");
         }
     }

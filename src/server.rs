@@ -46,17 +46,11 @@ impl Drop for InFlight {
 pub fn serve(config: Arc<Config>, stop: Arc<AtomicBool>) -> Result<(), Error> {
     let upstream = Upstream::new(&config)?;
     let addr = config.listen_addr();
-    let server = tiny_http::Server::http(addr.as_str()).map_err(|e| Error::Listen {
-        addr: addr.clone(),
-        reason: e.to_string(),
-    })?;
+    let server = tiny_http::Server::http(addr.as_str())
+        .map_err(|e| Error::Listen { addr: addr.clone(), reason: e.to_string() })?;
     banner(&config, &server.server_addr().to_string());
-    let state = Arc::new(State {
-        config,
-        upstream,
-        in_flight: AtomicUsize::new(0),
-        next_id: AtomicU64::new(1),
-    });
+    let state =
+        Arc::new(State { config, upstream, in_flight: AtomicUsize::new(0), next_id: AtomicU64::new(1) });
     while !stop.load(Ordering::SeqCst) {
         match server.recv_timeout(POLL) {
             Ok(Some(request)) => dispatch(&state, request),
@@ -111,12 +105,10 @@ fn dispatch(state: &Arc<State>, request: tiny_http::Request) {
     }
     let guard = InFlight(Arc::clone(state));
     let worker = Arc::clone(state);
-    let spawned = thread::Builder::new()
-        .stack_size(WORKER_STACK)
-        .spawn(move || {
-            let _guard = guard;
-            handle(&worker, request);
-        });
+    let spawned = thread::Builder::new().stack_size(WORKER_STACK).spawn(move || {
+        let _guard = guard;
+        handle(&worker, request);
+    });
     if let Err(e) = spawned {
         crate::error!("cannot start a worker thread: {e}");
     }
@@ -229,9 +221,22 @@ fn read_body(request: &mut tiny_http::Request, limit: u64) -> Result<Vec<u8>, Er
 /// itself, the client's own credentials (Codex sends a placeholder key), and
 /// `accept-encoding` (the checker reads the stream's bytes, so they stay uncompressed).
 const NOT_FORWARDED: [&str; 16] = [
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te",
-    "trailer", "transfer-encoding", "upgrade", "host", "content-length", "authorization", "api-key",
-    "accept-encoding", "expect", "x-api-key",
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    "authorization",
+    "api-key",
+    "accept-encoding",
+    "expect",
+    "x-api-key",
 ];
 
 fn forward_headers(request: &tiny_http::Request) -> Vec<(String, String)> {
@@ -257,7 +262,10 @@ fn presents_key(request: &tiny_http::Request, key: &str) -> bool {
         scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string())
     });
     let offered = [bearer, header("api-key")];
-    offered.iter().flatten().fold(false, |ok, candidate| ok | constant_time_eq(candidate.as_bytes(), key.as_bytes()))
+    offered
+        .iter()
+        .flatten()
+        .fold(false, |ok, candidate| ok | constant_time_eq(candidate.as_bytes(), key.as_bytes()))
 }
 
 /// Compare without an early exit, so timing does not reveal how much of a key matched.

@@ -49,9 +49,7 @@ pub fn prepare(body: &[u8], api: Api, forced_model: Option<&str>) -> Result<(Vec
         object.insert("model".into(), Value::String(model.into()));
     }
     if api == Api::Chat && !wants_stream {
-        let options = object
-            .entry("stream_options")
-            .or_insert_with(|| Value::Object(Map::new()));
+        let options = object.entry("stream_options").or_insert_with(|| Value::Object(Map::new()));
         if let Some(options) = options.as_object_mut() {
             options.insert("include_usage".into(), Value::Bool(true));
         }
@@ -79,7 +77,11 @@ impl Shield<'_> {
             match retry::decide(&err, trace.attempts, elapsed, &self.config.retry, jitter()) {
                 Decision::Retry(wait) => {
                     trace.retries.push(format!("{} +{:.2}s", err.label(), wait.as_secs_f64()));
-                    crate::debug!("attempt {} failed: {err}; retrying in {:.2}s", trace.attempts, wait.as_secs_f64());
+                    crate::debug!(
+                        "attempt {} failed: {err}; retrying in {:.2}s",
+                        trace.attempts,
+                        wait.as_secs_f64()
+                    );
                     std::thread::sleep(wait);
                     continue 'attempts;
                 }
@@ -157,17 +159,41 @@ mod tests {
 
     #[test]
     fn prepare_forces_stream_and_model() {
-        let cases: &[(&str, Api, Option<&str>, Result<(&str, bool), &str>)] = &[
-            (r#"{"model":"a","input":"hi","stream":true}"#, Api::Responses, None,
-             Ok((r#"{"model":"a","input":"hi","stream":true}"#, true))),
-            (r#"{"model":"a","input":"hi"}"#, Api::Responses, Some("gpt-5"),
-             Ok((r#"{"model":"gpt-5","input":"hi","stream":true}"#, false))),
-            (r#"{"stream":false,"model":"a","temperature":0.7,"z":[1,{"b":null}]}"#, Api::Responses, None,
-             Ok((r#"{"stream":true,"model":"a","temperature":0.7,"z":[1,{"b":null}]}"#, false))),
-            (r#"{"model":"a","messages":[]}"#, Api::Chat, None,
-             Ok((r#"{"model":"a","messages":[],"stream":true,"stream_options":{"include_usage":true}}"#, false))),
-            (r#"{"model":"a","messages":[],"stream":true}"#, Api::Chat, None,
-             Ok((r#"{"model":"a","messages":[],"stream":true}"#, true))),
+        type Case<'a> = (&'a str, Api, Option<&'a str>, Result<(&'a str, bool), &'a str>);
+        let cases: &[Case] = &[
+            (
+                r#"{"model":"a","input":"hi","stream":true}"#,
+                Api::Responses,
+                None,
+                Ok((r#"{"model":"a","input":"hi","stream":true}"#, true)),
+            ),
+            (
+                r#"{"model":"a","input":"hi"}"#,
+                Api::Responses,
+                Some("gpt-5"),
+                Ok((r#"{"model":"gpt-5","input":"hi","stream":true}"#, false)),
+            ),
+            (
+                r#"{"stream":false,"model":"a","temperature":0.7,"z":[1,{"b":null}]}"#,
+                Api::Responses,
+                None,
+                Ok((r#"{"stream":true,"model":"a","temperature":0.7,"z":[1,{"b":null}]}"#, false)),
+            ),
+            (
+                r#"{"model":"a","messages":[]}"#,
+                Api::Chat,
+                None,
+                Ok((
+                    r#"{"model":"a","messages":[],"stream":true,"stream_options":{"include_usage":true}}"#,
+                    false,
+                )),
+            ),
+            (
+                r#"{"model":"a","messages":[],"stream":true}"#,
+                Api::Chat,
+                None,
+                Ok((r#"{"model":"a","messages":[],"stream":true}"#, true)),
+            ),
             ("[1,2]", Api::Responses, None, Err("invalid request: the body must be a JSON object")),
             ("{\"model\":", Api::Responses, None, Err("invalid request: the body is not valid JSON")),
             ("", Api::Chat, None, Err("invalid request: the body is not valid JSON")),

@@ -180,10 +180,8 @@ mod tests {
     }
 
     fn check(input: &str, expected: &[(&str, &str)]) {
-        let expected: Vec<(String, String)> = expected
-            .iter()
-            .map(|(n, d)| (n.to_string(), d.to_string()))
-            .collect();
+        let expected: Vec<(String, String)> =
+            expected.iter().map(|(n, d)| (n.to_string(), d.to_string())).collect();
         for step in [input.len().max(1), 1, 2, 3, 7] {
             let got = parse_in_steps(input.as_bytes(), step);
             assert_eq!(got, expected, "input {input:?} fed in steps of {step}");
@@ -241,9 +239,8 @@ mod tests {
     /// streams made of the awkward pieces (CR, LF, CRLF, colons, BOM, comments).
     #[test]
     fn every_split_equals_the_whole() {
-        let pieces: &[&str] = &[
-            "data: x", "\r", "\n", "\r\n", ":", "event: e", "data", " ", "\u{feff}", ": c", "y",
-        ];
+        let pieces: &[&str] =
+            &["data: x", "\r", "\n", "\r\n", ":", "event: e", "data", " ", "\u{feff}", ": c", "y"];
         let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
         for _ in 0..400 {
             let mut input = String::new();

@@ -48,9 +48,8 @@ impl Endpoint {
     /// Parse `AZURE_ENDPOINT`; the error says what is wrong with it.
     pub fn parse(url: &str) -> Result<Endpoint, String> {
         let url = url.trim();
-        let (scheme, rest) = url
-            .split_once("://")
-            .ok_or("expected a URL such as https://NAME.openai.azure.com/openai/v1")?;
+        let (scheme, rest) =
+            url.split_once("://").ok_or("expected a URL such as https://NAME.openai.azure.com/openai/v1")?;
         let scheme = scheme.to_ascii_lowercase();
         if scheme != "http" && scheme != "https" {
             return Err(format!("unsupported scheme {scheme:?} (use http or https)"));
@@ -71,9 +70,7 @@ impl Endpoint {
             return Err("the URL has no host".into());
         }
         let path = path.trim_end_matches('/');
-        let fixed = [Api::Chat, Api::Responses]
-            .into_iter()
-            .find(|api| path.ends_with(api.suffix()));
+        let fixed = [Api::Chat, Api::Responses].into_iter().find(|api| path.ends_with(api.suffix()));
         let base = fixed.map_or(path, |api| &path[..path.len() - api.suffix().len()]);
         Ok(Endpoint {
             origin: format!("{scheme}://{authority}"),
@@ -90,11 +87,8 @@ impl Endpoint {
             (Some(fixed), Some(api)) if fixed == api => api.suffix(),
             _ => rest,
         };
-        let query: Vec<&str> = [self.query.as_deref(), client_query]
-            .into_iter()
-            .flatten()
-            .filter(|q| !q.is_empty())
-            .collect();
+        let query: Vec<&str> =
+            [self.query.as_deref(), client_query].into_iter().flatten().filter(|q| !q.is_empty()).collect();
         let mut url = format!("{}{}{}", self.origin, self.path, path);
         if !query.is_empty() {
             url.push('?');
@@ -105,11 +99,8 @@ impl Endpoint {
 
     /// The auth style `auto` picks: `api-key` for Azure hosts, Bearer otherwise.
     pub fn auto_auth(&self) -> Auth {
-        const AZURE: [&str; 3] = [
-            ".openai.azure.com",
-            ".cognitiveservices.azure.com",
-            ".services.ai.azure.com",
-        ];
+        const AZURE: [&str; 3] =
+            [".openai.azure.com", ".cognitiveservices.azure.com", ".services.ai.azure.com"];
         if AZURE.iter().any(|suffix| self.host.ends_with(suffix)) {
             Auth::ApiKey
         } else {
@@ -148,11 +139,7 @@ fn host_of(authority: &str) -> &str {
 /// The route for a method and a path (without its query).
 pub fn route(method: &str, path: &str) -> Route {
     if path == "/healthz" {
-        return if method == "GET" || method == "HEAD" {
-            Route::Health
-        } else {
-            Route::NotFound
-        };
+        return if method == "GET" || method == "HEAD" { Route::Health } else { Route::NotFound };
     }
     let (rest, versioned) = match path.strip_prefix("/v1") {
         Some(rest) if rest.starts_with('/') => (rest, true),
@@ -178,26 +165,58 @@ mod tests {
     #[test]
     fn urls() {
         // (AZURE_ENDPOINT, client path after /v1, api, client query, expected upstream URL)
-        let cases: &[(&str, &str, Option<Api>, Option<&str>, &str)] = &[
-            ("https://x.openai.azure.com/openai/v1", "/responses", Some(Api::Responses), None,
-             "https://x.openai.azure.com/openai/v1/responses"),
-            ("https://x.openai.azure.com/openai/v1/", "/chat/completions", Some(Api::Chat), None,
-             "https://x.openai.azure.com/openai/v1/chat/completions"),
+        type Case<'a> = (&'a str, &'a str, Option<Api>, Option<&'a str>, &'a str);
+        let cases: &[Case] = &[
+            (
+                "https://x.openai.azure.com/openai/v1",
+                "/responses",
+                Some(Api::Responses),
+                None,
+                "https://x.openai.azure.com/openai/v1/responses",
+            ),
+            (
+                "https://x.openai.azure.com/openai/v1/",
+                "/chat/completions",
+                Some(Api::Chat),
+                None,
+                "https://x.openai.azure.com/openai/v1/chat/completions",
+            ),
             ("https://api.openai.com/v1", "/models", None, None, "https://api.openai.com/v1/models"),
-            ("http://127.0.0.1:8000/v1", "/responses", Some(Api::Responses), Some("a=1"),
-             "http://127.0.0.1:8000/v1/responses?a=1"),
-            ("https://x.openai.azure.com/openai/deployments/gpt/chat/completions?api-version=2024-10-21",
-             "/chat/completions", Some(Api::Chat), None,
-             "https://x.openai.azure.com/openai/deployments/gpt/chat/completions?api-version=2024-10-21"),
-            ("https://x.openai.azure.com/openai/responses?api-version=2025-04-01-preview",
-             "/responses", Some(Api::Responses), Some("x=2"),
-             "https://x.openai.azure.com/openai/responses?api-version=2025-04-01-preview&x=2"),
-            ("https://x.openai.azure.com/openai/deployments/gpt/chat/completions?api-version=2024-10-21",
-             "/models", None, None,
-             "https://x.openai.azure.com/openai/deployments/gpt/models?api-version=2024-10-21"),
-            ("https://x.openai.azure.com/openai?api-version=2025-04-01-preview", "/responses",
-             Some(Api::Responses), None,
-             "https://x.openai.azure.com/openai/responses?api-version=2025-04-01-preview"),
+            (
+                "http://127.0.0.1:8000/v1",
+                "/responses",
+                Some(Api::Responses),
+                Some("a=1"),
+                "http://127.0.0.1:8000/v1/responses?a=1",
+            ),
+            (
+                "https://x.openai.azure.com/openai/deployments/gpt/chat/completions?api-version=2024-10-21",
+                "/chat/completions",
+                Some(Api::Chat),
+                None,
+                "https://x.openai.azure.com/openai/deployments/gpt/chat/completions?api-version=2024-10-21",
+            ),
+            (
+                "https://x.openai.azure.com/openai/responses?api-version=2025-04-01-preview",
+                "/responses",
+                Some(Api::Responses),
+                Some("x=2"),
+                "https://x.openai.azure.com/openai/responses?api-version=2025-04-01-preview&x=2",
+            ),
+            (
+                "https://x.openai.azure.com/openai/deployments/gpt/chat/completions?api-version=2024-10-21",
+                "/models",
+                None,
+                None,
+                "https://x.openai.azure.com/openai/deployments/gpt/models?api-version=2024-10-21",
+            ),
+            (
+                "https://x.openai.azure.com/openai?api-version=2025-04-01-preview",
+                "/responses",
+                Some(Api::Responses),
+                None,
+                "https://x.openai.azure.com/openai/responses?api-version=2025-04-01-preview",
+            ),
         ];
         for (endpoint, rest, api, query, expected) in cases {
             let ep = Endpoint::parse(endpoint).unwrap();

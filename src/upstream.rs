@@ -55,7 +55,8 @@ pub struct Upstream {
 
 /// Upstream response headers passed on to the client.
 pub fn is_useful_header(name: &str) -> bool {
-    const EXACT: [&str; 5] = ["x-request-id", "apim-request-id", "x-ms-region", "azureml-model-session", "x-ms-client-request-id"];
+    const EXACT: [&str; 5] =
+        ["x-request-id", "apim-request-id", "x-ms-region", "azureml-model-session", "x-ms-client-request-id"];
     EXACT.contains(&name) || name.starts_with("x-ratelimit-") || name.starts_with("openai-")
 }
 
@@ -224,9 +225,7 @@ fn read_stream(mut reader: impl Read, api: Api, limit: u64) -> Result<(Vec<u8>, 
                 Verdict::Complete => terminal = Some(None),
                 Verdict::Failed(e) if e.retryable => return Err(Error::InStream(e)),
                 Verdict::Failed(e) => terminal = Some(Some(e)),
-                Verdict::Malformed(reason) => {
-                    return Err(Error::Truncated { received: body.len(), reason })
-                }
+                Verdict::Malformed(reason) => return Err(Error::Truncated { received: body.len(), reason }),
             }
         }
     }
@@ -277,10 +276,7 @@ mod tests {
     }
 
     fn run(api: Api, pieces: &[&str], end: Option<io::ErrorKind>) -> String {
-        let script = Script {
-            pieces: pieces.iter().map(|p| p.as_bytes().to_vec()).collect(),
-            end,
-        };
+        let script = Script { pieces: pieces.iter().map(|p| p.as_bytes().to_vec()).collect(), end };
         match read_stream(script, api, 1 << 20) {
             Ok((body, None)) => format!("ok {}", body.len()),
             Ok((_, Some(e))) => format!("final {}", e.code.unwrap_or_default()),
@@ -297,7 +293,12 @@ mod tests {
         let final_ = "data: {\"type\":\"response.failed\",\"response\":{\"error\":{\"code\":\"context_length_exceeded\",\"message\":\"x\"}}}\n\n";
         let cases: Vec<(Api, Vec<&str>, Option<io::ErrorKind>, String)> = vec![
             (Api::Responses, vec![delta, done], None, format!("ok {}", delta.len() + done.len())),
-            (Api::Responses, vec![delta, done], Some(ConnectionReset), format!("ok {}", delta.len() + done.len())),
+            (
+                Api::Responses,
+                vec![delta, done],
+                Some(ConnectionReset),
+                format!("ok {}", delta.len() + done.len()),
+            ),
             (Api::Responses, vec![delta], None, format!("cut@{}B", delta.len())),
             (Api::Responses, vec![delta], Some(ConnectionReset), format!("cut@{}B", delta.len())),
             (Api::Responses, vec![delta], Some(TimedOut), "stall".into()),

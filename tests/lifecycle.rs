@@ -1,0 +1,167 @@
+//! The process as an operator meets it: configuration errors, `--check`, the banner, a taken
+//! port, `.env` files, concurrency, graceful shutdown, and keys that never show.
+
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::Duration;
+
+use crate::support::fixtures::{self, ANSWER};
+use crate::support::mock::{Gather, Mock, Piece, Step};
+use crate::support::*;
+
+fn run(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.stdin(Stdio::null()).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_configuration_exits_2_naming_the_variable() {
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (&[], "AZURE_ENDPOINT"),
+        (&[("AZURE_ENDPOINT", "http://h/v1"), ("PORT", "eighty")], "PORT"),
+        (&[("AZURE_ENDPOINT", "http://h/v1"), ("RETRY_WAIT_SECONDS", "soon")], "RETRY_WAIT_SECONDS"),
+        (&[("AZURE_ENDPOINT", "http://h/v1"), ("UPSTREAM_AUTH", "basic")], "UPSTREAM_AUTH"),
+    ];
+    for (env, var) in cases {
+        let (code, _, err) = run(&mut command(env));
+        assert_eq!(code, 2, "{env:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        assert!(err.contains(var), "{err} should name {var}");
+    }
+    let (code, _, err) = run(command(&[("AZURE_ENDPOINT", "http://h/v1")]).arg("--bogus"));
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn check_help_and_version() {
+    let env = [("AZURE_ENDPOINT", "https://x.openai.azure.com/openai/v1?sig=s3cr3t&api-version=1")];
+    let (code, out, _) = run(command(&env).arg("--check"));
+    assert_eq!(code, 0);
+    assert!(out.contains("https://x.openai.azure.com/openai/v1?sig=***&api-version=1"), "{out}");
+    assert!(out.contains("api-key"), "{out}");
+    assert!(!out.contains(UPSTREAM_KEY) && !out.contains("s3cr3t"), "{out}");
+    let (code, out, _) = run(command(&[]).arg("--help"));
+    assert_eq!(code, 0);
+    assert!(out.contains("RETRY_DEADLINE_SECONDS"));
+    let (code, out, _) = run(command(&[]).arg("--version"));
+    assert_eq!((code, out.trim()), (0, format!("codex-shield {}", env!("CARGO_PKG_VERSION")).as_str()));
+}
+
+#[test]
+fn env_file_is_read_and_the_environment_wins() {
+    let dir = scratch_dir();
+    let file = dir.join("shield.env");
+    std::fs::write(&file, "AZURE_ENDPOINT=http://from-file:1/v1\nFORCED_MODEL=file-model\nPORT=1234\n")
+        .unwrap();
+    let (code, out, err) = run(command(&[("PORT", "4321")]).arg("--env-file").arg(&file).arg("--check"));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("http://from-file:1/v1") && out.contains("file-model"), "{out}");
+    assert!(out.contains("4321") && !out.contains("1234"), "{out}");
+    // ./.env in the working directory is read by default
+    std::fs::write(dir.join(".env"), "AZURE_ENDPOINT=http://dot-env:2/v1\n").unwrap();
+    let (code, out, _) = run(command(&[]).current_dir(&dir).arg("--check"));
+    assert_eq!(code, 0);
+    assert!(out.contains("http://dot-env:2/v1"), "{out}");
+    let (code, _, err) = run(command(&[]).arg("--env-file").arg(dir.join("missing.env")));
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn a_taken_port_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let (code, _, err) = run(&mut command(&[("AZURE_ENDPOINT", "http://127.0.0.1:9/v1"), ("PORT", &port)]));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("cannot listen on 127.0.0.1:"), "{err}");
+}
+
+#[test]
+fn banner_names_the_target_without_secrets() {
+    let proxy = Proxy::start(
+        "http://127.0.0.1:9/openai/responses?api-version=2025-04-01&token=hunter2",
+        &[("FORCED_MODEL", "gpt-5")],
+    );
+    let log = proxy.wait_for_log("retries:");
+    assert!(log.contains("http://127.0.0.1:9/openai/responses?api-version=2025-04-01&token=***"), "{log}");
+    assert!(log.contains("gpt-5"), "{log}");
+    assert!(!log.contains("hunter2") && !log.contains(UPSTREAM_KEY), "{log}");
+}
+
+#[test]
+fn concurrent_slow_requests_are_not_serialised() {
+    const N: usize = 12;
+    let gather = Gather::new(N);
+    let ok = fixtures::responses(ANSWER, false);
+    let script = (0..N).map(|_| Step::stream(&ok).before(Piece::Gather(gather.clone()))).collect();
+    let mock = Mock::start(script);
+    let proxy = Proxy::start(&mock.v1(), &[]);
+    let url = proxy.url("/v1/responses");
+    let statuses: Vec<u16> = thread::scope(|s| {
+        let handles: Vec<_> = (0..N).map(|_| s.spawn(|| post(&url, RESPONSES_STREAM).status)).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(statuses, vec![200; N], "{}", proxy.log());
+    assert!(!*gather.timed_out.lock().unwrap(), "the upstream never saw {N} requests at once");
+}
+
+#[test]
+fn sigterm_lets_the_request_in_flight_finish() {
+    let ok = fixtures::responses(ANSWER, false);
+    let slow = Step::stream(&ok).before(Piece::Pause(Duration::from_millis(700)));
+    let mock = Mock::start(vec![slow]);
+    let mut proxy = Proxy::start(&mock.v1(), &[]);
+    let url = proxy.url("/v1/responses");
+    let pid = proxy.child.id().to_string();
+    let client = thread::spawn(move || post(&url, RESPONSES_STREAM));
+    while mock.attempts() == 0 {
+        thread::sleep(Duration::from_millis(5));
+    }
+    let (code, _, _) = run(Command::new("kill").args(["-TERM", &pid]));
+    assert_eq!(code, 0);
+    let got = client.join().unwrap();
+    assert_eq!((got.status, got.body == ok), (200, true));
+    let status = proxy.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{}", proxy.log());
+    assert!(std::net::TcpStream::connect(("127.0.0.1", proxy.port)).is_err(), "still accepting");
+}
+
+/// A full fault run at debug level: neither key shows in any log line or answer.
+#[test]
+fn keys_never_show() {
+    let ok = fixtures::responses(ANSWER, false);
+    let unauthorized = fixtures::error_body("401", "Access denied due to invalid subscription key.");
+    let script = vec![
+        Step::json(429, &fixtures::error_body("429", "slow down")),
+        Step::cut(&ok, 200),
+        Step::stream(&fixtures::responses_error("server_error", "x", true)),
+        Step::stream(&ok),
+        Step::json(401, &unauthorized),
+        Step::json(503, "{}"),
+        Step::json(503, "{}"),
+        Step::json(503, "{}"),
+        Step::json(503, "{}"),
+        Step::json(503, "{}"),
+    ];
+    let mock = Mock::start(script);
+    let proxy = Proxy::start(&mock.v1(), &[("PROXY_API_KEY", "inbound-SECRET-key")]);
+    let headers = [("authorization", "Bearer inbound-SECRET-key")];
+    let mut bodies = String::new();
+    for path in ["/v1/responses", "/v1/responses", "/v1/models", "/v1/responses?x=1"] {
+        let got = request("POST", &proxy.url(path), &headers, RESPONSES_STREAM.as_bytes());
+        bodies.push_str(&got.text());
+        bodies.push_str(&format!("{:?}", got.headers));
+    }
+    let bad =
+        request("POST", &proxy.url("/v1/responses"), &[("authorization", "Bearer wrong-SECRET")], b"{}");
+    bodies.push_str(&bad.text());
+    let log = proxy.wait_for_log("status=401");
+    for secret in [UPSTREAM_KEY, "inbound-SECRET-key", "wrong-SECRET"] {
+        assert!(!log.contains(secret), "{secret} in the log:\n{log}");
+        assert!(!bodies.contains(secret), "{secret} in an answer");
+    }
+    assert!(log.contains("retries=["), "retry reasons are logged:\n{log}");
+}

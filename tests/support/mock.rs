@@ -1,0 +1,288 @@
+//! A scripted mock upstream that speaks HTTP/1.1 like the real APIs: keep-alive, chunked SSE
+//! written piece by piece (so events split across reads), pauses, cuts and stalls.
+//!
+//! Each incoming request takes the next `Step` of the script; when the script runs out the
+//! mock answers 599 so that an unexpected extra attempt shows up in the test's diff.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::Duration;
+
+/// What the mock saw of one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    /// Lowercase names.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// One piece of a scripted answer body.
+#[derive(Clone)]
+pub enum Piece {
+    /// Written as one HTTP chunk (or raw bytes when not chunked) and flushed.
+    Bytes(Vec<u8>),
+    Pause(Duration),
+    /// Wait until `n` requests have reached this point (or 10 s pass).
+    Gather(Arc<Gather>),
+}
+
+/// How a scripted answer ends.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub enum End {
+    /// Properly terminated (final chunk), connection kept alive.
+    Complete,
+    /// Connection closed without the final chunk.
+    Cut,
+    /// Nothing more is sent for this long, then the connection closes.
+    Stall(Duration),
+}
+
+/// The answer to one upstream attempt.
+#[derive(Clone)]
+pub struct Step {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub pieces: Vec<Piece>,
+    pub chunked: bool,
+    pub end: End,
+}
+
+impl Step {
+    /// A 200 SSE stream sent as chunks of `step` bytes (0: one chunk per given piece).
+    pub fn stream(body: &[u8]) -> Step {
+        Step {
+            status: 200,
+            headers: vec![("content-type".into(), "text/event-stream; charset=utf-8".into())],
+            pieces: vec![Piece::Bytes(body.to_vec())],
+            chunked: true,
+            end: End::Complete,
+        }
+    }
+
+    /// A stream split into pieces of `size` bytes with a short pause between them, so that
+    /// the proxy reads them separately.
+    pub fn stream_split(body: &[u8], size: usize) -> Step {
+        let mut pieces = Vec::new();
+        for part in body.chunks(size.max(1)) {
+            pieces.push(Piece::Bytes(part.to_vec()));
+            pieces.push(Piece::Pause(Duration::from_micros(300)));
+        }
+        Step { pieces, ..Step::stream(b"") }
+    }
+
+    /// A JSON answer with a Content-Length.
+    pub fn json(status: u16, body: &str) -> Step {
+        Step {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            pieces: vec![Piece::Bytes(body.as_bytes().to_vec())],
+            chunked: false,
+            end: End::Complete,
+        }
+    }
+
+    /// The first `keep` bytes of a stream, then the connection closes.
+    pub fn cut(body: &[u8], keep: usize) -> Step {
+        Step { end: End::Cut, ..Step::stream(&body[..keep]) }
+    }
+
+    /// The first `keep` bytes of a stream, then silence.
+    pub fn stall(body: &[u8], keep: usize) -> Step {
+        Step { end: End::Stall(Duration::from_secs(5)), ..Step::stream(&body[..keep]) }
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Step {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn before(mut self, piece: Piece) -> Step {
+        self.pieces.insert(0, piece);
+        self
+    }
+}
+
+/// A rendezvous for `n` concurrent requests.
+pub struct Gather {
+    n: usize,
+    arrived: Mutex<usize>,
+    cv: Condvar,
+    pub timed_out: Mutex<bool>,
+}
+
+impl Gather {
+    pub fn new(n: usize) -> Arc<Gather> {
+        Arc::new(Gather { n, arrived: Mutex::new(0), cv: Condvar::new(), timed_out: Mutex::new(false) })
+    }
+
+    fn wait(&self) {
+        let mut arrived = self.arrived.lock().unwrap();
+        *arrived += 1;
+        self.cv.notify_all();
+        let (_guard, result) =
+            self.cv.wait_timeout_while(arrived, Duration::from_secs(10), |a| *a < self.n).unwrap();
+        if result.timed_out() {
+            *self.timed_out.lock().unwrap() = true;
+        }
+    }
+}
+
+/// The running mock: its base URL and what it saw.
+pub struct Mock {
+    pub origin: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Mock {
+    /// Start a mock that answers its requests with `script`, in order.
+    pub fn start(script: Vec<Step>) -> Mock {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let origin = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let script = Arc::new(Mutex::new(script.into_iter()));
+        let log = Arc::clone(&seen);
+        thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (script, log) = (Arc::clone(&script), Arc::clone(&log));
+                thread::spawn(move || serve_connection(stream, &script, &log));
+            }
+        });
+        Mock { origin, seen }
+    }
+
+    /// Base URL in the `.../v1` form.
+    pub fn v1(&self) -> String {
+        format!("{}/v1", self.origin)
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn attempts(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+}
+
+type Script = Mutex<std::vec::IntoIter<Step>>;
+
+fn serve_connection(stream: TcpStream, script: &Script, log: &Mutex<Vec<Seen>>) {
+    stream.set_nodelay(true).ok();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    while let Some(seen) = read_request(&mut reader) {
+        log.lock().unwrap().push(seen);
+        let step = script.lock().unwrap().next().unwrap_or_else(|| {
+            Step::json(599, r#"{"error":{"message":"mock script exhausted","type":"mock","code":"mock"}}"#)
+        });
+        if !write_step(&mut writer, &step) {
+            return;
+        }
+    }
+}
+
+fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Seen> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next()?.to_string(), parts.next()?.to_string());
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h).ok()?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (name, value) = h.split_once(':')?;
+        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+    }
+    let length = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    Some(Seen { method, path, headers, body })
+}
+
+/// Write one scripted answer; `false` when the connection must close.
+fn write_step(w: &mut TcpStream, step: &Step) -> bool {
+    let reason = if step.status == 200 { "OK" } else { "Scripted" };
+    let mut head = format!("HTTP/1.1 {} {reason}\r\n", step.status);
+    for (name, value) in &step.headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if step.chunked {
+        head.push_str("transfer-encoding: chunked\r\n");
+    } else {
+        let len: usize = step
+            .pieces
+            .iter()
+            .map(|p| match p {
+                Piece::Bytes(b) => b.len(),
+                _ => 0,
+            })
+            .sum();
+        head.push_str(&format!("content-length: {len}\r\n"));
+    }
+    head.push_str("\r\n");
+    if w.write_all(head.as_bytes()).is_err() {
+        return false;
+    }
+    for piece in &step.pieces {
+        let ok = match piece {
+            Piece::Bytes(b) if b.is_empty() => true,
+            Piece::Bytes(b) if step.chunked => {
+                let mut chunk = format!("{:x}\r\n", b.len()).into_bytes();
+                chunk.extend_from_slice(b);
+                chunk.extend_from_slice(b"\r\n");
+                w.write_all(&chunk).and_then(|_| w.flush()).is_ok()
+            }
+            Piece::Bytes(b) => w.write_all(b).and_then(|_| w.flush()).is_ok(),
+            Piece::Pause(d) => {
+                thread::sleep(*d);
+                true
+            }
+            Piece::Gather(g) => {
+                g.wait();
+                true
+            }
+        };
+        if !ok {
+            return false;
+        }
+    }
+    match step.end {
+        End::Complete => {
+            if step.chunked {
+                return w.write_all(b"0\r\n\r\n").and_then(|_| w.flush()).is_ok();
+            }
+            true
+        }
+        End::Cut => {
+            let _ = w.shutdown(std::net::Shutdown::Both);
+            false
+        }
+        End::Stall(d) => {
+            thread::sleep(d);
+            false
+        }
+    }
+}
