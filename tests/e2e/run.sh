@@ -27,6 +27,7 @@ FAILURES="429,429ms,error,cut,failed"   # then "ok": five failures in a row befo
 ANSWER="SHIELD-OK-7431: the mock upstream answered after every failure."
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/codex-shield-e2e.XXXXXX")"
+export CODEX_SHIELD_E2E_RUN=$$   # tags every process this run starts (leftover checks)
 started_pids=()
 passed=0 failed=0
 
@@ -118,7 +119,9 @@ proxy_pids() { # PIDs of running processes of this proxy binary (to detect lefto
     real="$(readlink -f "$PROXY_BIN")"
     for proc in /proc/[0-9]*; do
         exe="$(readlink "$proc/exe" 2>/dev/null)" || continue
-        [ "$exe" = "$real" ] && echo "${proc#/proc/}"
+        [ "$exe" = "$real" ] || continue
+        # only the ones this run started (other suites may run the same binary)
+        tr '\0' '\n' <"$proc/environ" 2>/dev/null | grep -qx "CODEX_SHIELD_E2E_RUN=$$" && echo "${proc#/proc/}"
     done | sort -n | tr '\n' ' '
 }
 render_profile() { # render_profile CODEX_HOME PORT
@@ -290,6 +293,24 @@ if [ "$rc" -ne 0 ] && [ $((SECONDS - start)) -le 8 ] && [ "$(proxy_pids)" = "$be
     ok "TERM to chatgpt.sh: exit $rc, client and proxy stopped"
 else
     fail "TERM to chatgpt.sh" "exit $rc after $((SECONDS - start))s, leftover proxies: $(proxy_pids)"
+fi
+
+# Ctrl-C: SIGINT to the whole process group, as a terminal sends it
+if command -v setsid >/dev/null 2>&1; then
+    mock_script "slow"
+    rc=0
+    (cd "$WORK/project" && exec setsid "$WRAP" exec --skip-git-repo-check --ephemeral -s read-only "hi") </dev/null >"$WORK/int.out" 2>"$WORK/int.err" &
+    wrapper=$!
+    for _ in $(seq 1 100); do [ -n "$(mock_steps)" ] && break; sleep 0.1; done
+    kill -INT -- "-$wrapper"
+    start=$SECONDS
+    wait "$wrapper" || rc=$?
+    sleep 0.3
+    if [ "$rc" -ne 0 ] && [ $((SECONDS - start)) -le 8 ] && [ "$(proxy_pids)" = "$before" ]; then
+        ok "Ctrl-C (INT to the process group): exit $rc, client and proxy stopped"
+    else
+        fail "Ctrl-C to chatgpt.sh" "exit $rc after $((SECONDS - start))s, leftover proxies: $(proxy_pids)"
+    fi
 fi
 
 echo "e2e: $passed passed, $failed failed"
