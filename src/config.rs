@@ -317,6 +317,17 @@ mod tests {
         }
     }
 
+    /// The README's table documents every variable, with its default.
+    #[test]
+    fn readme_lists_every_variable() {
+        let readme = include_str!("../README.md");
+        for (name, default, _) in VARIABLES {
+            let shown = if default.is_empty() { "(".to_string() } else { format!("`{default}`") };
+            let row = format!("| `{name}` | {shown}");
+            assert!(readme.contains(&row), "README.md lacks a row starting {row:?}");
+        }
+    }
+
     /// `.env.example` documents every variable, with its default.
     #[test]
     fn env_example_lists_every_variable() {
