@@ -30,6 +30,8 @@ pub enum Error {
     Busy { limit: usize },
     /// The proxy is shutting down and takes no new work.
     ShuttingDown,
+    /// The client closed its connection while its answer was being prepared.
+    ClientGone,
     /// No connection to the upstream: DNS, TCP connect, TLS or proxy failure.
     Connect(String),
     /// The upstream answered with a status that is not a success.
@@ -95,6 +97,7 @@ impl fmt::Display for Error {
                 write!(f, "proxy busy: {limit} requests already in flight (MAX_CONCURRENT)")
             }
             Error::ShuttingDown => write!(f, "proxy is shutting down"),
+            Error::ClientGone => write!(f, "the client closed the connection"),
             Error::Connect(reason) => write!(f, "cannot reach upstream: {reason}"),
             Error::Status(r) => {
                 write!(f, "upstream status {}", r.status)?;

@@ -69,6 +69,8 @@ fn classify(err: &Error) -> (u16, &'static str, &'static str) {
         Error::NotFound { .. } => (404, "invalid_request_error", "not_found"),
         Error::Busy { .. } => (503, "server_error", "proxy_busy"),
         Error::ShuttingDown => (503, "server_error", "proxy_shutting_down"),
+        // nginx's "client closed request"; nobody reads it, but the log line shows it
+        Error::ClientGone => (499, "server_error", "client_closed_request"),
         Error::ResponseTooLarge { .. } => (502, "upstream_error", "response_too_large"),
         Error::Exhausted { last, .. } => match last.as_ref() {
             Error::Status(r) if r.status == 429 => (429, "upstream_error", "rate_limit_exceeded"),

@@ -196,7 +196,9 @@ fn respond_to(
         body,
         api,
     };
-    let shield = Shield { config, upstream: &state.upstream };
+    let request = &*request;
+    let client_gone = || request.client_gone();
+    let shield = Shield { config, upstream: &state.upstream, client_gone: &client_gone };
     Ok(shield.run(&Job { outgoing, wants_stream }, trace))
 }
 

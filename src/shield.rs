@@ -7,7 +7,7 @@
 //! has a complete answer or has given up.
 
 use std::hash::{BuildHasher, Hasher};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
@@ -61,7 +61,12 @@ pub fn prepare(body: &[u8], api: Api, forced_model: Option<&str>) -> Result<(Vec
 pub struct Shield<'a> {
     pub config: &'a Config,
     pub upstream: &'a Upstream,
+    /// Whether the client has hung up (then there is nobody to retry for).
+    pub client_gone: &'a dyn Fn() -> bool,
 }
+
+/// Longest sleep between two looks at `client_gone`.
+const GONE_POLL: Duration = Duration::from_millis(100);
 
 impl Shield<'_> {
     /// Attempt until a complete answer, a final upstream answer, or the retry budget is spent.
@@ -82,7 +87,9 @@ impl Shield<'_> {
                         trace.attempts,
                         wait.as_secs_f64()
                     );
-                    std::thread::sleep(wait);
+                    if !self.sleep_unless_gone(wait) {
+                        return Reply::error(&Error::ClientGone);
+                    }
                     continue 'attempts;
                 }
                 Decision::Deliver => return pass_on(err),
@@ -91,6 +98,23 @@ impl Shield<'_> {
                     return Reply::error(&Error::Exhausted { attempts, elapsed, last: Box::new(err) });
                 }
             }
+        }
+    }
+}
+
+impl Shield<'_> {
+    /// Sleep `wait`, waking early (`false`) if the client hangs up meanwhile.
+    fn sleep_unless_gone(&self, wait: Duration) -> bool {
+        let until = Instant::now() + wait;
+        loop {
+            if (self.client_gone)() {
+                return false;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            std::thread::sleep(left.min(GONE_POLL));
         }
     }
 }

@@ -165,3 +165,31 @@ fn keys_never_show() {
     }
     assert!(log.contains("retries=["), "retry reasons are logged:\n{log}");
 }
+
+/// A client that hangs up during the retries is not retried for any longer.
+#[test]
+fn retries_stop_when_the_client_hangs_up() {
+    use std::io::Write;
+    let mock = Mock::start(vec![Step::json(503, "{}"); 40]);
+    let proxy = Proxy::start(
+        &mock.v1(),
+        &[("RETRY_ATTEMPTS", "40"), ("RETRY_WAIT_SECONDS", "0.2"), ("RETRY_MAX_WAIT_SECONDS", "0.2")],
+    );
+    let mut client = std::net::TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+    let body = RESPONSES_STREAM;
+    let head = format!(
+        "POST /v1/responses HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    client.write_all(head.as_bytes()).unwrap();
+    client.write_all(body.as_bytes()).unwrap();
+    while mock.attempts() == 0 {
+        thread::sleep(Duration::from_millis(5));
+    }
+    drop(client);
+    let log = proxy.wait_for_log("status=499");
+    let attempts = mock.attempts();
+    assert!(attempts <= 3, "{attempts} attempts for a client that was gone:\n{log}");
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!(mock.attempts(), attempts, "retries went on after the client left");
+}

@@ -3,5 +3,8 @@
 mod support;
 
 mod faults;
+mod fuzz;
+mod hostile;
 mod lifecycle;
 mod routes;
+mod tls;

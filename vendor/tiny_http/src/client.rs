@@ -5,6 +5,8 @@ use std::io::Result as IoResult;
 use std::io::{BufReader, BufWriter, ErrorKind, Read};
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::str::FromStr;
 
 use crate::common::{HTTPVersion, Method};
@@ -34,7 +36,15 @@ pub struct ClientConnection {
 
     // true if the connection goes through SSL
     secure: bool,
+
+    // codex-shield patch: set when the client closed its side, shared with every Request
+    // of this connection so that a handler can stop working for a client that is gone.
+    gone: Arc<AtomicBool>,
 }
+
+/// codex-shield patch: the longest request or header line, and the most header lines.
+const MAX_LINE: usize = 16 * 1024;
+const MAX_HEADERS: usize = 256;
 
 /// Error that can happen when reading a request.
 #[derive(Debug)]
@@ -65,6 +75,7 @@ impl ClientConnection {
             next_header_source: first_header,
             no_more_requests: false,
             secure,
+            gone: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -98,6 +109,9 @@ impl ClientConnection {
             prev_byte_was_cr = byte == b'\r';
 
             buf.push(byte);
+            if buf.len() > MAX_LINE {
+                return Err(IoError::new(ErrorKind::InvalidData, "header line too long"));
+            }
         }
     }
 
@@ -123,6 +137,12 @@ impl ClientConnection {
                     if line.is_empty() {
                         break;
                     };
+                    if headers.len() >= MAX_HEADERS {
+                        return Err(ReadError::ReadIoError(IoError::new(
+                            ErrorKind::InvalidData,
+                            "too many header lines",
+                        )));
+                    }
                     headers.push(match FromStr::from_str(line.as_str().trim()) {
                         // TODO: remove this conversion
                         Ok(h) => h,
@@ -165,7 +185,7 @@ impl ClientConnection {
         })?;
 
         // return the request
-        Ok(request)
+        Ok(request.with_gone_flag(Arc::clone(&self.gone)))
     }
 }
 
@@ -204,13 +224,29 @@ impl Iterator for ClientConnection {
                 }
 
                 Err(ReadError::ReadIoError(ref err)) if err.kind() == ErrorKind::TimedOut => {
-                    // request timeout
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(408));
-                    response
-                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                        .ok();
+                    // codex-shield patch: a silent client is closed quietly. Writing a 408 here
+                    // would queue it behind a response still being prepared (a long buffered
+                    // answer), and the client would read it as the answer to its next request.
                     return None; // closing the connection
+                }
+
+                Err(ReadError::ReadIoError(ref err)) if err.kind() == ErrorKind::InvalidData => {
+                    // codex-shield patch: oversized request line or headers
+                    let writer = self.sink.next().unwrap();
+                    let response = Response::new_empty(StatusCode(431));
+                    response.raw_print(writer, HTTPVersion(1, 1), &[], false, None).ok();
+                    return None;
+                }
+
+                Err(ReadError::ReadIoError(ref err))
+                    if matches!(
+                        err.kind(),
+                        ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::UnexpectedEof
+                    ) =>
+                {
+                    // codex-shield patch: the client closed its side
+                    self.gone.store(true, Ordering::SeqCst);
+                    return None;
                 }
 
                 Err(ReadError::ExpectationFailed(ver)) => {

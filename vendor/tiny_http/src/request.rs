@@ -74,6 +74,9 @@ pub struct Request {
 
     // If Some, a message must be sent after responding
     notify_when_responded: Option<Sender<()>>,
+
+    // codex-shield patch: set when the client closed its side of the connection
+    gone: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 struct NotifyOnDrop<R> {
@@ -238,6 +241,7 @@ where
         body_length: content_length,
         must_send_continue: expects_continue,
         notify_when_responded: None,
+        gone: None,
     })
 }
 
@@ -472,6 +476,20 @@ impl Request {
     pub(crate) fn with_notify_sender(mut self, sender: Sender<()>) -> Self {
         self.notify_when_responded = Some(sender);
         self
+    }
+
+    /// codex-shield patch: share the connection's "client closed" flag.
+    pub(crate) fn with_gone_flag(mut self, gone: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Self {
+        self.gone = Some(gone);
+        self
+    }
+
+    /// codex-shield patch: whether the client has closed its side of the connection. Known
+    /// once the request body has been read and the client hangs up; `false` when unknown.
+    pub fn client_gone(&self) -> bool {
+        self.gone
+            .as_ref()
+            .map_or(false, |g| g.load(std::sync::atomic::Ordering::SeqCst))
     }
 }
 
