@@ -105,17 +105,17 @@ fn dispatch(state: &Arc<State>, request: tiny_http::Request) {
     }
     let guard = InFlight(Arc::clone(state));
     let worker = Arc::clone(state);
-    let spawned = thread::Builder::new().stack_size(WORKER_STACK).spawn(move || {
-        let _guard = guard;
-        handle(&worker, request);
-    });
+    let spawned =
+        thread::Builder::new().stack_size(WORKER_STACK).spawn(move || handle(&worker, request, guard));
     if let Err(e) = spawned {
         crate::error!("cannot start a worker thread: {e}");
     }
 }
 
-/// One request, start to finish, with its log line.
-fn handle(state: &State, mut request: tiny_http::Request) {
+/// One request, start to finish, with its log line. The in-flight slot is released just
+/// before the reply is written, so a client that sends its next request the moment it has
+/// its answer never finds its own finished request still counted.
+fn handle(state: &State, mut request: tiny_http::Request, slot: InFlight) {
     let id = state.next_id.fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
     let method = request.method().as_str().to_string();
@@ -129,6 +129,7 @@ fn handle(state: &State, mut request: tiny_http::Request) {
     let reply = respond_to(state, &mut request, route, query.as_deref(), &mut trace)
         .unwrap_or_else(|e| Reply::error(&e));
     let (status, bytes) = (reply.status, reply.body.len());
+    drop(slot);
     let delivered = send(request, reply);
     let retries = if trace.retries.is_empty() {
         String::new()
