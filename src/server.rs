@@ -33,10 +33,22 @@ struct State {
     next_id: AtomicU64,
 }
 
-/// Decrements the in-flight count when a worker ends, however it ends.
-struct InFlight(Arc<State>);
+/// One of the `MAX_CONCURRENT` slots, held from the moment the client's body is in until
+/// just before the reply is written; released however the worker ends.
+struct InFlight<'a>(&'a State);
 
-impl Drop for InFlight {
+impl<'a> InFlight<'a> {
+    fn acquire(state: &'a State) -> Result<InFlight<'a>, Error> {
+        let limit = state.config.limits.max_concurrent;
+        if state.in_flight.fetch_add(1, Ordering::SeqCst) >= limit {
+            state.in_flight.fetch_sub(1, Ordering::SeqCst);
+            return Err(Error::Busy { limit });
+        }
+        Ok(InFlight(state))
+    }
+}
+
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
@@ -94,28 +106,34 @@ fn auth_name(config: &Config) -> &'static str {
     }
 }
 
-/// Hand a request to a new worker thread, or refuse it when too many are in flight.
+/// Answer `/healthz` on the spot (it never waits and never counts against `MAX_CONCURRENT`,
+/// so a busy proxy still looks alive); hand anything else to a new worker thread.
 fn dispatch(state: &Arc<State>, request: tiny_http::Request) {
-    let limit = state.config.limits.max_concurrent;
-    if state.in_flight.fetch_add(1, Ordering::SeqCst) >= limit {
-        state.in_flight.fetch_sub(1, Ordering::SeqCst);
-        crate::warn!("refused {} {}: {limit} requests in flight", request.method(), request.url());
-        send(request, Reply::error(&Error::Busy { limit }));
+    let path = request.url().split('?').next().unwrap_or("");
+    if target::route(request.method().as_str(), path) == Route::Health {
+        send(request, health(state));
         return;
     }
-    let guard = InFlight(Arc::clone(state));
     let worker = Arc::clone(state);
-    let spawned =
-        thread::Builder::new().stack_size(WORKER_STACK).spawn(move || handle(&worker, request, guard));
+    let spawned = thread::Builder::new().stack_size(WORKER_STACK).spawn(move || handle(&worker, request));
     if let Err(e) = spawned {
         crate::error!("cannot start a worker thread: {e}");
     }
 }
 
+fn health(state: &State) -> Reply {
+    let health = json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "in_flight": state.in_flight.load(Ordering::Relaxed),
+    });
+    Reply::json(200, &health)
+}
+
 /// One request, start to finish, with its log line. The in-flight slot is released just
 /// before the reply is written, so a client that sends its next request the moment it has
 /// its answer never finds its own finished request still counted.
-fn handle(state: &State, mut request: tiny_http::Request, slot: InFlight) {
+fn handle(state: &State, mut request: tiny_http::Request) {
     let id = state.next_id.fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
     let method = request.method().as_str().to_string();
@@ -126,7 +144,8 @@ fn handle(state: &State, mut request: tiny_http::Request, slot: InFlight) {
     };
     let route = target::route(&method, &path);
     let mut trace = Trace::default();
-    let reply = respond_to(state, &mut request, route, query.as_deref(), &mut trace)
+    let mut slot = None;
+    let reply = respond_to(state, &mut request, route, query.as_deref(), &mut trace, &mut slot)
         .unwrap_or_else(|e| Reply::error(&e));
     let (status, bytes) = (reply.status, reply.body.len());
     drop(slot);
@@ -142,29 +161,18 @@ fn handle(state: &State, mut request: tiny_http::Request, slot: InFlight) {
         trace.attempts,
         started.elapsed().as_millis()
     );
-    if path == "/healthz" {
-        crate::log::write(crate::log::Level::Debug, line);
-    } else {
-        crate::log::write(crate::log::Level::Info, line);
-    }
+    crate::log::write(crate::log::Level::Info, line);
 }
 
-fn respond_to(
-    state: &State,
+fn respond_to<'a>(
+    state: &'a State,
     request: &mut tiny_http::Request,
     route: Route,
     query: Option<&str>,
     trace: &mut Trace,
+    slot: &mut Option<InFlight<'a>>,
 ) -> Result<Reply, Error> {
     let config = &state.config;
-    if route == Route::Health {
-        let health = json!({
-            "status": "ok",
-            "version": env!("CARGO_PKG_VERSION"),
-            "in_flight": state.in_flight.load(Ordering::Relaxed),
-        });
-        return Ok(Reply::json(200, &health));
-    }
     if let Some(key) = &config.proxy_key {
         if !presents_key(request, key) {
             return Err(Error::Unauthorized);
@@ -180,6 +188,12 @@ fn respond_to(
         }
     };
     let raw = read_body(request, config.limits.max_request_bytes)?;
+    // Counted from here: a client still sending its body holds a thread, not a slot.
+    let busy = |e| {
+        crate::warn!("refused {} {}: {e}", request.method(), request.url());
+        e
+    };
+    *slot = Some(InFlight::acquire(state).map_err(busy)?);
     let (body, wants_stream) = match api {
         Some(api) => shield::prepare(&raw, api, config.forced_model.as_deref())?,
         None => (raw, false),

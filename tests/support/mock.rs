@@ -104,6 +104,11 @@ impl Step {
         Step { end: End::Stall(Duration::from_secs(5)), ..Step::stream(&body[..keep]) }
     }
 
+    /// No answer at all: the connection closes before any status line.
+    pub fn hangup() -> Step {
+        Step { status: 0, ..Step::json(0, "") }
+    }
+
     pub fn header(mut self, name: &str, value: &str) -> Step {
         self.headers.push((name.into(), value.into()));
         self
@@ -149,15 +154,29 @@ pub struct Mock {
 impl Mock {
     /// Start a mock that answers its requests with `script`, in order.
     pub fn start(script: Vec<Step>) -> Mock {
+        let script = Mutex::new(script.into_iter());
+        Mock::generated(move |_, _| {
+            script.lock().unwrap().next().unwrap_or_else(|| {
+                Step::json(
+                    599,
+                    r#"{"error":{"message":"mock script exhausted","type":"mock","code":"mock"}}"#,
+                )
+            })
+        })
+    }
+
+    /// Start a mock whose answer to each request comes from `step`, given the request's index
+    /// (in arrival order, from 0) and what the mock saw of it.
+    pub fn generated(step: impl Fn(usize, &Seen) -> Step + Send + Sync + 'static) -> Mock {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let origin = format!("http://{}", listener.local_addr().unwrap());
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let script = Arc::new(Mutex::new(script.into_iter()));
+        let step: Arc<Generator> = Arc::new(step);
         let log = Arc::clone(&seen);
         thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (script, log) = (Arc::clone(&script), Arc::clone(&log));
-                thread::spawn(move || serve_connection(stream, &script, &log));
+                let (step, log) = (Arc::clone(&step), Arc::clone(&log));
+                thread::spawn(move || serve_connection(stream, &*step, &log));
             }
         });
         Mock { origin, seen }
@@ -177,18 +196,19 @@ impl Mock {
     }
 }
 
-type Script = Mutex<std::vec::IntoIter<Step>>;
+type Generator = dyn Fn(usize, &Seen) -> Step + Send + Sync;
 
-fn serve_connection(stream: TcpStream, script: &Script, log: &Mutex<Vec<Seen>>) {
+fn serve_connection(stream: TcpStream, step: &Generator, log: &Mutex<Vec<Seen>>) {
     stream.set_nodelay(true).ok();
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut writer = stream;
     while let Some(seen) = read_request(&mut reader) {
-        log.lock().unwrap().push(seen);
-        let step = script.lock().unwrap().next().unwrap_or_else(|| {
-            Step::json(599, r#"{"error":{"message":"mock script exhausted","type":"mock","code":"mock"}}"#)
-        });
-        if !write_step(&mut writer, &step) {
+        let index = {
+            let mut log = log.lock().unwrap();
+            log.push(seen.clone());
+            log.len() - 1
+        };
+        if !write_step(&mut writer, &step(index, &seen)) {
             return;
         }
     }
@@ -224,6 +244,10 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Seen> {
 
 /// Write one scripted answer; `false` when the connection must close.
 fn write_step(w: &mut TcpStream, step: &Step) -> bool {
+    if step.status == 0 {
+        let _ = w.shutdown(std::net::Shutdown::Both);
+        return false;
+    }
     let reason = if step.status == 200 { "OK" } else { "Scripted" };
     let mut head = format!("HTTP/1.1 {} {reason}\r\n", step.status);
     for (name, value) in &step.headers {

@@ -1,0 +1,519 @@
+//! The soak: thousands of requests from many clients through the release proxy, in front of
+//! a mock upstream that injects faults from a fixed seed (`make soak`).
+//!
+//! Every request gets a fault plan before the run starts: a few retryable failures (429 with
+//! `retry-after-ms`, 500/503, a cut mid-stream, a stall, an in-stream `error` event,
+//! `response.failed`, a hang-up before the status line), then its clean answer, with its own
+//! text. A plan with as many failures as the retry budget must end in an OpenAI-shaped error;
+//! every other request must get its clean answer byte for byte, after exactly as many upstream
+//! attempts as its plan says. At the end the proxy's threads and RSS are compared with their
+//! values after a warm-up. Any violation exits non-zero.
+//!
+//! Knobs (environment): SOAK_REQUESTS (3000), SOAK_CLIENTS (32), SOAK_SEED, SOAK_CAP_SECONDS
+//! (240), SHIELD_BIN (target/release/codex-shield).
+
+#[allow(dead_code)] // the soak uses part of the test fixtures
+#[path = "../tests/support/fixtures.rs"]
+mod fixtures;
+#[allow(dead_code)] // the soak uses part of the test mock
+#[path = "../tests/support/mock.rs"]
+mod mock;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use mock::{End, Mock, Seen, Step};
+
+/// Upstream attempts the proxy is allowed per request (RETRY_ATTEMPTS).
+const ATTEMPTS: usize = 8;
+/// How long a stalled upstream stays silent; the proxy's idle timeout is shorter.
+const STALL: Duration = Duration::from_millis(1500);
+const IDLE_TIMEOUT: &str = "0.5";
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Fault {
+    Status429,
+    Status500,
+    Status503,
+    Cut,
+    Stall,
+    ErrorEvent,
+    Failed,
+    Hangup,
+}
+
+const FAULTS: [Fault; 8] = [
+    Fault::Status429,
+    Fault::Status500,
+    Fault::Status503,
+    Fault::Cut,
+    Fault::Stall,
+    Fault::ErrorEvent,
+    Fault::Failed,
+    Fault::Hangup,
+];
+
+/// splitmix64: small, seedable, good enough to draw fault plans.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// What one request will meet upstream, and what its clean answer is.
+struct Plan {
+    chat: bool,
+    /// One step per failed attempt, in order; the attempt after them gets `clean`.
+    faults: Vec<(Fault, Step)>,
+    clean: Vec<u8>,
+    /// How the clean answer is delivered (0: one chunk, else this many bytes per chunk).
+    split: usize,
+}
+
+impl Plan {
+    fn must_fail(&self) -> bool {
+        self.faults.len() >= ATTEMPTS
+    }
+}
+
+const WORDS: &[&str] = &[
+    "the",
+    "patch",
+    "fixes",
+    "a",
+    "race",
+    "in",
+    "src/lib.rs;",
+    "error",
+    "data:",
+    "[DONE]",
+    "response.failed",
+    "retry",
+    "é",
+    "日本",
+    "\"quoted\"",
+    "line\nbreak",
+    "tab\there",
+    "emoji 🚀",
+    "ok.",
+    "cargo",
+    "test",
+];
+
+fn answer_text(i: usize, rng: &mut Rng) -> String {
+    let n = 3 + rng.below(60) as usize;
+    let mut text = format!("Answer {i}:");
+    for _ in 0..n {
+        text.push(' ');
+        text.push_str(WORDS[rng.below(WORDS.len() as u64) as usize]);
+    }
+    text
+}
+
+fn fault_step(fault: Fault, chat: bool, clean: &[u8], rng: &mut Rng) -> Step {
+    let body = |code: u16| fixtures::error_body(&code.to_string(), "transient failure, please retry");
+    let keep = rng.below(clean.len() as u64) as usize;
+    match fault {
+        Fault::Status429 => {
+            Step::json(429, &body(429)).header("retry-after-ms", &(5 + rng.below(30)).to_string())
+        }
+        Fault::Status500 => Step::json(500, &body(500)),
+        Fault::Status503 => Step::json(503, &body(503)),
+        Fault::Cut => Step::cut(clean, keep),
+        Fault::Stall => Step { end: End::Stall(STALL), ..Step::stream(&clean[..keep]) },
+        Fault::ErrorEvent if chat => {
+            Step::stream(&fixtures::chat_error("429", "Rate limit. Try again in 10ms."))
+        }
+        Fault::ErrorEvent => Step::stream(&fixtures::responses_error(
+            "rate_limit_exceeded",
+            "Rate limit reached. Please try again in 10ms.",
+            rng.below(2) == 0,
+        )),
+        Fault::Failed if chat => {
+            Step::stream(&fixtures::chat_error("server_error", "The server had an error."))
+        }
+        Fault::Failed => {
+            Step::stream(&fixtures::responses_failed("server_error", "The server had an error."))
+        }
+        Fault::Hangup => Step::hangup(),
+    }
+}
+
+fn plan(i: usize, seed: u64) -> Plan {
+    let mut rng = Rng(seed ^ (i as u64).wrapping_mul(0x2545_F491_4F6C_DD1D));
+    let chat = rng.below(2) == 0;
+    let text = answer_text(i, &mut rng);
+    let crlf = rng.below(8) == 0;
+    let clean = if chat { fixtures::chat(&text, crlf) } else { fixtures::responses(&text, crlf) };
+    let roll = rng.below(100);
+    let count = match roll {
+        0..=44 => 0,
+        45..=95 => 1 + rng.below(4) as usize,
+        96 => 5 + rng.below(3) as usize, // up to ATTEMPTS - 1: still within the budget
+        _ => ATTEMPTS,                   // over the budget: must end in an error
+    };
+    let mut stalls = 0;
+    let faults = (0..count)
+        .map(|_| {
+            let mut fault = FAULTS[rng.below(FAULTS.len() as u64) as usize];
+            if fault == Fault::Stall {
+                stalls += 1;
+                if stalls > 2 {
+                    fault = Fault::Status503; // keep each request's time bounded
+                }
+            }
+            (fault, fault_step(fault, chat, &clean, &mut rng))
+        })
+        .collect();
+    let split = [0, 0, 7, 100, 1000][rng.below(5) as usize];
+    Plan { chat, faults, clean, split }
+}
+
+/// What the mock did, shared with its connection threads.
+#[derive(Default)]
+struct Upstream {
+    attempts: HashMap<usize, usize>,
+    injected: BTreeMap<Fault, usize>,
+    unknown: usize,
+}
+
+fn start_mock(plans: Arc<Vec<Plan>>, stats: Arc<Mutex<Upstream>>) -> Mock {
+    Mock::generated(move |_, seen: &Seen| {
+        let id = seen.json()["user"].as_str().and_then(|u| u.strip_prefix("soak-")?.parse::<usize>().ok());
+        let mut stats = stats.lock().unwrap();
+        let Some(plan) = id.and_then(|id| plans.get(id)) else {
+            stats.unknown += 1;
+            return Step::json(599, &fixtures::error_body("mock", "request without a soak id"));
+        };
+        let attempt = stats.attempts.entry(id.unwrap()).or_insert(0);
+        *attempt += 1;
+        match plan.faults.get(*attempt - 1) {
+            Some((fault, step)) => {
+                *stats.injected.entry(*fault).or_insert(0) += 1;
+                step.clone()
+            }
+            None if plan.split == 0 => Step::stream(&plan.clean),
+            None => Step::stream_split(&plan.clean, plan.split),
+        }
+    })
+}
+
+/// The release proxy, killed when dropped.
+struct Proxy {
+    child: Arc<Mutex<Child>>,
+    port: u16,
+    log_lines: Arc<AtomicUsize>,
+}
+
+impl Proxy {
+    fn start(bin: &str, endpoint: &str) -> Proxy {
+        let dir = std::env::temp_dir().join(format!("codex-shield-soak-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let env = [
+            ("AZURE_ENDPOINT", endpoint),
+            ("AZURE_API_KEY", "sk-soak"),
+            ("PORT", "0"),
+            ("RETRY_ATTEMPTS", "8"),
+            ("RETRY_WAIT_SECONDS", "0.005"),
+            ("RETRY_MAX_WAIT_SECONDS", "0.05"),
+            ("RETRY_DEADLINE_SECONDS", "60"),
+            ("IDLE_TIMEOUT_SECONDS", IDLE_TIMEOUT),
+            ("LOG_LEVEL", "warn"),
+        ];
+        let mut child = Command::new(bin)
+            .env_clear()
+            .envs(env)
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                fail(&format!("cannot start {bin}: {e} (build it with `cargo build --release`)"))
+            });
+        let (tx, rx) = mpsc::channel();
+        let log_lines = Arc::new(AtomicUsize::new(0));
+        let lines = Arc::clone(&log_lines);
+        let pipe = child.stderr.take().unwrap();
+        thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if let Some(port) =
+                    line.split("listening on http://").nth(1).and_then(|a| a.rsplit(':').next())
+                {
+                    let _ = tx.send(port.trim().parse::<u16>().unwrap_or(0));
+                } else if !line.starts_with("  ") && lines.fetch_add(1, Ordering::Relaxed) < 5 {
+                    eprintln!("proxy: {line}");
+                }
+            }
+        });
+        let port = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_else(|_| {
+            let _ = child.kill();
+            fail("the proxy did not print its banner")
+        });
+        Proxy { child: Arc::new(Mutex::new(child)), port, log_lines }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.lock().unwrap().id()
+    }
+
+    /// (threads, RSS in KiB) from /proc.
+    fn usage(&self) -> (usize, usize) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0)
+        };
+        (field("Threads:"), field("VmRSS:"))
+    }
+
+    /// Usage once the thread count has not moved for 6 s (idle pool threads end after 5 s).
+    fn settled_usage(&self) -> (usize, usize) {
+        let start = Instant::now();
+        let (mut last, mut since) = (self.usage().0, Instant::now());
+        while start.elapsed() < Duration::from_secs(30) && since.elapsed() < Duration::from_secs(6) {
+            thread::sleep(Duration::from_millis(200));
+            let now = self.usage().0;
+            if now != last {
+                (last, since) = (now, Instant::now());
+            }
+        }
+        self.usage()
+    }
+
+    /// `None` while the proxy runs, else how it ended.
+    fn exit(&self) -> Option<String> {
+        let status = self.child.lock().unwrap().try_wait().ok().flatten()?;
+        use std::os::unix::process::ExitStatusExt;
+        Some(match status.signal() {
+            Some(signal) => format!("killed by signal {signal}"),
+            None => format!("exited with {status}"),
+        })
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let mut child = self.child.lock().unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+fn fail(message: &str) -> ! {
+    eprintln!("soak: FAILED: {message}");
+    std::process::exit(1)
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .proxy(None)
+        .timeout_global(Some(Duration::from_secs(90)))
+        .build()
+        .into()
+}
+
+/// How one request ended, from the client's side.
+enum Outcome {
+    Exact,
+    ExpectedError(u16, String),
+    Unexpected(String),
+}
+
+fn body_for(i: usize, chat: bool) -> String {
+    let content = format!("request {i}: please answer");
+    if chat {
+        serde_json::json!({"model": "gpt-4o", "user": format!("soak-{i}"), "stream": true,
+            "messages": [{"role": "user", "content": content}]})
+        .to_string()
+    } else {
+        serde_json::json!({"model": "gpt-5-codex", "user": format!("soak-{i}"), "stream": true,
+            "input": [{"role": "user", "content": content}]})
+        .to_string()
+    }
+}
+
+fn run_one(agent: &ureq::Agent, port: u16, i: usize, plan: &Plan) -> Outcome {
+    let path = if plan.chat { "/v1/chat/completions" } else { "/v1/responses" };
+    let result = agent
+        .post(&format!("http://127.0.0.1:{port}{path}"))
+        .header("content-type", "application/json")
+        .header("authorization", "Bearer codex-placeholder")
+        .send(body_for(i, plan.chat).as_bytes());
+    let mut res = match result {
+        Ok(res) => res,
+        Err(e) => return Outcome::Unexpected(format!("client error: {e}")),
+    };
+    let status = res.status().as_u16();
+    let body = match res.body_mut().with_config().limit(1 << 30).read_to_vec() {
+        Ok(b) => b,
+        Err(e) => return Outcome::Unexpected(format!("{status}, body unreadable: {e}")),
+    };
+    if status == 200 && body == plan.clean {
+        return if plan.must_fail() {
+            Outcome::Unexpected("complete answer where the plan exceeded the budget".into())
+        } else {
+            Outcome::Exact
+        };
+    }
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let shaped = v["error"]["message"].is_string() && v["error"]["type"].is_string();
+    let code = v["error"]["code"].as_str().unwrap_or("").to_string();
+    if plan.must_fail() && status >= 400 && shaped {
+        return Outcome::ExpectedError(status, code);
+    }
+    let kind = if shaped { format!("error {code}") } else { format!("{} bytes", body.len()) };
+    let faults: Vec<Fault> = plan.faults.iter().map(|(f, _)| *f).collect();
+    Outcome::Unexpected(format!("{status} {kind}; plan {faults:?}: {:.160}", String::from_utf8_lossy(&body)))
+}
+
+/// Send requests `ids` from `clients` threads; each outcome with its id.
+fn fire(
+    port: u16,
+    plans: &Arc<Vec<Plan>>,
+    ids: std::ops::Range<usize>,
+    clients: usize,
+) -> Vec<(usize, Outcome)> {
+    let next = Arc::new(AtomicUsize::new(ids.start));
+    let handles: Vec<_> = (0..clients)
+        .map(|_| {
+            let (next, plans, end) = (Arc::clone(&next), Arc::clone(plans), ids.end);
+            thread::spawn(move || {
+                let agent = agent();
+                let mut out = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= end {
+                        return out;
+                    }
+                    out.push((i, run_one(&agent, port, i, &plans[i])));
+                }
+            })
+        })
+        .collect();
+    handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn main() {
+    let requests: usize = env_or("SOAK_REQUESTS", 3000);
+    let clients: usize = env_or("SOAK_CLIENTS", 32);
+    let seed: u64 = env_or("SOAK_SEED", 0x5EED_C0DE_2025);
+    let cap: u64 = env_or("SOAK_CAP_SECONDS", 240);
+    let bin = std::env::var("SHIELD_BIN")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/codex-shield").into());
+    const WARMUP: usize = 300;
+
+    // Warm-up requests come first and are planned like the others.
+    let total = WARMUP + requests;
+    let plans: Arc<Vec<Plan>> = Arc::new((0..total).map(|i| plan(i, seed)).collect());
+    let stats = Arc::new(Mutex::new(Upstream::default()));
+    let mock = start_mock(Arc::clone(&plans), Arc::clone(&stats));
+    let proxy = Proxy::start(&bin, &mock.v1());
+    let watchdog = Arc::clone(&proxy.child);
+    thread::spawn(move || {
+        thread::sleep(Duration::from_secs(cap));
+        let _ = watchdog.lock().unwrap().kill();
+        fail(&format!("time cap of {cap} s exceeded"));
+    });
+    println!(
+        "soak: seed {seed:#x}, {requests} requests (+{WARMUP} warm-up) from {clients} clients, pid {}",
+        proxy.pid()
+    );
+
+    let warm = fire(proxy.port, &plans, 0..WARMUP, clients);
+    let (warm_threads, warm_rss) = proxy.settled_usage();
+    let started = Instant::now();
+    let outcomes = fire(proxy.port, &plans, WARMUP..total, clients);
+    let duration = started.elapsed();
+    let exit = proxy.exit();
+    let (end_threads, end_rss) = proxy.settled_usage();
+
+    let stats = stats.lock().unwrap();
+    let mut violations = Vec::new();
+    let (mut exact, mut errors, mut unexpected) = (0, 0, 0);
+    let mut error_codes: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, outcome) in warm.iter().chain(&outcomes) {
+        let plan = &plans[*i];
+        let seen = stats.attempts.get(i).copied().unwrap_or(0);
+        let want = if plan.must_fail() { ATTEMPTS } else { plan.faults.len() + 1 };
+        match outcome {
+            Outcome::Exact => exact += 1,
+            Outcome::ExpectedError(status, code) => {
+                errors += 1;
+                *error_codes.entry(format!("{status} {code}")).or_insert(0) += 1;
+            }
+            Outcome::Unexpected(what) => {
+                unexpected += 1;
+                violations.push(format!("request {i}: {what}"));
+            }
+        }
+        if seen != want && !matches!(outcome, Outcome::Unexpected(_)) {
+            violations.push(format!("request {i}: the mock saw {seen} attempts, the plan says {want}"));
+        }
+    }
+    let answered = warm.len() + outcomes.len();
+    if answered != total {
+        violations.push(format!("{} requests lost", total - answered));
+    }
+    if stats.unknown > 0 {
+        violations.push(format!("{} upstream requests without a soak id", stats.unknown));
+    }
+    if let Some(how) = exit {
+        violations.insert(0, format!("the proxy died during the run: {how}"));
+    }
+    if end_threads > warm_threads + 2 {
+        violations.push(format!("threads grew: {warm_threads} after warm-up, {end_threads} at the end"));
+    }
+    if end_rss > warm_rss + warm_rss / 2 + 8 * 1024 {
+        violations.push(format!("RSS grew: {warm_rss} KiB after warm-up, {end_rss} KiB at the end"));
+    }
+
+    let must_fail = plans.iter().filter(|p| p.must_fail()).count();
+    let upstream_attempts: usize = stats.attempts.values().sum();
+    println!("requests        {total} ({WARMUP} warm-up + {requests})");
+    println!("complete, exact {exact}");
+    println!("expected errors {errors} (planned {must_fail}): {error_codes:?}");
+    println!("unexpected      {unexpected}");
+    println!(
+        "upstream        {upstream_attempts} attempts, {} retries",
+        upstream_attempts - total.min(upstream_attempts)
+    );
+    println!("faults injected {:?}", stats.injected);
+    println!(
+        "duration        {:.1} s for {requests} requests ({:.0} req/s)",
+        duration.as_secs_f64(),
+        requests as f64 / duration.as_secs_f64()
+    );
+    println!("threads         {warm_threads} after warm-up, {end_threads} at the end");
+    println!("RSS             {warm_rss} KiB after warm-up, {end_rss} KiB at the end");
+    println!("proxy log lines {} (warn and above)", proxy.log_lines.load(Ordering::Relaxed));
+    if !violations.is_empty() {
+        for v in violations.iter().take(30) {
+            eprintln!("  {v}");
+        }
+        fail(&format!("{} violations", violations.len()));
+    }
+    println!("soak: OK");
+}

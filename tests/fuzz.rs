@@ -1,0 +1,331 @@
+//! Property tests of the pure parsers: whatever bytes or strings arrive, they never panic, and
+//! the SSE parser gives the same events however a stream is split across reads.
+//!
+//! Generators are biased towards the bytes that matter (field names, CR/LF, colons, BOM, JSON
+//! fragments, error and terminal event names) so that short runs reach the interesting paths.
+//! Case counts are kept small: the whole file runs in a few seconds.
+
+use std::borrow::Cow;
+use std::time::{Duration, SystemTime};
+
+use codex_shield::check::{self, Api, Verdict};
+use codex_shield::retry;
+use codex_shield::shield;
+use codex_shield::sse::{self, Event, Parser};
+use codex_shield::target::{self, Endpoint, Route};
+use proptest::prelude::*;
+use serde_json::Value;
+
+fn config(cases: u32) -> ProptestConfig {
+    ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
+}
+
+/// Pieces a stream is made of, with random bytes among them.
+fn sse_piece() -> impl Strategy<Value = Vec<u8>> {
+    const PIECES: &[&[u8]] = &[
+        b"data:",
+        b"data: ",
+        b"data",
+        b"event:",
+        b"event: error",
+        b"event: response.completed",
+        b"id: 7",
+        b"retry: 10",
+        b"\r",
+        b"\n",
+        b"\r\n",
+        b"\n\n",
+        b":",
+        b": keep-alive",
+        b" ",
+        b"\xEF\xBB\xBF",
+        b"\xEF\xBB",
+        b"\xEF",
+        b"{\"type\":\"response.completed\"}",
+        b"{\"type\":\"error\",\"code\":\"server_error\"}",
+        b"{\"error\":{\"code\":\"429\",\"message\":\"try again in 1s\"}}",
+        b"{\"choices\":[]}",
+        b"[DONE]",
+        b"{\"",
+        b"\"}",
+        b"\xff\xfe",
+    ];
+    prop_oneof![
+        4 => proptest::sample::select(PIECES).prop_map(<[u8]>::to_vec),
+        1 => proptest::collection::vec(any::<u8>(), 0..8),
+    ]
+}
+
+/// A stream: mostly SSE-ish pieces, sometimes plain random bytes.
+fn stream() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        3 => proptest::collection::vec(sse_piece(), 0..40).prop_map(|p| p.concat()),
+        1 => proptest::collection::vec(any::<u8>(), 0..200),
+    ]
+}
+
+/// An event's name and data, as bytes.
+type Raw = (Vec<u8>, Vec<u8>);
+
+/// Events of `input` with their raw bytes, fed through `parser` one growing buffer at a time;
+/// also whether the parser reports a partial event at the end.
+fn parse_pieces(input: &[u8], cuts: &[usize]) -> (Vec<Raw>, bool) {
+    let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+    cuts.push(input.len());
+    cuts.sort_unstable();
+    let mut parser = Parser::new();
+    let (mut buf, mut out, mut from) = (Vec::new(), Vec::new(), 0);
+    for cut in cuts {
+        buf.extend_from_slice(&input[from..cut]);
+        from = cut;
+        while let Some(ev) = parser.next(&buf) {
+            out.push((ev.name.to_vec(), ev.data.into_owned()));
+        }
+    }
+    let partial = parser.has_partial(&buf);
+    (out, partial)
+}
+
+fn lossy(events: &[Raw]) -> Vec<(String, String)> {
+    events
+        .iter()
+        .map(|(n, d)| (String::from_utf8_lossy(n).into_owned(), String::from_utf8_lossy(d).into_owned()))
+        .collect()
+}
+
+/// A JSON value shaped like the events `check` reads: the keys and strings it looks at.
+fn json_value() -> impl Strategy<Value = Value> {
+    const KEYS: &[&str] = &["type", "error", "code", "message", "response", "choices", "delta", "status"];
+    const WORDS: &[&str] = &[
+        "error",
+        "response.failed",
+        "response.completed",
+        "response.incomplete",
+        "server_error",
+        "rate_limit_exceeded",
+        "context_length_exceeded",
+        "invalid_request_error",
+        "429",
+        "Please try again in 1.5s",
+        "retry after 99999999999999999999 hours",
+        "try again in 1e308s",
+        "try again in .s",
+        "",
+    ];
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        proptest::sample::select(WORDS).prop_map(Value::from),
+        ".{0,12}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(4, 32, 5, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            proptest::collection::vec((proptest::sample::select(KEYS), inner), 0..5)
+                .prop_map(|kv| Value::Object(kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect())),
+        ]
+    })
+}
+
+fn event_data() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        3 => json_value().prop_map(|v| v.to_string().into_bytes()),
+        1 => stream(),
+        1 => Just(b"[DONE]".to_vec()),
+        1 => Just(b" \t\n".to_vec()),
+    ]
+}
+
+fn event_name() -> impl Strategy<Value = Vec<u8>> {
+    const NAMES: &[&[u8]] =
+        &[b"", b"error", b"response.failed", b"response.completed", b"response.incomplete", b"message"];
+    prop_oneof![
+        3 => proptest::sample::select(NAMES).prop_map(<[u8]>::to_vec),
+        1 => proptest::collection::vec(any::<u8>(), 0..12),
+    ]
+}
+
+/// Strings around what `route`, `Endpoint::parse` and `url_for` look at.
+fn url_text() -> impl Strategy<Value = String> {
+    const PIECES: &[&str] = &[
+        "/",
+        "/v1",
+        "/v1/",
+        "responses",
+        "chat/completions",
+        "/healthz",
+        "..",
+        ".",
+        "?",
+        "&",
+        "#",
+        "@",
+        ":",
+        "//",
+        "http://",
+        "https://",
+        "evil.example",
+        "[::1]",
+        "%2e%2e",
+        "%2F",
+        "\\",
+        " ",
+        "\u{0}",
+        "é",
+        "*",
+    ];
+    prop_oneof![
+        3 => proptest::collection::vec(proptest::sample::select(PIECES), 0..12).prop_map(|p| p.concat()),
+        1 => any::<String>(),
+    ]
+}
+
+/// Endpoints an operator could configure.
+fn endpoint() -> impl Strategy<Value = Endpoint> {
+    const BASES: &[&str] = &[
+        "http://127.0.0.1:9000/v1",
+        "https://x.openai.azure.com/openai/v1",
+        "https://x.openai.azure.com/openai/deployments/d/chat/completions?api-version=2025-01-01",
+        "https://api.example.com/v1/responses",
+        "http://[::1]:8080",
+        "https://api.example.com",
+    ];
+    proptest::sample::select(BASES).prop_map(|b| Endpoint::parse(b).unwrap())
+}
+
+/// The authority (`host[:port]`) a real URL parser reads in `url`, if it parses.
+fn authority(url: &str) -> Option<String> {
+    let uri: ureq::http::Uri = url.parse().ok()?;
+    uri.authority().map(|a| a.as_str().to_string())
+}
+
+proptest! {
+    #![proptest_config(config(3000))]
+
+    /// Any split of any stream parses like the whole, with the same partial-event report.
+    #[test]
+    fn sse_any_split_equals_the_whole(
+        input in stream(),
+        cuts in proptest::collection::vec(any::<usize>(), 0..12),
+    ) {
+        let (whole, whole_partial) = parse_pieces(&input, &[]);
+        let (pieces, partial) = parse_pieces(&input, &cuts);
+        prop_assert_eq!(&pieces, &whole);
+        prop_assert_eq!(partial, whole_partial);
+        prop_assert_eq!(lossy(&pieces), sse::events(&input));
+    }
+
+    /// Byte by byte, the hardest split.
+    #[test]
+    fn sse_byte_by_byte_equals_the_whole(input in stream()) {
+        let every: Vec<usize> = (0..input.len()).collect();
+        prop_assert_eq!(parse_pieces(&input, &every), parse_pieces(&input, &[]));
+    }
+}
+
+proptest! {
+    #![proptest_config(config(3000))]
+
+    /// `observe` never panics; a Complete verdict only comes from a terminal event.
+    #[test]
+    fn observe_never_panics(name in event_name(), data in event_data()) {
+        let event = Event { name: &name, data: Cow::Borrowed(&data) };
+        for api in [Api::Responses, Api::Chat] {
+            if let Verdict::Failed(e) = check::observe(api, &event) {
+                prop_assert!(e.hint.is_none_or(|h| h <= Duration::from_secs(86_400 * 365)), "{:?}", e);
+            }
+        }
+        if data.trim_ascii() == b"[DONE]" {
+            prop_assert_eq!(check::observe(Api::Chat, &event), Verdict::Complete);
+        }
+    }
+
+    /// `prepare` either refuses the body or returns a JSON object with `stream: true`.
+    #[test]
+    fn prepare_forces_stream_or_refuses(
+        body in prop_oneof![
+            2 => json_value().prop_map(|v| v.to_string().into_bytes()),
+            1 => stream(),
+            1 => proptest::collection::vec(any::<u8>(), 0..64),
+        ],
+        forced in proptest::option::of(".{0,8}"),
+    ) {
+        for api in [Api::Responses, Api::Chat] {
+            if let Ok((out, _wants_stream)) = shield::prepare(&body, api, forced.as_deref()) {
+                let v: Value = serde_json::from_slice(&out).expect("prepare returned invalid JSON");
+                prop_assert!(v.is_object());
+                prop_assert_eq!(&v["stream"], &Value::Bool(true));
+                if let Some(model) = &forced {
+                    prop_assert_eq!(&v["model"], &Value::String(model.clone()));
+                }
+            }
+        }
+    }
+
+    /// Whatever path and query a client sends, the upstream URL names the configured origin and
+    /// a URL parser reads the configured host and port in it.
+    #[test]
+    fn client_paths_never_choose_the_host(
+        ep in endpoint(),
+        method in proptest::sample::select(&["GET", "POST", "DELETE", "HEAD", "PUT"][..]),
+        path in url_text(),
+        query in proptest::option::of(url_text()),
+    ) {
+        let (api, rest) = match target::route(method, &path) {
+            Route::Shielded(api, rest) => (Some(api), rest),
+            Route::Forward(rest) => (None, rest),
+            Route::Health | Route::NotFound => return Ok(()),
+        };
+        let url = ep.url_for(&rest, api, query.as_deref());
+        prop_assert!(url.starts_with(&ep.origin), "{} does not start with {}", url, ep.origin);
+        let expected = authority(&ep.origin);
+        if let Some(got) = authority(&url) {
+            prop_assert_eq!(Some(got), expected, "{}", url);
+        }
+    }
+
+    /// Arbitrary strings: `route`, `Endpoint::parse` and `url_for` never panic.
+    #[test]
+    fn target_never_panics(a in url_text(), b in url_text(), c in proptest::option::of(url_text())) {
+        let _ = target::route("POST", &a);
+        let _ = target::route(&b, &a);
+        if let Ok(ep) = Endpoint::parse(&a) {
+            prop_assert!(ep.url_for(&b, None, c.as_deref()).starts_with(&ep.origin));
+            prop_assert!(ep.url_for(&b, Some(Api::Chat), c.as_deref()).starts_with(&ep.origin));
+            let _ = ep.display();
+            let _ = ep.auto_auth();
+        }
+    }
+
+    /// Retry hints never panic, and are finite and bounded when present.
+    #[test]
+    fn retry_hints_never_panic(
+        message in prop_oneof![
+            Just("Please try again in ".to_string()).prop_flat_map(|p| ".{0,16}".prop_map(move |s| p.clone() + &s)),
+            Just("retry after ".to_string()).prop_flat_map(|p| "[0-9.a-z ]{0,16}".prop_map(move |s| p.clone() + &s)),
+            any::<String>(),
+        ],
+        value in prop_oneof![
+            "[0-9.eE+-]{0,24}",
+            Just("Sun, 06 Nov 1994 08:49:37 GMT".to_string()),
+            Just("Fri, 31 Dec 99999 23:59:59 GMT".to_string()),
+            Just("Mon, 99 Foo -9223372036854775808 99:99:99 GMT".to_string()),
+            "[A-Za-z]{3}, [0-9]{1,3} [A-Za-z]{3} -?[0-9]{1,20} [0-9:]{0,10} GMT",
+            any::<String>(),
+        ],
+        name in proptest::sample::select(&["retry-after", "retry-after-ms", "x-ms-retry-after-ms"][..]),
+        now_secs in any::<u32>(),
+    ) {
+        let limit = Duration::from_secs(86_400);
+        if let Some(h) = retry::hint_from_message(&message) {
+            prop_assert!(h.as_secs_f64().is_finite());
+        }
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::from(now_secs));
+        let header = |n: &str| (n == name).then_some(value.as_str());
+        if let Some(h) = retry::hint_from_headers(header, now) {
+            prop_assert!(h <= limit, "{} {:?} -> {:?}", name, value, h);
+        }
+    }
+}
