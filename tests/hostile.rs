@@ -314,9 +314,9 @@ fn half_sent_bodies_do_not_take_the_slots() {
             s
         })
         .collect();
-    // each stuck request has its connection thread and its worker, waiting for the body
+    // each stuck request has a worker waiting for the body (connections reuse idle pool threads)
     assert!(
-        eventually(Duration::from_secs(10), || threads(&proxy) >= before + 8),
+        eventually(Duration::from_secs(10), || threads(&proxy) >= before + 4),
         "stuck requests never arrived"
     );
     assert_eq!(healthy(&proxy), 0);
