@@ -5,6 +5,9 @@
 //! This module knows both wire APIs (Responses and Chat Completions) and which error codes are
 //! worth another attempt. It does not read sockets and does not decide how long to wait.
 
+use std::collections::BTreeMap;
+
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::error::StreamError;
@@ -52,6 +55,9 @@ pub fn observe(api: Api, event: &Event) -> Verdict {
     if api == Api::Chat && data.trim_ascii() == b"[DONE]" {
         return Verdict::Complete;
     }
+    if let Some(verdict) = quick(api, event.name, data) {
+        return verdict;
+    }
     let value: Value = match serde_json::from_slice(data) {
         Ok(v) => v,
         Err(e) => return Verdict::Malformed(format!("event data is not JSON: {e}")),
@@ -59,6 +65,30 @@ pub fn observe(api: Api, event: &Event) -> Verdict {
     match api {
         Api::Responses => responses(event.name, &value),
         Api::Chat => chat(&value),
+    }
+}
+
+/// The common case without building a tree: the top-level object is parsed (and validated)
+/// into raw fields, and only `type` (Responses) or `error` (Chat) is looked at. `None` when
+/// the event needs the full parse: an error, a failure, or anything unusual.
+fn quick(api: Api, name: &[u8], data: &[u8]) -> Option<Verdict> {
+    let fields: BTreeMap<&str, &RawValue> = serde_json::from_slice(data).ok()?;
+    match api {
+        Api::Responses => {
+            let kind = match fields.get("type") {
+                Some(raw) => serde_json::from_str::<&str>(raw.get()).ok()?,
+                None => std::str::from_utf8(name).ok()?,
+            };
+            match kind {
+                "response.completed" | "response.incomplete" => Some(Verdict::Complete),
+                "response.failed" | "error" => None,
+                _ => Some(Verdict::Pending),
+            }
+        }
+        Api::Chat => match fields.get("error") {
+            Some(raw) if raw.get() != "null" => None,
+            _ => Some(Verdict::Pending),
+        },
     }
 }
 

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod log;
+pub mod pool;
 pub mod reply;
 pub mod retry;
 pub mod server;

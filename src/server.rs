@@ -15,6 +15,7 @@ use serde_json::json;
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::pool::Pool;
 use crate::reply::Reply;
 use crate::shield::{self, Job, Shield, Trace};
 use crate::target::{self, Route};
@@ -24,13 +25,27 @@ use crate::upstream::{Outgoing, Upstream};
 const POLL: Duration = Duration::from_millis(100);
 /// Worker stack: JSON nesting is bounded by serde_json's recursion limit.
 const WORKER_STACK: usize = 512 * 1024;
+/// A worker idle this long ends.
+const WORKER_IDLE: Duration = Duration::from_secs(5);
 
 /// Shared by the accept loop and every worker.
 struct State {
     config: Arc<Config>,
     upstream: Upstream,
     in_flight: AtomicUsize,
+    /// Requests handed to a worker and not yet answered (what shutdown waits for).
+    active: AtomicUsize,
     next_id: AtomicU64,
+    pool: Pool,
+}
+
+/// Counts a request from dispatch until its reply is written, however its worker ends.
+struct Active(Arc<State>);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// One of the `MAX_CONCURRENT` slots, held from the moment the client's body is in until
@@ -61,8 +76,9 @@ pub fn serve(config: Arc<Config>, stop: Arc<AtomicBool>) -> Result<(), Error> {
     let server = tiny_http::Server::http(addr.as_str())
         .map_err(|e| Error::Listen { addr: addr.clone(), reason: e.to_string() })?;
     banner(&config, &server.server_addr().to_string());
-    let state =
-        Arc::new(State { config, upstream, in_flight: AtomicUsize::new(0), next_id: AtomicU64::new(1) });
+    let pool = Pool::new(WORKER_STACK, WORKER_IDLE);
+    let (in_flight, active, next_id) = (AtomicUsize::new(0), AtomicUsize::new(0), AtomicU64::new(1));
+    let state = Arc::new(State { config, upstream, in_flight, active, next_id, pool });
     while !stop.load(Ordering::SeqCst) {
         match server.recv_timeout(POLL) {
             Ok(Some(request)) => dispatch(&state, request),
@@ -114,9 +130,12 @@ fn dispatch(state: &Arc<State>, request: tiny_http::Request) {
         send(request, health(state));
         return;
     }
-    let worker = Arc::clone(state);
-    let spawned = thread::Builder::new().stack_size(WORKER_STACK).spawn(move || handle(&worker, request));
-    if let Err(e) = spawned {
+    state.active.fetch_add(1, Ordering::SeqCst);
+    let active = Active(Arc::clone(state));
+    if let Err(e) = state.pool.execute(move || {
+        handle(&active.0, request);
+        drop(active);
+    }) {
         crate::error!("cannot start a worker thread: {e}");
     }
 }
@@ -318,14 +337,14 @@ fn send(request: tiny_http::Request, reply: Reply) -> bool {
 fn drain(state: &State) {
     let grace = state.config.shutdown_grace;
     let deadline = Instant::now() + grace;
-    let pending = state.in_flight.load(Ordering::SeqCst);
+    let pending = state.active.load(Ordering::SeqCst);
     if pending > 0 {
         crate::info!("shutting down: waiting up to {}s for {pending} request(s)", grace.as_secs_f64());
     }
-    while state.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+    while state.active.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(10));
     }
-    let left = state.in_flight.load(Ordering::SeqCst);
+    let left = state.active.load(Ordering::SeqCst);
     if left > 0 {
         crate::warn!("shutdown grace over: {left} request(s) abandoned");
     }
