@@ -4,6 +4,9 @@
 //! `{"error": {"message", "type", "code"}}`, with a status that tells the client what kind of
 //! failure it was. Messages come from `Error`'s `Display`, which never contains a key.
 
+use std::io::Write;
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use serde_json::{json, Value};
 
 use crate::error::{Error, StreamError};
@@ -55,6 +58,69 @@ impl Reply {
     }
 }
 
+impl Reply {
+    /// The whole HTTP/1.1 response, head and body, ready for one write. `head_only` for a
+    /// `HEAD` request; `close` when the connection ends after this response.
+    pub fn to_http(&self, head_only: bool, close: bool, now: SystemTime) -> Vec<u8> {
+        let body: &[u8] = if head_only { &[] } else { &self.body };
+        let mut out = Vec::with_capacity(256 + self.headers.len() * 64 + body.len());
+        let _ = write!(out, "HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
+        let _ = write!(out, "date: {}\r\nserver: codex-shield\r\n", http_date(now));
+        let _ = write!(out, "content-type: {}\r\ncontent-length: {}\r\n", self.content_type, self.body.len());
+        for (name, value) in &self.headers {
+            let clean = |s: &str| !s.bytes().any(|b| b == b'\r' || b == b'\n');
+            if clean(name) && clean(value) && name != "connection" {
+                let _ = write!(out, "{name}: {value}\r\n");
+            }
+        }
+        if close || self.headers.iter().any(|(n, v)| n == "connection" && v == "close") {
+            out.extend_from_slice(b"connection: close\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(body);
+        out
+    }
+}
+
+/// The reason phrase of a status (informative only; clients read the number).
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        413 => "Content Too Large",
+        429 => "Too Many Requests",
+        499 => "Client Closed Request",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Status",
+    }
+}
+
+/// `Wed, 25 Nov 2026 14:20:32 GMT` (RFC 9110 IMF-fixdate).
+pub fn http_date(now: SystemTime) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] =
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let secs = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = crate::log::civil_from_days(days);
+    format!(
+        "{}, {d:02} {} {y} {:02}:{:02}:{:02} GMT",
+        DAYS[days.rem_euclid(7) as usize],
+        MONTHS[(m - 1) as usize],
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
 /// `{"error": {"message", "type", "code", "param"}}`
 pub fn error_json(message: &str, kind: &str, code: &str) -> Value {
     json!({"error": {"message": message, "type": kind, "code": code, "param": null}})
@@ -101,6 +167,30 @@ mod tests {
         let message = v["error"]["message"].as_str().unwrap().to_string();
         assert!(v["error"]["type"].is_string());
         (r.status, v["error"]["code"].as_str().unwrap().to_string(), message)
+    }
+
+    #[test]
+    fn http_serialisation() {
+        let at = UNIX_EPOCH + Duration::from_secs(784_111_777);
+        assert_eq!(http_date(at), "Sun, 06 Nov 1994 08:49:37 GMT");
+        let reply = Reply {
+            status: 200,
+            content_type: "text/event-stream".into(),
+            headers: vec![
+                ("x-request-id".into(), "r1".into()),
+                ("x-bad".into(), "a\r\nset-cookie: x".into()),
+            ],
+            body: b"data: [DONE]\n\n".to_vec(),
+        };
+        let expected = "HTTP/1.1 200 OK\r\ndate: Sun, 06 Nov 1994 08:49:37 GMT\r\nserver: codex-shield\r\n\
+                        content-type: text/event-stream\r\ncontent-length: 14\r\nx-request-id: r1\r\n\r\n";
+        assert_eq!(
+            String::from_utf8(reply.to_http(false, false, at)).unwrap(),
+            format!("{expected}data: [DONE]\n\n")
+        );
+        assert_eq!(String::from_utf8(reply.to_http(true, false, at)).unwrap(), expected);
+        let closing = String::from_utf8(reply.to_http(false, true, at)).unwrap();
+        assert!(closing.contains("\r\nconnection: close\r\n\r\n"));
     }
 
     #[test]

@@ -5,11 +5,11 @@
 //! line, the in-flight limit and graceful shutdown. A slow or retrying request never blocks
 //! another: each runs on its own thread. It never talks to the upstream directly.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
 
@@ -315,16 +315,17 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
-/// Write the reply; `false` if the client was gone (normal, logged quietly).
+/// Write the reply in one piece; `false` if the client was gone (normal, logged quietly).
 fn send(request: tiny_http::Request, reply: Reply) -> bool {
-    let mut response = tiny_http::Response::from_data(reply.body).with_status_code(reply.status);
-    let headers = std::iter::once(("content-type".to_string(), reply.content_type)).chain(reply.headers);
-    for (name, value) in headers {
-        if let Ok(header) = tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()) {
-            response.add_header(header);
-        }
-    }
-    match request.respond(response) {
+    let head_only = request.method() == &tiny_http::Method::Head;
+    let asked_close = request
+        .headers()
+        .iter()
+        .any(|h| h.field.equiv("connection") && h.value.as_str().to_ascii_lowercase().contains("close"));
+    let close = asked_close || *request.http_version() < tiny_http::HTTPVersion(1, 1);
+    let bytes = reply.to_http(head_only, close, SystemTime::now());
+    let mut writer = request.into_writer();
+    match writer.write_all(&bytes).and_then(|()| writer.flush()) {
         Ok(()) => true,
         Err(e) => {
             crate::debug!("client went away before its answer was written: {e}");

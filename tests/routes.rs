@@ -69,7 +69,9 @@ fn azure_hosts_get_the_api_key_header() {
 
 #[test]
 fn stream_answers_are_byte_exact_with_length() {
-    let ok = fixtures::responses(ANSWER, true);
+    // well past 32 KiB, where tiny_http's own writer would switch to chunked encoding
+    let ok = fixtures::responses(&ANSWER.repeat(40), true);
+    assert!(ok.len() > 200_000);
     let mock = Mock::start(vec![Step::stream_split(&ok, 50)]);
     let proxy = Proxy::start(&mock.v1(), &[]);
     let got = post(&proxy.url("/v1/responses"), RESPONSES_STREAM);
