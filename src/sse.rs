@@ -61,7 +61,7 @@ impl Parser {
                 continue;
             }
             let rest = &buf[self.scanned..];
-            let Some(i) = rest.iter().position(|&b| b == b'\n' || b == b'\r') else {
+            let Some(i) = memchr::memchr2(b'\n', b'\r', rest) else {
                 self.scanned = buf.len();
                 return None;
             };

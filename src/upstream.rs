@@ -182,7 +182,10 @@ fn read_body(mut reader: impl Read, limit: u64) -> Result<Vec<u8>, Error> {
     loop {
         match reader.read(&mut chunk) {
             Ok(0) => return Ok(body),
-            Ok(n) => body.extend_from_slice(&chunk[..n]),
+            Ok(n) => {
+                grow(&mut body, n);
+                body.extend_from_slice(&chunk[..n]);
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(read_error(e, body.len(), limit)),
         }
@@ -215,6 +218,7 @@ fn read_stream(mut reader: impl Read, api: Api, limit: u64) -> Result<(Vec<u8>, 
             Err(_) if terminal.is_some() => break 'read,
             Err(e) => return Err(read_error(e, body.len(), limit)),
         };
+        grow(&mut body, n);
         body.extend_from_slice(&chunk[..n]);
         while let Some(event) = parser.next(&body) {
             if terminal.is_some() {
@@ -235,6 +239,14 @@ fn read_stream(mut reader: impl Read, api: Api, limit: u64) -> Result<(Vec<u8>, 
             received: body.len(),
             reason: "the stream ended before its terminal event".into(),
         }),
+    }
+}
+
+/// Make room for `n` more bytes, growing by a quarter instead of doubling, so that a
+/// buffered answer costs about its own size in memory, not up to twice that.
+fn grow(body: &mut Vec<u8>, n: usize) {
+    if body.capacity() - body.len() < n {
+        body.reserve_exact(n.max(body.len() / 4).max(READ_CHUNK));
     }
 }
 

@@ -72,7 +72,7 @@ fn stream_answers_are_byte_exact_with_length() {
     // well past 32 KiB, where tiny_http's own writer would switch to chunked encoding
     let ok = fixtures::responses(&ANSWER.repeat(40), true);
     assert!(ok.len() > 200_000);
-    let mock = Mock::start(vec![Step::stream_split(&ok, 50)]);
+    let mock = Mock::start(vec![Step::stream_split(&ok, 997)]);
     let proxy = Proxy::start(&mock.v1(), &[]);
     let got = post(&proxy.url("/v1/responses"), RESPONSES_STREAM);
     assert_eq!(got.status, 200);
