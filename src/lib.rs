@@ -11,7 +11,6 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod log;
-pub mod pool;
 pub mod reply;
 pub mod retry;
 pub mod server;

@@ -1,9 +1,11 @@
-//! The accept loop and the workers: tiny_http hands each request to its own thread.
+//! The client side: tiny_http's accept loop hands each connection to a pooled thread, which
+//! runs `on_request` for each of its requests.
 //!
 //! This module owns the client side of every exchange: routing, the inbound key, reading the
 //! body within its limit, choosing which client headers travel, writing the reply, the log
 //! line, the in-flight limit and graceful shutdown. A slow or retrying request never blocks
-//! another: each runs on its own thread. It never talks to the upstream directly.
+//! another: each connection has its own thread (a client sends its next request on a
+//! connection only after the answer to the previous one). It never talks to the upstream.
 
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -15,34 +17,30 @@ use serde_json::json;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::pool::Pool;
 use crate::reply::Reply;
 use crate::shield::{self, Job, Shield, Trace};
 use crate::target::{self, Route};
 use crate::upstream::{Outgoing, Upstream};
 
-/// How often the accept loop looks at the shutdown flag.
-const POLL: Duration = Duration::from_millis(100);
-/// Worker stack: JSON nesting is bounded by serde_json's recursion limit.
-const WORKER_STACK: usize = 512 * 1024;
-/// A worker idle this long ends.
-const WORKER_IDLE: Duration = Duration::from_secs(5);
+/// How often the main thread looks at the shutdown flag.
+const POLL: Duration = Duration::from_millis(50);
 
-/// Shared by the accept loop and every worker.
+/// Shared by every connection thread.
 struct State {
     config: Arc<Config>,
     upstream: Upstream,
     in_flight: AtomicUsize,
-    /// Requests handed to a worker and not yet answered (what shutdown waits for).
+    /// Requests received and not yet answered (what shutdown waits for).
     active: AtomicUsize,
     next_id: AtomicU64,
-    pool: Pool,
+    /// Set on SIGINT/SIGTERM: requests still arriving on open connections get a 503.
+    stopping: AtomicBool,
 }
 
-/// Counts a request from dispatch until its reply is written, however its worker ends.
-struct Active(Arc<State>);
+/// Counts a request until its reply is written, however its handler ends.
+struct Active<'a>(&'a State);
 
-impl Drop for Active {
+impl Drop for Active<'_> {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::SeqCst);
     }
@@ -73,20 +71,19 @@ impl Drop for InFlight<'_> {
 pub fn serve(config: Arc<Config>, stop: Arc<AtomicBool>) -> Result<(), Error> {
     let upstream = Upstream::new(&config)?;
     let addr = config.listen_addr();
-    let server = tiny_http::Server::http(addr.as_str())
-        .map_err(|e| Error::Listen { addr: addr.clone(), reason: e.to_string() })?;
-    banner(&config, &server.server_addr().to_string());
-    let pool = Pool::new(WORKER_STACK, WORKER_IDLE);
     let (in_flight, active, next_id) = (AtomicUsize::new(0), AtomicUsize::new(0), AtomicU64::new(1));
-    let state = Arc::new(State { config, upstream, in_flight, active, next_id, pool });
+    let stopping = AtomicBool::new(false);
+    let state = Arc::new(State { config, upstream, in_flight, active, next_id, stopping });
+    let shared = Arc::clone(&state);
+    let server =
+        tiny_http::Server::http_with_handler(addr.as_str(), move |request| on_request(&shared, request))
+            .map_err(|e| Error::Listen { addr: addr.clone(), reason: e.to_string() })?;
+    banner(&state.config, &server.server_addr().to_string());
     while !stop.load(Ordering::SeqCst) {
-        match server.recv_timeout(POLL) {
-            Ok(Some(request)) => dispatch(&state, request),
-            Ok(None) => {}
-            Err(e) => crate::warn!("accept failed: {e}"),
-        }
+        thread::sleep(POLL);
     }
-    drop(server);
+    state.stopping.store(true, Ordering::SeqCst);
+    drop(server); // closes the listening socket; requests being served go on
     drain(&state);
     Ok(())
 }
@@ -122,22 +119,21 @@ fn auth_name(config: &Config) -> &'static str {
     }
 }
 
-/// Answer `/healthz` on the spot (it never waits and never counts against `MAX_CONCURRENT`,
-/// so a busy proxy still looks alive); hand anything else to a new worker thread.
-fn dispatch(state: &Arc<State>, request: tiny_http::Request) {
+/// Answer `/healthz` on the spot (it never counts against `MAX_CONCURRENT`, so a busy proxy
+/// still looks alive); handle anything else.
+fn on_request(state: &State, request: tiny_http::Request) {
     let path = request.url().split('?').next().unwrap_or("");
     if target::route(request.method().as_str(), path) == Route::Health {
         send(request, health(state));
         return;
     }
-    state.active.fetch_add(1, Ordering::SeqCst);
-    let active = Active(Arc::clone(state));
-    if let Err(e) = state.pool.execute(move || {
-        handle(&active.0, request);
-        drop(active);
-    }) {
-        crate::error!("cannot start a worker thread: {e}");
+    if state.stopping.load(Ordering::SeqCst) {
+        send(request, Reply::error(&Error::ShuttingDown));
+        return;
     }
+    state.active.fetch_add(1, Ordering::SeqCst);
+    let _active = Active(state);
+    handle(state, request);
 }
 
 fn health(state: &State) -> Reply {
@@ -145,6 +141,7 @@ fn health(state: &State) -> Reply {
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),
         "in_flight": state.in_flight.load(Ordering::Relaxed),
+        "open_requests": state.active.load(Ordering::Relaxed),
     });
     Reply::json(200, &health)
 }

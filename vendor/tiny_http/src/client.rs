@@ -40,6 +40,9 @@ pub struct ClientConnection {
     // codex-shield patch: set when the client closed its side, shared with every Request
     // of this connection so that a handler can stop working for a client that is gone.
     gone: Arc<AtomicBool>,
+
+    // codex-shield patch: the socket, to probe for a hang-up while a request is handled
+    probe: Option<Arc<crate::connection::Connection>>,
 }
 
 /// codex-shield patch: the longest request or header line, and the most header lines.
@@ -76,7 +79,14 @@ impl ClientConnection {
             no_more_requests: false,
             secure,
             gone: Arc::new(AtomicBool::new(false)),
+            probe: None,
         }
+    }
+
+    /// codex-shield patch: see `Request::client_gone`.
+    pub(crate) fn with_probe(mut self, probe: Option<Arc<crate::connection::Connection>>) -> Self {
+        self.probe = probe;
+        self
     }
 
     /// true if the connection is HTTPS
@@ -185,7 +195,7 @@ impl ClientConnection {
         })?;
 
         // return the request
-        Ok(request.with_gone_flag(Arc::clone(&self.gone)))
+        Ok(request.with_gone_flag(Arc::clone(&self.gone), self.probe.clone()))
     }
 }
 

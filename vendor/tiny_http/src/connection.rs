@@ -111,6 +111,30 @@ impl Connection {
         }
     }
 
+    /// codex-shield patch: whether the peer has closed its side (EOF or reset waiting to be
+    /// read), without consuming anything. Only sound while no other thread reads the socket.
+    pub(crate) fn peer_closed(&self) -> bool {
+        match self {
+            Self::Tcp(s) => {
+                if s.set_nonblocking(true).is_err() {
+                    return false;
+                }
+                let peeked = s.peek(&mut [0u8; 1]);
+                let _ = s.set_nonblocking(false);
+                match peeked {
+                    Ok(0) => true,
+                    Ok(_) => false,
+                    Err(e) => !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                    ),
+                }
+            }
+            #[cfg(unix)]
+            Self::Unix(_) => false,
+        }
+    }
+
     pub(crate) fn try_clone(&self) -> std::io::Result<Self> {
         match self {
             Self::Tcp(s) => s.try_clone().map(Self::from),

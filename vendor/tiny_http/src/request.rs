@@ -77,6 +77,7 @@ pub struct Request {
 
     // codex-shield patch: set when the client closed its side of the connection
     gone: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    probe: Option<std::sync::Arc<crate::connection::Connection>>,
 }
 
 struct NotifyOnDrop<R> {
@@ -242,6 +243,7 @@ where
         must_send_continue: expects_continue,
         notify_when_responded: None,
         gone: None,
+        probe: None,
     })
 }
 
@@ -479,17 +481,24 @@ impl Request {
     }
 
     /// codex-shield patch: share the connection's "client closed" flag.
-    pub(crate) fn with_gone_flag(mut self, gone: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Self {
+    pub(crate) fn with_gone_flag(
+        mut self,
+        gone: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        probe: Option<std::sync::Arc<crate::connection::Connection>>,
+    ) -> Self {
         self.gone = Some(gone);
+        self.probe = probe;
         self
     }
 
     /// codex-shield patch: whether the client has closed its side of the connection. Known
     /// once the request body has been read and the client hangs up; `false` when unknown.
     pub fn client_gone(&self) -> bool {
-        self.gone
+        let flagged = self
+            .gone
             .as_ref()
-            .map_or(false, |g| g.load(std::sync::atomic::Ordering::SeqCst))
+            .map_or(false, |g| g.load(std::sync::atomic::Ordering::SeqCst));
+        flagged || self.probe.as_ref().map_or(false, |c| c.peer_closed())
     }
 }
 
