@@ -23,7 +23,32 @@ def parse(path):
                     metrics.update(d)
             elif kind == "check":
                 checks.append(d)
+            elif kind == "died":
+                checks.append({"tier": "codex-shield", "why": "the process DIED (noticed at %s; exit status %s, 128+N = signal N)"
+                               % (d.get("scenario"), d.get("status"))})
     return runs, metrics, checks
+
+
+def aggregate(rounds):
+    """One row from several rounds of the same (scenario, tier): the median of each rate and
+    percentile, sums of requests, errors, CPU and upstream counters."""
+    ok = [r for r in rounds if not r.get("failed")]
+    if not ok:
+        return rounds[0]
+    if len(ok) == 1:
+        return ok[0]
+    import statistics
+    out = dict(ok[0])
+    for k in ("rps", "p50", "p90", "p99", "mean"):
+        out[k] = str(statistics.median(float(r[k]) for r in ok))
+    out["max"] = str(max(float(r["max"]) for r in ok))
+    for k in ("requests", "cpu_ticks", "up_accepts", "up_requests", "err_connect", "err_read",
+              "err_write", "err_status", "err_timeout", "bytes"):
+        out[k] = str(sum(int(float(r.get(k, 0))) for r in ok))
+    out["rounds"] = str(len(ok))
+    if len(ok) < len(rounds):
+        out["failed_rounds"] = str(len(rounds) - len(ok))
+    return out
 
 
 def num(d, k, default=None):
@@ -70,15 +95,16 @@ def label(sc, r):
 def main():
     runs, m, checks = parse(sys.argv[1])
     env = os.environ.get
-    by = {}
+    rounds_of = {}
     order = []
     for r in runs:
         sc = r["scenario"]
         if sc.startswith("mem") or sc.startswith("fail-"):
             continue
-        if sc not in by:
+        if sc not in rounds_of:
             order.append(sc)
-        by.setdefault(sc, {})[r["tier"]] = r
+        rounds_of.setdefault(sc, {}).setdefault(r["tier"], []).append(r)
+    by = {sc: {tier: aggregate(rs) for tier, rs in tiers.items()} for sc, tiers in rounds_of.items()}
 
     out = []
     w = out.append
@@ -88,17 +114,20 @@ def main():
     w("- date: %s; machine: %s cores, %s, Linux %s; %s, %s; codex-shield rev %s"
       % (env("BENCH_DATE"), env("BENCH_NPROC"), env("BENCH_CPU"), env("BENCH_KERNEL"),
          env("BENCH_NGINX"), env("BENCH_WRK"), env("BENCH_REV")))
-    w("- every figure below comes from this one run, the three tiers interleaved per scenario, "
-      "%s s per load run, all on 127.0.0.1 and sharing the same %s cores "
-      "(load generator, proxy and mock compete for CPU)." % (env("BENCH_DUR"), env("BENCH_NPROC")))
+    w("- every figure below comes from this one run, all on 127.0.0.1 and sharing the same %s cores "
+      "(load generator, proxy and mock compete for CPU). Throughput/latency: %s rounds × %s s per "
+      "(scenario, tier), tiers interleaved within each round; each req/s and percentile is the "
+      "median over the rounds, errors/CPU/counters are totals. Memory and failure runs: %s s each."
+      % (env("BENCH_NPROC"), env("BENCH_ROUNDS"), env("BENCH_RDUR"), env("BENCH_DUR")))
     w("- tiers: **floor** = wrk straight to the nginx mock upstream (1 worker, static ~17.7 KB "
       "Responses stream / ~20 KB Chat stream); **nginx** = nginx streaming reverse proxy "
       "(%s workers, proxy_buffering off, HTTP/1.1 keep-alive to the mock); **codex-shield** = "
-      "target/release/codex-shield, LOG_LEVEL=error, same mock." % env("BENCH_NPROC"))
+      "target/release/codex-shield (glibc), LOG_LEVEL=error, same mock; **codex-shield-static** = "
+      "the same source built by scripts/static.sh (musl, static-pie), when present." % env("BENCH_NPROC"))
     if env("BENCH_BUILD_NOTE"):
         w("- **codex-shield not measured**: %s" % env("BENCH_BUILD_NOTE"))
     for c in checks:
-        w("- **answer check failed** for %s: %s" % (c.get("tier"), c.get("why", "").replace("_", " ")))
+        w("- **%s**: %s" % (c.get("tier"), c.get("why", "").replace("_", " ")))
     w("")
     w("## Throughput and latency")
     w("")
@@ -108,7 +137,7 @@ def main():
     for sc in order:
         tiers = by[sc]
         fl, ng = tiers.get("floor"), tiers.get("nginx")
-        for tier in ("floor", "nginx", "codex-shield"):
+        for tier in ("floor", "nginx", "codex-shield", "codex-shield-static"):
             r = tiers.get(tier)
             if r is None:
                 continue
@@ -127,14 +156,17 @@ def main():
             st, so = errs(r)
             ua, ur = num(r, "up_accepts"), num(r, "up_requests")
             conns = None if tier == "floor" or not ur else ua / ur
-            w("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d | %d |" % (
-                label(sc, r), "**%s**" % tier if tier == "codex-shield" else tier,
+            so_s = "%d" % so + (" (+%s runs failed)" % r["failed_rounds"] if r.get("failed_rounds") else "")
+            w("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d | %s |" % (
+                label(sc, r), "**%s**" % tier if tier.startswith("codex-shield") else tier,
                 fmt(rps), fmt(p50), fmt(p90), fmt(p99),
                 "—" if tier == "floor" else fmt(added50), "—" if tier == "floor" else fmt(added99),
                 fmt(rf, 2), fmt(rn, 2), fmt(p99n, 2), fmt(cpu_us_per_req(r), 1),
-                "—" if tier == "floor" else fmt(conns, 3), st, so))
+                "—" if tier == "floor" else fmt(conns, 3), st, so_s))
     w("")
-    w("Added latency = tier minus floor at the same percentile and load. Server CPU = utime+stime "
+    w("Added latency = tier minus floor at the same percentile and load (at c=32/c=256 the floor "
+      "run saturates both cores with wrk and the mock alone, so its tail can exceed a proxied tier's "
+      "and an added p99 can come out negative). Server CPU = utime+stime "
       "of the serving process (the mock for the floor, nginx's workers, codex-shield) over the run, "
       "per request. New upstream conns/req = connections the mock accepted ÷ requests it served (its stub_status), i.e. how well the proxy reuses upstream connections. The fixed-rate row uses wrk with a Lua `delay()` schedule (see wrk_post.lua): "
       "wrk2 is not packaged in Debian, and a Python load tool would be slower than what it measures.")
@@ -171,6 +203,8 @@ def main():
         w("| start-up to a ready /healthz, median of %s (min / p90) | %s ms (%s / %s ms) |" % (
             m.get("startup_n"), m["startup_median_ms"], m.get("startup_min_ms"), m.get("startup_p90_ms")))
     w("| release binary size | %s |" % (fmt(num(m, "release_bytes", None) and num(m, "release_bytes") / MB, 2, " MB")))
+    if "static_idle_rss_kb" in m:
+        w("| static (musl) binary: idle RSS after start | %s MB |" % fmt(kb_mb(num(m, "static_idle_rss_kb")), 2))
     if "static_bytes" in m:
         w("| static (musl) binary size | %s MB (%s) |" % (fmt(num(m, "static_bytes") / MB, 2),
                                                        m.get("static_linkage", "").replace("_", " ")))
@@ -224,7 +258,7 @@ def main():
     r256 = sh.get("c256")
     if r256:
         e = [errs(r) for r in [r256] + list(memruns.values())]
-        bad = sum(a + b for a, b in e)
+        bad = sum(a + b for a, b in e) + int(r256.get("failed_rounds", 0))
         target("256 concurrent clients served without errors",
                "%d errors (c=256 run and the 1 MiB rounds)" % bad, bad == 0)
     else:

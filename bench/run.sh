@@ -4,9 +4,11 @@
 # measured side by side in one run on 127.0.0.1; plus memory, start-up, binary size and
 # CPU cost under upstream failures. Prints one markdown report and writes bench/RESULTS.md.
 #
-# Knobs (env): BENCH_DURATION=5 (s per load run), BENCH_RATE=1000 (fixed-rate req/s),
-#   BENCH_STARTUP_RUNS=30, BENCH_STATIC=1 (0: don't build the static binary if missing),
-#   BENCH_LOG_LEVEL=error, BENCH_KEEP=1 (keep the temp dir with configs and logs),
+# Knobs (env): BENCH_ROUNDS=3 and BENCH_ROUND_DURATION=2 (s) for the throughput/latency
+#   scenarios, BENCH_DURATION=5 (s per memory/failure run), BENCH_RATE=1000 (fixed-rate req/s),
+#   BENCH_STARTUP_RUNS=30, BENCH_STATIC=1 (0: don't run scripts/static.sh, report what is there),
+#   BENCH_STATIC_TIER=1 (0: don't load-test the static musl binary as a 4th tier),
+#   BENCH_LOG_LEVEL=error, BENCH_TIMEOUT=2s (wrk --timeout), BENCH_KEEP=1 (keep the temp dir with configs and logs),
 #   BENCH_QUICK=1 (1 s runs, for checking the script itself), BENCH_BIN=path (measure that
 #   binary instead of building target/release/codex-shield).
 set -euo pipefail
@@ -18,8 +20,15 @@ DUR="${BENCH_DURATION:-5}"
 RATE="${BENCH_RATE:-1000}"
 STARTUP_RUNS="${BENCH_STARTUP_RUNS:-30}"
 LOG_LEVEL_BENCH="${BENCH_LOG_LEVEL:-error}"
+# wrk counts a request unanswered after this long as a timeout error (every 2 s it stays
+# unanswered): shorter than a run, so that a client the server never serves shows up
+TIMEOUT="${BENCH_TIMEOUT:-2s}"
 WARM=1
-if [[ "${BENCH_QUICK:-0}" == 1 ]]; then DUR=1; STARTUP_RUNS=5; fi
+# the load scenarios run ROUNDS times, tiers interleaved in each round, RDUR s per run; the
+# report takes the median round, so a burst of background noise hits one round, not one tier
+ROUNDS="${BENCH_ROUNDS:-3}"
+RDUR="${BENCH_ROUND_DURATION:-2}"
+if [[ "${BENCH_QUICK:-0}" == 1 ]]; then DUR=1; RDUR=1; ROUNDS=1; STARTUP_RUNS=5; fi
 CMDLINE="make bench"
 [[ -n "${BENCH_CMDLINE:-}" ]] && CMDLINE="$BENCH_CMDLINE"
 
@@ -58,7 +67,7 @@ if ((${#need_install[@]})); then
   log "installing ${need_install[*]} from Debian's packages"
   SUDO=""; [[ $(id -u) == 0 ]] || SUDO="sudo"
   $SUDO apt-get update -qq
-  # policy-rc.d 101: don't start the system nginx service on install
+  # (the bench never uses the system nginx service: its own configs, pid files and ports)
   DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 $SUDO apt-get install -y -qq "${need_install[@]}" >/dev/null
 fi
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
@@ -86,6 +95,22 @@ RES="$TMP/results.txt"
 : >"$RES"
 rec() { echo "$*" >>"$RES"; }
 
+# --------------------------------------------------------------- static ---
+MUSL_BIN="$ROOT/target/x86_64-unknown-linux-musl/release/codex-shield"
+STATIC_NOTE=""
+if [[ -z "${BENCH_BIN:-}" && "${BENCH_STATIC:-1}" == 1 && -f "$ROOT/scripts/static.sh" ]]; then
+  # always: cargo makes it a no-op when up to date, and a stale binary would be misreported
+  log "static binary: bash scripts/static.sh"
+  (cd "$ROOT" && timeout 900 bash scripts/static.sh) >"$TMP/static.log" 2>&1 \
+    || STATIC_NOTE="scripts/static.sh failed: $(tail -1 "$TMP/static.log")"
+fi
+if [[ -x "$MUSL_BIN" ]]; then
+  rec "metric static_bytes=$(stat -c %s "$MUSL_BIN") static_linkage=$(file -b "$MUSL_BIN" 2>/dev/null | grep -o 'static[a-z-]* linked' | tr ' ' '_' || echo unknown)"
+elif [[ -z "$STATIC_NOTE" ]]; then
+  STATIC_NOTE="n/a (no scripts/static.sh and no $MUSL_BIN)"
+fi
+
+
 free_ports() { python3 - "$1" <<'EOF'
 import socket, sys
 socks = []
@@ -94,7 +119,7 @@ for _ in range(int(sys.argv[1])):
 print(" ".join(str(s.getsockname()[1]) for s in socks))
 EOF
 }
-read -r UP REF SH SH2 SH3 SH4 <<<"$(free_ports 6)"
+read -r UP REF SH SH2 SH3 SH4 SHS <<<"$(free_ports 7)"
 
 wait_http() { # url [timeout_s]
   local url=$1 t=${2:-10} i
@@ -208,10 +233,23 @@ start_shield() { # port endpoint_path extra_env... ; sets SHIELD_PID
   shift 2
   (cd "$TMP" && exec env -i PATH="$PATH" HOME="$TMP" NO_PROXY=127.0.0.1,localhost \
     AZURE_ENDPOINT="http://127.0.0.1:$UP$path" AZURE_API_KEY=bench HOST=127.0.0.1 PORT="$port" \
-    LOG_LEVEL="$LOG_LEVEL_BENCH" "$@" "$BIN" >>"$TMP/shield-$port.log" 2>&1) &
+    LOG_LEVEL="$LOG_LEVEL_BENCH" "$@" "${START_BIN:-$BIN}" >>"$TMP/shield-$port.log" 2>&1) &
   SHIELD_PID=$!
   PIDS+=("$SHIELD_PID")
   wait_http "http://127.0.0.1:$port/healthz" 10 || { log "codex-shield on $port not ready: $(tail -3 "$TMP/shield-$port.log")"; return 1; }
+}
+# wait (max 15 s) until codex-shield's /healthz reports no request in flight: wrk abandons
+# its in-flight requests when a run ends, and the proxy finishes them (they would count
+# against MAX_CONCURRENT in the next run)
+wait_drained() { # port
+  local i h
+  for ((i = 0; i < 150; i++)); do
+    h=$(curl -s --max-time 1 "http://127.0.0.1:$1/healthz") || h=""
+    [[ $h == *'"in_flight"'* ]] || { sleep 1; return 0; } # no counter: just give it a second
+    grep -q '"in_flight":[01]\b' <<<"$h" && return 0
+    sleep 0.1
+  done
+  log "codex-shield on $1 still has requests in flight after 15 s"
 }
 stop_pid() {
   kill -TERM "$1" 2>/dev/null || true
@@ -232,7 +270,7 @@ check_answer() { # tier url fixture
   grep -qi '^content-type: *text/event-stream' "$hdr" || { ok=0; why+=" content-type"; }
   cmp -s "$out" "$FIX/$3" || { ok=0; why+=" body differs ($(stat -c %s "$out") vs $(stat -c %s "$FIX/$3") bytes)"; }
   if [[ $1 == codex-shield* ]] && ! grep -qi '^content-length:' "$hdr"; then ok=0; why+=" no Content-Length"; fi
-  if ((ok)); then log "check $1 $2: OK"; else log "check $1 $2: FAILED$why"; rec "check tier=$1 ok=0 why=${why// /_}"; fi
+  if ((ok)); then log "check $1 $2: OK"; else log "check $1 $2: FAILED$why"; rec "check tier=$1 ok=0 why=answer_check_failed:${why// /_}"; fi
 }
 check_answer floor "http://127.0.0.1:$UP/v1/responses" responses.sse
 check_answer floor "http://127.0.0.1:$UP/v1/chat/completions" chat.sse
@@ -251,23 +289,49 @@ if [[ -n "$BIN" ]]; then
     BUILD_NOTE="codex-shield did not become ready on /healthz"
   fi
 fi
+# the static (musl) binary as a fourth tier: what `make static` ships to servers
+STATIC_PID=""
+if [[ -n "$BIN" && -x "$MUSL_BIN" && -z "${BENCH_BIN:-}" && "${BENCH_STATIC_TIER:-1}" == 1 ]]; then
+  if START_BIN="$MUSL_BIN" start_shield "$SHS" /v1; then
+    STATIC_PID=$SHIELD_PID
+    sleep 0.3
+    rec "metric static_idle_rss_kb=$(status_kb "$STATIC_PID" VmRSS)"
+    check_answer codex-shield-static "http://127.0.0.1:$SHS/v1/responses" responses.sse
+  fi
+fi
+
+# a codex-shield that vanished: record how it ended (exit status / signal) and its last words
+declare -A REPORTED_DEAD=()
+check_alive() { # pid where
+  kill -0 "$1" 2>/dev/null && return 0
+  [[ -n "${REPORTED_DEAD[$1]:-}" ]] && return 1
+  REPORTED_DEAD[$1]=1
+  local st=0
+  wait "$1" 2>/dev/null || st=$?
+  log "codex-shield (pid $1) DIED (noticed at $2): exit status $st$( ((st > 128)) && echo " (signal $((st - 128)))")"
+  grep -v '^  ' "$TMP"/shield-*.log | tail -3 >&2 || true
+  rec "died scenario=$2 status=$st"
+  return 1
+}
 
 # ----------------------------------------------------------------- load ---
-run_wrk() { # scenario tier url threads conns dur [rate] [body]
-  local sc=$1 tier=$2 url=$3 t=$4 c=$5 d=$6 rate=${7:-0} body=${8:-$FIX/request_responses.json}
+run_wrk() { # scenario tier url threads conns dur [rate] [body] [timeout]
+  local sc=$1 tier=$2 url=$3 t=$4 c=$5 d=$6 rate=${7:-0} body=${8:-$FIX/request_responses.json} to=${9:-$TIMEOUT}
   local pid="" before after out
   case $tier in
     floor) pid=$UP_PID ;;
     nginx) pid=$REF_PID ;;
+    codex-shield-static) pid=$STATIC_PID ;;
     codex-shield*) pid=$SHIELD_PID ;;
   esac
   local st0 st1
   st0=$(up_status)
   before=$(cpu_ticks "$pid")
   out=$(BENCH_BODY="$body" BENCH_RATE="$rate" BENCH_THREADS="$t" timeout $((d + 30)) \
-    wrk -t"$t" -c"$c" -d"${d}s" --timeout 10s --latency -s "$BENCH_DIR/wrk_post.lua" "$url" 2>&1) || true
+    wrk -t"$t" -c"$c" -d"${d}s" --timeout "$to" --latency -s "$BENCH_DIR/wrk_post.lua" "$url" 2>&1) || true
   after=$(cpu_ticks "$pid")
   st1=$(up_status)
+  [[ $tier == codex-shield* ]] && check_alive "$pid" "$sc/$tier" || true
   local line
   line=$(grep '^BENCH ' <<<"$out" | tail -1) || true
   if [[ -z "$line" ]]; then
@@ -275,19 +339,22 @@ run_wrk() { # scenario tier url threads conns dur [rate] [body]
     rec "run scenario=$sc tier=$tier failed=1"
     return
   fi
-  rec "run scenario=$sc tier=$tier threads=$t conns=$c rate=$rate cpu_ticks=$((after - before)) clk_tck=$CLK_TCK up_accepts=$((${st1% *} - ${st0% *} - 1)) up_requests=$((${st1#* } - ${st0#* } - 1)) ${line#BENCH }"
+  rec "run scenario=$sc tier=$tier round=${ROUND:-1} threads=$t conns=$c rate=$rate cpu_ticks=$((after - before)) clk_tck=$CLK_TCK up_accepts=$((${st1% *} - ${st0% *} - 1)) up_requests=$((${st1#* } - ${st0#* } - 1)) ${line#BENCH }"
   log "$sc $tier: ${line#BENCH }"
 }
 
 declare -A URL=([floor]="http://127.0.0.1:$UP" [nginx]="http://127.0.0.1:$REF")
 TIERS=(floor nginx)
 if [[ -n "$SHIELD_MAIN" ]]; then URL[codex-shield]="http://127.0.0.1:$SH"; TIERS+=(codex-shield); fi
+if [[ -n "$STATIC_PID" ]]; then URL[codex-shield-static]="http://127.0.0.1:$SHS"; TIERS+=(codex-shield-static); fi
 
 log "warm-up"
 for tier in "${TIERS[@]}"; do
   SHIELD_PID=$SHIELD_MAIN
   BENCH_BODY="$FIX/request_responses.json" timeout 30 wrk -t2 -c32 -d"${WARM}s" -s "$BENCH_DIR/wrk_post.lua" \
     "${URL[$tier]}/v1/responses" >/dev/null 2>&1 || true
+  [[ $tier == codex-shield ]] && check_alive "$SHIELD_MAIN" "warm-up/$tier" || true
+  [[ $tier == codex-shield-static ]] && check_alive "$STATIC_PID" "warm-up/$tier" || true
 done
 
 # scenario  threads conns rate path
@@ -302,9 +369,23 @@ for s in "${SCENARIOS[@]}"; do
   read -r sc t c rate path <<<"$s"
   body="$FIX/request_responses.json"
   [[ $path == */chat/completions ]] && body="$FIX/request_chat.json"
+  for ((round = 1; round <= ROUNDS; round++)); do
   for tier in "${TIERS[@]}"; do
+    if [[ $tier == codex-shield ]] && ! kill -0 "$SHIELD_MAIN" 2>/dev/null; then
+      check_alive "$SHIELD_MAIN" "before:$sc/$tier" || true
+      log "restarting codex-shield for $sc"
+      start_shield "$SH" /v1 || continue
+      SHIELD_MAIN=$SHIELD_PID
+    fi
+    if [[ $tier == codex-shield-static ]] && ! kill -0 "$STATIC_PID" 2>/dev/null; then
+      check_alive "$STATIC_PID" "before:$sc/$tier" || true
+      log "restarting codex-shield-static for $sc"
+      START_BIN="$MUSL_BIN" start_shield "$SHS" /v1 || continue
+      STATIC_PID=$SHIELD_PID
+    fi
     SHIELD_PID=$SHIELD_MAIN
-    run_wrk "$sc" "$tier" "${URL[$tier]}$path" "$t" "$c" "$DUR" "$rate" "$body"
+    ROUND=$round run_wrk "$sc" "$tier" "${URL[$tier]}$path" "$t" "$c" "$RDUR" "$rate" "$body"
+  done
   done
 done
 if [[ -n "$SHIELD_MAIN" ]]; then
@@ -320,6 +401,7 @@ if [[ -n "$BIN" ]]; then
     sleep 0.3
     rec "metric big_idle_rss_kb=$(status_kb "$BIG" VmRSS)"
     for round in 1 2 3; do
+      wait_drained "$SH2"
       echo 0 >"$TMP/inflight"
       # sample how many upstream answers are really in flight at once (established
       # connections from this codex-shield to the mock), every 50 ms during the run
@@ -330,10 +412,10 @@ if [[ -n "$BIN" ]]; then
       done) &
       SAMPLER=$!
       PIDS+=("$SAMPLER")
-      run_wrk "mem$round" codex-shield-1mb "http://127.0.0.1:$SH2/v1/responses" 2 256 "$((DUR < 3 ? 3 : DUR))"
+      run_wrk "mem$round" codex-shield-1mb "http://127.0.0.1:$SH2/v1/responses" 2 256 "$((DUR < 3 ? 3 : DUR))" 0 "" 10s
       kill "$SAMPLER" 2>/dev/null || true
       wait "$SAMPLER" 2>/dev/null || true
-      sleep 1
+      wait_drained "$SH2"
       rec "metric mem_round=$round hwm_kb=$(status_kb "$BIG" VmHWM) rss_after_kb=$(status_kb "$BIG" VmRSS) max_inflight=$(cat "$TMP/inflight")"
     done
     stop_pid "$BIG"
@@ -362,27 +444,13 @@ if [[ -n "$BIN" ]]; then
   rec "metric release_bytes=$(stat -c %s "$BIN")"
 fi
 
-# --------------------------------------------------------------- static ---
-MUSL_BIN="$ROOT/target/x86_64-unknown-linux-musl/release/codex-shield"
-STATIC_NOTE=""
-if [[ ! -x "$MUSL_BIN" && "${BENCH_STATIC:-1}" == 1 && -f "$ROOT/scripts/static.sh" ]]; then
-  log "building the static binary: bash scripts/static.sh"
-  (cd "$ROOT" && timeout 900 bash scripts/static.sh) >"$TMP/static.log" 2>&1 \
-    || STATIC_NOTE="scripts/static.sh failed: $(tail -1 "$TMP/static.log")"
-fi
-if [[ -x "$MUSL_BIN" ]]; then
-  rec "metric static_bytes=$(stat -c %s "$MUSL_BIN") static_linkage=$(file -b "$MUSL_BIN" 2>/dev/null | grep -o 'static[a-z-]* linked' | tr ' ' '_' || echo unknown)"
-elif [[ -z "$STATIC_NOTE" ]]; then
-  STATIC_NOTE="n/a (no scripts/static.sh and no $MUSL_BIN)"
-fi
-
 # --------------------------------------------------------------- report ---
 CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 export BENCH_DATE="$(date -u '+%Y-%m-%d %H:%M UTC')" BENCH_NPROC="$(nproc)" BENCH_CPU="$CPU_MODEL" \
-  BENCH_KERNEL="$(uname -r)" BENCH_CMD="$CMDLINE" BENCH_DUR="$DUR" BENCH_BUILD_NOTE="$BUILD_NOTE" \
+  BENCH_KERNEL="$(uname -r)" BENCH_CMD="$CMDLINE" BENCH_DUR="$DUR" BENCH_ROUNDS="$ROUNDS" BENCH_RDUR="$RDUR" BENCH_BUILD_NOTE="$BUILD_NOTE" \
   BENCH_STATIC_NOTE="$STATIC_NOTE" BENCH_NGINX="$("$NGINX" -v 2>&1 | sed 's/.*: //')" \
   BENCH_WRK="$(wrk -v 2>&1 | head -1 | awk '{print $1, $2}')" \
-  BENCH_REV="$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo uncommitted)"
+  BENCH_REV="$(cd "$ROOT" && { git rev-parse --short HEAD 2>/dev/null || echo uncommitted; } | tr -d '\n'; git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock vendor 2>/dev/null || echo "+local changes")"
 python3 "$BENCH_DIR/report.py" "$RES" >"$TMP/RESULTS.md"
 cat "$TMP/RESULTS.md"
 cp "$TMP/RESULTS.md" "$BENCH_DIR/RESULTS.md"
