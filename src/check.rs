@@ -5,9 +5,9 @@
 //! This module knows both wire APIs (Responses and Chat Completions) and which error codes are
 //! worth another attempt. It does not read sockets and does not decide how long to wait.
 
-use std::collections::BTreeMap;
+use std::fmt;
 
-use serde_json::value::RawValue;
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::Value;
 
 use crate::error::StreamError;
@@ -68,15 +68,15 @@ pub fn observe(api: Api, event: &Event) -> Verdict {
     }
 }
 
-/// The common case without building a tree: the top-level object is parsed (and validated)
-/// into raw fields, and only `type` (Responses) or `error` (Chat) is looked at. `None` when
-/// the event needs the full parse: an error, a failure, or anything unusual.
+/// The common case without building a tree: the event is parsed (and so validated) with
+/// every value skipped but `type` and whether `error` is null. `None` when the event needs
+/// the full parse: an error, a failure, or anything unusual (escaped keys, a non-string type).
 fn quick(api: Api, name: &[u8], data: &[u8]) -> Option<Verdict> {
-    let fields: BTreeMap<&str, &RawValue> = serde_json::from_slice(data).ok()?;
+    let head: Head = serde_json::from_slice(data).ok()?;
     match api {
         Api::Responses => {
-            let kind = match fields.get("type") {
-                Some(raw) => serde_json::from_str::<&str>(raw.get()).ok()?,
+            let kind = match head.kind {
+                Some(kind) => kind,
                 None => std::str::from_utf8(name).ok()?,
             };
             match kind {
@@ -85,10 +85,47 @@ fn quick(api: Api, name: &[u8], data: &[u8]) -> Option<Verdict> {
                 _ => Some(Verdict::Pending),
             }
         }
-        Api::Chat => match fields.get("error") {
-            Some(raw) if raw.get() != "null" => None,
-            _ => Some(Verdict::Pending),
-        },
+        Api::Chat if head.error => None,
+        Api::Chat => Some(Verdict::Pending),
+    }
+}
+
+/// The two things `quick` needs from an event's top-level object.
+#[derive(Default)]
+struct Head<'a> {
+    /// `type`, when it is a string without escapes.
+    kind: Option<&'a str>,
+    /// `error` is present and not null.
+    error: bool,
+}
+
+impl<'de> Deserialize<'de> for Head<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(HeadVisitor)
+    }
+}
+
+struct HeadVisitor;
+
+impl<'de> Visitor<'de> for HeadVisitor {
+    type Value = Head<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Head<'de>, M::Error> {
+        let mut head = Head::default();
+        while let Some(key) = map.next_key::<&str>()? {
+            match key {
+                "type" => head.kind = Some(map.next_value()?),
+                "error" => head.error = map.next_value::<Option<IgnoredAny>>()?.is_some(),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(head)
     }
 }
 
