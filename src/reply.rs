@@ -60,10 +60,21 @@ impl Reply {
 
 impl Reply {
     /// The whole HTTP/1.1 response, head and body, ready for one write. `head_only` for a
-    /// `HEAD` request; `close` when the connection ends after this response.
-    pub fn to_http(&self, head_only: bool, close: bool, now: SystemTime) -> Vec<u8> {
-        let body: &[u8] = if head_only { &[] } else { &self.body };
-        let mut out = Vec::with_capacity(256 + self.headers.len() * 64 + body.len());
+    /// `HEAD` request; `close` when the connection ends after this response. The head is
+    /// moved in front of the body inside the body's own buffer, so a large answer is not
+    /// held twice while it is written.
+    pub fn into_http(self, head_only: bool, close: bool, now: SystemTime) -> Vec<u8> {
+        let head = self.head(close, now);
+        if head_only {
+            return head;
+        }
+        let mut out = self.body;
+        out.splice(0..0, head);
+        out
+    }
+
+    fn head(&self, close: bool, now: SystemTime) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256 + self.headers.len() * 64);
         let _ = write!(out, "HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
         let _ = write!(out, "date: {}\r\nserver: codex-shield\r\n", http_date(now));
         let _ = write!(out, "content-type: {}\r\ncontent-length: {}\r\n", self.content_type, self.body.len());
@@ -77,7 +88,6 @@ impl Reply {
             out.extend_from_slice(b"connection: close\r\n");
         }
         out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(body);
         out
     }
 }
@@ -185,11 +195,11 @@ mod tests {
         let expected = "HTTP/1.1 200 OK\r\ndate: Sun, 06 Nov 1994 08:49:37 GMT\r\nserver: codex-shield\r\n\
                         content-type: text/event-stream\r\ncontent-length: 14\r\nx-request-id: r1\r\n\r\n";
         assert_eq!(
-            String::from_utf8(reply.to_http(false, false, at)).unwrap(),
+            String::from_utf8(reply.clone().into_http(false, false, at)).unwrap(),
             format!("{expected}data: [DONE]\n\n")
         );
-        assert_eq!(String::from_utf8(reply.to_http(true, false, at)).unwrap(), expected);
-        let closing = String::from_utf8(reply.to_http(false, true, at)).unwrap();
+        assert_eq!(String::from_utf8(reply.clone().into_http(true, false, at)).unwrap(), expected);
+        let closing = String::from_utf8(reply.into_http(false, true, at)).unwrap();
         assert!(closing.contains("\r\nconnection: close\r\n\r\n"));
     }
 
