@@ -69,6 +69,7 @@ fn status(code: u16) -> Step {
 }
 
 #[test]
+#[rustfmt::skip] // one row per case
 fn responses_faults() {
     let ok = fixtures::responses(ANSWER, false);
     let crlf = fixtures::responses(ANSWER, true);
@@ -86,199 +87,32 @@ fn responses_faults() {
         case("clean", r, vec![Step::stream(&ok)], ok.clone(), "200 attempts=1 exact"),
         case("clean crlf", r, vec![Step::stream(&crlf)], crlf.clone(), "200 attempts=1 exact"),
         case("split every 7 bytes", r, vec![Step::stream_split(&ok, 7)], ok.clone(), "200 attempts=1 exact"),
-        case(
-            "crlf split every 5 bytes",
-            r,
-            vec![Step::stream_split(&crlf, 5)],
-            crlf.clone(),
-            "200 attempts=1 exact",
-        ),
-        case(
-            "429 retry-after-ms, ok",
-            r,
-            vec![status(429).header("retry-after-ms", "20"), Step::stream(&ok)],
-            ok.clone(),
-            "200 attempts=2 exact",
-        ),
-        case(
-            "429 retry-after 0, ok",
-            r,
-            vec![status(429).header("retry-after", "0"), Step::stream(&ok)],
-            ok.clone(),
-            "200 attempts=2 exact",
-        ),
-        case(
-            "every retryable status, ok",
-            r,
-            [500, 502, 503, 504, 408, 409, 429]
-                .iter()
-                .map(|&s| status(s))
-                .chain([Step::stream(&ok)])
-                .collect(),
-            ok.clone(),
-            "200 attempts=8 exact",
-        ),
-        case(
-            "cut mid-stream, ok",
-            r,
-            vec![Step::cut(&ok, half), Step::stream(&ok)],
-            ok.clone(),
-            "200 attempts=2 exact",
-        ),
-        case(
-            "cut after headers, ok",
-            r,
-            vec![Step::cut(&ok, 0), Step::stream(&ok)],
-            ok.clone(),
-            "200 attempts=2 exact",
-        ),
-        case(
-            "cut inside last event, ok",
-            r,
-            vec![Step::cut(&ok, ok.len() - 3), Step::stream(&ok)],
-            ok.clone(),
-            "200 attempts=2 exact",
-        ),
-        case(
-            "stall mid-stream, ok",
-            r,
-            vec![Step::stall(&ok, half), Step::stream(&ok)],
-            ok.clone(),
-            "200 attempts=2 exact",
-        ),
-        case(
-            "error event flat, ok",
-            r,
-            vec![
-                Step::stream(&fixtures::responses_error(
-                    "rate_limit_exceeded",
-                    "Rate limit reached. Please try again in 20ms.",
-                    false,
-                )),
-                Step::stream(&ok),
-            ],
-            ok.clone(),
-            "200 attempts=2 exact",
-        ),
-        case(
-            "error event nested, ok",
-            r,
-            vec![
-                Step::stream(&fixtures::responses_error("server_error", "The server had an error.", true)),
-                Step::stream(&ok),
-            ],
-            ok.clone(),
-            "200 attempts=2 exact",
-        ),
-        case(
-            "response.failed server_error, ok",
-            r,
-            vec![Step::stream(&fixtures::responses_failed("server_error", "boom")), Step::stream(&ok)],
-            ok.clone(),
-            "200 attempts=2 exact",
-        ),
-        case(
-            "faults in a row, ok",
-            r,
-            vec![
-                status(429),
-                Step::cut(&ok, 100),
-                Step::stream(&fixtures::responses_error("rate_limit_exceeded", "slow down", false)),
-                Step::stream(&fixtures::responses_failed("server_error", "x")),
-                Step::stream(&ok),
-            ],
-            ok.clone(),
-            "200 attempts=5 exact",
-        ),
-        case(
-            "malformed event data, ok",
-            r,
-            vec![
-                Step::stream(b"event: response.created\ndata: {\"type\":\"response.cre\n\n"),
-                Step::stream(&ok),
-            ],
-            ok.clone(),
-            "200 attempts=2 exact",
-        ),
-        case(
-            "response.failed final",
-            r,
-            vec![Step::stream(&failed_final)],
-            failed_final.clone(),
-            "200 attempts=1 exact",
-        ),
-        case(
-            "error event final",
-            r,
-            vec![Step::stream(&error_final)],
-            error_final.clone(),
-            "200 attempts=1 exact",
-        ),
-        case(
-            "response.incomplete",
-            r,
-            vec![Step::stream(&incomplete)],
-            incomplete.clone(),
-            "200 attempts=1 exact",
-        ),
-        case(
-            "400 passes through",
-            r,
-            vec![Step::json(400, &bad_request)],
-            bad_request.clone().into_bytes(),
-            "400 attempts=1 exact",
-        ),
-        case(
-            "401 passes through",
-            r,
-            vec![Step::json(401, &bad_request)],
-            bad_request.clone().into_bytes(),
-            "401 attempts=1 exact",
-        ),
-        case(
-            "404 passes through",
-            r,
-            vec![Step::json(404, &bad_request)],
-            bad_request.clone().into_bytes(),
-            "404 attempts=1 exact",
-        ),
-        case(
-            "429 insufficient_quota final",
-            r,
-            vec![Step::json(429, &quota)],
-            quota.clone().into_bytes(),
-            "429 attempts=1 exact",
-        ),
-        case(
-            "always 503",
-            r,
-            vec![status(503); 5],
-            vec![],
-            "503 attempts=5 error:upstream_retries_exhausted",
-        ),
+        case("crlf split every 5 bytes", r, vec![Step::stream_split(&crlf, 5)], crlf.clone(), "200 attempts=1 exact"),
+        case("429 retry-after-ms, ok", r, vec![status(429).header("retry-after-ms", "20"), Step::stream(&ok)], ok.clone(), "200 attempts=2 exact"),
+        case("429 retry-after 0, ok", r, vec![status(429).header("retry-after", "0"), Step::stream(&ok)], ok.clone(), "200 attempts=2 exact"),
+        case("every retryable status, ok", r, [500, 502, 503, 504, 408, 409, 429].iter().map(|&s| status(s)).chain([Step::stream(&ok)]).collect(), ok.clone(), "200 attempts=8 exact"),
+        case("cut mid-stream, ok", r, vec![Step::cut(&ok, half), Step::stream(&ok)], ok.clone(), "200 attempts=2 exact"),
+        case("cut after headers, ok", r, vec![Step::cut(&ok, 0), Step::stream(&ok)], ok.clone(), "200 attempts=2 exact"),
+        case("cut inside last event, ok", r, vec![Step::cut(&ok, ok.len() - 3), Step::stream(&ok)], ok.clone(), "200 attempts=2 exact"),
+        case("stall mid-stream, ok", r, vec![Step::stall(&ok, half), Step::stream(&ok)], ok.clone(), "200 attempts=2 exact"),
+        case("error event flat, ok", r, vec![Step::stream(&fixtures::responses_error("rate_limit_exceeded", "Rate limit reached. Please try again in 20ms.", false)), Step::stream(&ok)], ok.clone(), "200 attempts=2 exact"),
+        case("error event nested, ok", r, vec![Step::stream(&fixtures::responses_error("server_error", "The server had an error.", true)), Step::stream(&ok)], ok.clone(), "200 attempts=2 exact"),
+        case("response.failed server_error, ok", r, vec![Step::stream(&fixtures::responses_failed("server_error", "boom")), Step::stream(&ok)], ok.clone(), "200 attempts=2 exact"),
+        case("faults in a row, ok", r, vec![status(429), Step::cut(&ok, 100), Step::stream(&fixtures::responses_error("rate_limit_exceeded", "slow down", false)), Step::stream(&fixtures::responses_failed("server_error", "x")), Step::stream(&ok)], ok.clone(), "200 attempts=5 exact"),
+        case("malformed event data, ok", r, vec![Step::stream(b"event: response.created\ndata: {\"type\":\"response.cre\n\n"), Step::stream(&ok)], ok.clone(), "200 attempts=2 exact"),
+        case("response.failed final", r, vec![Step::stream(&failed_final)], failed_final.clone(), "200 attempts=1 exact"),
+        case("error event final", r, vec![Step::stream(&error_final)], error_final.clone(), "200 attempts=1 exact"),
+        case("response.incomplete", r, vec![Step::stream(&incomplete)], incomplete.clone(), "200 attempts=1 exact"),
+        case("400 passes through", r, vec![Step::json(400, &bad_request)], bad_request.clone().into_bytes(), "400 attempts=1 exact"),
+        case("401 passes through", r, vec![Step::json(401, &bad_request)], bad_request.clone().into_bytes(), "401 attempts=1 exact"),
+        case("404 passes through", r, vec![Step::json(404, &bad_request)], bad_request.clone().into_bytes(), "404 attempts=1 exact"),
+        case("429 insufficient_quota final", r, vec![Step::json(429, &quota)], quota.clone().into_bytes(), "429 attempts=1 exact"),
+        case("always 503", r, vec![status(503); 5], vec![], "503 attempts=5 error:upstream_retries_exhausted"),
         case("always 429", r, vec![status(429); 5], vec![], "429 attempts=5 error:rate_limit_exceeded"),
-        case(
-            "hint beyond the deadline",
-            r,
-            vec![status(429).header("retry-after", "3600")],
-            vec![],
-            "429 attempts=1 error:rate_limit_exceeded",
-        ),
-        case(
-            "always cut",
-            r,
-            vec![Step::cut(&ok, half); 5],
-            vec![],
-            "502 attempts=5 error:upstream_retries_exhausted",
-        ),
+        case("hint beyond the deadline", r, vec![status(429).header("retry-after", "3600")], vec![], "429 attempts=1 error:rate_limit_exceeded"),
+        case("always cut", r, vec![Step::cut(&ok, half); 5], vec![], "502 attempts=5 error:upstream_retries_exhausted"),
         case("connect refused", r, vec![], vec![], "502 attempts=5 error:upstream_retries_exhausted"),
-        case(
-            "not SSE passes through",
-            r,
-            vec![Step::json(200, "{\"id\":\"resp_1\",\"status\":\"completed\",\"error\":null}")],
-            b"{\"id\":\"resp_1\",\"status\":\"completed\",\"error\":null}".to_vec(),
-            "200 attempts=1 exact",
-        ),
+        case("not SSE passes through", r, vec![Step::json(200, "{\"id\":\"resp_1\",\"status\":\"completed\",\"error\":null}")], b"{\"id\":\"resp_1\",\"status\":\"completed\",\"error\":null}".to_vec(), "200 attempts=1 exact"),
     ];
     let mut too_large = case(
         "larger than MAX_RESPONSE_BYTES",
@@ -297,6 +131,7 @@ fn responses_faults() {
 }
 
 #[test]
+#[rustfmt::skip] // one row per case
 fn chat_faults() {
     let ok = fixtures::chat(ANSWER, false);
     let crlf = fixtures::chat(ANSWER, true);
@@ -308,82 +143,16 @@ fn chat_faults() {
     let no_done = &ok[..ok.len() - "data: [DONE]\n\n".len()];
     let mut cases = vec![
         case("clean azure chat", c, vec![Step::stream(&ok)], ok.clone(), "200 attempts=1 exact"),
-        case(
-            "crlf split every 3 bytes",
-            c,
-            vec![Step::stream_split(&crlf, 3)],
-            crlf.clone(),
-            "200 attempts=1 exact",
-        ),
-        case(
-            "tool call",
-            c,
-            vec![Step::stream(&fixtures::chat_tool_call())],
-            fixtures::chat_tool_call(),
-            "200 attempts=1 exact",
-        ),
-        case(
-            "in-stream 429 error, ok",
-            c,
-            vec![
-                Step::stream(&fixtures::chat_error(
-                    "429",
-                    "Requests have exceeded the call rate limit. Please retry after 1 second.",
-                )),
-                Step::stream(&ok),
-            ],
-            ok.clone(),
-            "200 attempts=2 exact",
-        ),
-        case(
-            "in-stream server_error, ok",
-            c,
-            vec![Step::stream(&fixtures::chat_error("server_error", "oops")), Step::stream(&ok)],
-            ok.clone(),
-            "200 attempts=2 exact",
-        ),
-        case(
-            "ends without [DONE], ok",
-            c,
-            vec![Step::stream(no_done), Step::stream(&ok)],
-            ok.clone(),
-            "200 attempts=2 exact",
-        ),
-        case(
-            "cut mid-stream, ok",
-            c,
-            vec![Step::cut(&ok, ok.len() / 3), Step::stream(&ok)],
-            ok.clone(),
-            "200 attempts=2 exact",
-        ),
-        case(
-            "stall, ok",
-            c,
-            vec![Step::stall(&ok, 10), Step::stream(&ok)],
-            ok.clone(),
-            "200 attempts=2 exact",
-        ),
-        case(
-            "503 twice, ok",
-            c,
-            vec![status(503), status(503), Step::stream(&ok)],
-            ok.clone(),
-            "200 attempts=3 exact",
-        ),
-        case(
-            "final in-stream error",
-            c,
-            vec![Step::stream(&final_error)],
-            final_error.clone(),
-            "200 attempts=1 exact",
-        ),
-        case(
-            "always 500",
-            c,
-            vec![status(500); 5],
-            vec![],
-            "500 attempts=5 error:upstream_retries_exhausted",
-        ),
+        case("crlf split every 3 bytes", c, vec![Step::stream_split(&crlf, 3)], crlf.clone(), "200 attempts=1 exact"),
+        case("tool call", c, vec![Step::stream(&fixtures::chat_tool_call())], fixtures::chat_tool_call(), "200 attempts=1 exact"),
+        case("in-stream 429 error, ok", c, vec![Step::stream(&fixtures::chat_error("429", "Requests have exceeded the call rate limit. Please retry after 1 second.", )), Step::stream(&ok)], ok.clone(), "200 attempts=2 exact"),
+        case("in-stream server_error, ok", c, vec![Step::stream(&fixtures::chat_error("server_error", "oops")), Step::stream(&ok)], ok.clone(), "200 attempts=2 exact"),
+        case("ends without [DONE], ok", c, vec![Step::stream(no_done), Step::stream(&ok)], ok.clone(), "200 attempts=2 exact"),
+        case("cut mid-stream, ok", c, vec![Step::cut(&ok, ok.len() / 3), Step::stream(&ok)], ok.clone(), "200 attempts=2 exact"),
+        case("stall, ok", c, vec![Step::stall(&ok, 10), Step::stream(&ok)], ok.clone(), "200 attempts=2 exact"),
+        case("503 twice, ok", c, vec![status(503), status(503), Step::stream(&ok)], ok.clone(), "200 attempts=3 exact"),
+        case("final in-stream error", c, vec![Step::stream(&final_error)], final_error.clone(), "200 attempts=1 exact"),
+        case("always 500", c, vec![status(500); 5], vec![], "500 attempts=5 error:upstream_retries_exhausted"),
     ];
     for c in cases.iter_mut().filter(|c| c.name.starts_with("stall")) {
         c.env = vec![("IDLE_TIMEOUT_SECONDS", "0.3")];
