@@ -18,6 +18,8 @@ pub enum Error {
     Config { var: &'static str, reason: String },
     /// The listening socket could not be opened.
     Listen { addr: String, reason: String },
+    /// The process could not be set up (signal handlers).
+    Setup(String),
     /// The client's body is larger than `MAX_REQUEST_BYTES`.
     RequestTooLarge { limit: u64 },
     /// The client's request cannot be forwarded (bad JSON, not an object, unreadable body).
@@ -87,6 +89,7 @@ impl fmt::Display for Error {
             Error::Usage(msg) => write!(f, "{msg}"),
             Error::Config { var, reason } => write!(f, "invalid configuration: {var}: {reason}"),
             Error::Listen { addr, reason } => write!(f, "cannot listen on {addr}: {reason}"),
+            Error::Setup(reason) => write!(f, "cannot start: {reason}"),
             Error::RequestTooLarge { limit } => {
                 write!(f, "request body is larger than MAX_REQUEST_BYTES ({limit} bytes)")
             }

@@ -48,7 +48,7 @@ pub fn run(argv: impl IntoIterator<Item = OsString>) -> Result<(), Error> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop))
-            .map_err(|e| Error::Listen { addr: "signal handler".into(), reason: e.to_string() })?;
+            .map_err(|e| Error::Setup(format!("signal handler: {e}")))?;
     }
     server::serve(Arc::new(config), stop)
 }

@@ -159,7 +159,7 @@ fn classify(err: &Error) -> (u16, &'static str, &'static str) {
             (502, "upstream_error", "upstream_error")
         }
         Error::Stalled { .. } => (504, "upstream_error", "upstream_timeout"),
-        Error::Usage(_) | Error::Config { .. } | Error::Listen { .. } => {
+        Error::Usage(_) | Error::Config { .. } | Error::Listen { .. } | Error::Setup(_) => {
             (500, "server_error", "internal_error")
         }
     }
