@@ -321,3 +321,19 @@ fn half_sent_bodies_do_not_take_the_slots() {
     assert_eq!((got.status, got.body == ok), (200, true), "{}", got.text());
     drop(stuck);
 }
+
+/// A body that claims to be enormous is refused unread, and the proxy lives on.
+#[test]
+fn an_enormous_content_length_is_refused_not_fatal() {
+    let (mock, ok) = clean_mock();
+    let mut proxy = Proxy::start(&mock.v1(), &[]);
+    for length in ["100000000000", "18446744073709551615"] {
+        let head = format!("POST /v1/responses HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n{{}}");
+        let answer = exchange(&proxy, head.as_bytes());
+        assert!(matches!(status_of(&answer), 413 | 400 | 0), "{answer}");
+        assert_alive(&mut proxy);
+    }
+    let got = post(&proxy.url("/v1/responses"), RESPONSES_STREAM);
+    assert_eq!((got.status, got.body == ok), (200, true));
+    assert_eq!(mock.attempts(), 1);
+}

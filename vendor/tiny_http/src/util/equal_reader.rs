@@ -64,12 +64,17 @@ where
     R: Read,
 {
     fn drop(&mut self) {
-        let mut remaining_to_read = self.size;
+        // codex-shield patch: this allocated a buffer of the whole unread size, so a request
+        // claiming a huge Content-Length that was refused unread aborted the process. Drain
+        // through a small buffer, at most DRAIN_LIMIT bytes; beyond that the rest is left and
+        // the connection ends at its next (unparseable) request.
+        const DRAIN_LIMIT: usize = 1 << 20;
+        let mut remaining_to_read = self.size.min(DRAIN_LIMIT);
+        let mut buf = [0u8; 8192];
 
         while remaining_to_read > 0 {
-            let mut buf = vec![0; remaining_to_read];
-
-            match self.reader.read(&mut buf) {
+            let want = remaining_to_read.min(buf.len());
+            match self.reader.read(&mut buf[..want]) {
                 Err(e) => {
                     self.last_read_signal.send(Err(e)).ok();
                     break;
