@@ -69,6 +69,7 @@ impl Reply {
             return head;
         }
         let mut out = self.body;
+        out.reserve_exact(head.len()); // `splice` alone may double the buffer
         out.splice(0..0, head);
         out
     }
