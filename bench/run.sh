@@ -132,12 +132,12 @@ wait_http() { # url [timeout_s]
 
 # CPU ticks (utime+stime) of a pid and, for nginx, its workers
 cpu_ticks() {
-  local total=0 p s
+  local total=0 p s f
   for p in "$@" $(ps -o pid= --ppid "$1" 2>/dev/null); do
     s=$(cat "/proc/$p/stat" 2>/dev/null) || continue
     s=${s##*) }
-    set -- $s
-    total=$((total + ${12} + ${13}))
+    read -r -a f <<<"$s"
+    total=$((total + f[11] + f[12]))
   done
   echo "$total"
 }
@@ -331,7 +331,7 @@ run_wrk() { # scenario tier url threads conns dur [rate] [body] [timeout]
     wrk -t"$t" -c"$c" -d"${d}s" --timeout "$to" --latency -s "$BENCH_DIR/wrk_post.lua" "$url" 2>&1) || true
   after=$(cpu_ticks "$pid")
   st1=$(up_status)
-  [[ $tier == codex-shield* ]] && check_alive "$pid" "$sc/$tier" || true
+  if [[ $tier == codex-shield* ]]; then check_alive "$pid" "$sc/$tier" || true; fi
   local line
   line=$(grep '^BENCH ' <<<"$out" | tail -1) || true
   if [[ -z "$line" ]]; then
@@ -353,8 +353,8 @@ for tier in "${TIERS[@]}"; do
   SHIELD_PID=$SHIELD_MAIN
   BENCH_BODY="$FIX/request_responses.json" timeout 30 wrk -t2 -c32 -d"${WARM}s" -s "$BENCH_DIR/wrk_post.lua" \
     "${URL[$tier]}/v1/responses" >/dev/null 2>&1 || true
-  [[ $tier == codex-shield ]] && check_alive "$SHIELD_MAIN" "warm-up/$tier" || true
-  [[ $tier == codex-shield-static ]] && check_alive "$STATIC_PID" "warm-up/$tier" || true
+  if [[ $tier == codex-shield ]]; then check_alive "$SHIELD_MAIN" "warm-up/$tier" || true; fi
+  if [[ $tier == codex-shield-static ]]; then check_alive "$STATIC_PID" "warm-up/$tier" || true; fi
 done
 
 # scenario  threads conns rate path
@@ -446,11 +446,15 @@ fi
 
 # --------------------------------------------------------------- report ---
 CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
-export BENCH_DATE="$(date -u '+%Y-%m-%d %H:%M UTC')" BENCH_NPROC="$(nproc)" BENCH_CPU="$CPU_MODEL" \
-  BENCH_KERNEL="$(uname -r)" BENCH_CMD="$CMDLINE" BENCH_DUR="$DUR" BENCH_ROUNDS="$ROUNDS" BENCH_RDUR="$RDUR" BENCH_BUILD_NOTE="$BUILD_NOTE" \
-  BENCH_STATIC_NOTE="$STATIC_NOTE" BENCH_NGINX="$("$NGINX" -v 2>&1 | sed 's/.*: //')" \
-  BENCH_WRK="$(wrk -v 2>&1 | head -1 | awk '{print $1, $2}')" \
-  BENCH_REV="$(cd "$ROOT" && { git rev-parse --short HEAD 2>/dev/null || echo uncommitted; } | tr -d '\n'; git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock vendor 2>/dev/null || echo "+local changes")"
+BENCH_DATE="$(date -u '+%Y-%m-%d %H:%M UTC')"
+BENCH_NPROC="$(nproc)"
+BENCH_KERNEL="$(uname -r)"
+BENCH_NGINX="$("$NGINX" -v 2>&1 | sed 's/.*: //')"
+BENCH_WRK="$(wrk -v 2>&1 | head -1 | awk '{print $1, $2}')"
+BENCH_REV="$(cd "$ROOT" && { git rev-parse --short HEAD 2>/dev/null || echo uncommitted; } | tr -d '\n'; git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock vendor 2>/dev/null || echo "+local changes")"
+export BENCH_DATE BENCH_NPROC BENCH_CPU="$CPU_MODEL" BENCH_KERNEL BENCH_CMD="$CMDLINE" BENCH_DUR="$DUR" \
+  BENCH_ROUNDS="$ROUNDS" BENCH_RDUR="$RDUR" BENCH_BUILD_NOTE="$BUILD_NOTE" BENCH_STATIC_NOTE="$STATIC_NOTE" \
+  BENCH_NGINX BENCH_WRK BENCH_REV
 python3 "$BENCH_DIR/report.py" "$RES" >"$TMP/RESULTS.md"
 cat "$TMP/RESULTS.md"
 cp "$TMP/RESULTS.md" "$BENCH_DIR/RESULTS.md"
