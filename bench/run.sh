@@ -449,9 +449,9 @@ CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 BENCH_DATE="$(date -u '+%Y-%m-%d %H:%M UTC')"
 BENCH_NPROC="$(nproc)"
 BENCH_KERNEL="$(uname -r)"
-BENCH_NGINX="$("$NGINX" -v 2>&1 | sed 's/.*: //')"
-BENCH_WRK="$(wrk -v 2>&1 | head -1 | awk '{print $1, $2}')"
-BENCH_REV="$(cd "$ROOT" && { git rev-parse --short HEAD 2>/dev/null || echo uncommitted; } | tr -d '\n'; git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock vendor 2>/dev/null || echo "+local changes")"
+BENCH_NGINX="$("$NGINX" -v 2>&1 | sed 's/.*: //' || true)"
+BENCH_WRK="$(wrk -v 2>&1 | head -1 | awk '{print $1, $2}' || true)"
+BENCH_REV="$(cd "$ROOT" && { git rev-parse --short HEAD 2>/dev/null || echo uncommitted; } | tr -d '\n'; git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock vendor 2>/dev/null || echo "+local changes" || true)"
 export BENCH_DATE BENCH_NPROC BENCH_CPU="$CPU_MODEL" BENCH_KERNEL BENCH_CMD="$CMDLINE" BENCH_DUR="$DUR" \
   BENCH_ROUNDS="$ROUNDS" BENCH_RDUR="$RDUR" BENCH_BUILD_NOTE="$BUILD_NOTE" BENCH_STATIC_NOTE="$STATIC_NOTE" \
   BENCH_NGINX BENCH_WRK BENCH_REV
