@@ -9,12 +9,13 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 
+use crate::body::Body;
 use crate::sse;
 
 /// The `response` object of the last terminal event of a Responses stream.
-pub fn responses(stream: &[u8]) -> Option<Value> {
+pub fn responses(stream: &Body) -> Option<Value> {
     let mut last = None;
-    for (name, data) in sse::events(stream) {
+    for (name, data) in sse::events(stream.chunks()) {
         let Ok(mut v) = serde_json::from_str::<Value>(&data) else { continue };
         let kind = v["type"].as_str().unwrap_or(&name).to_string();
         if matches!(kind.as_str(), "response.completed" | "response.incomplete" | "response.failed") {
@@ -44,10 +45,10 @@ struct ToolCall {
 }
 
 /// A `chat.completion` object from the chunks of a Chat Completions stream.
-pub fn chat(stream: &[u8]) -> Value {
+pub fn chat(stream: &Body) -> Value {
     let mut top = Map::new();
     let mut choices: BTreeMap<u64, Choice> = BTreeMap::new();
-    for (_, data) in sse::events(stream) {
+    for (_, data) in sse::events(stream.chunks()) {
         let Ok(chunk) = serde_json::from_str::<Value>(&data) else { continue };
         for key in ["id", "created", "model", "system_fingerprint", "service_tier"] {
             let v = &chunk[key];
@@ -163,10 +164,11 @@ mod tests {
             "event: response.created\r\ndata: {\"type\":\"response.created\",\"response\":{\"id\":\"r1\",\"status\":\"in_progress\"}}\r\n\r\n",
             "event: response.completed\r\ndata: {\"type\":\"response.completed\",\"response\":{\"id\":\"r1\",\"status\":\"completed\",\"error\":null}}\r\n\r\n",
         );
-        let v = responses(stream.as_bytes()).unwrap();
+        let v = responses(&Body::from(stream.as_bytes().to_vec())).unwrap();
         assert_eq!(v["status"], "completed");
         assert_eq!(v["id"], "r1");
-        assert!(responses(b"data: {\"type\":\"response.created\",\"response\":{}}\n\n").is_none());
+        let no_terminal = b"data: {\"type\":\"response.created\",\"response\":{}}\n\n".to_vec();
+        assert!(responses(&Body::from(no_terminal)).is_none());
     }
 
     #[test]
@@ -184,7 +186,7 @@ mod tests {
             "[DONE]",
         ];
         let stream: String = chunks.iter().map(|c| format!("data: {c}\n\n")).collect();
-        let v = chat(stream.as_bytes());
+        let v = chat(&Body::from(stream.into_bytes()));
         assert_eq!(v["id"], "c1");
         assert_eq!(v["object"], "chat.completion");
         assert_eq!(v["created"], 7);

@@ -48,7 +48,7 @@ pub enum Verdict {
 
 /// The verdict of one event of an `api` stream.
 pub fn observe(api: Api, event: &Event) -> Verdict {
-    let data = event.data.as_ref();
+    let data = event.data;
     if data.iter().all(u8::is_ascii_whitespace) {
         return Verdict::Pending;
     }
@@ -245,10 +245,9 @@ pub fn is_retryable(code: Option<&str>, kind: Option<&str>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::borrow::Cow;
 
     fn verdict(api: Api, name: &str, data: &str) -> Verdict {
-        let event = Event { name: name.as_bytes(), data: Cow::Borrowed(data.as_bytes()) };
+        let event = Event { name: name.as_bytes(), data: data.as_bytes() };
         observe(api, &event)
     }
 

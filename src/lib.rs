@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod assemble;
+pub mod body;
 pub mod check;
 pub mod cli;
 pub mod config;

@@ -9,6 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
+use crate::body::{Body, CHUNK};
 use crate::error::{Error, StreamError};
 
 /// A complete answer, written to the client in one piece.
@@ -17,7 +18,7 @@ pub struct Reply {
     pub status: u16,
     pub content_type: String,
     pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
+    pub body: Body,
 }
 
 impl Reply {
@@ -26,7 +27,7 @@ impl Reply {
             status,
             content_type: "application/json".into(),
             headers: Vec::new(),
-            body: serde_json::to_vec(value).unwrap_or_default(),
+            body: Body::from(serde_json::to_vec(value).unwrap_or_default()),
         }
     }
 
@@ -59,19 +60,19 @@ impl Reply {
 }
 
 impl Reply {
-    /// The whole HTTP/1.1 response, head and body, ready for one write. `head_only` for a
-    /// `HEAD` request; `close` when the connection ends after this response. The head is
-    /// moved in front of the body inside the body's own buffer, so a large answer is not
-    /// held twice while it is written.
-    pub fn into_http(self, head_only: bool, close: bool, now: SystemTime) -> Vec<u8> {
-        let head = self.head(close, now);
+    /// The whole HTTP/1.1 response as pieces to write in order: the head with the first
+    /// chunk of the body (so that a typical answer is one write), then the other chunks.
+    /// `head_only` for a `HEAD` request; `close` when the connection ends after this response.
+    pub fn into_http(self, head_only: bool, close: bool, now: SystemTime) -> Vec<Vec<u8>> {
+        let mut head = self.head(close, now);
         if head_only {
-            return head;
+            return vec![head];
         }
-        let mut out = self.body;
-        out.reserve_exact(head.len()); // `splice` alone may double the buffer
-        out.splice(0..0, head);
-        out
+        let mut chunks = self.body.into_chunks().into_iter().peekable();
+        if let Some(first) = chunks.next_if(|c| c.len() <= CHUNK) {
+            head.extend_from_slice(&first);
+        }
+        std::iter::once(head).chain(chunks).collect()
     }
 
     fn head(&self, close: bool, now: SystemTime) -> Vec<u8> {
@@ -174,7 +175,7 @@ mod tests {
 
     fn parts(err: Error) -> (u16, String, String) {
         let r = Reply::error(&err);
-        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        let v: Value = serde_json::from_slice(&r.body.to_vec()).unwrap();
         let message = v["error"]["message"].as_str().unwrap().to_string();
         assert!(v["error"]["type"].is_string());
         (r.status, v["error"]["code"].as_str().unwrap().to_string(), message)
@@ -191,16 +192,16 @@ mod tests {
                 ("x-request-id".into(), "r1".into()),
                 ("x-bad".into(), "a\r\nset-cookie: x".into()),
             ],
-            body: b"data: [DONE]\n\n".to_vec(),
+            body: Body::from(b"data: [DONE]\n\n".to_vec()),
         };
         let expected = "HTTP/1.1 200 OK\r\ndate: Sun, 06 Nov 1994 08:49:37 GMT\r\nserver: codex-shield\r\n\
                         content-type: text/event-stream\r\ncontent-length: 14\r\nx-request-id: r1\r\n\r\n";
         assert_eq!(
-            String::from_utf8(reply.clone().into_http(false, false, at)).unwrap(),
+            String::from_utf8(reply.clone().into_http(false, false, at).concat()).unwrap(),
             format!("{expected}data: [DONE]\n\n")
         );
-        assert_eq!(String::from_utf8(reply.clone().into_http(true, false, at)).unwrap(), expected);
-        let closing = String::from_utf8(reply.into_http(false, true, at)).unwrap();
+        assert_eq!(String::from_utf8(reply.clone().into_http(true, false, at).concat()).unwrap(), expected);
+        let closing = String::from_utf8(reply.into_http(false, true, at).concat()).unwrap();
         assert!(closing.contains("\r\nconnection: close\r\n\r\n"));
     }
 

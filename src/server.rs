@@ -320,9 +320,10 @@ fn send(request: tiny_http::Request, reply: Reply) -> bool {
         .iter()
         .any(|h| h.field.equiv("connection") && h.value.as_str().to_ascii_lowercase().contains("close"));
     let close = asked_close || *request.http_version() < tiny_http::HTTPVersion(1, 1);
-    let bytes = reply.into_http(head_only, close, SystemTime::now());
+    let pieces = reply.into_http(head_only, close, SystemTime::now());
     let mut writer = request.into_writer();
-    match writer.write_all(&bytes).and_then(|()| writer.flush()) {
+    let written = pieces.iter().try_for_each(|piece| writer.write_all(piece));
+    match written.and_then(|()| writer.flush()) {
         Ok(()) => true,
         Err(e) => {
             crate::debug!("client went away before its answer was written: {e}");

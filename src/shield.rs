@@ -126,7 +126,7 @@ fn pass_on(err: Error) -> Reply {
             status: r.status,
             content_type: r.content_type.unwrap_or_else(|| "application/json".into()),
             headers: r.headers,
-            body: r.body,
+            body: r.body.into(),
         },
         Error::InStream(e) => Reply::stream_error(&e),
         other => Reply::error(&other),

@@ -1,46 +1,35 @@
-//! Server-Sent Events framing, as the WHATWG HTML standard defines it, over a growing buffer.
+//! Server-Sent Events framing, as the WHATWG HTML standard defines it, fed piece by piece.
 //!
-//! The shield keeps the whole upstream answer in one `Vec<u8>` that only ever grows, so the
-//! parser does not copy lines: it remembers offsets into that buffer and hands out events that
-//! borrow from it (only multi-line `data` is joined into a new allocation). It understands
-//! `event:`/`data:`/`id:`/`retry:` fields, comments, a leading BOM, and LF, CR and CRLF line
-//! ends, and an event or line end may be split across any read boundary. It never touches a
+//! The parser takes the bytes of a stream in whatever pieces the socket delivers and calls
+//! back for each complete event. It understands `event:`/`data:`/`id:`/`retry:` fields,
+//! comments, a leading BOM, and LF, CR and CRLF line ends; an event, a line or a line end may
+//! be split across any two pieces. Only a line split across pieces and the current event's
+//! name and data are copied, into buffers reused from event to event. It never touches a
 //! socket and never looks inside `data`: what an event *means* is `check.rs`'s business.
-
-use std::borrow::Cow;
-use std::ops::Range;
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// One dispatched event. `name` is empty when the stream gave no `event:` field ("message").
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Event<'a> {
     pub name: &'a [u8],
-    pub data: Cow<'a, [u8]>,
+    pub data: &'a [u8],
 }
 
-/// Incremental parser state. Feed it the same buffer again after each append.
+/// Incremental parser state.
 #[derive(Debug, Default)]
 pub struct Parser {
-    /// Bytes of the buffer already split into lines.
-    scanned: usize,
-    /// Start of the line being read.
-    line_start: usize,
+    /// The start of a line whose end has not arrived yet.
+    line: Vec<u8>,
     /// The last line ended with CR: an LF right after it belongs to that line end.
     skip_lf: bool,
-    bom_checked: bool,
-    name: Option<Range<usize>>,
-    data: Data,
-}
-
-#[derive(Debug, Default)]
-enum Data {
-    #[default]
-    Empty,
-    /// A single `data:` line, still in the buffer.
-    One(Range<usize>),
-    /// Several `data:` lines joined with `\n`.
-    Joined(Vec<u8>),
+    /// How many bytes of a leading BOM have been seen, until `bom_done`.
+    bom_seen: usize,
+    bom_done: bool,
+    name: Vec<u8>,
+    named: bool,
+    data: Vec<u8>,
+    has_data: bool,
 }
 
 impl Parser {
@@ -48,112 +37,116 @@ impl Parser {
         Self::default()
     }
 
-    /// The next complete event in `buf`, or `None` when more bytes are needed. `buf` must be
-    /// the previous buffer with bytes appended, never changed or shortened.
-    pub fn next<'a>(&mut self, buf: &'a [u8]) -> Option<Event<'a>> {
-        if !self.bom_checked && !self.skip_bom(buf) {
-            return None;
+    /// Feed the next bytes of the stream; `on_event` is called for each event they complete,
+    /// and returns `false` to stop. Returns `false` if it was stopped.
+    pub fn feed(&mut self, mut bytes: &[u8], mut on_event: impl FnMut(Event) -> bool) -> bool {
+        if !self.bom_done {
+            bytes = self.skip_bom(bytes);
         }
-        while self.scanned < buf.len() {
-            if std::mem::take(&mut self.skip_lf) && buf[self.scanned] == b'\n' {
-                self.scanned += 1;
-                self.line_start = self.scanned;
+        while !bytes.is_empty() {
+            if std::mem::take(&mut self.skip_lf) && bytes[0] == b'\n' {
+                bytes = &bytes[1..];
                 continue;
             }
-            let rest = &buf[self.scanned..];
-            let Some(i) = memchr::memchr2(b'\n', b'\r', rest) else {
-                self.scanned = buf.len();
-                return None;
+            let Some(end) = memchr::memchr2(b'\n', b'\r', bytes) else {
+                self.line.extend_from_slice(bytes);
+                return true;
             };
-            let end = self.scanned + i;
-            self.skip_lf = buf[end] == b'\r';
-            self.scanned = end + 1;
-            let line = self.line_start..end;
-            self.line_start = self.scanned;
-            if let Some(event) = self.line(buf, line) {
-                return Some(event);
+            self.skip_lf = bytes[end] == b'\r';
+            let go_on = if self.line.is_empty() {
+                self.line_done(&bytes[..end], &mut on_event)
+            } else {
+                let mut line = std::mem::take(&mut self.line);
+                line.extend_from_slice(&bytes[..end]);
+                let go_on = self.line_done(&line, &mut on_event);
+                line.clear();
+                self.line = line;
+                go_on
+            };
+            bytes = &bytes[end + 1..];
+            if !go_on {
+                return false;
             }
         }
-        None
-    }
-
-    /// Whether the stream stopped in the middle of an event (bytes after the last dispatch).
-    pub fn has_partial(&self, buf: &[u8]) -> bool {
-        self.line_start < buf.len() || !matches!(self.data, Data::Empty) || self.name.is_some()
-    }
-
-    fn skip_bom(&mut self, buf: &[u8]) -> bool {
-        if buf.len() < BOM.len() && BOM.starts_with(buf) {
-            return false;
-        }
-        if buf.starts_with(BOM) {
-            self.scanned = BOM.len();
-            self.line_start = BOM.len();
-        }
-        self.bom_checked = true;
         true
     }
 
-    fn line<'a>(&mut self, buf: &'a [u8], line: Range<usize>) -> Option<Event<'a>> {
-        if line.is_empty() {
-            return self.dispatch(buf);
-        }
-        let text = &buf[line.clone()];
-        if text[0] == b':' {
-            return None; // comment
-        }
-        let (field, value) = match text.iter().position(|&b| b == b':') {
-            Some(colon) => {
-                let skip = usize::from(text.get(colon + 1) == Some(&b' '));
-                (&text[..colon], line.start + colon + 1 + skip..line.end)
+    /// Whether the stream stopped in the middle of an event (bytes after the last dispatch).
+    pub fn has_partial(&self) -> bool {
+        !self.line.is_empty() || self.has_data || self.named || (self.bom_seen > 0 && !self.bom_done)
+    }
+
+    /// Consume a leading BOM, even split across pieces; bytes that only looked like its start
+    /// go back to the line.
+    fn skip_bom<'a>(&mut self, mut bytes: &'a [u8]) -> &'a [u8] {
+        while let Some(&b) = bytes.first() {
+            if b != BOM[self.bom_seen] {
+                self.line.extend_from_slice(&BOM[..self.bom_seen]);
+                self.bom_done = true;
+                return bytes;
             }
-            None => (text, line.end..line.end),
+            self.bom_seen += 1;
+            bytes = &bytes[1..];
+            if self.bom_seen == BOM.len() {
+                self.bom_done = true;
+                return bytes;
+            }
+        }
+        bytes
+    }
+
+    fn line_done(&mut self, line: &[u8], on_event: &mut impl FnMut(Event) -> bool) -> bool {
+        if line.is_empty() {
+            return self.dispatch(on_event);
+        }
+        if line[0] == b':' {
+            return true; // comment
+        }
+        let (field, value) = match memchr::memchr(b':', line) {
+            Some(colon) => {
+                let value = &line[colon + 1..];
+                (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))
+            }
+            None => (line, &b""[..]),
         };
         match field {
-            b"data" => self.push_data(buf, value),
-            b"event" => self.name = Some(value),
+            b"data" => {
+                if self.has_data {
+                    self.data.push(b'\n');
+                }
+                self.data.extend_from_slice(value);
+                self.has_data = true;
+            }
+            b"event" => {
+                self.name.clear();
+                self.name.extend_from_slice(value);
+                self.named = true;
+            }
             _ => {} // `id` and `retry` do not change what the shield decides; unknown fields are ignored
         }
-        None
+        true
     }
 
-    fn push_data(&mut self, buf: &[u8], value: Range<usize>) {
-        self.data = match std::mem::take(&mut self.data) {
-            Data::Empty => Data::One(value),
-            Data::One(first) => {
-                let mut joined = buf[first].to_vec();
-                joined.push(b'\n');
-                joined.extend_from_slice(&buf[value]);
-                Data::Joined(joined)
-            }
-            Data::Joined(mut joined) => {
-                joined.push(b'\n');
-                joined.extend_from_slice(&buf[value]);
-                Data::Joined(joined)
-            }
-        };
-    }
-
-    fn dispatch<'a>(&mut self, buf: &'a [u8]) -> Option<Event<'a>> {
-        let name = self.name.take().map_or(&b""[..], |r| &buf[r]);
-        let data = match std::mem::take(&mut self.data) {
-            Data::Empty => return None,
-            Data::One(r) => Cow::Borrowed(&buf[r]),
-            Data::Joined(v) => Cow::Owned(v),
-        };
-        Some(Event { name, data })
+    fn dispatch(&mut self, on_event: &mut impl FnMut(Event) -> bool) -> bool {
+        let go_on = !self.has_data || on_event(Event { name: &self.name, data: &self.data });
+        self.name.clear();
+        self.data.clear();
+        self.named = false;
+        self.has_data = false;
+        go_on
     }
 }
 
-/// Every event of a complete buffer, as owned strings (tests and the non-stream assembly).
-pub fn events(buf: &[u8]) -> Vec<(String, String)> {
+/// Every event of a stream given in pieces, as owned strings (the non-stream assembly, tests).
+pub fn events<'a>(pieces: impl IntoIterator<Item = &'a [u8]>) -> Vec<(String, String)> {
     let mut parser = Parser::new();
     let mut out = Vec::new();
-    while let Some(ev) = parser.next(buf) {
-        out.push((
-            String::from_utf8_lossy(ev.name).into_owned(),
-            String::from_utf8_lossy(&ev.data).into_owned(),
-        ));
+    for piece in pieces {
+        parser.feed(piece, |ev| {
+            let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+            out.push((text(ev.name), text(ev.data)));
+            true
+        });
     }
     out
 }
@@ -164,19 +157,7 @@ mod tests {
 
     /// Parse `input` fed in pieces of `step` bytes, as a socket would deliver it.
     fn parse_in_steps(input: &[u8], step: usize) -> Vec<(String, String)> {
-        let mut parser = Parser::new();
-        let mut buf = Vec::new();
-        let mut out = Vec::new();
-        for piece in input.chunks(step.max(1)) {
-            buf.extend_from_slice(piece);
-            while let Some(ev) = parser.next(&buf) {
-                out.push((
-                    String::from_utf8_lossy(ev.name).into_owned(),
-                    String::from_utf8_lossy(&ev.data).into_owned(),
-                ));
-            }
-        }
-        out
+        events(input.chunks(step.max(1)))
     }
 
     fn check(input: &str, expected: &[(&str, &str)]) {
@@ -223,16 +204,34 @@ mod tests {
 
     #[test]
     fn partial_event_is_reported() {
+        let cases: &[(&str, bool)] = &[
+            ("data: a\n\n", false),
+            ("data: a\n\ndata: b", true),
+            ("data: a\n", true),
+            ("event: x\n", true),
+            (": comment\n", false),
+            ("\u{feff}", false),
+            ("", false),
+        ];
+        for (input, partial) in cases {
+            let mut parser = Parser::new();
+            parser.feed(input.as_bytes(), |_| true);
+            assert_eq!(parser.has_partial(), *partial, "{input:?}");
+        }
         let mut parser = Parser::new();
-        let buf = b"data: a\n\ndata: b";
-        assert!(parser.next(buf).is_some());
-        assert!(parser.next(buf).is_none());
-        assert!(parser.has_partial(buf));
+        parser.feed(&BOM[..2], |_| true);
+        assert!(parser.has_partial(), "half a BOM");
+    }
+
+    #[test]
+    fn stopping_ends_the_feed() {
         let mut parser = Parser::new();
-        let buf = b"data: a\n\n";
-        assert!(parser.next(buf).is_some());
-        assert!(parser.next(buf).is_none());
-        assert!(!parser.has_partial(buf));
+        let mut seen = 0;
+        let finished = parser.feed(b"data: a\n\ndata: b\n\n", |_| {
+            seen += 1;
+            false
+        });
+        assert_eq!((finished, seen), (false, 1));
     }
 
     /// Any split of any input parses like the whole: a deterministic sweep over generated
@@ -250,7 +249,7 @@ mod tests {
                 seed ^= seed << 17;
                 input.push_str(pieces[(seed % pieces.len() as u64) as usize]);
             }
-            let whole = events(input.as_bytes());
+            let whole = events([input.as_bytes()]);
             for step in 1..6 {
                 assert_eq!(parse_in_steps(input.as_bytes(), step), whole, "{input:?}");
             }

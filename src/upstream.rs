@@ -12,6 +12,7 @@ use std::time::SystemTime;
 use ureq::http;
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
 
+use crate::body::Body;
 use crate::check::{self, Api, Verdict};
 use crate::config::Config;
 use crate::error::{Error, Rejection, StreamError};
@@ -39,7 +40,7 @@ pub struct Answer {
     /// Headers worth passing on (`x-request-id`, `x-ratelimit-*`...).
     pub headers: Vec<(String, String)>,
     /// The upstream's bytes, exactly as received.
-    pub body: Vec<u8>,
+    pub body: Body,
     /// Whether `body` is an SSE stream that was checked.
     pub checked: bool,
     /// A final (non-retryable) error the stream reported; the body is still delivered as-is.
@@ -71,6 +72,10 @@ impl Upstream {
             .timeout_connect(Some(u.connect_timeout))
             .timeout_per_read(Some(u.idle_timeout))
             .timeout_per_write(Some(u.idle_timeout))
+            // 128 KiB each by default, per connection: 256 KiB per answer in flight. The input
+            // buffer must hold the largest response head (64 KiB); the body is read in 16 KiB.
+            .input_buffer_size(64 * 1024)
+            .output_buffer_size(16 * 1024)
             .max_idle_connections(config.limits.max_concurrent)
             .max_idle_connections_per_host(config.limits.max_concurrent)
             .tls_config(tls)
@@ -111,7 +116,7 @@ impl Upstream {
                 let (body, final_error) = read_stream(reader, api, self.max_response_bytes)?;
                 (body, true, final_error)
             }
-            _ => (read_body(reader, self.max_response_bytes)?, false, None),
+            _ => (Body::from(read_body(reader, self.max_response_bytes)?), false, None),
         };
         Ok(Answer { status, content_type, headers, body, checked, final_error })
     }
@@ -204,11 +209,12 @@ fn read_all(reader: impl Read, limit: u64) -> Result<Vec<u8>, Vec<u8>> {
 /// Read an SSE stream to its end, checking each event as it completes. Returns the bytes and
 /// a final stream error if one was reported (delivered to the client as-is); a retryable
 /// error, a cut before the terminal event, or a stall is an `Err`.
-fn read_stream(mut reader: impl Read, api: Api, limit: u64) -> Result<(Vec<u8>, Option<StreamError>), Error> {
-    let mut body = Vec::with_capacity(READ_CHUNK);
+fn read_stream(mut reader: impl Read, api: Api, limit: u64) -> Result<(Body, Option<StreamError>), Error> {
+    let mut body = Body::new();
     let mut chunk = [0u8; READ_CHUNK];
     let mut parser = Parser::new();
     let mut terminal: Option<Option<StreamError>> = None;
+    let mut failure: Option<Error> = None;
     'read: loop {
         let n = match reader.read(&mut chunk) {
             Ok(0) => break 'read,
@@ -218,19 +224,26 @@ fn read_stream(mut reader: impl Read, api: Api, limit: u64) -> Result<(Vec<u8>, 
             Err(_) if terminal.is_some() => break 'read,
             Err(e) => return Err(read_error(e, body.len(), limit)),
         };
-        grow(&mut body, n);
-        body.extend_from_slice(&chunk[..n]);
-        while let Some(event) = parser.next(&body) {
-            if terminal.is_some() {
-                continue;
-            }
+        body.push(&chunk[..n]);
+        if terminal.is_some() {
+            continue;
+        }
+        parser.feed(&chunk[..n], |event| {
             match check::observe(api, &event) {
-                Verdict::Pending => {}
+                Verdict::Pending => return true,
                 Verdict::Complete => terminal = Some(None),
-                Verdict::Failed(e) if e.retryable => return Err(Error::InStream(e)),
+                Verdict::Failed(e) if e.retryable => failure = Some(Error::InStream(e)),
                 Verdict::Failed(e) => terminal = Some(Some(e)),
-                Verdict::Malformed(reason) => return Err(Error::Truncated { received: body.len(), reason }),
+                Verdict::Malformed(reason) => failure = Some(Error::Truncated { received: 0, reason }),
             }
+            false
+        });
+        match failure {
+            Some(Error::Truncated { reason, .. }) => {
+                return Err(Error::Truncated { received: body.len(), reason })
+            }
+            Some(e) => return Err(e),
+            None => {}
         }
     }
     match terminal {
