@@ -123,7 +123,8 @@ fn auth_name(config: &Config) -> &'static str {
 /// still looks alive); handle anything else.
 fn on_request(state: &State, request: tiny_http::Request) {
     let path = request.url().split('?').next().unwrap_or("");
-    if target::route(request.method().as_str(), path) == Route::Health {
+    let route = target::route(request.method().as_str(), path);
+    if route == Route::Health {
         send(request, health(state));
         return;
     }
@@ -133,7 +134,7 @@ fn on_request(state: &State, request: tiny_http::Request) {
     }
     state.active.fetch_add(1, Ordering::SeqCst);
     let _active = Active(state);
-    handle(state, request);
+    handle(state, request, route);
 }
 
 fn health(state: &State) -> Reply {
@@ -149,7 +150,7 @@ fn health(state: &State) -> Reply {
 /// One request, start to finish, with its log line. The in-flight slot is released just
 /// before the reply is written, so a client that sends its next request the moment it has
 /// its answer never finds its own finished request still counted.
-fn handle(state: &State, mut request: tiny_http::Request) {
+fn handle(state: &State, mut request: tiny_http::Request, route: Route) {
     let id = state.next_id.fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
     let method = request.method().as_str().to_string();
@@ -158,7 +159,6 @@ fn handle(state: &State, mut request: tiny_http::Request) {
         Some((p, q)) => (p.to_string(), Some(q.to_string())),
         None => (url.clone(), None),
     };
-    let route = target::route(&method, &path);
     let mut trace = Trace::default();
     let mut slot = None;
     let reply = respond_to(state, &mut request, route, query.as_deref(), &mut trace, &mut slot)
