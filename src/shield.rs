@@ -100,9 +100,7 @@ impl Shield<'_> {
             }
         }
     }
-}
 
-impl Shield<'_> {
     /// Sleep `wait`, waking early (`false`) if the client hangs up meanwhile.
     fn sleep_unless_gone(&self, wait: Duration) -> bool {
         let until = Instant::now() + wait;

@@ -116,7 +116,7 @@ impl Upstream {
                 let (body, final_error) = read_stream(reader, api, self.max_response_bytes)?;
                 (body, true, final_error)
             }
-            _ => (Body::from(read_body(reader, self.max_response_bytes)?), false, None),
+            _ => (read_body(reader, self.max_response_bytes)?, false, None),
         };
         Ok(Answer { status, content_type, headers, body, checked, final_error })
     }
@@ -181,16 +181,13 @@ fn message_hint(body: &[u8]) -> Option<std::time::Duration> {
 const READ_CHUNK: usize = 16 * 1024;
 
 /// Read a whole non-stream body; a broken read is a cut, a silent one a stall.
-fn read_body(mut reader: impl Read, limit: u64) -> Result<Vec<u8>, Error> {
-    let mut body = Vec::new();
+fn read_body(mut reader: impl Read, limit: u64) -> Result<Body, Error> {
+    let mut body = Body::new();
     let mut chunk = [0u8; READ_CHUNK];
     loop {
         match reader.read(&mut chunk) {
             Ok(0) => return Ok(body),
-            Ok(n) => {
-                grow(&mut body, n);
-                body.extend_from_slice(&chunk[..n]);
-            }
+            Ok(n) => body.push(&chunk[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(read_error(e, body.len(), limit)),
         }
@@ -228,22 +225,19 @@ fn read_stream(mut reader: impl Read, api: Api, limit: u64) -> Result<(Body, Opt
         if terminal.is_some() {
             continue;
         }
+        let received = body.len();
         parser.feed(&chunk[..n], |event| {
             match check::observe(api, &event) {
                 Verdict::Pending => return true,
                 Verdict::Complete => terminal = Some(None),
                 Verdict::Failed(e) if e.retryable => failure = Some(Error::InStream(e)),
                 Verdict::Failed(e) => terminal = Some(Some(e)),
-                Verdict::Malformed(reason) => failure = Some(Error::Truncated { received: 0, reason }),
+                Verdict::Malformed(reason) => failure = Some(Error::Truncated { received, reason }),
             }
             false
         });
-        match failure {
-            Some(Error::Truncated { reason, .. }) => {
-                return Err(Error::Truncated { received: body.len(), reason })
-            }
-            Some(e) => return Err(e),
-            None => {}
+        if let Some(e) = failure {
+            return Err(e);
         }
     }
     match terminal {
@@ -252,14 +246,6 @@ fn read_stream(mut reader: impl Read, api: Api, limit: u64) -> Result<(Body, Opt
             received: body.len(),
             reason: "the stream ended before its terminal event".into(),
         }),
-    }
-}
-
-/// Make room for `n` more bytes, growing by a quarter instead of doubling, so that a
-/// buffered answer costs about its own size in memory, not up to twice that.
-fn grow(body: &mut Vec<u8>, n: usize) {
-    if body.capacity() - body.len() < n {
-        body.reserve_exact(n.max(body.len() / 4).max(READ_CHUNK));
     }
 }
 
