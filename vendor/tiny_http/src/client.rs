@@ -5,7 +5,6 @@ use std::io::Result as IoResult;
 use std::io::{BufReader, BufWriter, ErrorKind, Read};
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::str::FromStr;
 
@@ -36,10 +35,6 @@ pub struct ClientConnection {
 
     // true if the connection goes through SSL
     secure: bool,
-
-    // codex-shield patch: set when the client closed its side, shared with every Request
-    // of this connection so that a handler can stop working for a client that is gone.
-    gone: Arc<AtomicBool>,
 
     // codex-shield patch: the socket, to probe for a hang-up while a request is handled
     probe: Option<Arc<crate::connection::Connection>>,
@@ -78,7 +73,6 @@ impl ClientConnection {
             next_header_source: first_header,
             no_more_requests: false,
             secure,
-            gone: Arc::new(AtomicBool::new(false)),
             probe: None,
         }
     }
@@ -195,7 +189,7 @@ impl ClientConnection {
         })?;
 
         // return the request
-        Ok(request.with_gone_flag(Arc::clone(&self.gone), self.probe.clone()))
+        Ok(request.with_probe(self.probe.clone()))
     }
 }
 
@@ -245,17 +239,6 @@ impl Iterator for ClientConnection {
                     let writer = self.sink.next().unwrap();
                     let response = Response::new_empty(StatusCode(431));
                     response.raw_print(writer, HTTPVersion(1, 1), &[], false, None).ok();
-                    return None;
-                }
-
-                Err(ReadError::ReadIoError(ref err))
-                    if matches!(
-                        err.kind(),
-                        ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::UnexpectedEof
-                    ) =>
-                {
-                    // codex-shield patch: the client closed its side
-                    self.gone.store(true, Ordering::SeqCst);
                     return None;
                 }
 

@@ -75,8 +75,7 @@ pub struct Request {
     // If Some, a message must be sent after responding
     notify_when_responded: Option<Sender<()>>,
 
-    // codex-shield patch: set when the client closed its side of the connection
-    gone: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    // codex-shield patch: the connection's socket, to probe for a hang-up
     probe: Option<std::sync::Arc<crate::connection::Connection>>,
 }
 
@@ -242,7 +241,6 @@ where
         body_length: content_length,
         must_send_continue: expects_continue,
         notify_when_responded: None,
-        gone: None,
         probe: None,
     })
 }
@@ -480,25 +478,16 @@ impl Request {
         self
     }
 
-    /// codex-shield patch: share the connection's "client closed" flag.
-    pub(crate) fn with_gone_flag(
-        mut self,
-        gone: std::sync::Arc<std::sync::atomic::AtomicBool>,
-        probe: Option<std::sync::Arc<crate::connection::Connection>>,
-    ) -> Self {
-        self.gone = Some(gone);
+    /// codex-shield patch: attach the connection's socket (handler mode only).
+    pub(crate) fn with_probe(mut self, probe: Option<std::sync::Arc<crate::connection::Connection>>) -> Self {
         self.probe = probe;
         self
     }
 
-    /// codex-shield patch: whether the client has closed its side of the connection. Known
-    /// once the request body has been read and the client hangs up; `false` when unknown.
+    /// codex-shield patch: whether the client has closed its side of the connection, seen
+    /// by peeking at the socket without blocking; `false` when unknown (queue mode, TLS).
     pub fn client_gone(&self) -> bool {
-        let flagged = self
-            .gone
-            .as_ref()
-            .map_or(false, |g| g.load(std::sync::atomic::Ordering::SeqCst));
-        flagged || self.probe.as_ref().map_or(false, |c| c.peer_closed())
+        self.probe.as_ref().map_or(false, |c| c.peer_closed())
     }
 }
 
