@@ -279,38 +279,32 @@ else
     fail "bad AZURE_ENDPOINT: fail fast" "exit $rc after $((SECONDS - start))s: $(tr '\n' '|' <"$WORK/bad.err")"
 fi
 
-# TERM to the wrapper while Codex waits: client and proxy stop, exit status says so
-mock_script "slow"
-rc=0
-(cd "$WORK/project" && exec "$WRAP" exec --skip-git-repo-check --ephemeral -s read-only "hi") </dev/null >"$WORK/term.out" 2>"$WORK/term.err" &
-wrapper=$!
-for _ in $(seq 1 100); do [ -n "$(mock_steps)" ] && break; sleep 0.1; done
-kill -TERM "$wrapper"
-start=$SECONDS
-wait "$wrapper" || rc=$?
-sleep 0.3
-if [ "$rc" -ne 0 ] && [ $((SECONDS - start)) -le 8 ] && [ "$(proxy_pids)" = "$before" ]; then
-    ok "TERM to chatgpt.sh: exit $rc, client and proxy stopped"
-else
-    fail "TERM to chatgpt.sh" "exit $rc after $((SECONDS - start))s, leftover proxies: $(proxy_pids)"
-fi
-
-# Ctrl-C: SIGINT to the whole process group, as a terminal sends it
-if command -v setsid >/dev/null 2>&1; then
+# Interrupt the wrapper while Codex waits: client and proxy stop, the exit status says so.
+# interrupt LABEL OUT SETSID KILL-ARGS...: start the wrapper (in its own session if SETSID=1),
+# wait for its request to reach the mock, send the signal (%PID% is the wrapper's pid).
+interrupt() {
+    local label="$1" out="$2" rc=0 start wrapper launch=()
+    [ "$3" = 1 ] && launch=(setsid)
+    shift 3
     mock_script "slow"
-    rc=0
-    (cd "$WORK/project" && exec setsid "$WRAP" exec --skip-git-repo-check --ephemeral -s read-only "hi") </dev/null >"$WORK/int.out" 2>"$WORK/int.err" &
+    (cd "$WORK/project" && exec "${launch[@]}" "$WRAP" exec --skip-git-repo-check --ephemeral -s read-only "hi") </dev/null >"$WORK/$out.out" 2>"$WORK/$out.err" &
     wrapper=$!
     for _ in $(seq 1 100); do [ -n "$(mock_steps)" ] && break; sleep 0.1; done
-    kill -INT -- "-$wrapper"
+    kill "${@//%PID%/$wrapper}"
     start=$SECONDS
     wait "$wrapper" || rc=$?
     sleep 0.3
     if [ "$rc" -ne 0 ] && [ $((SECONDS - start)) -le 8 ] && [ "$(proxy_pids)" = "$before" ]; then
-        ok "Ctrl-C (INT to the process group): exit $rc, client and proxy stopped"
+        ok "$label: exit $rc, client and proxy stopped"
     else
-        fail "Ctrl-C to chatgpt.sh" "exit $rc after $((SECONDS - start))s, leftover proxies: $(proxy_pids)"
+        fail "$label" "exit $rc after $((SECONDS - start))s, leftover proxies: $(proxy_pids)"
     fi
+}
+
+interrupt "TERM to chatgpt.sh" term 0 -TERM "%PID%"
+# Ctrl-C: SIGINT to the whole process group, as a terminal sends it
+if command -v setsid >/dev/null 2>&1; then
+    interrupt "Ctrl-C (INT to the process group)" int 1 -INT -- "-%PID%"
 fi
 
 echo "e2e: $passed passed, $failed failed"
