@@ -74,7 +74,82 @@ pub struct StreamError {
     pub hint: Option<Duration>,
 }
 
+/// What one upstream attempt came to. The shared vocabulary of the request log line and the
+/// metrics: a new kind of failure must get its own variant (and label) here, so it can never
+/// fall silently into a catch-all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// A complete, clean answer.
+    Ok,
+    /// HTTP 429.
+    RateLimited,
+    /// HTTP 5xx (and the CDN/overload codes 520-524, 529).
+    ServerError,
+    /// Another retryable status: 408, 409, 425.
+    OtherStatus,
+    /// No connection: DNS, TCP, TLS, proxy.
+    Connect,
+    /// The stream broke or ended before its terminal event.
+    Cut,
+    /// Nothing (or no event) arrived in time.
+    Stall,
+    /// The stream carried a retryable error event.
+    InStream,
+    /// A final answer: a non-retryable status or in-stream error, delivered as it is.
+    Final,
+    /// A success status whose body is not an answer (HTML, a redirect, an encoded body).
+    Invalid,
+    /// The answer was larger than `MAX_RESPONSE_BYTES`.
+    TooLarge,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 11] = [
+        Outcome::Ok,
+        Outcome::RateLimited,
+        Outcome::ServerError,
+        Outcome::OtherStatus,
+        Outcome::Connect,
+        Outcome::Cut,
+        Outcome::Stall,
+        Outcome::InStream,
+        Outcome::Final,
+        Outcome::Invalid,
+        Outcome::TooLarge,
+    ];
+
+    /// The label used in log lines and as the `outcome` metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::RateLimited => "429",
+            Outcome::ServerError => "5xx",
+            Outcome::OtherStatus => "other_status",
+            Outcome::Connect => "connect",
+            Outcome::Cut => "cut",
+            Outcome::Stall => "stall",
+            Outcome::InStream => "in_stream_error",
+            Outcome::Final => "final_error",
+            Outcome::Invalid => "invalid",
+            Outcome::TooLarge => "too_large",
+        }
+    }
+
+    /// Position in `ALL` (an index into per-outcome counter arrays).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
 impl Rejection {
+    /// A 429 that says the quota is gone will not get better by waiting.
+    pub fn quota_exhausted(&self) -> bool {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&self.body) else {
+            return false;
+        };
+        v["error"]["code"] == "insufficient_quota" || v["error"]["type"] == "insufficient_quota"
+    }
+
     /// The upstream's own error message, if its body is an error JSON (at most 300 chars).
     pub fn message(&self) -> Option<String> {
         let v: serde_json::Value = serde_json::from_slice(&self.body).ok()?;
@@ -142,6 +217,25 @@ impl Error {
         match self {
             Error::Usage(_) | Error::Config { .. } => 2,
             _ => 1,
+        }
+    }
+
+    /// What this failure of an upstream attempt counts as.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Error::Status(r) if r.status == 429 && !r.quota_exhausted() => Outcome::RateLimited,
+            Error::Status(r) if crate::retry::status_is_retryable(r.status) && r.status >= 500 => {
+                Outcome::ServerError
+            }
+            Error::Status(r) if crate::retry::status_is_retryable(r.status) && r.status != 429 => {
+                Outcome::OtherStatus
+            }
+            Error::Connect(_) => Outcome::Connect,
+            Error::Truncated { .. } => Outcome::Cut,
+            Error::Stalled { .. } => Outcome::Stall,
+            Error::InStream(e) if e.retryable => Outcome::InStream,
+            Error::ResponseTooLarge { .. } => Outcome::TooLarge,
+            _ => Outcome::Final,
         }
     }
 

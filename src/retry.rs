@@ -44,7 +44,7 @@ pub fn status_is_retryable(status: u16) -> bool {
 pub fn decide(err: &Error, attempt: u32, elapsed: Duration, policy: &Policy, jitter: f64) -> Decision {
     let hint = match err {
         Error::Connect(_) | Error::Truncated { .. } | Error::Stalled { .. } => None,
-        Error::Status(r) if status_is_retryable(r.status) && !quota_exhausted(&r.body) => r.hint,
+        Error::Status(r) if status_is_retryable(r.status) && !r.quota_exhausted() => r.hint,
         Error::InStream(e) if e.retryable => e.hint,
         Error::Status(_) | Error::InStream(_) => return Decision::Deliver,
         _ => return Decision::GiveUp,
@@ -66,15 +66,6 @@ pub fn backoff(attempt: u32, policy: &Policy, jitter: f64) -> Duration {
     let nominal = policy.base.as_secs_f64() * 2f64.powi(doublings);
     let jittered = nominal * (0.8 + 0.4 * jitter.clamp(0.0, 1.0));
     Duration::from_secs_f64(jittered.min(policy.max.as_secs_f64()))
-}
-
-/// A 429 that says the quota is gone will not get better by waiting.
-fn quota_exhausted(body: &[u8]) -> bool {
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
-        return false;
-    };
-    let code = &v["error"]["code"];
-    code == "insufficient_quota" || v["error"]["type"] == "insufficient_quota"
 }
 
 /// The longest retry hint in the response headers. `header` looks a name up (lowercase).
