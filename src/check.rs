@@ -10,28 +10,10 @@ use std::fmt;
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::Value;
 
+pub use crate::api::Api;
 use crate::error::StreamError;
 use crate::retry;
 use crate::sse::Event;
-
-/// The two streamed APIs the shield checks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Api {
-    /// `POST /v1/responses`: complete on `response.completed` or `response.incomplete`.
-    Responses,
-    /// `POST /v1/chat/completions`: complete on `data: [DONE]`.
-    Chat,
-}
-
-impl Api {
-    /// The path suffix that names this API in a URL.
-    pub fn suffix(self) -> &'static str {
-        match self {
-            Api::Responses => "/responses",
-            Api::Chat => "/chat/completions",
-        }
-    }
-}
 
 /// What an event says about the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,13 +8,15 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::api::Api;
 use crate::error::Error;
 use crate::log::Level;
 use crate::retry::Policy;
 use crate::target::{Auth, Endpoint};
 
 /// Every variable, its default and its meaning: the source of `--help`, `--check`, the README
-/// table and `.env.example` (a test keeps those two in step with this list).
+/// table and `.env.example` (a test keeps those two in step with this list). The first five
+/// describe upstream 1; upstream N (2, 3, ...) repeats them with a `_N` suffix.
 pub const VARIABLES: &[(&str, &str, &str)] = &[
     (
         "AZURE_ENDPOINT",
@@ -23,9 +25,15 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ),
     ("AZURE_API_KEY", "", "upstream key; empty sends no auth header (local servers)"),
     ("UPSTREAM_AUTH", "auto", "auto | api-key | bearer; auto uses api-key for Azure hosts"),
+    ("FORCED_MODEL", "", "if set, replaces the model of every API request"),
+    (
+        "UPSTREAM_API",
+        "auto",
+        "auto | responses | chat: what the upstream speaks; chat translates /v1/responses requests",
+    ),
+    ("ROUTING", "failover", "failover | round-robin, when AZURE_ENDPOINT_2... name more upstreams"),
     ("HOST", "127.0.0.1", "address to listen on"),
     ("PORT", "8888", "port to listen on (0 picks a free one)"),
-    ("FORCED_MODEL", "", "if set, replaces the model of every API request"),
     ("RETRY_ATTEMPTS", "10", "attempts per request, the first included"),
     ("RETRY_WAIT_SECONDS", "1", "wait after the first failure; doubles each attempt, with jitter"),
     ("RETRY_MAX_WAIT_SECONDS", "30", "cap on the computed wait (a longer upstream hint still wins)"),
@@ -36,25 +44,45 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ),
     ("IDLE_TIMEOUT_SECONDS", "120", "an upstream silent this long has stalled: retry"),
     ("CONNECT_TIMEOUT_SECONDS", "10", "TCP and TLS connect timeout"),
+    (
+        "KEEPALIVE_SECONDS",
+        "0",
+        "streaming Responses clients: send the head and a keepalive event this often while waiting (0: off)",
+    ),
     ("MAX_REQUEST_BYTES", "33554432", "largest client body (413 beyond it)"),
     ("MAX_RESPONSE_BYTES", "67108864", "largest buffered upstream answer (502 beyond it)"),
     ("MAX_CONCURRENT", "256", "requests in flight at once (503 with Retry-After beyond it)"),
     ("PROXY_API_KEY", "", "if set, clients must send it (Bearer or api-key); never forwarded"),
-    ("SHUTDOWN_GRACE_SECONDS", "30", "on SIGINT/SIGTERM, how long in-flight requests may finish"),
+    (
+        "SHUTDOWN_GRACE_SECONDS",
+        "250",
+        "on SIGINT/SIGTERM, how long in-flight requests may finish (then each gets a 503)",
+    ),
     ("UPSTREAM_CA_FILE", "", "PEM file of extra CA certificates to trust (added to the bundled roots)"),
     ("LOG_LEVEL", "info", "error | warn | info | debug"),
 ];
+
+/// The per-upstream variables: `NAME` for upstream 1, `NAME_N` for upstream N.
+pub const PER_UPSTREAM: [&str; 5] =
+    ["AZURE_ENDPOINT", "AZURE_API_KEY", "UPSTREAM_AUTH", "FORCED_MODEL", "UPSTREAM_API"];
+
+/// Most upstreams one proxy routes between.
+pub const MAX_UPSTREAMS: usize = 16;
 
 /// The validated configuration, shared read-only by every worker.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: Listen,
-    pub upstream: Upstream,
-    pub forced_model: Option<String>,
+    /// Upstream 1 first; at least one.
+    pub upstreams: Vec<Target>,
+    pub routing: Routing,
+    pub network: Network,
     pub retry: Policy,
     pub limits: Limits,
     /// Inbound key clients must present (`PROXY_API_KEY`).
     pub proxy_key: Option<String>,
+    /// `KEEPALIVE_SECONDS`, when on.
+    pub keepalive: Option<Duration>,
     pub shutdown_grace: Duration,
     pub log_level: Level,
 }
@@ -65,11 +93,32 @@ pub struct Listen {
     pub port: u16,
 }
 
+/// One upstream: where it is, how to authenticate, which model and API it gets.
 #[derive(Debug, Clone)]
-pub struct Upstream {
+pub struct Target {
+    /// 1-based, as in the variables' suffixes and the log lines.
+    pub number: usize,
     pub endpoint: Endpoint,
     pub key: Option<String>,
     pub auth: Auth,
+    /// `FORCED_MODEL`: replaces the client's model.
+    pub model: Option<String>,
+    /// What this upstream speaks for `/v1/responses` requests.
+    pub api: Api,
+}
+
+/// How the upstream for an attempt is chosen among the healthy ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routing {
+    /// The lowest-numbered upstream that is not cooling down.
+    Failover,
+    /// Each request starts with the next upstream in turn.
+    RoundRobin,
+}
+
+/// Connection settings shared by every upstream.
+#[derive(Debug, Clone)]
+pub struct Network {
     pub ca_file: Option<PathBuf>,
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
@@ -86,24 +135,26 @@ pub struct Limits {
 struct Raw<F: Fn(&str) -> Option<String>>(F);
 
 impl<F: Fn(&str) -> Option<String>> Raw<F> {
-    fn get(&self, var: &'static str) -> String {
-        let default = VARIABLES.iter().find(|(name, ..)| *name == var).map_or("", |(_, d, _)| *d);
-        (self.0)(var)
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty())
-            .unwrap_or_else(|| default.to_string())
+    /// The value as set (trimmed, not blank), without a default.
+    fn set(&self, var: &str) -> Option<String> {
+        (self.0)(var).map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
     }
 
-    fn optional(&self, var: &'static str) -> Option<String> {
+    fn get(&self, var: &str) -> String {
+        let default = VARIABLES.iter().find(|(name, ..)| *name == var).map_or("", |(_, d, _)| *d);
+        self.set(var).unwrap_or_else(|| default.to_string())
+    }
+
+    fn optional(&self, var: &str) -> Option<String> {
         Some(self.get(var)).filter(|v| !v.is_empty())
     }
 
-    fn parse<T: std::str::FromStr>(&self, var: &'static str, what: &str) -> Result<T, Error> {
+    fn parse<T: std::str::FromStr>(&self, var: &str, what: &str) -> Result<T, Error> {
         let raw = self.get(var);
         raw.parse().map_err(|_| bad(var, format!("expected {what}, got {raw:?}")))
     }
 
-    fn seconds(&self, var: &'static str, allow_zero: bool) -> Result<Duration, Error> {
+    fn seconds(&self, var: &str, allow_zero: bool) -> Result<Duration, Error> {
         let secs: f64 = self.parse(var, "a number of seconds")?;
         if !secs.is_finite() || secs < 0.0 || (secs == 0.0 && !allow_zero) || secs > 1e9 {
             return Err(bad(var, format!("{secs} is out of range")));
@@ -111,43 +162,54 @@ impl<F: Fn(&str) -> Option<String>> Raw<F> {
         Ok(Duration::from_secs_f64(secs))
     }
 
-    fn positive<T: std::str::FromStr + PartialOrd + Default>(&self, var: &'static str) -> Result<T, Error> {
+    fn positive<T: std::str::FromStr + PartialOrd + Default>(&self, var: &str) -> Result<T, Error> {
         let v: T = self.parse(var, "a positive whole number")?;
         if v <= T::default() {
             return Err(bad(var, "must be at least 1".into()));
         }
         Ok(v)
     }
+
+    /// The per-upstream variable `name` of upstream `n`; a missing value falls back to
+    /// upstream 1's (except the endpoint and the key: see `key`).
+    fn of(&self, name: &str, n: usize) -> (String, Option<String>) {
+        let var = suffixed(name, n);
+        let own = self.set(&var);
+        let inherits = n > 1 && !matches!(name, "AZURE_ENDPOINT" | "AZURE_API_KEY");
+        (var, own.or_else(|| if inherits { self.set(name) } else { None }))
+    }
 }
 
-fn bad(var: &'static str, reason: String) -> Error {
-    Error::Config { var, reason }
+/// `NAME` for upstream 1, `NAME_N` for the others.
+pub fn suffixed(name: &str, n: usize) -> String {
+    if n == 1 {
+        name.to_string()
+    } else {
+        format!("{name}_{n}")
+    }
+}
+
+fn bad(var: &str, reason: String) -> Error {
+    Error::Config { var: var.to_string(), reason }
 }
 
 impl Config {
     /// The configuration from the process environment.
     pub fn from_env() -> Result<Config, Error> {
+        let numbered: Vec<String> = std::env::vars_os()
+            .filter_map(|(k, _)| k.into_string().ok())
+            .filter(|k| upstream_number(k).is_some_and(|n| n > MAX_UPSTREAMS))
+            .collect();
+        if let Some(var) = numbered.first() {
+            return Err(bad(var, format!("at most {MAX_UPSTREAMS} upstreams are supported")));
+        }
         Config::from_lookup(|name| std::env::var(name).ok())
     }
 
     /// The configuration from any lookup function (tests pass a table).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, Error> {
         let raw = Raw(lookup);
-        let endpoint_text = raw.optional("AZURE_ENDPOINT").ok_or_else(|| {
-            bad(
-                "AZURE_ENDPOINT",
-                "is required (the upstream URL, e.g. https://NAME.openai.azure.com/openai/v1)".into(),
-            )
-        })?;
-        let endpoint = Endpoint::parse(&endpoint_text).map_err(|e| bad("AZURE_ENDPOINT", e))?;
-        let auth = match raw.get("UPSTREAM_AUTH").to_ascii_lowercase().as_str() {
-            "auto" => endpoint.auto_auth(),
-            "api-key" | "api_key" | "apikey" => Auth::ApiKey,
-            "bearer" => Auth::Bearer,
-            other => {
-                return Err(bad("UPSTREAM_AUTH", format!("expected auto, api-key or bearer, got {other:?}")))
-            }
-        };
+        let upstreams = targets(&raw)?;
         let retry = Policy {
             attempts: raw.positive("RETRY_ATTEMPTS")?,
             base: raw.seconds("RETRY_WAIT_SECONDS", true)?,
@@ -162,17 +224,21 @@ impl Config {
         }
         let log_level = Level::parse(&raw.get("LOG_LEVEL"))
             .ok_or_else(|| bad("LOG_LEVEL", "expected error, warn, info or debug".into()))?;
+        let routing = match raw.get("ROUTING").to_ascii_lowercase().as_str() {
+            "failover" => Routing::Failover,
+            "round-robin" | "round_robin" | "roundrobin" => Routing::RoundRobin,
+            other => return Err(bad("ROUTING", format!("expected failover or round-robin, got {other:?}"))),
+        };
+        let keepalive = Some(raw.seconds("KEEPALIVE_SECONDS", true)?).filter(|d| !d.is_zero());
         Ok(Config {
             listen: Listen { host: raw.get("HOST"), port: raw.parse("PORT", "a port number (0-65535)")? },
-            upstream: Upstream {
-                endpoint,
-                key: raw.optional("AZURE_API_KEY"),
-                auth,
+            upstreams,
+            routing,
+            network: Network {
                 ca_file,
                 connect_timeout: raw.seconds("CONNECT_TIMEOUT_SECONDS", false)?,
                 idle_timeout: raw.seconds("IDLE_TIMEOUT_SECONDS", false)?,
             },
-            forced_model: raw.optional("FORCED_MODEL"),
             retry,
             limits: Limits {
                 max_request_bytes: raw.positive("MAX_REQUEST_BYTES")?,
@@ -180,6 +246,7 @@ impl Config {
                 max_concurrent: raw.positive("MAX_CONCURRENT")?,
             },
             proxy_key: raw.optional("PROXY_API_KEY"),
+            keepalive,
             shutdown_grace: raw.seconds("SHUTDOWN_GRACE_SECONDS", true)?,
             log_level,
         })
@@ -202,31 +269,26 @@ impl Config {
 
     /// The effective configuration for `--check`, with secrets masked.
     pub fn describe(&self) -> String {
-        let mask = |v: &Option<String>| match v {
-            Some(k) => format!("set ({} chars, hidden)", k.chars().count()),
-            None => "not set".to_string(),
-        };
         let secs = |d: Duration| format!("{}", d.as_secs_f64());
-        let u = &self.upstream;
-        let rows = [
-            ("AZURE_ENDPOINT", u.endpoint.display()),
-            ("AZURE_API_KEY", mask(&u.key)),
-            (
-                "UPSTREAM_AUTH",
-                match u.auth {
-                    Auth::ApiKey => "api-key".into(),
-                    Auth::Bearer => "bearer".into(),
-                },
-            ),
+        let mut rows: Vec<(String, String)> = Vec::new();
+        for t in &self.upstreams {
+            rows.extend(t.describe());
+        }
+        let routing = match self.routing {
+            Routing::Failover => "failover",
+            Routing::RoundRobin => "round-robin",
+        };
+        let general = [
+            ("ROUTING", routing.to_string()),
             ("HOST", self.listen.host.clone()),
             ("PORT", self.listen.port.to_string()),
-            ("FORCED_MODEL", self.forced_model.clone().unwrap_or_else(|| "(client's model)".into())),
             ("RETRY_ATTEMPTS", self.retry.attempts.to_string()),
             ("RETRY_WAIT_SECONDS", secs(self.retry.base)),
             ("RETRY_MAX_WAIT_SECONDS", secs(self.retry.max)),
             ("RETRY_DEADLINE_SECONDS", secs(self.retry.deadline)),
-            ("IDLE_TIMEOUT_SECONDS", secs(u.idle_timeout)),
-            ("CONNECT_TIMEOUT_SECONDS", secs(u.connect_timeout)),
+            ("IDLE_TIMEOUT_SECONDS", secs(self.network.idle_timeout)),
+            ("CONNECT_TIMEOUT_SECONDS", secs(self.network.connect_timeout)),
+            ("KEEPALIVE_SECONDS", self.keepalive.map_or("0 (off)".into(), secs)),
             ("MAX_REQUEST_BYTES", self.limits.max_request_bytes.to_string()),
             ("MAX_RESPONSE_BYTES", self.limits.max_response_bytes.to_string()),
             ("MAX_CONCURRENT", self.limits.max_concurrent.to_string()),
@@ -234,12 +296,130 @@ impl Config {
             ("SHUTDOWN_GRACE_SECONDS", secs(self.shutdown_grace)),
             (
                 "UPSTREAM_CA_FILE",
-                u.ca_file.as_ref().map_or("(bundled roots only)".into(), |p| p.display().to_string()),
+                self.network
+                    .ca_file
+                    .as_ref()
+                    .map_or("(bundled roots only)".into(), |p| p.display().to_string()),
             ),
             ("LOG_LEVEL", self.log_level.name().to_string()),
         ];
+        rows.extend(general.into_iter().map(|(k, v)| (k.to_string(), v)));
         rows.iter().map(|(k, v)| format!("{k:<24} {v}\n")).collect()
     }
+}
+
+impl Target {
+    /// `--check` rows for this upstream, keys masked.
+    fn describe(&self) -> Vec<(String, String)> {
+        let n = self.number;
+        let auth = match self.auth {
+            Auth::ApiKey => "api-key",
+            Auth::Bearer => "bearer",
+        };
+        vec![
+            (suffixed("AZURE_ENDPOINT", n), self.endpoint.display()),
+            (suffixed("AZURE_API_KEY", n), mask(&self.key)),
+            (suffixed("UPSTREAM_AUTH", n), auth.to_string()),
+            (suffixed("FORCED_MODEL", n), self.model.clone().unwrap_or_else(|| "(client's model)".into())),
+            (suffixed("UPSTREAM_API", n), self.api.name().to_string()),
+        ]
+    }
+}
+
+fn mask(v: &Option<String>) -> String {
+    match v {
+        Some(k) => format!("set ({} chars, hidden)", k.chars().count()),
+        None => "not set".to_string(),
+    }
+}
+
+/// `N` of a per-upstream variable `NAME_N` (N >= 2).
+fn upstream_number(var: &str) -> Option<usize> {
+    PER_UPSTREAM.iter().find_map(|name| {
+        let n: usize = var.strip_prefix(name)?.strip_prefix('_')?.parse().ok()?;
+        (n >= 2).then_some(n)
+    })
+}
+
+/// Upstream 1 from the plain variables, then 2, 3, ... while `AZURE_ENDPOINT_N` is set. A
+/// setting for an upstream past the last one (a gap, or a key without an endpoint) is an error.
+fn targets<F: Fn(&str) -> Option<String>>(raw: &Raw<F>) -> Result<Vec<Target>, Error> {
+    let mut targets = vec![target(raw, 1)?];
+    while targets.len() < MAX_UPSTREAMS && raw.set(&suffixed("AZURE_ENDPOINT", targets.len() + 1)).is_some() {
+        targets.push(target(raw, targets.len() + 1)?);
+    }
+    let next = targets.len() + 1;
+    for n in next..=MAX_UPSTREAMS + 1 {
+        for name in PER_UPSTREAM {
+            let var = suffixed(name, n);
+            if raw.set(&var).is_some() {
+                let reason = if n > MAX_UPSTREAMS {
+                    format!("at most {MAX_UPSTREAMS} upstreams are supported")
+                } else if n == next {
+                    format!("upstream {n} has no {}", suffixed("AZURE_ENDPOINT", n))
+                } else {
+                    format!(
+                        "upstreams are numbered without gaps: {} is not set",
+                        suffixed("AZURE_ENDPOINT", next)
+                    )
+                };
+                return Err(bad(&var, reason));
+            }
+        }
+    }
+    Ok(targets)
+}
+
+/// Upstream N's key: its own `AZURE_API_KEY_N` (`none` for no key), else upstream 1's when
+/// both name the same origin (another deployment or model in the same resource). Upstream 1's
+/// key is never sent to another host: a second host without its own key is an error.
+fn key<F: Fn(&str) -> Option<String>>(
+    raw: &Raw<F>,
+    n: usize,
+    endpoint: &Endpoint,
+) -> Result<Option<String>, Error> {
+    let var = suffixed("AZURE_API_KEY", n);
+    if let Some(own) = raw.set(&var) {
+        return Ok(Some(own).filter(|k| n == 1 || !k.eq_ignore_ascii_case("none")));
+    }
+    let Some(first) = raw.set("AZURE_API_KEY").filter(|_| n > 1) else {
+        return Ok(None);
+    };
+    let first_origin = raw.set("AZURE_ENDPOINT").and_then(|e| Endpoint::parse(&e).ok()).map(|e| e.origin);
+    if first_origin.as_deref() == Some(endpoint.origin.as_str()) {
+        return Ok(Some(first));
+    }
+    Err(bad(
+        &var,
+        format!(
+            "upstream {n} is on another host than upstream 1 and AZURE_API_KEY is never sent to another \
+             host: set {var} (or {var}=none for a server without a key)"
+        ),
+    ))
+}
+
+fn target<F: Fn(&str) -> Option<String>>(raw: &Raw<F>, n: usize) -> Result<Target, Error> {
+    let (var, text) = raw.of("AZURE_ENDPOINT", n);
+    let text = text.ok_or_else(|| {
+        bad(&var, "is required (the upstream URL, e.g. https://NAME.openai.azure.com/openai/v1)".into())
+    })?;
+    let endpoint = Endpoint::parse(&text).map_err(|e| bad(&var, e))?;
+    let (var, auth) = raw.of("UPSTREAM_AUTH", n);
+    let auth = match auth.unwrap_or_else(|| "auto".into()).to_ascii_lowercase().as_str() {
+        "auto" => endpoint.auto_auth(),
+        "api-key" | "api_key" | "apikey" => Auth::ApiKey,
+        "bearer" => Auth::Bearer,
+        other => return Err(bad(&var, format!("expected auto, api-key or bearer, got {other:?}"))),
+    };
+    let (var, api) = raw.of("UPSTREAM_API", n);
+    let api = match api.unwrap_or_else(|| "auto".into()).to_ascii_lowercase().as_str() {
+        "auto" if endpoint.fixed == Some(Api::Chat) => Api::Chat,
+        "auto" | "responses" => Api::Responses,
+        "chat" => Api::Chat,
+        other => return Err(bad(&var, format!("expected auto, responses or chat, got {other:?}"))),
+    };
+    let key = key(raw, n, &endpoint)?;
+    Ok(Target { number: n, endpoint, key, auth, model: raw.of("FORCED_MODEL", n).1, api })
 }
 
 #[cfg(test)]
@@ -251,7 +431,7 @@ mod tests {
         Config::from_lookup(move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
     }
 
-    fn failing_var(vars: &[(&str, &str)]) -> &'static str {
+    fn failing_var(vars: &[(&str, &str)]) -> String {
         match config(vars) {
             Err(Error::Config { var, .. }) => var,
             other => panic!("expected a config error for {vars:?}, got {other:?}"),
@@ -265,13 +445,18 @@ mod tests {
         let c = config(&[EP]).unwrap();
         assert_eq!(c.listen_addr(), "127.0.0.1:8888");
         assert!(c.is_loopback());
-        assert_eq!(c.upstream.auth, Auth::ApiKey);
+        assert_eq!(c.upstreams.len(), 1);
+        assert_eq!(c.upstreams[0].auth, Auth::ApiKey);
+        assert_eq!(c.upstreams[0].api, Api::Responses);
+        assert_eq!(c.routing, Routing::Failover);
+        assert_eq!(c.keepalive, None);
+        assert!(c.shutdown_grace > c.retry.deadline, "the grace covers a request's retries");
         assert_eq!(c.retry.attempts, 10);
         assert_eq!(c.retry.deadline, Duration::from_secs(240));
         assert!(c.retry.deadline < Duration::from_secs(300), "must stay under Codex's idle timeout");
         assert_eq!(c.limits.max_request_bytes, 32 << 20);
         assert_eq!(c.limits.max_response_bytes, 64 << 20);
-        assert_eq!(c.forced_model, None);
+        assert_eq!(c.upstreams[0].model, None);
     }
 
     #[test]
@@ -287,11 +472,56 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.retry.base, Duration::from_millis(50));
-        assert_eq!(c.upstream.auth, Auth::ApiKey);
-        assert_eq!(c.forced_model.as_deref(), Some("gpt-5"));
+        assert_eq!(c.upstreams[0].auth, Auth::ApiKey);
+        assert_eq!(c.upstreams[0].model.as_deref(), Some("gpt-5"));
         assert!(!c.is_loopback());
         assert!(!c.describe().contains("sk-secret"));
-        assert_eq!(config(&[("AZURE_ENDPOINT", "http://h/v1")]).unwrap().upstream.auth, Auth::Bearer);
+        assert_eq!(config(&[("AZURE_ENDPOINT", "http://h/v1")]).unwrap().upstreams[0].auth, Auth::Bearer);
+        let chat = "https://x.openai.azure.com/openai/deployments/d/chat/completions?api-version=2024-10-21";
+        assert_eq!(config(&[("AZURE_ENDPOINT", chat)]).unwrap().upstreams[0].api, Api::Chat);
+        let forced = config(&[("AZURE_ENDPOINT", chat), ("UPSTREAM_API", "Responses")]).unwrap();
+        assert_eq!(forced.upstreams[0].api, Api::Responses);
+        assert_eq!(config(&[EP, ("UPSTREAM_API", "chat")]).unwrap().upstreams[0].api, Api::Chat);
+        let c = config(&[EP, ("KEEPALIVE_SECONDS", "15"), ("ROUTING", "round-robin")]).unwrap();
+        assert_eq!((c.keepalive, c.routing), (Some(Duration::from_secs(15)), Routing::RoundRobin));
+    }
+
+    /// Upstream N: its own settings, upstream 1's where unset; keys stay with their host.
+    #[test]
+    fn several_upstreams() {
+        let c = config(&[
+            ("AZURE_ENDPOINT", "https://east.openai.azure.com/openai/v1"),
+            ("AZURE_API_KEY", "k1"),
+            ("FORCED_MODEL", "gpt-5"),
+            ("AZURE_ENDPOINT_2", "https://west.openai.azure.com/openai/v1"),
+            ("AZURE_API_KEY_2", "k2"),
+            ("AZURE_ENDPOINT_3", "https://east.openai.azure.com/openai/v1"),
+            ("FORCED_MODEL_3", "gpt-5-mini"),
+            ("AZURE_ENDPOINT_4", "http://127.0.0.1:8000/v1"),
+            ("AZURE_API_KEY_4", "none"),
+            ("UPSTREAM_API_4", "chat"),
+        ])
+        .unwrap();
+        let got: Vec<String> = c
+            .upstreams
+            .iter()
+            .map(|t| {
+                format!("{} {} {:?} {:?} {:?} {:?}", t.number, t.endpoint.host, t.key, t.auth, t.model, t.api)
+            })
+            .collect();
+        let expected = [
+            r#"1 east.openai.azure.com Some("k1") ApiKey Some("gpt-5") Responses"#,
+            r#"2 west.openai.azure.com Some("k2") ApiKey Some("gpt-5") Responses"#,
+            r#"3 east.openai.azure.com Some("k1") ApiKey Some("gpt-5-mini") Responses"#,
+            r#"4 127.0.0.1 None Bearer Some("gpt-5") Chat"#,
+        ];
+        assert_eq!(got, expected);
+        let described = c.describe();
+        assert!(
+            described.contains("AZURE_ENDPOINT_4") && described.contains("UPSTREAM_API_4"),
+            "{described}"
+        );
+        assert!(!described.contains("k1") && !described.contains("k2"), "{described}");
     }
 
     #[test]
@@ -311,6 +541,16 @@ mod tests {
             (&[EP, ("UPSTREAM_AUTH", "basic")], "UPSTREAM_AUTH"),
             (&[EP, ("LOG_LEVEL", "loud")], "LOG_LEVEL"),
             (&[EP, ("UPSTREAM_CA_FILE", "/nonexistent/ca.pem")], "UPSTREAM_CA_FILE"),
+            (&[EP, ("UPSTREAM_API", "grpc")], "UPSTREAM_API"),
+            (&[EP, ("ROUTING", "random")], "ROUTING"),
+            (&[EP, ("KEEPALIVE_SECONDS", "-1")], "KEEPALIVE_SECONDS"),
+            (&[EP, ("AZURE_ENDPOINT_2", "nope")], "AZURE_ENDPOINT_2"),
+            (&[EP, ("AZURE_API_KEY_2", "k2")], "AZURE_API_KEY_2"),
+            (&[EP, ("FORCED_MODEL_2", "m")], "FORCED_MODEL_2"),
+            (&[EP, ("AZURE_ENDPOINT_3", "http://h/v1")], "AZURE_ENDPOINT_3"),
+            (&[EP, ("AZURE_ENDPOINT_2", "http://h/v1"), ("UPSTREAM_AUTH_2", "x")], "UPSTREAM_AUTH_2"),
+            (&[EP, ("AZURE_API_KEY", "k"), ("AZURE_ENDPOINT_2", "http://other/v1")], "AZURE_API_KEY_2"),
+            (&[EP, ("AZURE_ENDPOINT_17", "http://h/v1")], "AZURE_ENDPOINT_17"),
         ];
         for (vars, var) in cases {
             assert_eq!(failing_var(vars), *var, "{vars:?}");

@@ -15,7 +15,7 @@ pub enum Error {
     /// A command-line argument is not understood.
     Usage(String),
     /// A configuration variable is missing or invalid.
-    Config { var: &'static str, reason: String },
+    Config { var: String, reason: String },
     /// The listening socket could not be opened.
     Listen { addr: String, reason: String },
     /// The process could not be set up (signal handlers).
@@ -46,6 +46,9 @@ pub enum Error {
     InStream(StreamError),
     /// The upstream's answer is larger than `MAX_RESPONSE_BYTES`.
     ResponseTooLarge { limit: u64 },
+    /// Every upstream is resting (cooling down after failures) past the request's deadline,
+    /// so it was not tried at all: why the soonest one rests, and for how long still.
+    Resting { reason: Option<Outcome>, wait: Duration },
     /// Every attempt failed; `last` is the final failure.
     Exhausted { attempts: u32, elapsed: Duration, last: Box<Error> },
 }
@@ -200,6 +203,12 @@ impl fmt::Display for Error {
             Error::ResponseTooLarge { limit } => {
                 write!(f, "upstream answer is larger than MAX_RESPONSE_BYTES ({limit} bytes)")
             }
+            Error::Resting { reason, wait } => write!(
+                f,
+                "every upstream is resting after failures ({}) for another {:.1}s, past RETRY_DEADLINE_SECONDS",
+                reason.map_or("unknown", Outcome::label),
+                wait.as_secs_f64()
+            ),
             Error::Exhausted { attempts, elapsed, last } => write!(
                 f,
                 "upstream failed {attempts} attempt(s) over {:.1}s; last failure: {last}",

@@ -5,23 +5,28 @@
 
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod assemble;
 pub mod body;
 pub mod check;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod error;
+pub mod inbound;
 pub mod log;
+pub mod pool;
 pub mod reply;
 pub mod retry;
 pub mod server;
 pub mod shield;
 pub mod sse;
 pub mod target;
+pub mod translate;
 pub mod upstream;
 
 use std::ffi::OsString;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use cli::Args;
@@ -32,26 +37,46 @@ use error::Error;
 pub fn run(argv: impl IntoIterator<Item = OsString>) -> Result<(), Error> {
     let args = Args::parse(argv)?;
     if args.help {
-        print!("{}", cli::help());
+        log::stdout(&cli::help());
         return Ok(());
     }
     if args.version {
-        println!("codex-shield {}", env!("CARGO_PKG_VERSION"));
+        log::stdout(&format!("codex-shield {}\n", env!("CARGO_PKG_VERSION")));
         return Ok(());
     }
     load_env_file(&args)?;
     let config = Config::from_env()?;
     if args.check {
-        print!("{}", config.describe());
+        log::stdout(&config.describe());
         return Ok(());
     }
     log::set_level(config.log_level);
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))
-            .map_err(|e| Error::Setup(format!("signal handler: {e}")))?;
-    }
-    server::serve(Arc::new(config), stop)
+    server::serve(Arc::new(config), count_signals()?)
+}
+
+/// Count SIGINT, SIGTERM and SIGHUP: the first starts the graceful shutdown, the second ends
+/// its wait.
+fn count_signals() -> Result<Arc<AtomicUsize>, Error> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let count = Arc::new(AtomicUsize::new(0));
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .map_err(|e| Error::Setup(format!("signal handler: {e}")))?;
+    let counted = Arc::clone(&count);
+    std::thread::spawn(move || {
+        for signal in signals.forever() {
+            let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
+            let name = match signal {
+                SIGHUP => "SIGHUP",
+                SIGINT => "SIGINT",
+                _ => "SIGTERM",
+            };
+            crate::info!(
+                "{name} received ({n}): {}",
+                if n == 1 { "shutting down" } else { "ending the wait" }
+            );
+        }
+    });
+    Ok(count)
 }
 
 /// Load `--env-file PATH` (which must exist) or `./.env` (if present). Variables already in

@@ -54,6 +54,18 @@ pub fn write(level: Level, args: std::fmt::Arguments) {
     }
 }
 
+/// Write one line to stderr as it is (the banner, a fatal error). A failed write (stderr
+/// closed) is ignored: logging never ends the program.
+pub fn raw(line: &str) {
+    let _ = std::io::stderr().lock().write_all(format!("{line}\n").as_bytes());
+}
+
+/// Write text to stdout (`--help`, `--check`); a closed stdout is ignored.
+pub fn stdout(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
 /// `2026-11-25T14:20:32.123Z`
 fn timestamp() -> String {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();

@@ -8,7 +8,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     if let Err(e) = codex_shield::run(std::env::args_os()) {
-        eprintln!("codex-shield: {e}");
+        codex_shield::log::raw(&format!("codex-shield: {e}"));
         std::process::exit(e.exit_code());
     }
 }

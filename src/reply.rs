@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{json, Value};
 
 use crate::body::{Body, CHUNK};
-use crate::error::{Error, StreamError};
+use crate::error::{Error, Outcome, StreamError};
 
 /// A complete answer, written to the client in one piece.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +37,9 @@ impl Reply {
         let mut reply = Reply::json(status, &error_json(&format!("codex-shield: {err}"), kind, code));
         if matches!(err, Error::Busy { .. } | Error::ShuttingDown) {
             reply.headers.push(("retry-after".into(), "1".into()));
+        }
+        if let Error::Resting { wait, .. } = err {
+            reply.headers.push(("retry-after".into(), wait.as_secs_f64().ceil().max(1.0).to_string()));
         }
         if matches!(err, Error::RequestTooLarge { .. } | Error::ShuttingDown) {
             reply.headers.push(("connection".into(), "close".into()));
@@ -150,6 +153,10 @@ fn classify(err: &Error) -> (u16, &'static str, &'static str) {
         // nginx's "client closed request"; nobody reads it, but the log line shows it
         Error::ClientGone => (499, "server_error", "client_closed_request"),
         Error::ResponseTooLarge { .. } => (502, "upstream_error", "response_too_large"),
+        Error::Resting { reason: Some(Outcome::RateLimited), .. } => {
+            (429, "upstream_error", "rate_limit_exceeded")
+        }
+        Error::Resting { .. } => (503, "upstream_error", "upstream_unavailable"),
         Error::Exhausted { last, .. } => match last.as_ref() {
             Error::Status(r) if r.status == 429 => (429, "upstream_error", "rate_limit_exceeded"),
             Error::Status(r) if r.status >= 500 => (r.status, "upstream_error", "upstream_retries_exhausted"),

@@ -1,4 +1,5 @@
-//! The retry policy: after this failure, retry (and after how long), deliver, or give up.
+//! The retry policy: after this failure, retry, try elsewhere, deliver, or give up; how long
+//! the computed backoff is; whether a request's budget allows another attempt.
 //!
 //! Pure functions only: no clock, no sleep, no randomness of its own (the caller passes the
 //! elapsed time and a jitter value), so every rule is a unit test. This module also reads the
@@ -25,10 +26,13 @@ pub struct Policy {
 /// What to do after a failed attempt.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Decision {
-    /// Wait this long, then try again.
-    Retry(Duration),
+    /// Another attempt may succeed; the upstream asked to wait at least `hint`.
+    Retry { hint: Option<Duration> },
     /// The upstream's answer is final: hand it to the client unchanged.
     Deliver,
+    /// Final for this upstream alone (its key, its deployment, its quota): another upstream
+    /// may answer; with none, deliver it.
+    Elsewhere,
     /// Stop and report the failure.
     GiveUp,
 }
@@ -39,24 +43,25 @@ pub fn status_is_retryable(status: u16) -> bool {
     matches!(status, 408 | 409 | 425 | 429 | 500 | 502 | 503 | 504 | 520..=524 | 529)
 }
 
-/// The decision after attempt number `attempt` (1-based) failed with `err`, `elapsed` after
-/// the request arrived. `jitter` is a number in `[0, 1)`.
-pub fn decide(err: &Error, attempt: u32, elapsed: Duration, policy: &Policy, jitter: f64) -> Decision {
-    let hint = match err {
-        Error::Connect(_) | Error::Truncated { .. } | Error::Stalled { .. } => None,
-        Error::Status(r) if status_is_retryable(r.status) && !r.quota_exhausted() => r.hint,
-        Error::InStream(e) if e.retryable => e.hint,
-        Error::Status(_) | Error::InStream(_) => return Decision::Deliver,
-        _ => return Decision::GiveUp,
-    };
-    if attempt >= policy.attempts {
-        return Decision::GiveUp;
+/// The decision after an attempt failed with `err`. How long to wait, and where to go next,
+/// is the pool's business (`pool.rs`); how many attempts and how much time a request may
+/// spend is the loop's (`shield.rs`, with `Policy`).
+pub fn decide(err: &Error) -> Decision {
+    match err {
+        Error::Connect(_) | Error::Truncated { .. } | Error::Stalled { .. } => Decision::Retry { hint: None },
+        Error::Status(r) if r.quota_exhausted() || matches!(r.status, 401 | 403 | 404) => Decision::Elsewhere,
+        Error::Status(r) if status_is_retryable(r.status) => Decision::Retry { hint: r.hint },
+        Error::InStream(e) if e.retryable => Decision::Retry { hint: e.hint },
+        Error::InStream(e) if e.code.as_deref() == Some("insufficient_quota") => Decision::Elsewhere,
+        Error::Status(_) | Error::InStream(_) => Decision::Deliver,
+        _ => Decision::GiveUp,
     }
-    let wait = backoff(attempt, policy, jitter).max(hint.unwrap_or_default());
-    if elapsed + wait > policy.deadline {
-        return Decision::GiveUp;
-    }
-    Decision::Retry(wait)
+}
+
+/// Whether a request that made `attempts` attempts in `elapsed` may wait `wait` and try
+/// again: attempts left, and the next one starts before the deadline.
+pub fn may_continue(attempts: u32, elapsed: Duration, wait: Duration, policy: &Policy) -> bool {
+    attempts < policy.attempts && elapsed + wait <= policy.deadline
 }
 
 /// The computed wait after failed attempt `attempt`: `base * 2^(attempt-1)`, times a jitter
@@ -192,44 +197,53 @@ mod tests {
 
     #[test]
     fn decisions() {
-        let s = Duration::from_secs;
-        let cut = Error::Truncated { received: 10, reason: "eof".into() };
-        let stall = Error::Stalled { received: 0 };
-        let cases: Vec<(Error, u32, u64, Decision)> = vec![
-            (status(429, None, ""), 1, 0, Decision::Retry(s(1))),
-            (status(429, None, ""), 2, 0, Decision::Retry(s(2))),
-            (status(429, None, ""), 3, 0, Decision::Retry(s(4))),
-            (status(429, None, ""), 4, 0, Decision::Retry(s(8))),
-            (status(429, None, ""), 5, 0, Decision::GiveUp),
-            (status(429, Some(20), ""), 1, 0, Decision::Retry(s(20))),
-            (status(429, Some(20), ""), 1, 45, Decision::GiveUp),
-            (status(503, None, ""), 1, 0, Decision::Retry(s(1))),
-            (status(500, None, ""), 1, 0, Decision::Retry(s(1))),
-            (status(502, None, ""), 1, 0, Decision::Retry(s(1))),
-            (status(504, None, ""), 1, 0, Decision::Retry(s(1))),
-            (status(408, None, ""), 1, 0, Decision::Retry(s(1))),
-            (status(409, None, ""), 1, 0, Decision::Retry(s(1))),
-            (status(400, None, ""), 1, 0, Decision::Deliver),
-            (status(401, None, ""), 1, 0, Decision::Deliver),
-            (status(404, None, ""), 1, 0, Decision::Deliver),
-            (status(501, None, ""), 1, 0, Decision::Deliver),
+        let s = |n| Some(Duration::from_secs(n));
+        let retry = |hint| Decision::Retry { hint };
+        let cases: Vec<(Error, Decision)> = vec![
+            (status(429, None, ""), retry(None)),
+            (status(429, Some(20), ""), retry(s(20))),
+            (status(503, None, ""), retry(None)),
+            (status(500, Some(2), ""), retry(s(2))),
+            (status(502, None, ""), retry(None)),
+            (status(504, None, ""), retry(None)),
+            (status(408, None, ""), retry(None)),
+            (status(409, None, ""), retry(None)),
+            (status(529, None, ""), retry(None)),
+            (status(400, None, ""), Decision::Deliver),
+            (status(422, None, ""), Decision::Deliver),
+            (status(501, None, ""), Decision::Deliver),
+            (status(401, None, ""), Decision::Elsewhere),
+            (status(403, None, ""), Decision::Elsewhere),
+            (status(404, None, ""), Decision::Elsewhere),
             (
                 status(429, None, r#"{"error":{"code":"insufficient_quota","message":"x"}}"#),
-                1,
-                0,
-                Decision::Deliver,
+                Decision::Elsewhere,
             ),
-            (Error::Connect("refused".into()), 1, 0, Decision::Retry(s(1))),
-            (cut.clone(), 2, 0, Decision::Retry(s(2))),
-            (cut, 2, 59, Decision::GiveUp),
-            (stall, 1, 0, Decision::Retry(s(1))),
-            (in_stream("rate_limit_exceeded", true), 1, 0, Decision::Retry(s(1))),
-            (in_stream("context_length_exceeded", false), 1, 0, Decision::Deliver),
-            (Error::ResponseTooLarge { limit: 1 }, 1, 0, Decision::GiveUp),
+            (Error::Connect("refused".into()), retry(None)),
+            (Error::Truncated { received: 10, reason: "eof".into() }, retry(None)),
+            (Error::Stalled { received: 0 }, retry(None)),
+            (in_stream("rate_limit_exceeded", true), retry(None)),
+            (in_stream("context_length_exceeded", false), Decision::Deliver),
+            (in_stream("insufficient_quota", false), Decision::Elsewhere),
+            (Error::ResponseTooLarge { limit: 1 }, Decision::GiveUp),
         ];
-        for (err, attempt, elapsed, expected) in cases {
-            let got = decide(&err, attempt, s(elapsed), &policy(), 0.5);
-            assert_eq!(got, expected, "{err:?} attempt {attempt} at {elapsed}s");
+        for (err, expected) in cases {
+            assert_eq!(decide(&err), expected, "{err:?}");
+        }
+    }
+
+    #[test]
+    fn budget() {
+        let s = Duration::from_secs;
+        // (attempts made, elapsed, wait before the next one, may go on)
+        let cases =
+            [(1, 0, 1, true), (4, 0, 8, true), (5, 0, 0, false), (1, 40, 20, true), (1, 45, 20, false)];
+        for (attempts, elapsed, wait, expected) in cases {
+            assert_eq!(
+                may_continue(attempts, s(elapsed), s(wait), &policy()),
+                expected,
+                "{attempts} {elapsed} {wait}"
+            );
         }
     }
 

@@ -1,119 +1,274 @@
-//! The main loop: attempt, check, decide, wait, attempt again; then build the client's reply.
+//! The main loop: choose an upstream, attempt, check, decide, wait, attempt again; then build
+//! the client's reply.
 //!
-//! `prepare` turns the client's body into the upstream body (stream forced on, model forced if
-//! configured). `Shield::run` is the one labelled loop of the program: it asks `upstream.rs`
-//! for an attempt, `retry.rs` for a decision, and sleeps between attempts. What the client
-//! receives is decided in `deliver` and `reply.rs`; no bytes reach the client before the loop
-//! has a complete answer or has given up.
+//! A `Job` is what the client asked for, free of any endpoint. Each attempt resolves it
+//! against the upstream the pool chooses (URL, auth header, model, and the request
+//! translated when a Responses client meets a chat-only upstream), asks `upstream.rs` to
+//! read the whole answer, tells the pool how it went, and asks `retry.rs` what the failure
+//! means. The loop sleeps only when no upstream is ready. What the client receives is decided
+//! in `deliver` and `reply.rs`; no byte of an answer reaches the client before the loop has a
+//! complete one or has given up (keepalive events, `client.rs`, carry no answer).
 
 use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
+use crate::api::{Api, Exchange};
 use crate::assemble;
-use crate::check::Api;
-use crate::config::Config;
-use crate::error::Error;
+use crate::config::{Config, Target};
+use crate::error::{Error, Outcome};
+use crate::pool::{Choice, Pool, Report};
 use crate::reply::Reply;
 use crate::retry::{self, Decision};
+use crate::target::Auth;
+use crate::translate;
 use crate::upstream::{Answer, Outgoing, Upstream};
 
-/// The work of one client request.
+/// What the client asked for, before any upstream is chosen.
+#[derive(Debug, Clone)]
 pub struct Job {
-    pub outgoing: Outgoing,
+    pub method: String,
+    /// The client's API on a shielded route; `None` for a forwarded `/v1/...` call.
+    pub api: Option<Api>,
+    /// The path after `/v1` (`/responses`, `/models`...).
+    pub rest: String,
+    pub query: Option<String>,
+    /// The client's headers that may travel upstream.
+    pub headers: Vec<(String, String)>,
+    pub body: Body,
     /// The client asked for a stream (`"stream": true`); otherwise it gets one JSON object.
     pub wants_stream: bool,
 }
 
-/// What happened on the way, for the request's log line.
-#[derive(Debug, Default)]
-pub struct Trace {
-    pub attempts: u32,
-    /// One entry per retried failure: "429 +1.00s", "cut@1234B +2.10s".
-    pub retries: Vec<String>,
+/// The client's body: a parsed JSON object on a shielded route, bytes otherwise.
+#[derive(Debug, Clone)]
+pub enum Body {
+    Json(Map<String, Value>),
+    Raw(Vec<u8>),
 }
 
-/// The upstream body for a client body: `stream: true`, the forced model, and (for a
-/// non-streaming chat client) `stream_options.include_usage` so its usage can be returned.
-/// Returns the body and whether the client itself asked for a stream.
-pub fn prepare(body: &[u8], api: Api, forced_model: Option<&str>) -> Result<(Vec<u8>, bool), Error> {
-    let mut value: Value = serde_json::from_slice(body)
+/// Parse a shielded route's body: a JSON object, and whether the client wants a stream.
+pub fn parse_body(body: &[u8]) -> Result<(Map<String, Value>, bool), Error> {
+    let value: Value = serde_json::from_slice(body)
         .map_err(|e| Error::BadRequest(format!("the body is not valid JSON: {e}")))?;
-    let Some(object) = value.as_object_mut() else {
+    let Value::Object(object) = value else {
         return Err(Error::BadRequest("the body must be a JSON object".into()));
     };
     let wants_stream = object.get("stream") == Some(&Value::Bool(true));
+    Ok((object, wants_stream))
+}
+
+/// A job resolved for one upstream: what to send, and how to read the answer back.
+struct Prepared {
+    outgoing: Outgoing,
+    exchange: Option<Exchange>,
+    /// For a translated request: how chat tool names map back to the client's tools.
+    tools: Option<translate::ToolMap>,
+}
+
+/// The upstream body of a shielded request on `exchange`: translated if the APIs differ,
+/// `stream: true`, the forced model, and `stream_options.include_usage` when the chat answer
+/// must be turned into something with usage (a non-streaming chat client, a translation).
+pub fn upstream_body(
+    object: &Map<String, Value>,
+    exchange: Exchange,
+    model: Option<&str>,
+    wants_stream: bool,
+) -> Result<(Vec<u8>, Option<translate::ToolMap>), Error> {
+    let (mut object, tools) = if exchange.translated() {
+        let (chat, tools) =
+            translate::request::to_chat(&Value::Object(object.clone())).map_err(Error::BadRequest)?;
+        match chat {
+            Value::Object(chat) => (chat, Some(tools)),
+            _ => return Err(Error::BadRequest("the translated request is not a JSON object".into())),
+        }
+    } else {
+        (object.clone(), None)
+    };
     object.insert("stream".into(), Value::Bool(true));
-    if let Some(model) = forced_model {
+    if let Some(model) = model {
         object.insert("model".into(), Value::String(model.into()));
     }
-    if api == Api::Chat && !wants_stream {
+    if exchange.upstream == Api::Chat && (!wants_stream || exchange.translated()) {
         let options = object.entry("stream_options").or_insert_with(|| Value::Object(Map::new()));
         if let Some(options) = options.as_object_mut() {
             options.insert("include_usage".into(), Value::Bool(true));
         }
     }
-    let body = serde_json::to_vec(&value).map_err(|e| Error::BadRequest(e.to_string()))?;
-    Ok((body, wants_stream))
+    let body = serde_json::to_vec(&object).map_err(|e| Error::BadRequest(e.to_string()))?;
+    Ok((body, tools))
 }
 
+/// Resolve `job` for `target`: URL, headers with the upstream's auth, body.
+fn prepare(job: &Job, target: &Target) -> Result<Prepared, Error> {
+    let exchange = job.api.map(|api| Exchange::new(api, target.api));
+    let (body, tools) = match (&job.body, exchange) {
+        (Body::Json(object), Some(x)) => upstream_body(object, x, target.model.as_deref(), job.wants_stream)?,
+        (Body::Json(object), None) => {
+            (serde_json::to_vec(object).map_err(|e| Error::BadRequest(e.to_string()))?, None)
+        }
+        (Body::Raw(bytes), _) => (bytes.clone(), None),
+    };
+    let rest = exchange.map_or(job.rest.as_str(), |x| x.upstream.suffix());
+    let mut headers = job.headers.clone();
+    if exchange.is_some() {
+        headers.retain(|(name, _)| name != "content-type" && name != "accept");
+        headers.push(("content-type".into(), "application/json".into()));
+        headers.push(("accept".into(), "text/event-stream".into()));
+    }
+    if let Some(key) = &target.key {
+        headers.push(match target.auth {
+            Auth::ApiKey => ("api-key".into(), key.clone()),
+            Auth::Bearer => ("authorization".into(), format!("Bearer {key}")),
+        });
+    }
+    let upstream_api = exchange.map(|x| x.upstream);
+    let outgoing = Outgoing {
+        method: job.method.clone(),
+        url: target.endpoint.url_for(rest, upstream_api, job.query.as_deref()),
+        headers,
+        body,
+        api: upstream_api,
+    };
+    Ok(Prepared { outgoing, exchange, tools })
+}
+
+/// What happened on the way, for the request's log line and the metrics.
+#[derive(Debug, Default)]
+pub struct Trace {
+    pub attempts: u32,
+    /// One entry per failed attempt: its upstream number, what it came to, and the wait
+    /// before the next attempt.
+    pub failures: Vec<(usize, Outcome, Duration)>,
+    /// The upstream that gave the final answer.
+    pub upstream: Option<usize>,
+    /// Time spent sleeping between attempts.
+    pub waited: Duration,
+}
+
+impl Trace {
+    /// `u1 429 +1.00s, u2 cut +0.00s`
+    pub fn retries(&self) -> String {
+        let parts: Vec<String> = self
+            .failures
+            .iter()
+            .map(|(n, outcome, wait)| format!("u{n} {} +{:.2}s", outcome.label(), wait.as_secs_f64()))
+            .collect();
+        parts.join(", ")
+    }
+}
+
+/// The client's side while the shield works: whether it is still there, and a way to keep
+/// it waiting (keepalive events) during long sleeps.
+pub trait Client {
+    /// Whether the client has hung up (then there is nobody to retry for).
+    fn gone(&self) -> bool;
+}
+
+/// Everything an attempt needs, shared by all requests.
 pub struct Shield<'a> {
     pub config: &'a Config,
+    pub pool: &'a Pool,
     pub upstream: &'a Upstream,
-    /// Whether the client has hung up (then there is nobody to retry for).
-    pub client_gone: &'a dyn Fn() -> bool,
+    pub client: &'a dyn Client,
 }
 
-/// Longest sleep between two looks at `client_gone`.
-const GONE_POLL: Duration = Duration::from_millis(100);
+/// Longest sleep between two looks at the client and the pool.
+const POLL: Duration = Duration::from_millis(100);
 
 impl Shield<'_> {
     /// Attempt until a complete answer, a final upstream answer, or the retry budget is spent.
     pub fn run(&self, job: &Job, trace: &mut Trace) -> Reply {
         let started = Instant::now();
+        let start = self.pool.start();
+        let mut prepared: Vec<Option<Prepared>> = (0..self.pool.targets.len()).map(|_| None).collect();
+        let mut last: Option<Error> = None;
         'attempts: loop {
-            trace.attempts += 1;
-            let err = match self.upstream.attempt(&job.outgoing) {
-                Ok(answer) => return deliver(answer, job),
-                Err(err) => err,
-            };
-            let elapsed = started.elapsed();
-            match retry::decide(&err, trace.attempts, elapsed, &self.config.retry, jitter()) {
-                Decision::Retry(wait) => {
-                    trace.retries.push(format!("{} +{:.2}s", err.label(), wait.as_secs_f64()));
-                    crate::debug!(
-                        "attempt {} failed: {err}; retrying in {:.2}s",
-                        trace.attempts,
-                        wait.as_secs_f64()
-                    );
-                    if !self.sleep_unless_gone(wait) {
+            let i = match self.pool.choose(start) {
+                Choice::Go(i) => i,
+                Choice::Wait(wait) => {
+                    let elapsed = started.elapsed();
+                    let waits_past_deadline = elapsed + wait > self.config.retry.deadline;
+                    if waits_past_deadline {
+                        return self.give_up(trace, elapsed, last);
+                    }
+                    if !self.sleep_unless_gone(wait.min(POLL), trace) {
                         return Reply::error(&Error::ClientGone);
                     }
                     continue 'attempts;
                 }
-                Decision::Deliver => return pass_on(err),
-                Decision::GiveUp => {
-                    let attempts = trace.attempts;
-                    return Reply::error(&Error::Exhausted { attempts, elapsed, last: Box::new(err) });
+            };
+            let target = &self.pool.targets[i];
+            if prepared[i].is_none() {
+                match prepare(job, target) {
+                    Ok(p) => prepared[i] = Some(p),
+                    Err(e) => {
+                        self.pool.record(i, Report::Neutral, Instant::now(), 0.0);
+                        return Reply::error(&e);
+                    }
+                }
+            }
+            let Some(p) = prepared[i].as_ref() else { unreachable!("prepared above") };
+            trace.attempts += 1;
+            trace.upstream = Some(target.number);
+            let attempt_started = Instant::now();
+            let result = self.upstream.attempt(&p.outgoing, &mut || self.pool.answering(i));
+            let err = match result {
+                Ok(answer) => {
+                    self.pool.record(i, Report::Healthy, attempt_started, 0.0);
+                    return deliver(answer, job, p);
+                }
+                Err(err) => err,
+            };
+            self.pool.record(i, Report::of(&err), attempt_started, jitter());
+            crate::debug!("attempt {} on upstream {} failed: {err}", trace.attempts, target.number);
+            let decision = match retry::decide(&err) {
+                Decision::Elsewhere if self.pool.has_alternative(i) => Decision::Retry { hint: None },
+                Decision::Elsewhere => Decision::Deliver,
+                other => other,
+            };
+            match decision {
+                Decision::Retry { .. } => {
+                    let elapsed = started.elapsed();
+                    if !retry::may_continue(trace.attempts, elapsed, Duration::ZERO, &self.config.retry) {
+                        return self.give_up(trace, elapsed, Some(err));
+                    }
+                    let wait = self.pool.wait_hint(start);
+                    trace.failures.push((target.number, err.outcome(), wait));
+                    last = Some(err);
+                    continue 'attempts;
+                }
+                Decision::Deliver => {
+                    trace.failures.push((target.number, err.outcome(), Duration::ZERO));
+                    return pass_on(err);
+                }
+                Decision::Elsewhere | Decision::GiveUp => {
+                    trace.failures.push((target.number, err.outcome(), Duration::ZERO));
+                    return self.give_up(trace, started.elapsed(), Some(err));
                 }
             }
         }
     }
 
+    /// The error for a request that cannot go on: the last failure, or, when it never got
+    /// to try, why every upstream is resting.
+    fn give_up(&self, trace: &Trace, elapsed: Duration, last: Option<Error>) -> Reply {
+        let Some(last) = last else {
+            let (reason, wait) = self.pool.resting();
+            return Reply::error(&Error::Resting { reason, wait });
+        };
+        Reply::error(&Error::Exhausted { attempts: trace.attempts, elapsed, last: Box::new(last) })
+    }
+
     /// Sleep `wait`, waking early (`false`) if the client hangs up meanwhile.
-    fn sleep_unless_gone(&self, wait: Duration) -> bool {
-        let until = Instant::now() + wait;
-        loop {
-            if (self.client_gone)() {
-                return false;
-            }
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return true;
-            }
-            std::thread::sleep(left.min(GONE_POLL));
+    fn sleep_unless_gone(&self, wait: Duration, trace: &mut Trace) -> bool {
+        if self.client.gone() {
+            return false;
         }
+        std::thread::sleep(wait);
+        trace.waited += wait;
+        !self.client.gone()
     }
 }
 
@@ -131,14 +286,18 @@ fn pass_on(err: Error) -> Reply {
     }
 }
 
-/// The client's reply for a complete answer: the stream as received, or the JSON it asked for.
-fn deliver(answer: Answer, job: &Job) -> Reply {
-    let mut headers = answer.headers;
-    let api = job.outgoing.api.filter(|_| answer.checked);
-    let Some(api) = api else {
+/// The client's reply for a complete answer: the stream as received, the JSON it asked for,
+/// or, for a translated exchange, the Responses stream or object made from the chat answer.
+fn deliver(mut answer: Answer, job: &Job, p: &Prepared) -> Reply {
+    let mut headers = std::mem::take(&mut answer.headers);
+    let exchange = p.exchange.filter(|_| answer.checked);
+    let Some(exchange) = exchange else {
         let content_type = answer.content_type.unwrap_or_else(|| "application/octet-stream".into());
         return Reply { status: answer.status, content_type, headers, body: answer.body };
     };
+    if exchange.translated() {
+        return translated(answer, job, p, headers);
+    }
     if job.wants_stream {
         headers.push(("cache-control".into(), "no-cache".into()));
         let content_type = "text/event-stream; charset=utf-8".into();
@@ -147,7 +306,7 @@ fn deliver(answer: Answer, job: &Job) -> Reply {
     if let Some(e) = &answer.final_error {
         return Reply::stream_error(e);
     }
-    let value = match api {
+    let value = match exchange.upstream {
         Api::Responses => assemble::responses(&answer.body),
         Api::Chat => Some(assemble::chat(&answer.body)),
     };
@@ -162,11 +321,40 @@ fn deliver(answer: Answer, job: &Job) -> Reply {
     reply
 }
 
+/// A complete chat answer for a Responses client.
+fn translated(answer: Answer, job: &Job, p: &Prepared, mut headers: Vec<(String, String)>) -> Reply {
+    let Body::Json(object) = &job.body else {
+        return Reply::error(&Error::BadRequest("a translated request has a JSON body".into()));
+    };
+    if let (false, Some(e)) = (job.wants_stream, &answer.final_error) {
+        return Reply::stream_error(e);
+    }
+    let pieces: Vec<&[u8]> = answer.body.chunks().collect();
+    let empty = translate::ToolMap::default();
+    let tools = p.tools.as_ref().unwrap_or(&empty);
+    let mut ids = translate::events::Ids::new(seed());
+    let request = Value::Object(object.clone());
+    let synthesis = translate::events::to_responses(&pieces, tools, &request, &mut ids);
+    if job.wants_stream {
+        headers.push(("cache-control".into(), "no-cache".into()));
+        let content_type = "text/event-stream; charset=utf-8".into();
+        return Reply { status: 200, content_type, headers, body: synthesis.stream.into() };
+    }
+    let mut reply = Reply::json(200, &synthesis.response);
+    reply.headers = headers;
+    reply
+}
+
 /// A number in `[0, 1)` from the standard library's per-instance random hash keys.
 fn jitter() -> f64 {
+    (seed() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// 64 random bits (ids, jitter) without a random-number crate.
+fn seed() -> u64 {
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u64(Instant::now().elapsed().as_nanos() as u64);
-    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
+    hasher.finish()
 }
 
 #[cfg(test)]
@@ -174,8 +362,9 @@ mod tests {
     use super::*;
 
     fn prep(body: &str, api: Api, model: Option<&str>) -> Result<(String, bool), String> {
-        prepare(body.as_bytes(), api, model)
-            .map(|(b, s)| (String::from_utf8(b).unwrap(), s))
+        let (object, wants_stream) = parse_body(body.as_bytes()).map_err(|e| e.to_string())?;
+        upstream_body(&object, Exchange::new(api, api), model, wants_stream)
+            .map(|(b, _)| (String::from_utf8(b).unwrap(), wants_stream))
             .map_err(|e| e.to_string())
     }
 

@@ -18,7 +18,6 @@ use crate::config::Config;
 use crate::error::{Error, Rejection, StreamError};
 use crate::retry;
 use crate::sse::Parser;
-use crate::target::Auth;
 
 /// A request ready to send, identical for every attempt.
 #[derive(Debug, Clone)]
@@ -47,10 +46,9 @@ pub struct Answer {
     pub final_error: Option<StreamError>,
 }
 
-/// The upstream side: configured agent, endpoint and key.
+/// The HTTP client shared by every upstream: one agent, one connection pool.
 pub struct Upstream {
     agent: ureq::Agent,
-    auth: Option<(&'static str, String)>,
     max_response_bytes: u64,
 }
 
@@ -63,7 +61,7 @@ pub fn is_useful_header(name: &str) -> bool {
 
 impl Upstream {
     pub fn new(config: &Config) -> Result<Upstream, Error> {
-        let u = &config.upstream;
+        let u = &config.network;
         let tls = TlsConfig::builder().root_certs(root_certs(config)?).build();
         let agent_config = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -80,19 +78,12 @@ impl Upstream {
             .max_idle_connections_per_host(config.limits.max_concurrent)
             .tls_config(tls)
             .build();
-        let auth = u.key.as_ref().map(|key| match u.auth {
-            Auth::ApiKey => ("api-key", key.clone()),
-            Auth::Bearer => ("authorization", format!("Bearer {key}")),
-        });
-        Ok(Upstream {
-            agent: agent_config.into(),
-            auth,
-            max_response_bytes: config.limits.max_response_bytes,
-        })
+        Ok(Upstream { agent: agent_config.into(), max_response_bytes: config.limits.max_response_bytes })
     }
 
-    /// One attempt: send, then read everything (checking SSE on the way).
-    pub fn attempt(&self, out: &Outgoing) -> Result<Answer, Error> {
+    /// One attempt: send, then read everything (checking SSE on the way). `answering` is
+    /// called once the upstream has answered with a success status, before the body is read.
+    pub fn attempt(&self, out: &Outgoing, answering: &mut dyn FnMut()) -> Result<Answer, Error> {
         let mut response = self.agent.run(self.build(out)?).map_err(connect_error)?;
         let status = response.status().as_u16();
         let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok());
@@ -111,6 +102,7 @@ impl Upstream {
             let hint = hint.max(message_hint(&body));
             return Err(Error::Status(Rejection { status, content_type, body, headers, hint }));
         }
+        answering();
         let (body, checked, final_error) = match out.api {
             Some(api) if is_sse => {
                 let (body, final_error) = read_stream(reader, api, self.max_response_bytes)?;
@@ -126,9 +118,6 @@ impl Upstream {
         for (name, value) in &out.headers {
             req = req.header(name.as_str(), value.as_str());
         }
-        if let Some((name, value)) = &self.auth {
-            req = req.header(*name, value.as_str());
-        }
         req.body(out.body.clone())
             .map_err(|e| Error::BadRequest(format!("cannot build the upstream request: {e}")))
     }
@@ -136,10 +125,10 @@ impl Upstream {
 
 /// The bundled Mozilla roots, plus the certificates of `UPSTREAM_CA_FILE` if set.
 fn root_certs(config: &Config) -> Result<RootCerts, Error> {
-    let Some(path) = &config.upstream.ca_file else {
+    let Some(path) = &config.network.ca_file else {
         return Ok(RootCerts::WebPki);
     };
-    let bad = |reason: String| Error::Config { var: "UPSTREAM_CA_FILE", reason };
+    let bad = |reason: String| Error::Config { var: "UPSTREAM_CA_FILE".into(), reason };
     let pem = std::fs::read(path).map_err(|e| bad(format!("{}: {e}", path.display())))?;
     let mut certs: Vec<Certificate<'static>> = webpki_root_certs::TLS_SERVER_ROOT_CERTS
         .iter()

@@ -7,6 +7,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use codex_shield::api::Exchange;
 use codex_shield::check::{self, Api, Verdict};
 use codex_shield::retry;
 use codex_shield::shield;
@@ -240,7 +241,7 @@ proptest! {
         }
     }
 
-    /// `prepare` either refuses the body or returns a JSON object with `stream: true`.
+    /// `parse_body` + `upstream_body` either refuse the body or returns a JSON object with `stream: true`.
     #[test]
     fn prepare_forces_stream_or_refuses(
         body in prop_oneof![
@@ -251,7 +252,10 @@ proptest! {
         forced in proptest::option::of(".{0,8}"),
     ) {
         for api in [Api::Responses, Api::Chat] {
-            if let Ok((out, _wants_stream)) = shield::prepare(&body, api, forced.as_deref()) {
+            let prepared = shield::parse_body(&body).and_then(|(object, wants_stream)| {
+                shield::upstream_body(&object, Exchange::new(api, api), forced.as_deref(), wants_stream)
+            });
+            if let Ok((out, _tools)) = prepared {
                 let v: Value = serde_json::from_slice(&out).expect("prepare returned invalid JSON");
                 prop_assert!(v.is_object());
                 prop_assert_eq!(&v["stream"], &Value::Bool(true));

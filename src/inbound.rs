@@ -1,0 +1,147 @@
+//! What arrives from the client, turned into an endpoint-free `Job`: the inbound key, the
+//! body within its limit, the client headers that may travel, the parsed JSON of a shielded
+//! route.
+//!
+//! It reads the request and nothing else: it never writes to the client (that is
+//! `client.rs`) and never chooses an upstream (that is `pool.rs`, per attempt).
+
+use std::io::Read;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::shield::{self, Body, Job};
+use crate::target::Route;
+
+/// The job for a request on `route` (a shielded or forwarded one), once its key is checked
+/// and its body read.
+pub fn job(
+    config: &Config,
+    request: &mut tiny_http::Request,
+    route: Route,
+    query: Option<&str>,
+) -> Result<Job, Error> {
+    if let Some(key) = &config.proxy_key {
+        if !presents_key(request, key) {
+            return Err(Error::Unauthorized);
+        }
+    }
+    let (api, rest) = match route {
+        Route::Shielded(api, rest) => (Some(api), rest),
+        Route::Forward(rest) => (None, rest),
+        Route::Health | Route::NotFound => {
+            let method = request.method().as_str().to_string();
+            let path = request.url().split('?').next().unwrap_or("").to_string();
+            return Err(Error::NotFound { method, path });
+        }
+    };
+    let raw = read_body(request, config.limits.max_request_bytes)?;
+    let (body, wants_stream) = match api {
+        Some(_) => {
+            let (object, wants_stream) = shield::parse_body(&raw)?;
+            (Body::Json(object), wants_stream)
+        }
+        None => (Body::Raw(raw), false),
+    };
+    Ok(Job {
+        method: request.method().as_str().to_string(),
+        api,
+        rest,
+        query: query.map(str::to_string),
+        headers: forward_headers(request),
+        body,
+        wants_stream,
+    })
+}
+
+/// Read the client's body, refusing more than `limit` bytes.
+fn read_body(request: &mut tiny_http::Request, limit: u64) -> Result<Vec<u8>, Error> {
+    if request.body_length().is_some_and(|n| n as u64 > limit) {
+        return Err(Error::RequestTooLarge { limit });
+    }
+    let mut body = Vec::with_capacity(request.body_length().unwrap_or(0).min(1 << 20));
+    request
+        .as_reader()
+        .take(limit + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| Error::BadRequest(format!("cannot read the request body: {e}")))?;
+    if body.len() as u64 > limit {
+        return Err(Error::RequestTooLarge { limit });
+    }
+    Ok(body)
+}
+
+/// Client headers that must not travel upstream: hop-by-hop ones, those the HTTP client sets
+/// itself, the client's own credentials (Codex sends a placeholder key), and
+/// `accept-encoding` (the checker reads the stream's bytes, so they stay uncompressed).
+const NOT_FORWARDED: [&str; 16] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    "authorization",
+    "api-key",
+    "accept-encoding",
+    "expect",
+    "x-api-key",
+];
+
+fn forward_headers(request: &tiny_http::Request) -> Vec<(String, String)> {
+    request
+        .headers()
+        .iter()
+        .map(|h| (h.field.as_str().as_str().to_ascii_lowercase(), h.value.as_str().to_string()))
+        .filter(|(name, _)| !NOT_FORWARDED.contains(&name.as_str()))
+        .collect()
+}
+
+/// Whether the request carries the inbound key, as Bearer or api-key (constant-time compare).
+pub fn presents_key(request: &tiny_http::Request, key: &str) -> bool {
+    let header = |name: &str| {
+        request
+            .headers()
+            .iter()
+            .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
+            .map(|h| h.value.as_str().trim().to_string())
+    };
+    let bearer = header("authorization").and_then(|v| {
+        let (scheme, token) = v.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string())
+    });
+    let offered = [bearer, header("api-key")];
+    offered
+        .iter()
+        .flatten()
+        .fold(false, |ok, candidate| ok | constant_time_eq(candidate.as_bytes(), key.as_bytes()))
+}
+
+/// Compare without an early exit, so timing does not reveal how much of a key matched.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= usize::from(x ^ y);
+    }
+    diff == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_compare() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+        assert!(constant_time_eq(b"", b""));
+    }
+}

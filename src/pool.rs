@@ -1,0 +1,363 @@
+//! The upstreams and their health, shared by every request: which one an attempt goes to,
+//! and how long a failing one rests.
+//!
+//! Each upstream has a `Health`: a time before which it is not chosen (a cooldown), how many
+//! failure episodes it has had in a row (the circuit breaker's count: each one doubles the
+//! next cooldown, one success closes it), and whether one request is probing it after a
+//! cooldown (the others keep away until the probe's answer starts). `choose` is a pure
+//! function of the health table and the time; `Pool` wraps it with the lock and the
+//! bookkeeping. This module never sleeps and never talks to an upstream: `shield.rs` asks it
+//! where to go and tells it what happened.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::config::{Config, Routing, Target};
+use crate::error::{Error, Outcome};
+use crate::retry::{self, Policy};
+
+/// How long an upstream whose answer was final for it alone (401, 403, 404,
+/// `insufficient_quota`) is put aside when other upstreams can serve.
+pub const ASIDE: Duration = Duration::from_secs(300);
+
+/// How often a request waiting for another request's probe looks again.
+const PROBE_POLL: Duration = Duration::from_millis(20);
+
+/// The health of one upstream.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Health {
+    /// Not chosen before this instant.
+    pub until: Option<Instant>,
+    /// Failure episodes in a row; a success resets it.
+    pub failures: u32,
+    /// When the current failure episode began: failures of attempts that started before it
+    /// are the same episode (ten requests hit by the same 429 count once).
+    pub episode: Option<Instant>,
+    /// Since when one request has been probing it after a cooldown.
+    pub probe: Option<Instant>,
+    /// Why it is resting.
+    pub reason: Option<Outcome>,
+    /// Put aside after a refusal for it alone (401, 403, 404, quota).
+    pub aside: bool,
+}
+
+impl Health {
+    /// Whether it is resting at `now`.
+    pub fn cooling(&self, now: Instant) -> bool {
+        self.until.is_some_and(|until| until > now)
+    }
+}
+
+/// Where the next attempt goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice {
+    /// To the upstream at this index (0-based), now.
+    Go(usize),
+    /// Nowhere yet: every upstream rests (or is being probed); look again after this long.
+    Wait(Duration),
+}
+
+/// The upstream an attempt should use at `now`: the first ready one in routing order
+/// starting from `start` (failover always starts at 0). A probe older than `stale` is taken
+/// for abandoned.
+pub fn choose(health: &[Health], now: Instant, start: usize, stale: Duration) -> Choice {
+    let n = health.len();
+    let probing = |h: &Health| h.probe.is_some_and(|since| now.saturating_duration_since(since) < stale);
+    let ready = (0..n).map(|k| (start + k) % n).find(|&i| !health[i].cooling(now) && !probing(&health[i]));
+    if let Some(i) = ready {
+        return Choice::Go(i);
+    }
+    let earliest = health.iter().filter(|h| !probing(h)).filter_map(|h| h.until).min();
+    let wait = earliest
+        .map_or(PROBE_POLL, |until| until.saturating_duration_since(now).max(Duration::from_millis(1)));
+    Choice::Wait(if health.iter().any(probing) { wait.min(PROBE_POLL) } else { wait })
+}
+
+/// How an attempt ended, as far as its upstream's health is concerned.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Report {
+    /// The upstream answered properly (an answer, or a final error about the request itself).
+    Healthy,
+    /// It failed: rest for at least `hint` (the upstream's own retry hint) and the backoff.
+    Failed { outcome: Outcome, hint: Option<Duration> },
+    /// Its answer was final for it alone (its key, deployment or quota).
+    Refused { outcome: Outcome },
+    /// Says nothing about the upstream (the answer was too large for us).
+    Neutral,
+}
+
+impl Report {
+    /// What an attempt's error says about its upstream.
+    pub fn of(err: &Error) -> Report {
+        match retry::decide(err) {
+            retry::Decision::Retry { hint } => Report::Failed { outcome: err.outcome(), hint },
+            retry::Decision::Elsewhere => Report::Refused { outcome: err.outcome() },
+            retry::Decision::Deliver => Report::Healthy,
+            retry::Decision::GiveUp => Report::Neutral,
+        }
+    }
+}
+
+/// The new health of an upstream after an attempt that started at `started` ended at `now`
+/// with `report`. `others` says whether other upstreams exist (only then is one put aside).
+pub fn update(
+    mut h: Health,
+    report: Report,
+    started: Instant,
+    now: Instant,
+    others: bool,
+    policy: &Policy,
+    jitter: f64,
+) -> Health {
+    h.probe = None;
+    match report {
+        Report::Healthy => Health::default(),
+        Report::Neutral => h,
+        Report::Refused { .. } if !others => Health::default(),
+        Report::Refused { outcome } => {
+            h.failures += 1;
+            h.episode = Some(now);
+            h.until = Some(now + ASIDE);
+            h.reason = Some(outcome);
+            h.aside = true;
+            h
+        }
+        Report::Failed { outcome, hint } => {
+            let new_episode = h.episode.is_none_or(|began| started >= began);
+            if new_episode {
+                h.failures += 1;
+                h.episode = Some(now);
+            }
+            let rest = retry::backoff(h.failures, policy, jitter).max(hint.unwrap_or_default());
+            h.until = h.until.max(Some(now + rest));
+            h.reason = Some(outcome);
+            h
+        }
+    }
+}
+
+/// The configured upstreams with their shared health.
+pub struct Pool {
+    pub targets: Vec<Target>,
+    health: Mutex<Vec<Health>>,
+    routing: Routing,
+    /// Round-robin: where the next request starts.
+    turn: AtomicUsize,
+    policy: Policy,
+    /// A probe older than this is taken for abandoned.
+    stale: Duration,
+}
+
+impl Pool {
+    pub fn new(config: &Config) -> Pool {
+        let n = config.upstreams.len();
+        Pool {
+            targets: config.upstreams.clone(),
+            health: Mutex::new(vec![Health::default(); n]),
+            routing: config.routing,
+            turn: AtomicUsize::new(0),
+            policy: config.retry.clone(),
+            stale: config.network.connect_timeout + config.network.idle_timeout,
+        }
+    }
+
+    /// Where a new request starts looking: 0 for failover, the next in turn for round-robin.
+    pub fn start(&self) -> usize {
+        match self.routing {
+            Routing::Failover => 0,
+            Routing::RoundRobin => self.turn.fetch_add(1, Ordering::Relaxed) % self.targets.len(),
+        }
+    }
+
+    /// Choose an upstream for an attempt now; a chosen upstream that was resting after
+    /// failures is marked as probed by this request.
+    pub fn choose(&self, start: usize) -> Choice {
+        let now = Instant::now();
+        let mut health = self.lock();
+        let choice = choose(&health, now, start, self.stale);
+        if let Choice::Go(i) = choice {
+            if health[i].failures > 0 {
+                health[i].probe = Some(now);
+            }
+        }
+        choice
+    }
+
+    /// The upstream at `i` answered with a success status: a probe is over, others may come.
+    pub fn answering(&self, i: usize) {
+        let mut health = self.lock();
+        health[i].probe = None;
+        health[i].until = None;
+    }
+
+    /// Record how an attempt on upstream `i` that started at `started` ended.
+    pub fn record(&self, i: usize, report: Report, started: Instant, jitter: f64) {
+        let others = self.targets.len() > 1;
+        let mut health = self.lock();
+        let old = std::mem::take(&mut health[i]);
+        health[i] = update(old, report, started, Instant::now(), others, &self.policy, jitter);
+    }
+
+    /// Whether an upstream other than `i` is not put aside (so a refusal by `i` may be
+    /// answered elsewhere).
+    pub fn has_alternative(&self, i: usize) -> bool {
+        let now = Instant::now();
+        let health = self.lock();
+        health.iter().enumerate().any(|(j, h)| j != i && !(h.aside && h.cooling(now)))
+    }
+
+    /// How long a request starting at `start` would wait for an upstream now (zero if one
+    /// is ready), for the log line.
+    pub fn wait_hint(&self, start: usize) -> Duration {
+        match choose(&self.lock(), Instant::now(), start, self.stale) {
+            Choice::Go(_) => Duration::ZERO,
+            Choice::Wait(wait) => wait,
+        }
+    }
+
+    /// Why no upstream is ready: the reason of the one ready soonest, and how long until then.
+    pub fn resting(&self) -> (Option<Outcome>, Duration) {
+        let now = Instant::now();
+        let health = self.lock();
+        let soonest = health.iter().filter(|h| h.cooling(now)).min_by_key(|h| h.until);
+        soonest.map_or((None, Duration::ZERO), |h| {
+            (h.reason, h.until.map_or(Duration::ZERO, |u| u.saturating_duration_since(now)))
+        })
+    }
+
+    /// A copy of every upstream's health (for `/status` and the metrics).
+    pub fn snapshot(&self) -> Vec<Health> {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Health>> {
+        // A panic while holding this lock cannot leave the table half-written (every update
+        // replaces one element), so a poisoned lock is still good to use.
+        self.health.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Policy {
+        Policy {
+            attempts: 5,
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(8),
+            deadline: Duration::from_secs(60),
+        }
+    }
+
+    const STALE: Duration = Duration::from_secs(130);
+
+    fn resting(now: Instant, secs: u64) -> Health {
+        Health { until: Some(now + Duration::from_secs(secs)), failures: 1, ..Health::default() }
+    }
+
+    #[test]
+    fn choices() {
+        let now = Instant::now();
+        let ok = Health::default;
+        let probed = || Health { probe: Some(now), failures: 1, ..Health::default() };
+        let stale_probe = || Health { probe: Some(now - STALE), failures: 1, ..Health::default() };
+        let ms = Duration::from_millis;
+        let cases: Vec<(&str, Vec<Health>, usize, Choice)> = vec![
+            ("one healthy", vec![ok()], 0, Choice::Go(0)),
+            ("first healthy wins", vec![ok(), ok()], 0, Choice::Go(0)),
+            ("round-robin start", vec![ok(), ok(), ok()], 2, Choice::Go(2)),
+            ("first resting", vec![resting(now, 30), ok()], 0, Choice::Go(1)),
+            ("wrap around", vec![ok(), resting(now, 30)], 1, Choice::Go(0)),
+            ("all resting: earliest", vec![resting(now, 30), resting(now, 2)], 0, Choice::Wait(ms(2000))),
+            ("rest over", vec![Health { until: Some(now), ..Health::default() }], 0, Choice::Go(0)),
+            ("probed by another", vec![probed()], 0, Choice::Wait(PROBE_POLL)),
+            ("probed, other resting", vec![probed(), resting(now, 5)], 0, Choice::Wait(PROBE_POLL)),
+            ("probed, other free", vec![probed(), ok()], 0, Choice::Go(1)),
+            ("stale probe", vec![stale_probe()], 0, Choice::Go(0)),
+        ];
+        for (name, health, start, expected) in cases {
+            assert_eq!(choose(&health, now, start, STALE), expected, "{name}");
+        }
+    }
+
+    fn failed(outcome: Outcome, hint: Option<u64>) -> Report {
+        Report::Failed { outcome, hint: hint.map(Duration::from_secs) }
+    }
+
+    /// (name, failures before, attempt began before the episode?, report, others, expected
+    /// failures after, expected rest in seconds)
+    #[test]
+    fn updates() {
+        let now = Instant::now();
+        let earlier = now - Duration::from_secs(10);
+        type Case = (&'static str, u32, bool, Report, bool, u32, Option<u64>);
+        let cases: Vec<Case> = vec![
+            ("429 with hint", 0, false, failed(Outcome::RateLimited, Some(30)), false, 1, Some(30)),
+            ("429 without hint", 0, false, failed(Outcome::RateLimited, None), false, 1, Some(1)),
+            ("second episode doubles", 1, false, failed(Outcome::Connect, None), false, 2, Some(2)),
+            ("breaker grows to the cap", 6, false, failed(Outcome::ServerError, None), false, 7, Some(8)),
+            ("same episode counts once", 1, true, failed(Outcome::Cut, None), false, 1, Some(1)),
+            ("hint beats backoff", 3, false, failed(Outcome::RateLimited, Some(20)), false, 4, Some(20)),
+            ("success closes", 5, false, Report::Healthy, true, 0, None),
+            (
+                "refused, others exist",
+                0,
+                false,
+                Report::Refused { outcome: Outcome::Final },
+                true,
+                1,
+                Some(300),
+            ),
+            ("refused, alone", 2, false, Report::Refused { outcome: Outcome::Final }, false, 0, None),
+        ];
+        for (name, failures, same_episode, report, others, after, rest) in cases {
+            let before = Health {
+                failures,
+                episode: (failures > 0).then_some(if same_episode {
+                    now - Duration::from_secs(1)
+                } else {
+                    earlier
+                }),
+                ..Health::default()
+            };
+            let started = if same_episode { earlier } else { now };
+            let h = update(before, report, started, now, others, &policy(), 0.5);
+            let rest_got = h.until.map(|u| u.saturating_duration_since(now).as_secs_f64().round() as u64);
+            assert_eq!((h.failures, rest_got), (after, rest), "{name}");
+            assert_eq!(h.probe, None, "{name}: a report ends the probe");
+        }
+    }
+
+    #[test]
+    fn reports_from_errors() {
+        use crate::error::Rejection;
+        let status = |code: u16, body: &str| {
+            Error::Status(Rejection {
+                status: code,
+                content_type: None,
+                body: body.as_bytes().to_vec(),
+                headers: vec![],
+                hint: Some(Duration::from_secs(7)),
+            })
+        };
+        let cases: Vec<(Error, Report)> = vec![
+            (status(429, ""), failed(Outcome::RateLimited, Some(7))),
+            (status(503, ""), failed(Outcome::ServerError, Some(7))),
+            (status(400, ""), Report::Healthy),
+            (status(401, ""), Report::Refused { outcome: Outcome::Final }),
+            (status(403, ""), Report::Refused { outcome: Outcome::Final }),
+            (status(404, ""), Report::Refused { outcome: Outcome::Final }),
+            (
+                status(429, r#"{"error":{"code":"insufficient_quota","message":"pay"}}"#),
+                Report::Refused { outcome: Outcome::Final },
+            ),
+            (Error::Connect("refused".into()), failed(Outcome::Connect, None)),
+            (Error::ResponseTooLarge { limit: 1 }, Report::Neutral),
+        ];
+        for (err, expected) in cases {
+            assert_eq!(Report::of(&err), expected, "{err:?}");
+        }
+    }
+}
