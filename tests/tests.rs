@@ -2,6 +2,7 @@
 
 mod support;
 
+mod failover;
 mod faults;
 mod fuzz;
 mod hostile;
