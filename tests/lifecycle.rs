@@ -193,3 +193,91 @@ fn retries_stop_when_the_client_hangs_up() {
     thread::sleep(Duration::from_millis(500));
     assert_eq!(mock.attempts(), attempts, "retries went on after the client left");
 }
+
+/// Start a proxy in front of an upstream that holds every answer for 10 s; send one request
+/// and wait until the upstream has it.
+fn stuck_request(env: &[(&str, &str)]) -> (Proxy, Mock, thread::JoinHandle<Got>) {
+    let ok = fixtures::responses(ANSWER, false);
+    let mock = Mock::start(vec![Step::stream(&ok).before(Piece::Pause(Duration::from_secs(10)))]);
+    let mut all = vec![("IDLE_TIMEOUT_SECONDS", "30")];
+    all.extend_from_slice(env);
+    let proxy = Proxy::start(&mock.v1(), &all);
+    let url = proxy.url("/v1/responses");
+    let client = thread::spawn(move || post(&url, RESPONSES_STREAM));
+    while mock.attempts() == 0 {
+        thread::sleep(Duration::from_millis(5));
+    }
+    (proxy, mock, client)
+}
+
+fn signal(proxy: &Proxy, name: &str) {
+    let (code, _, _) = run(Command::new("kill").args([&format!("-{name}"), &proxy.child.id().to_string()]));
+    assert_eq!(code, 0);
+}
+
+/// Past the grace period, a request still in flight gets a 503 before the process exits;
+/// a second signal ends the wait at once; SIGHUP is a shutdown signal like SIGTERM.
+#[test]
+fn shutdown_answers_every_request_still_open() {
+    // (signals sent, SHUTDOWN_GRACE_SECONDS)
+    let cases: &[(&[&str], &str)] = &[(&["TERM"], "0.3"), (&["TERM", "INT"], "60"), (&["HUP"], "0.3")];
+    for (signals, grace) in cases {
+        let (mut proxy, _mock, client) = stuck_request(&[("SHUTDOWN_GRACE_SECONDS", grace)]);
+        let sent = std::time::Instant::now();
+        for name in *signals {
+            signal(&proxy, name);
+            thread::sleep(Duration::from_millis(50));
+        }
+        let got = client.join().unwrap();
+        assert_eq!((got.status, got.error_code().as_str()), (503, "proxy_shutting_down"), "{signals:?}");
+        assert!(sent.elapsed() < Duration::from_secs(5), "{signals:?}: answered after {:?}", sent.elapsed());
+        let status = proxy.child.wait().unwrap();
+        assert_eq!(status.code(), Some(0), "{signals:?}: {}", proxy.log());
+        let log = proxy.log();
+        assert!(log.contains("answering 1 open request(s) with 503"), "{signals:?}: {log}");
+    }
+}
+
+/// With the keepalive head already sent, the shutdown answer is an in-stream failure.
+#[test]
+fn shutdown_after_a_keepalive_head_is_an_in_stream_failure() {
+    let (mut proxy, _mock, client) =
+        stuck_request(&[("SHUTDOWN_GRACE_SECONDS", "0.2"), ("KEEPALIVE_SECONDS", "0.2")]);
+    thread::sleep(Duration::from_millis(600));
+    signal(&proxy, "TERM");
+    let got = client.join().unwrap();
+    assert_eq!(got.status, 200);
+    let text = got.text();
+    assert!(text.starts_with("event: keepalive\n"), "{text}");
+    assert!(text.contains("\"type\":\"response.failed\"") && text.contains("proxy_shutting_down"), "{text}");
+    assert_eq!(proxy.child.wait().unwrap().code(), Some(0));
+}
+
+/// A closed stderr (a pipe whose reader is gone) never makes the proxy panic.
+#[test]
+fn a_closed_stderr_is_not_fatal() {
+    let mut cmd = command(&[("AZURE_ENDPOINT", "http://127.0.0.1:9/v1")]);
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut child =
+        cmd.env("PORT", port.to_string()).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+    drop(child.stderr.take()); // the reading end is gone before the banner is written
+    let mut up = false;
+    for _ in 0..200 {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            use std::io::{Read, Write};
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+            let mut answer = String::new();
+            let _ = s.read_to_string(&mut answer);
+            up = answer.starts_with("HTTP/1.1 200");
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let status = child.wait().unwrap();
+    assert!(up, "the proxy did not serve /healthz");
+    assert_eq!(status.code(), Some(0), "exit status with a closed stderr");
+}
