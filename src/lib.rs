@@ -18,6 +18,7 @@ pub mod server;
 pub mod shield;
 pub mod sse;
 pub mod target;
+pub mod translate;
 pub mod upstream;
 
 use std::ffi::OsString;
