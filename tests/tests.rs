@@ -8,3 +8,4 @@ mod hostile;
 mod lifecycle;
 mod routes;
 mod tls;
+mod translate;

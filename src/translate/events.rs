@@ -88,7 +88,7 @@ pub fn to_responses(chat_sse: &[&[u8]], map: &ToolMap, req: &Value, ids: &mut Id
         write_items(&answer, map, ids, &mut out, &mut output);
     }
     let usage = answer.usage.as_ref().map(usage).unwrap_or(Value::Null);
-    let (kind, mut response) = match &status {
+    let (kind, response) = match &status {
         Status::Completed => ("response.completed", shell.object("completed", output, usage)),
         Status::Incomplete(reason) => {
             let mut r = shell.object("incomplete", output, usage);
@@ -102,7 +102,6 @@ pub fn to_responses(chat_sse: &[&[u8]], map: &ToolMap, req: &Value, ids: &mut Id
         }
     };
     out.event(kind, json!({"response": response}));
-    response.as_object_mut().map(|o| o.shift_remove("sequence_number"));
     Synthesis { stream: out.bytes, response, status }
 }
 
