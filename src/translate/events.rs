@@ -7,8 +7,8 @@
 //! from `output_item.added` to `output_item.done` (reasoning, then the message, then the tool
 //! calls in index order), and the terminal event. Text deltas keep the upstream's pieces.
 //!
-//! Outcomes, chosen from what Codex 0.169 does with each terminal event (tried against the
-//! real binary, see the project's notes): `stop`/`tool_calls` → `response.completed`;
+//! Outcomes, chosen from what Codex 0.169.0 did with each terminal event when its binary was
+//! run against a scripted server (`codex exec`, `stream_max_retries = 1`): `stop`/`tool_calls` → `response.completed`;
 //! `length` → `response.incomplete` (`max_output_tokens`), which Codex reports without
 //! retrying; `content_filter` → `response.failed` with code `invalid_prompt`, the one
 //! failure code Codex shows with its message and does not retry (a `content_filter` code or
