@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use crate::api::{Api, Exchange};
 use crate::assemble;
 use crate::config::{Config, Target};
-use crate::error::{Error, Outcome};
+use crate::error::{Error, Outcome, StreamError};
 use crate::pool::{Choice, Pool, Report};
 use crate::reply::Reply;
 use crate::retry::{self, Decision};
@@ -326,9 +326,6 @@ fn translated(answer: Answer, job: &Job, p: &Prepared, mut headers: Vec<(String,
     let Body::Json(object) = &job.body else {
         return Reply::error(&Error::BadRequest("a translated request has a JSON body".into()));
     };
-    if let (false, Some(e)) = (job.wants_stream, &answer.final_error) {
-        return Reply::stream_error(e);
-    }
     let pieces: Vec<&[u8]> = answer.body.chunks().collect();
     let empty = translate::ToolMap::default();
     let tools = p.tools.as_ref().unwrap_or(&empty);
@@ -340,7 +337,19 @@ fn translated(answer: Answer, job: &Job, p: &Prepared, mut headers: Vec<(String,
         let content_type = "text/event-stream; charset=utf-8".into();
         return Reply { status: 200, content_type, headers, body: synthesis.stream.into() };
     }
-    let mut reply = Reply::json(200, &synthesis.response);
+    let mut reply = match synthesis.status {
+        translate::events::Status::Failed { code, message } => {
+            let e = answer.final_error.unwrap_or(StreamError {
+                code: Some(code),
+                kind: None,
+                message,
+                retryable: false,
+                hint: None,
+            });
+            Reply::stream_error(&e)
+        }
+        _ => Reply::json(200, &synthesis.response),
+    };
     reply.headers = headers;
     reply
 }

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod adapter;
 mod failover;
 mod faults;
 mod fuzz;
@@ -9,3 +10,4 @@ mod hostile;
 mod lifecycle;
 mod routes;
 mod tls;
+mod translate;

@@ -1,0 +1,194 @@
+//! Tool names between the two APIs: a Responses tool (maybe inside a namespace, maybe a custom
+//! freeform tool) gets one chat function name, and the `ToolMap` turns that name back.
+//!
+//! Chat function names must match `^[a-zA-Z0-9_-]{1,64}$`. A plain valid name is kept as it
+//! is; a namespaced one becomes `namespace__name`; anything invalid, too long or already taken
+//! becomes a sanitised prefix plus a 10-hex-digit hash of the original pair, so two tools never
+//! share a name however long or alike theirs are. The map, not the name's spelling, is what
+//! reverses the flattening. Codex's default namespace `functions` is transparent: its tools keep
+//! their short names (Codex accepts the calls with or without the namespace).
+
+use std::collections::HashMap;
+
+/// How a tool's call comes back to a Responses client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolKind {
+    /// A `function_call` item with JSON `arguments`.
+    Function,
+    /// A `custom_tool_call` item with free-form `input` (Codex's `apply_patch`).
+    Custom,
+}
+
+/// One tool as the Responses client named it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tool {
+    pub namespace: Option<String>,
+    pub name: String,
+    pub kind: ToolKind,
+}
+
+/// Chat function name → the client's tool, for the tools of one request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ToolMap {
+    by_chat: HashMap<String, Tool>,
+    by_tool: HashMap<(Option<String>, String), String>,
+}
+
+/// The namespace Codex puts its own tools in; its tools keep their short names.
+const DEFAULT_NAMESPACE: &str = "functions";
+const MAX_NAME: usize = 64;
+
+impl ToolMap {
+    /// Register a tool and return its chat name (the same name if it was registered before).
+    pub fn add(&mut self, namespace: Option<&str>, name: &str, kind: ToolKind) -> String {
+        let key = (namespace.map(str::to_string), name.to_string());
+        if let Some(chat) = self.by_tool.get(&key) {
+            return chat.clone();
+        }
+        let mut chat = preferred(namespace, name);
+        let mut salt = 0u32;
+        while !valid(&chat) || self.by_chat.contains_key(&chat) {
+            chat = hashed(namespace, name, salt);
+            salt += 1;
+        }
+        let tool = Tool { namespace: key.0.clone(), name: name.to_string(), kind };
+        self.by_chat.insert(chat.clone(), tool);
+        self.by_tool.insert(key, chat.clone());
+        chat
+    }
+
+    /// The client's tool behind a chat function name.
+    pub fn get(&self, chat_name: &str) -> Option<&Tool> {
+        self.by_chat.get(chat_name)
+    }
+
+    /// The chat name of a tool named in the history (a call the model made earlier). A tool
+    /// that is no longer offered gets the name it would have had, without registering it.
+    pub fn chat_name(&self, namespace: Option<&str>, name: &str) -> String {
+        let key = (namespace.map(str::to_string), name.to_string());
+        match self.by_tool.get(&key) {
+            Some(chat) => chat.clone(),
+            None => {
+                let chat = preferred(namespace, name);
+                if valid(&chat) {
+                    chat
+                } else {
+                    hashed(namespace, name, 0)
+                }
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_chat.is_empty()
+    }
+}
+
+/// The readable name: `name`, or `namespace__name` (Codex's MCP namespaces already end in `__`).
+fn preferred(namespace: Option<&str>, name: &str) -> String {
+    match namespace {
+        None | Some("") | Some(DEFAULT_NAMESPACE) => name.to_string(),
+        Some(ns) if ns.ends_with("__") => format!("{ns}{name}"),
+        Some(ns) => format!("{ns}__{name}"),
+    }
+}
+
+/// Whether a chat server accepts this function name.
+pub fn valid(name: &str) -> bool {
+    (1..=MAX_NAME).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// A sanitised, truncated readable name with a hash of the exact original pair appended.
+fn hashed(namespace: Option<&str>, name: &str, salt: u32) -> String {
+    let mut hash = Fnv::default();
+    hash.write(namespace.unwrap_or("").as_bytes());
+    hash.write(&[0xff]); // no namespace/name split can collide with another
+    hash.write(name.as_bytes());
+    hash.write(&salt.to_le_bytes());
+    let suffix = format!("_{:010x}", hash.0 & 0xff_ffff_ffff);
+    let readable: String = preferred(namespace, name)
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+        .take(MAX_NAME - suffix.len())
+        .collect();
+    format!("{readable}{suffix}")
+}
+
+/// 64-bit FNV-1a: tiny, stable across builds and platforms (unlike `DefaultHasher`).
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        let long = "x".repeat(70);
+        let cases: &[(Option<&str>, &str, &str)] = &[
+            (None, "shell", "shell"),
+            (Some("functions"), "exec", "exec"),
+            (Some("clock"), "sleep", "clock__sleep"),
+            (Some("mcp__files__"), "read", "mcp__files__read"),
+            (None, "has.dot", "has_dot_e64b6a3947"),
+            (None, &long, "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx_e8dfb87d8e"),
+        ];
+        for (ns, name, expected) in cases {
+            let mut map = ToolMap::default();
+            let chat = map.add(*ns, name, ToolKind::Function);
+            assert_eq!(chat, *expected, "{ns:?} {name}");
+            assert!(valid(&chat), "{chat}");
+            let tool = map.get(&chat).unwrap();
+            assert_eq!((tool.namespace.as_deref(), tool.name.as_str()), (*ns, *name));
+            assert_eq!(map.chat_name(*ns, name), chat);
+        }
+    }
+
+    #[test]
+    fn collisions_get_distinct_names_that_map_back() {
+        let long_a = format!("{}a", "n".repeat(80));
+        let long_b = format!("{}b", "n".repeat(80));
+        let tools: &[(Option<&str>, &str)] = &[
+            (None, "a__b"),
+            (Some("a"), "b"),
+            (Some("a_"), "_b"),
+            (Some("srv"), &long_a),
+            (Some("srv"), &long_b),
+            (None, "exec"),
+            (Some("functions"), "exec"),
+        ];
+        let mut map = ToolMap::default();
+        let names: Vec<String> = tools.iter().map(|(ns, n)| map.add(*ns, n, ToolKind::Custom)).collect();
+        for (i, (ns, name)) in tools.iter().enumerate() {
+            assert!(valid(&names[i]), "{}", names[i]);
+            assert!(!names[..i].contains(&names[i]), "{} reused", names[i]);
+            let tool = map.get(&names[i]).unwrap();
+            assert_eq!((tool.namespace.as_deref(), tool.name.as_str()), (*ns, *name));
+        }
+        assert_eq!(names[0], "a__b");
+        assert_ne!(names[1], "a__b");
+    }
+
+    #[test]
+    fn validity() {
+        let cases = [("a", true), ("A-z_0", true), ("", false), ("a b", false), ("é", false)];
+        for (name, ok) in cases {
+            assert_eq!(valid(name), ok, "{name}");
+        }
+        assert!(valid(&"a".repeat(64)) && !valid(&"a".repeat(65)));
+    }
+}
