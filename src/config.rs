@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::Error;
-use crate::log::Level;
+use crate::log::{Format, Level};
 use crate::retry::Policy;
 use crate::target::{Auth, Endpoint};
 
@@ -40,9 +40,15 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ("MAX_RESPONSE_BYTES", "67108864", "largest buffered upstream answer (502 beyond it)"),
     ("MAX_CONCURRENT", "256", "requests in flight at once (503 with Retry-After beyond it)"),
     ("PROXY_API_KEY", "", "if set, clients must send it (Bearer or api-key); never forwarded"),
+    (
+        "STATUS_TOKEN",
+        "",
+        "read-only token for /metrics (Bearer) and /status (also ?token=); grants no API call",
+    ),
     ("SHUTDOWN_GRACE_SECONDS", "30", "on SIGINT/SIGTERM, how long in-flight requests may finish"),
     ("UPSTREAM_CA_FILE", "", "PEM file of extra CA certificates to trust (added to the bundled roots)"),
     ("LOG_LEVEL", "info", "error | warn | info | debug"),
+    ("LOG_FORMAT", "text", "text | json (one JSON object per line)"),
 ];
 
 /// The validated configuration, shared read-only by every worker.
@@ -55,8 +61,11 @@ pub struct Config {
     pub limits: Limits,
     /// Inbound key clients must present (`PROXY_API_KEY`).
     pub proxy_key: Option<String>,
+    /// Read-only token for `/metrics` and `/status` (`STATUS_TOKEN`).
+    pub status_token: Option<String>,
     pub shutdown_grace: Duration,
     pub log_level: Level,
+    pub log_format: Format,
 }
 
 #[derive(Debug, Clone)]
@@ -162,6 +171,8 @@ impl Config {
         }
         let log_level = Level::parse(&raw.get("LOG_LEVEL"))
             .ok_or_else(|| bad("LOG_LEVEL", "expected error, warn, info or debug".into()))?;
+        let log_format = Format::parse(&raw.get("LOG_FORMAT"))
+            .ok_or_else(|| bad("LOG_FORMAT", "expected text or json".into()))?;
         Ok(Config {
             listen: Listen { host: raw.get("HOST"), port: raw.parse("PORT", "a port number (0-65535)")? },
             upstream: Upstream {
@@ -180,8 +191,10 @@ impl Config {
                 max_concurrent: raw.positive("MAX_CONCURRENT")?,
             },
             proxy_key: raw.optional("PROXY_API_KEY"),
+            status_token: raw.optional("STATUS_TOKEN"),
             shutdown_grace: raw.seconds("SHUTDOWN_GRACE_SECONDS", true)?,
             log_level,
+            log_format,
         })
     }
 
@@ -231,12 +244,14 @@ impl Config {
             ("MAX_RESPONSE_BYTES", self.limits.max_response_bytes.to_string()),
             ("MAX_CONCURRENT", self.limits.max_concurrent.to_string()),
             ("PROXY_API_KEY", mask(&self.proxy_key)),
+            ("STATUS_TOKEN", mask(&self.status_token)),
             ("SHUTDOWN_GRACE_SECONDS", secs(self.shutdown_grace)),
             (
                 "UPSTREAM_CA_FILE",
                 u.ca_file.as_ref().map_or("(bundled roots only)".into(), |p| p.display().to_string()),
             ),
             ("LOG_LEVEL", self.log_level.name().to_string()),
+            ("LOG_FORMAT", self.log_format.name().to_string()),
         ];
         rows.iter().map(|(k, v)| format!("{k:<24} {v}\n")).collect()
     }
@@ -284,6 +299,8 @@ mod tests {
             ("HOST", "0.0.0.0"),
             ("PORT", "0"),
             ("AZURE_API_KEY", "sk-secret"),
+            ("STATUS_TOKEN", "st-secret"),
+            ("LOG_FORMAT", "JSON"),
         ])
         .unwrap();
         assert_eq!(c.retry.base, Duration::from_millis(50));
@@ -291,6 +308,8 @@ mod tests {
         assert_eq!(c.forced_model.as_deref(), Some("gpt-5"));
         assert!(!c.is_loopback());
         assert!(!c.describe().contains("sk-secret"));
+        assert!(!c.describe().contains("st-secret"));
+        assert_eq!((c.status_token.as_deref(), c.log_format), (Some("st-secret"), Format::Json));
         assert_eq!(config(&[("AZURE_ENDPOINT", "http://h/v1")]).unwrap().upstream.auth, Auth::Bearer);
     }
 
@@ -310,6 +329,7 @@ mod tests {
             (&[EP, ("MAX_REQUEST_BYTES", "1e3")], "MAX_REQUEST_BYTES"),
             (&[EP, ("UPSTREAM_AUTH", "basic")], "UPSTREAM_AUTH"),
             (&[EP, ("LOG_LEVEL", "loud")], "LOG_LEVEL"),
+            (&[EP, ("LOG_FORMAT", "logfmt")], "LOG_FORMAT"),
             (&[EP, ("UPSTREAM_CA_FILE", "/nonexistent/ca.pem")], "UPSTREAM_CA_FILE"),
         ];
         for (vars, var) in cases {

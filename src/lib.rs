@@ -11,7 +11,9 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod local;
 pub mod log;
+pub mod metrics;
 pub mod reply;
 pub mod retry;
 pub mod server;
@@ -46,6 +48,7 @@ pub fn run(argv: impl IntoIterator<Item = OsString>) -> Result<(), Error> {
         return Ok(());
     }
     log::set_level(config.log_level);
+    log::set_format(config.log_format);
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop))

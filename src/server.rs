@@ -13,10 +13,10 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use serde_json::json;
-
 use crate::config::Config;
 use crate::error::Error;
+use crate::local;
+use crate::metrics::{self, Metrics};
 use crate::reply::Reply;
 use crate::shield::{self, Job, Shield, Trace};
 use crate::target::{self, Route};
@@ -35,6 +35,7 @@ struct State {
     next_id: AtomicU64,
     /// Set on SIGINT/SIGTERM: requests still arriving on open connections get a 503.
     stopping: AtomicBool,
+    metrics: Metrics,
 }
 
 /// Counts a request until its reply is written, however its handler ends.
@@ -73,7 +74,8 @@ pub fn serve(config: Arc<Config>, stop: Arc<AtomicBool>) -> Result<(), Error> {
     let addr = config.listen_addr();
     let (in_flight, active, next_id) = (AtomicUsize::new(0), AtomicUsize::new(0), AtomicU64::new(1));
     let stopping = AtomicBool::new(false);
-    let state = Arc::new(State { config, upstream, in_flight, active, next_id, stopping });
+    let metrics = Metrics::new(1);
+    let state = Arc::new(State { config, upstream, in_flight, active, next_id, stopping, metrics });
     let shared = Arc::clone(&state);
     let server =
         tiny_http::Server::http_with_handler(addr.as_str(), move |request| on_request(&shared, request))
@@ -119,15 +121,17 @@ fn auth_name(config: &Config) -> &'static str {
     }
 }
 
-/// Answer `/healthz` on the spot (it never counts against `MAX_CONCURRENT`, so a busy proxy
-/// still looks alive); handle anything else.
+/// Answer `/healthz`, `/metrics` and `/status` on the spot (they never count against
+/// `MAX_CONCURRENT`, so a busy proxy still looks alive, and write no log line); handle
+/// anything else.
 fn on_request(state: &State, request: tiny_http::Request) {
     let path = request.url().split('?').next().unwrap_or("");
-    let route = target::route(request.method().as_str(), path);
-    if route == Route::Health {
-        send(request, health(state));
+    if let Some(page) = local::route(request.method().as_str(), path) {
+        let reply = local_page(state, page, &request);
+        send(request, reply);
         return;
     }
+    let route = target::route(request.method().as_str(), path);
     if state.stopping.load(Ordering::SeqCst) {
         send(request, Reply::error(&Error::ShuttingDown));
         return;
@@ -137,14 +141,28 @@ fn on_request(state: &State, request: tiny_http::Request) {
     handle(state, request, route);
 }
 
-fn health(state: &State) -> Reply {
-    let health = json!({
-        "status": "ok",
-        "version": env!("CARGO_PKG_VERSION"),
-        "in_flight": state.in_flight.load(Ordering::Relaxed),
-        "open_requests": state.active.load(Ordering::Relaxed),
-    });
-    Reply::json(200, &health)
+fn local_page(state: &State, page: local::Page, request: &tiny_http::Request) -> Reply {
+    let in_flight = state.in_flight.load(Ordering::Relaxed);
+    let gauges = metrics::Gauges { in_flight, max_concurrent: state.config.limits.max_concurrent };
+    let upstreams = upstream_health(&state.config);
+    let ctx = local::Context {
+        config: &state.config,
+        metrics: &state.metrics,
+        gauges,
+        open_requests: state.active.load(Ordering::Relaxed),
+        upstreams: &upstreams,
+    };
+    local::answer(page, &local::Credentials::of(request), &ctx)
+}
+
+/// How each upstream is doing, for `/metrics` and `/status`. One upstream, never cooling
+/// down, until the pool of upstreams exists: then fill this from its cooldowns.
+fn upstream_health(config: &Config) -> Vec<metrics::UpstreamHealth> {
+    vec![metrics::UpstreamHealth {
+        number: 1,
+        endpoint: config.upstream.endpoint.display(),
+        cooling_down: None,
+    }]
 }
 
 /// One request, start to finish, with its log line. The in-flight slot is released just
@@ -160,24 +178,27 @@ fn handle(state: &State, mut request: tiny_http::Request, route: Route) {
         None => (url.clone(), None),
     };
     let mut trace = Trace::default();
+    let kind = metrics::RouteKind::of(&route);
     let mut slot = None;
     let reply = respond_to(state, &mut request, route, query.as_deref(), &mut trace, &mut slot)
         .unwrap_or_else(|e| Reply::error(&e));
     let (status, bytes) = (reply.status, reply.body.len());
     drop(slot);
     let delivered = send(request, reply);
-    let retries = if trace.retries.is_empty() {
-        String::new()
-    } else {
-        format!(" retries=[{}]", trace.retries.join(", "))
-    };
-    let gone = if delivered { "" } else { " client-gone" };
-    let line = format_args!(
-        "req={id} {method} {path} status={status} attempts={}{retries} bytes={bytes} ms={}{gone}",
-        trace.attempts,
-        started.elapsed().as_millis()
-    );
-    crate::log::write(crate::log::Level::Info, line);
+    let duration = started.elapsed();
+    let tally = trace.tally;
+    state.metrics.request_done(&metrics::Done { route: kind, status, bytes, duration, tally, delivered });
+    crate::log::request(&crate::log::RequestLine {
+        id,
+        method: &method,
+        path: &path,
+        status,
+        attempts: trace.attempts,
+        retries: &trace.retries,
+        bytes,
+        ms: duration.as_millis(),
+        client_gone: !delivered,
+    });
 }
 
 fn respond_to<'a>(
@@ -206,6 +227,7 @@ fn respond_to<'a>(
     let raw = read_body(request, config.limits.max_request_bytes)?;
     // Counted from here: a client still sending its body holds a thread, not a slot.
     let busy = |e| {
+        state.metrics.busy();
         crate::warn!("refused {} {}: {e}", request.method(), request.url());
         e
     };
@@ -229,7 +251,8 @@ fn respond_to<'a>(
     };
     let request = &*request;
     let client_gone = || request.client_gone();
-    let shield = Shield { config, upstream: &state.upstream, client_gone: &client_gone };
+    let shield =
+        Shield { config, upstream: &state.upstream, metrics: &state.metrics, client_gone: &client_gone };
     Ok(shield.run(&Job { outgoing, wants_stream }, trace))
 }
 

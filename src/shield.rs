@@ -15,6 +15,7 @@ use crate::assemble;
 use crate::check::Api;
 use crate::config::Config;
 use crate::error::Error;
+use crate::metrics::{self, Metrics, Tally};
 use crate::reply::Reply;
 use crate::retry::{self, Decision};
 use crate::upstream::{Answer, Outgoing, Upstream};
@@ -32,6 +33,8 @@ pub struct Trace {
     pub attempts: u32,
     /// One entry per retried failure: "429 +1.00s", "cut@1234B +2.10s".
     pub retries: Vec<String>,
+    /// The same story for the metrics and `/status`, without allocation.
+    pub tally: Tally,
 }
 
 /// The upstream body for a client body: `stream: true`, the forced model, and (for a
@@ -61,6 +64,7 @@ pub fn prepare(body: &[u8], api: Api, forced_model: Option<&str>) -> Result<(Vec
 pub struct Shield<'a> {
     pub config: &'a Config,
     pub upstream: &'a Upstream,
+    pub metrics: &'a Metrics,
     /// Whether the client has hung up (then there is nobody to retry for).
     pub client_gone: &'a dyn Fn() -> bool,
 }
@@ -74,13 +78,18 @@ impl Shield<'_> {
         let started = Instant::now();
         'attempts: loop {
             trace.attempts += 1;
-            let err = match self.upstream.attempt(&job.outgoing) {
+            let attempt_started = Instant::now();
+            let result = self.upstream.attempt(&job.outgoing);
+            let outcome = metrics::outcome_of(&result);
+            self.metrics.attempt(&mut trace.tally, 1, outcome, attempt_started.elapsed());
+            let err = match result {
                 Ok(answer) => return deliver(answer, job),
                 Err(err) => err,
             };
             let elapsed = started.elapsed();
             match retry::decide(&err, trace.attempts, elapsed, &self.config.retry, jitter()) {
                 Decision::Retry(wait) => {
+                    self.metrics.retry(&mut trace.tally, outcome, wait);
                     trace.retries.push(format!("{} +{:.2}s", err.label(), wait.as_secs_f64()));
                     crate::debug!(
                         "attempt {} failed: {err}; retrying in {:.2}s",
