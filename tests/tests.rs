@@ -6,5 +6,6 @@ mod faults;
 mod fuzz;
 mod hostile;
 mod lifecycle;
+mod monitoring;
 mod routes;
 mod tls;
