@@ -158,11 +158,13 @@ td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}th.n{
 code{font-size:13px;word-break:break-all}\
 @media (max-width:640px){\
 main{padding:14px 10px 30px}.card b{font-size:22px}\
-table.recent thead{display:none}\
-table.recent tr{display:grid;grid-template-columns:1fr 1fr;gap:2px 12px;padding:8px 10px;border-bottom:1px solid var(--line)}\
-table.recent td{border:0;padding:1px 0;text-align:left}\
-table.recent td::before{content:attr(data-label) ' ';color:var(--muted);font-size:12px}\
-table.recent td.retries{grid-column:1/-1}}";
+th,td{padding:6px 8px}\
+table.stack thead{display:none}\
+table.stack tr{display:grid;grid-template-columns:1fr 1fr;gap:2px 12px;padding:8px 10px;border-bottom:1px solid var(--line)}\
+table.stack tr:last-child{border-bottom:0}\
+table.stack td{border:0;padding:1px 0;text-align:left}\
+table.stack td::before{content:attr(data-label) ' ';color:var(--muted);font-size:12px}\
+table.stack td.wide{grid-column:1/-1}}";
 
 /// The whole `/status` page: self-contained (inline CSS, no script), reloads itself.
 pub fn status_page(s: &Snapshot) -> String {
@@ -171,7 +173,7 @@ pub fn status_page(s: &Snapshot) -> String {
         h,
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-         <meta name=\"referrer\" content=\"no-referrer\">\
+         <meta name=\"referrer\" content=\"no-referrer\"><link rel=\"icon\" href=\"data:,\">\
          <meta http-equiv=\"refresh\" content=\"{REFRESH_SECONDS}\">\
          <title>codex-shield status</title><style>{STYLE}</style></head><body><main>"
     );
@@ -236,7 +238,7 @@ fn cards(h: &mut String, s: &Snapshot) {
 
 fn upstreams(h: &mut String, s: &Snapshot) {
     h.push_str(
-        "<h2>Upstreams</h2><div class=\"wrap\"><table><thead><tr><th>#</th><th>endpoint</th><th>state</th>\
+        "<h2>Upstreams</h2><div class=\"wrap\"><table class=\"stack\"><thead><tr><th>#</th><th>state</th><th>endpoint</th>\
          <th class=\"n\">attempts</th><th class=\"n\">ok</th><th class=\"n\">failed</th></tr></thead><tbody>",
     );
     for u in &s.upstreams {
@@ -249,8 +251,10 @@ fn upstreams(h: &mut String, s: &Snapshot) {
         };
         let _ = write!(
             h,
-            "<tr><td>{}</td><td><code>{}</code></td><td>{state}</td><td class=\"n\">{total}</td>\
-             <td class=\"n\">{ok}</td><td class=\"n\">{}</td></tr>",
+            "<tr><td data-label=\"upstream\">{}</td><td data-label=\"state\">{state}</td>\
+             <td class=\"wide\" data-label=\"endpoint\"><code>{}</code></td>\
+             <td class=\"n\" data-label=\"attempts\">{total}</td><td class=\"n\" data-label=\"ok\">{ok}</td>\
+             <td class=\"n\" data-label=\"failed\">{}</td></tr>",
             u.number,
             html(&u.endpoint),
             total - ok
@@ -262,7 +266,7 @@ fn upstreams(h: &mut String, s: &Snapshot) {
 fn outcomes(h: &mut String, s: &Snapshot) {
     h.push_str(
         "<h2>Upstream attempts by outcome</h2><div class=\"wrap\"><table><thead><tr><th>outcome</th>\
-         <th class=\"n\">attempts</th><th class=\"n\">absorbed</th><th class=\"n\">given up on</th></tr></thead><tbody>",
+         <th class=\"n\">attempts</th><th class=\"n\">absorbed</th><th class=\"n\">given up</th></tr></thead><tbody>",
     );
     for o in Outcome::ALL {
         let attempts: u64 = s.attempts.iter().map(|a| a[o.index()]).sum();
@@ -288,7 +292,7 @@ fn recent(h: &mut String, recent: &[Recent]) {
         return;
     }
     h.push_str(
-        "<table class=\"recent\"><thead><tr><th>time (UTC)</th><th>route</th><th>status</th>\
+        "<table class=\"stack\"><thead><tr><th>time (UTC)</th><th>route</th><th>status</th>\
          <th class=\"n\">attempts</th><th>retries (reason, wait)</th><th class=\"n\">size</th>\
          <th class=\"n\">duration</th></tr></thead><tbody>",
     );
@@ -305,7 +309,7 @@ fn recent(h: &mut String, recent: &[Recent]) {
             h,
             "<tr><td data-label=\"time\">{}</td><td data-label=\"route\">{}</td>\
              <td data-label=\"status\"><span class=\"s {class}\">{status}</span></td>\
-             <td class=\"n\" data-label=\"attempts\">{}</td><td class=\"retries\" data-label=\"retries\">{}</td>\
+             <td class=\"n\" data-label=\"attempts\">{}</td><td class=\"wide\" data-label=\"retries\">{}</td>\
              <td class=\"n\" data-label=\"size\">{}</td><td class=\"n\" data-label=\"duration\">{}</td></tr>",
             &time[11..19],
             route_name(r.route),
@@ -484,7 +488,7 @@ mod tests {
             assert!(page.contains(needle), "missing {needle:?}");
         }
         assert!(!page.contains("<script"), "nothing executable, nothing unescaped");
-        assert!(!page.contains("http://") || !page.contains("src="), "no external assets");
+        assert!(!page.contains("src=") && !page.contains("stylesheet"), "no external assets");
     }
 
     #[test]
