@@ -250,6 +250,13 @@ def main():
             key, fmt(num(m, "prev_%s_rps" % sc)), fmt(num(r, "rps") if r else None),
             fmt(num(m, "prev_%s_p50" % sc)), fmt(num(r, "p50") if r else None),
             fmt(num(m, "prev_%s_cpu" % sc), 1), fmt(now_cpu, 1)))
+    cost = env("BENCH_METRICS_COST")
+    if cost and os.path.exists(cost):
+        w("")
+        w("The metrics calls of one request alone (`bench/metrics_cost.rs`: `attempt` per attempt, "
+          "`retry` per retry, one `request_done`; a loop, per request):")
+        w("")
+        out.extend(open(cost).read().strip().splitlines())
     w("")
 
     # -------------------------------------------------------------- targets

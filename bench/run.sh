@@ -459,6 +459,13 @@ BENCH_REV="$(cd "$ROOT" && { git rev-parse --short HEAD 2>/dev/null || echo unco
 export BENCH_DATE BENCH_NPROC BENCH_CPU="$CPU_MODEL" BENCH_KERNEL BENCH_CMD="$CMDLINE" BENCH_DUR="$DUR" \
   BENCH_ROUNDS="$ROUNDS" BENCH_RDUR="$RDUR" BENCH_BUILD_NOTE="$BUILD_NOTE" BENCH_STATIC_NOTE="$STATIC_NOTE" \
   BENCH_NGINX BENCH_WRK BENCH_REV
+# what the metrics calls of one request cost, in a loop (bench/metrics_cost.rs)
+if [[ -z "${BENCH_BIN:-}" ]]; then
+  log "metrics cost per request"
+  (cd "$ROOT" && cargo run --release --quiet --example metrics_cost) >"$TMP/metrics_cost.md" 2>"$TMP/metrics_cost.log" \
+    || echo "metrics_cost failed: $(tail -1 "$TMP/metrics_cost.log")" >"$TMP/metrics_cost.md"
+fi
+export BENCH_METRICS_COST="$TMP/metrics_cost.md"
 # the previous report's codex-shield rows, to compare with (the run before metrics: rev d5b2eaf)
 if [[ -f "$BENCH_DIR/RESULTS.md" ]]; then
   python3 - "$BENCH_DIR/RESULTS.md" >>"$RES" <<'PY' || true

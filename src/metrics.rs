@@ -451,7 +451,7 @@ pub fn render(s: &Snapshot) -> String {
     out.family(
         "codex_shield_requests_given_up_total",
         "counter",
-        "Requests answered with an error after the retry budget was spent, by the last failure.",
+        "Requests that ended in an error after failed attempts (retries spent, or too large), by the last failure.",
     );
     per_outcome(&mut out, "codex_shield_requests_given_up_total", "reason", &s.given_up, failures());
     out.family(
