@@ -2,7 +2,7 @@
 CARGO ?= cargo
 MUSL  := x86_64-unknown-linux-musl
 
-.PHONY: run build test check fmt clippy static e2e bench soak fuzz clean
+.PHONY: run build test check fmt clippy static e2e bench soak monitoring fuzz clean
 
 run: ## start the proxy with ./.env (cp .env.example .env first)
 	$(CARGO) run --release --quiet --
@@ -29,6 +29,9 @@ e2e: ## real clients (Codex CLI, openai Python SDK) through the proxy
 
 bench: ## benchmark against the floor and nginx; writes bench/RESULTS.md
 	bash bench/run.sh
+
+monitoring: ## a real Prometheus and headless Chromium read /metrics and /status after known faults
+	bash tests/monitoring/run.sh
 
 soak: ## thousands of requests against a fault-injecting mock
 	bash tests/soak/run.sh

@@ -122,7 +122,7 @@ def main():
     w("- tiers: **floor** = wrk straight to the nginx mock upstream (1 worker, static ~17.7 KB "
       "Responses stream / ~20 KB Chat stream); **nginx** = nginx streaming reverse proxy "
       "(%s workers, proxy_buffering off, HTTP/1.1 keep-alive to the mock); **codex-shield** = "
-      "target/release/codex-shield (glibc), LOG_LEVEL=error, same mock; **codex-shield-static** = "
+      "target/release/codex-shield (glibc), LOG_LEVEL=error, metrics on (always counted), same mock; **codex-shield-static** = "
       "the same source built by scripts/static.sh (musl, static-pie), when present." % env("BENCH_NPROC"))
     if env("BENCH_BUILD_NOTE"):
         w("- **codex-shield not measured**: %s" % env("BENCH_BUILD_NOTE"))
@@ -227,6 +227,36 @@ def main():
           "(%s× the %s µs/req without failures; %s upstream attempts/answer; %s answers, %d non-2xx, %d socket errors) |"
           % (desc, fmt(cpu, 1), fmt(cpu / base_cpu if cpu and base_cpu else None, 2), fmt(base_cpu, 1),
              fmt(att / ok if ok else None, 2), fmt(ok), st, so))
+    w("")
+
+    # -------------------------------------------------------------- metrics
+    w("## Metrics on: this run against the previous report")
+    w("")
+    if num(m, "metrics_requests") is not None:
+        w("Counting is always on (no switch): after the load runs the main codex-shield's own "
+          "`/metrics` reported %s requests and %s upstream attempts. The previous report "
+          "(rev %s) is the reference; runs on this shared 2-core machine move by about 10 %% "
+          "from one to the next, so only a larger gap means something."
+          % (fmt(num(m, "metrics_requests")), fmt(num(m, "metrics_attempts")), m.get("prev_rev", "n/a")))
+    else:
+        w("The codex-shield measured here has no `/metrics` (a build before metrics).")
+    w("")
+    w("| codex-shield | req/s (previous → now) | p50 µs (previous → now) | server CPU µs/req (previous → now) |")
+    w("|---|--:|--:|--:|")
+    for sc, key in (("c1", "c=1"), ("c32", "c=32"), ("c256", "c=256")):
+        r = by.get(sc, {}).get("codex-shield")
+        now_cpu = cpu_us_per_req(r) if r else None
+        w("| %s | %s → %s | %s → %s | %s → %s |" % (
+            key, fmt(num(m, "prev_%s_rps" % sc)), fmt(num(r, "rps") if r else None),
+            fmt(num(m, "prev_%s_p50" % sc)), fmt(num(r, "p50") if r else None),
+            fmt(num(m, "prev_%s_cpu" % sc), 1), fmt(now_cpu, 1)))
+    cost = env("BENCH_METRICS_COST")
+    if cost and os.path.exists(cost):
+        w("")
+        w("The metrics calls of one request alone (`bench/metrics_cost.rs`: `attempt` per attempt, "
+          "`retry` per retry, one `request_done`; a loop, per request):")
+        w("")
+        out.extend(open(cost).read().strip().splitlines())
     w("")
 
     # -------------------------------------------------------------- targets

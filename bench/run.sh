@@ -391,6 +391,10 @@ done
 if [[ -n "$SHIELD_MAIN" ]]; then
   sleep 1
   rec "metric rss_after_load_kb=$(status_kb "$SHIELD_MAIN" VmRSS) hwm_after_load_kb=$(status_kb "$SHIELD_MAIN" VmHWM)"
+  # metrics are always on: what the proxy's own /metrics counted over the load runs
+  counted=$(curl -s --max-time 5 "http://127.0.0.1:$SH/metrics" \
+    | awk '/^codex_shield_requests_total\{/ {n += $2} /^codex_shield_upstream_attempts_total\{/ {a += $2} END {printf "%d %d", n, a}') || counted=""
+  [[ -n "$counted" ]] && rec "metric metrics_requests=${counted% *} metrics_attempts=${counted#* }"
 fi
 
 # --------------------------------------------------------------- memory ---
@@ -455,6 +459,29 @@ BENCH_REV="$(cd "$ROOT" && { git rev-parse --short HEAD 2>/dev/null || echo unco
 export BENCH_DATE BENCH_NPROC BENCH_CPU="$CPU_MODEL" BENCH_KERNEL BENCH_CMD="$CMDLINE" BENCH_DUR="$DUR" \
   BENCH_ROUNDS="$ROUNDS" BENCH_RDUR="$RDUR" BENCH_BUILD_NOTE="$BUILD_NOTE" BENCH_STATIC_NOTE="$STATIC_NOTE" \
   BENCH_NGINX BENCH_WRK BENCH_REV
+# what the metrics calls of one request cost, in a loop (bench/metrics_cost.rs)
+if [[ -z "${BENCH_BIN:-}" ]]; then
+  log "metrics cost per request"
+  (cd "$ROOT" && cargo run --release --quiet --example metrics_cost) >"$TMP/metrics_cost.md" 2>"$TMP/metrics_cost.log" \
+    || echo "metrics_cost failed: $(tail -1 "$TMP/metrics_cost.log")" >"$TMP/metrics_cost.md"
+fi
+export BENCH_METRICS_COST="$TMP/metrics_cost.md"
+# the previous report's codex-shield rows, to compare with (the run before metrics: rev d5b2eaf)
+if [[ -f "$BENCH_DIR/RESULTS.md" ]]; then
+  python3 - "$BENCH_DIR/RESULTS.md" >>"$RES" <<'PY' || true
+import re, sys
+text = open(sys.argv[1]).read()
+rev = re.search(r"codex-shield rev (\S+)", text)
+out = ["metric prev_rev=%s" % (rev.group(1).rstrip(";") if rev else "unknown")]
+for sc, key in (("c=1 (1 conn)", "c1"), ("c=32", "c32"), ("c=256", "c256")):
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) > 13 and cells[0] == sc and cells[1] == "**codex-shield**":
+            out.append("metric prev_%s_rps=%s prev_%s_p50=%s prev_%s_cpu=%s"
+                       % (key, cells[2].replace(",", ""), key, cells[3].replace(",", ""), key, cells[11]))
+print("\n".join(out))
+PY
+fi
 python3 "$BENCH_DIR/report.py" "$RES" >"$TMP/RESULTS.md"
 cat "$TMP/RESULTS.md"
 cp "$TMP/RESULTS.md" "$BENCH_DIR/RESULTS.md"

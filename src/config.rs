@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::api::Api;
 use crate::error::Error;
-use crate::log::Level;
+use crate::log::{Format, Level};
 use crate::retry::Policy;
 use crate::target::{Auth, Endpoint};
 
@@ -54,12 +54,18 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ("MAX_CONCURRENT", "256", "requests in flight at once (503 with Retry-After beyond it)"),
     ("PROXY_API_KEY", "", "if set, clients must send it (Bearer or api-key); never forwarded"),
     (
+        "STATUS_TOKEN",
+        "",
+        "read-only token for /metrics (Bearer) and /status (also ?token=); grants no API call",
+    ),
+    (
         "SHUTDOWN_GRACE_SECONDS",
         "250",
         "on SIGINT/SIGTERM, how long in-flight requests may finish (then each gets a 503)",
     ),
     ("UPSTREAM_CA_FILE", "", "PEM file of extra CA certificates to trust (added to the bundled roots)"),
     ("LOG_LEVEL", "info", "error | warn | info | debug"),
+    ("LOG_FORMAT", "text", "text | json (one JSON object per line)"),
 ];
 
 /// The per-upstream variables: `NAME` for upstream 1, `NAME_N` for upstream N.
@@ -83,8 +89,11 @@ pub struct Config {
     pub proxy_key: Option<String>,
     /// `KEEPALIVE_SECONDS`, when on.
     pub keepalive: Option<Duration>,
+    /// Read-only token for `/metrics` and `/status` (`STATUS_TOKEN`).
+    pub status_token: Option<String>,
     pub shutdown_grace: Duration,
     pub log_level: Level,
+    pub log_format: Format,
 }
 
 #[derive(Debug, Clone)]
@@ -230,6 +239,8 @@ impl Config {
             other => return Err(bad("ROUTING", format!("expected failover or round-robin, got {other:?}"))),
         };
         let keepalive = Some(raw.seconds("KEEPALIVE_SECONDS", true)?).filter(|d| !d.is_zero());
+        let log_format = Format::parse(&raw.get("LOG_FORMAT"))
+            .ok_or_else(|| bad("LOG_FORMAT", "expected text or json".into()))?;
         Ok(Config {
             listen: Listen { host: raw.get("HOST"), port: raw.parse("PORT", "a port number (0-65535)")? },
             upstreams,
@@ -247,8 +258,10 @@ impl Config {
             },
             proxy_key: raw.optional("PROXY_API_KEY"),
             keepalive,
+            status_token: raw.optional("STATUS_TOKEN"),
             shutdown_grace: raw.seconds("SHUTDOWN_GRACE_SECONDS", true)?,
             log_level,
+            log_format,
         })
     }
 
@@ -293,6 +306,7 @@ impl Config {
             ("MAX_RESPONSE_BYTES", self.limits.max_response_bytes.to_string()),
             ("MAX_CONCURRENT", self.limits.max_concurrent.to_string()),
             ("PROXY_API_KEY", mask(&self.proxy_key)),
+            ("STATUS_TOKEN", mask(&self.status_token)),
             ("SHUTDOWN_GRACE_SECONDS", secs(self.shutdown_grace)),
             (
                 "UPSTREAM_CA_FILE",
@@ -302,6 +316,7 @@ impl Config {
                     .map_or("(bundled roots only)".into(), |p| p.display().to_string()),
             ),
             ("LOG_LEVEL", self.log_level.name().to_string()),
+            ("LOG_FORMAT", self.log_format.name().to_string()),
         ];
         rows.extend(general.into_iter().map(|(k, v)| (k.to_string(), v)));
         rows.iter().map(|(k, v)| format!("{k:<24} {v}\n")).collect()
@@ -469,6 +484,8 @@ mod tests {
             ("HOST", "0.0.0.0"),
             ("PORT", "0"),
             ("AZURE_API_KEY", "sk-secret"),
+            ("STATUS_TOKEN", "st-secret"),
+            ("LOG_FORMAT", "JSON"),
         ])
         .unwrap();
         assert_eq!(c.retry.base, Duration::from_millis(50));
@@ -540,6 +557,7 @@ mod tests {
             (&[EP, ("MAX_REQUEST_BYTES", "1e3")], "MAX_REQUEST_BYTES"),
             (&[EP, ("UPSTREAM_AUTH", "basic")], "UPSTREAM_AUTH"),
             (&[EP, ("LOG_LEVEL", "loud")], "LOG_LEVEL"),
+            (&[EP, ("LOG_FORMAT", "logfmt")], "LOG_FORMAT"),
             (&[EP, ("UPSTREAM_CA_FILE", "/nonexistent/ca.pem")], "UPSTREAM_CA_FILE"),
             (&[EP, ("UPSTREAM_API", "grpc")], "UPSTREAM_API"),
             (&[EP, ("ROUTING", "random")], "ROUTING"),

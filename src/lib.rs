@@ -14,7 +14,9 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod inbound;
+pub mod local;
 pub mod log;
+pub mod metrics;
 pub mod pool;
 pub mod reply;
 pub mod retry;
@@ -51,6 +53,7 @@ pub fn run(argv: impl IntoIterator<Item = OsString>) -> Result<(), Error> {
         return Ok(());
     }
     log::set_level(config.log_level);
+    log::set_format(config.log_format);
     server::serve(Arc::new(config), count_signals()?)
 }
 

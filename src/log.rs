@@ -1,11 +1,15 @@
-//! A tiny leveled logger: one line per call on stderr, with a UTC timestamp.
+//! A tiny leveled logger: one line per call on stderr, with a UTC timestamp, as text or as
+//! one JSON object per line (`LOG_FORMAT=json`, for journald, Loki, Datadog...).
 //!
 //! Callers pass text that never contains a key (keys are never formatted anywhere; see
-//! ARCHITECTURE.md). No buffering, no files, no framework.
+//! ARCHITECTURE.md). The request line has its own fields (`RequestLine`), the same in both
+//! formats. No buffering, no files, no framework.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::json;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
@@ -16,6 +20,46 @@ pub enum Level {
 }
 
 static LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
+
+/// How a line is written (`LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `2026-11-25T14:20:32.123Z INFO  message`
+    Text = 0,
+    /// `{"ts":"2026-11-25T14:20:32.123Z","level":"info","msg":"message"}`
+    Json = 1,
+}
+
+static FORMAT: AtomicU8 = AtomicU8::new(Format::Text as u8);
+
+impl Format {
+    pub fn parse(s: &str) -> Option<Format> {
+        match s.to_ascii_lowercase().as_str() {
+            "text" => Some(Format::Text),
+            "json" => Some(Format::Json),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Text => "text",
+            Format::Json => "json",
+        }
+    }
+}
+
+pub fn set_format(format: Format) {
+    FORMAT.store(format as u8, Ordering::Relaxed);
+}
+
+fn format() -> Format {
+    if FORMAT.load(Ordering::Relaxed) == Format::Json as u8 {
+        Format::Json
+    } else {
+        Format::Text
+    }
+}
 
 impl Level {
     pub fn parse(s: &str) -> Option<Level> {
@@ -49,8 +93,7 @@ pub fn enabled(level: Level) -> bool {
 /// Write one line if `level` is enabled.
 pub fn write(level: Level, args: std::fmt::Arguments) {
     if enabled(level) {
-        let line = format!("{} {:<5} {args}\n", timestamp(), level.name().to_ascii_uppercase());
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        emit(&line(format(), &utc(SystemTime::now()), level, args));
     }
 }
 
@@ -66,9 +109,72 @@ pub fn stdout(text: &str) {
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
+fn emit(line: &str) {
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+/// One line (with its newline) in `format`.
+fn line(format: Format, ts: &str, level: Level, args: std::fmt::Arguments) -> String {
+    match format {
+        Format::Text => format!("{ts} {:<5} {args}\n", level.name().to_ascii_uppercase()),
+        Format::Json => {
+            let msg = args.to_string();
+            json!({"ts": ts, "level": level.name(), "msg": msg}).to_string() + "\n"
+        }
+    }
+}
+
+/// What the log says about one finished request (never a key, a query or a body).
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLine<'a> {
+    pub id: u64,
+    pub method: &'a str,
+    /// The path without its query.
+    pub path: &'a str,
+    pub status: u16,
+    pub attempts: u32,
+    /// The upstream (1-based) of the last attempt.
+    pub upstream: Option<usize>,
+    /// One entry per failed attempt: its upstream, what it came to, the wait that followed
+    /// ("u1 429 +1.00s").
+    pub retries: &'a [String],
+    pub bytes: usize,
+    pub ms: u128,
+    /// The client closed its connection before its answer was written.
+    pub client_gone: bool,
+}
+
+/// The request's line, at level info.
+pub fn request(r: &RequestLine) {
+    if enabled(Level::Info) {
+        emit(&request_line(format(), &utc(SystemTime::now()), r));
+    }
+}
+
+fn request_line(format: Format, ts: &str, r: &RequestLine) -> String {
+    if format == Format::Json {
+        let v = json!({
+            "ts": ts, "level": "info", "msg": "request", "req": r.id, "method": r.method,
+            "path": r.path, "status": r.status, "attempts": r.attempts, "upstream": r.upstream,
+            "retries": r.retries,
+            "bytes": r.bytes, "ms": r.ms as u64, "client_gone": r.client_gone,
+        });
+        return v.to_string() + "\n";
+    }
+    let retries =
+        if r.retries.is_empty() { String::new() } else { format!(" retries=[{}]", r.retries.join(", ")) };
+    let gone = if r.client_gone { " client-gone" } else { "" };
+    let upstream = r.upstream.map_or(String::new(), |n| format!(" upstream={n}"));
+    let text = format_args!(
+        "req={} {} {} status={} attempts={}{upstream}{retries} bytes={} ms={}{gone}",
+        r.id, r.method, r.path, r.status, r.attempts, r.bytes, r.ms
+    );
+    line(Format::Text, ts, Level::Info, text)
+}
+
 /// `2026-11-25T14:20:32.123Z`
-fn timestamp() -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+pub fn utc(t: SystemTime) -> String {
+    let now = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = now.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);
@@ -107,6 +213,77 @@ macro_rules! debug { ($($t:tt)*) => { $crate::log::write($crate::log::Level::Deb
 mod tests {
     use super::*;
     use crate::retry::days_from_civil;
+
+    fn sample(retries: &[String], client_gone: bool) -> RequestLine<'_> {
+        RequestLine {
+            id: 7,
+            method: "POST",
+            path: "/v1/responses",
+            status: 200,
+            attempts: 3,
+            upstream: Some(2),
+            retries,
+            bytes: 17_700,
+            ms: 2_345,
+            client_gone,
+        }
+    }
+
+    const TS: &str = "2026-11-25T14:20:32.123Z";
+
+    #[test]
+    fn request_line_as_text() {
+        let retries = ["u1 429 +1.00s".to_string(), "u2 cut +2.10s".to_string()];
+        let cases = [
+            (
+                sample(&retries, false),
+                "2026-11-25T14:20:32.123Z INFO  req=7 POST /v1/responses status=200 attempts=3 upstream=2 \
+                 retries=[u1 429 +1.00s, u2 cut +2.10s] bytes=17700 ms=2345\n",
+            ),
+            (
+                sample(&[], true),
+                "2026-11-25T14:20:32.123Z INFO  req=7 POST /v1/responses status=200 attempts=3 upstream=2 \
+                 bytes=17700 ms=2345 client-gone\n",
+            ),
+        ];
+        for (r, expected) in cases {
+            assert_eq!(request_line(Format::Text, TS, &r), expected);
+        }
+    }
+
+    #[test]
+    fn request_line_as_json() {
+        let retries = ["429 +1.00s".to_string(), "event:\"quoted\"\n +0.50s".to_string()];
+        let text = request_line(Format::Json, TS, &sample(&retries, true));
+        assert!(text.ends_with('\n') && text.matches('\n').count() == 1, "one line: {text:?}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let expected = json!({
+            "ts": TS, "level": "info", "msg": "request", "req": 7, "method": "POST",
+            "path": "/v1/responses", "status": 200, "attempts": 3, "upstream": 2,
+            "retries": ["429 +1.00s", "event:\"quoted\"\n +0.50s"], "bytes": 17700, "ms": 2345,
+            "client_gone": true,
+        });
+        assert_eq!(v, expected);
+    }
+
+    #[test]
+    fn other_lines_in_both_formats() {
+        let text = line(Format::Text, TS, Level::Warn, format_args!("refused: {}", "busy"));
+        assert_eq!(text, "2026-11-25T14:20:32.123Z WARN  refused: busy\n");
+        let json = line(Format::Json, TS, Level::Warn, format_args!("a \"b\"\nc"));
+        assert_eq!(
+            json,
+            "{\"ts\":\"2026-11-25T14:20:32.123Z\",\"level\":\"warn\",\"msg\":\"a \\\"b\\\"\\nc\"}\n"
+        );
+        assert_eq!(Format::parse("JSON"), Some(Format::Json));
+        assert_eq!(Format::parse("logfmt"), None);
+    }
+
+    #[test]
+    fn utc_timestamps() {
+        let t = UNIX_EPOCH + std::time::Duration::from_millis(1_764_080_432_123);
+        assert_eq!(utc(t), "2025-11-25T14:20:32.123Z");
+    }
 
     #[test]
     fn calendar_round_trip() {

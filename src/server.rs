@@ -12,13 +12,13 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-
 use crate::api::Api;
 use crate::client::{self, Slot, Slots};
 use crate::config::Config;
 use crate::error::Error;
 use crate::inbound;
+use crate::local;
+use crate::metrics::{self, Metrics};
 use crate::pool::Pool;
 use crate::reply::Reply;
 use crate::shield::{Job, Shield, Trace};
@@ -44,6 +44,7 @@ struct State {
     stopping: AtomicBool,
     /// Requests being worked on: keepalive events and shutdown answers go through them.
     slots: Slots,
+    metrics: Metrics,
 }
 
 /// Counts a request until its reply is written, however its handler ends.
@@ -85,7 +86,9 @@ pub fn serve(config: Arc<Config>, signals: Arc<AtomicUsize>) -> Result<(), Error
     let addr = config.listen_addr();
     let (in_flight, active, next_id) = (AtomicUsize::new(0), AtomicUsize::new(0), AtomicU64::new(1));
     let (stopping, slots) = (AtomicBool::new(false), Slots::default());
-    let state = Arc::new(State { config, pool, upstream, in_flight, active, next_id, stopping, slots });
+    let metrics = Metrics::new(config.upstreams.len());
+    let state =
+        Arc::new(State { config, pool, upstream, in_flight, active, next_id, stopping, slots, metrics });
     let shared = Arc::clone(&state);
     let server =
         tiny_http::Server::http_with_handler(addr.as_str(), move |request| on_request(&shared, request))
@@ -161,15 +164,17 @@ fn auth_name(t: &crate::config::Target) -> &'static str {
     }
 }
 
-/// Answer `/healthz` on the spot (it never counts against `MAX_CONCURRENT`, so a busy proxy
-/// still looks alive); handle anything else.
+/// Answer `/healthz`, `/metrics` and `/status` on the spot (they never count against
+/// `MAX_CONCURRENT`, so a busy proxy still looks alive, and write no log line); handle
+/// anything else.
 fn on_request(state: &State, request: tiny_http::Request) {
     let path = request.url().split('?').next().unwrap_or("");
-    let route = target::route(request.method().as_str(), path);
-    if route == Route::Health {
-        client::send(request, health(state));
+    if let Some(page) = local::route(request.method().as_str(), path) {
+        let reply = local_page(state, page, &request);
+        client::send(request, reply);
         return;
     }
+    let route = target::route(request.method().as_str(), path);
     if state.stopping.load(Ordering::SeqCst) {
         client::send(request, Reply::error(&Error::ShuttingDown));
         return;
@@ -179,14 +184,35 @@ fn on_request(state: &State, request: tiny_http::Request) {
     handle(state, request, route);
 }
 
-fn health(state: &State) -> Reply {
-    let health = json!({
-        "status": "ok",
-        "version": env!("CARGO_PKG_VERSION"),
-        "in_flight": state.in_flight.load(Ordering::Relaxed),
-        "open_requests": state.active.load(Ordering::Relaxed),
-    });
-    Reply::json(200, &health)
+fn local_page(state: &State, page: local::Page, request: &tiny_http::Request) -> Reply {
+    let in_flight = state.in_flight.load(Ordering::Relaxed);
+    let gauges = metrics::Gauges { in_flight, max_concurrent: state.config.limits.max_concurrent };
+    let upstreams = upstream_health(state);
+    let ctx = local::Context {
+        config: &state.config,
+        metrics: &state.metrics,
+        gauges,
+        open_requests: state.active.load(Ordering::Relaxed),
+        upstreams: &upstreams,
+    };
+    local::answer(page, &local::Credentials::of(request), &ctx)
+}
+
+/// How each upstream is doing, for `/metrics` and `/status`, from the pool's health table.
+fn upstream_health(state: &State) -> Vec<metrics::UpstreamHealth> {
+    let now = Instant::now();
+    let health = state.pool.snapshot();
+    state
+        .pool
+        .targets
+        .iter()
+        .zip(health)
+        .map(|(t, h)| metrics::UpstreamHealth {
+            number: t.number,
+            endpoint: t.endpoint.display(),
+            cooling_down: h.until.filter(|&u| u > now).map(|u| u - now),
+        })
+        .collect()
 }
 
 /// One request, start to finish, with its log line. The in-flight slot is released just
@@ -202,6 +228,7 @@ fn handle(state: &State, mut request: tiny_http::Request, route: Route) {
         None => (url.clone(), None),
     };
     let mut trace = Trace::default();
+    let kind = metrics::RouteKind::of(&route);
     let job = inbound::job(&state.config, &mut request, route, query.as_deref());
     // Counted from here: a client still sending its body holds a thread, not a slot.
     let ready = job.and_then(|job| Ok((job, InFlight::acquire(state)?)));
@@ -209,6 +236,7 @@ fn handle(state: &State, mut request: tiny_http::Request, route: Route) {
         Ok((job, in_flight)) => run(state, id, request, &job, in_flight, &mut trace),
         Err(e) => {
             if let Error::Busy { .. } = e {
+                state.metrics.busy();
                 crate::warn!("refused {method} {path}: {e}");
             }
             let reply = Reply::error(&e);
@@ -216,17 +244,23 @@ fn handle(state: &State, mut request: tiny_http::Request, route: Route) {
             (status, bytes, client::send(request, reply))
         }
     };
-    let retries =
-        if trace.failures.is_empty() { String::new() } else { format!(" retries=[{}]", trace.retries()) };
-    let upstream = trace.upstream.map_or(String::new(), |n| format!(" upstream={n}"));
-    let gone = if delivered { "" } else { " client-gone" };
-    let line = format_args!(
-        "req={id} {method} {path} status={status} attempts={}{upstream}{retries} bytes={bytes} ms={}{gone}",
-        trace.attempts,
-        started.elapsed().as_millis()
-    );
-    crate::log::write(crate::log::Level::Info, line);
+    let duration = started.elapsed();
+    let tally = trace.tally;
+    state.metrics.request_done(&metrics::Done { route: kind, status, bytes, duration, tally, delivered });
+    crate::log::request(&crate::log::RequestLine {
+        id,
+        method: &method,
+        path: &path,
+        status,
+        attempts: trace.attempts,
+        upstream: trace.upstream,
+        retries: &trace.retries(),
+        bytes,
+        ms: duration.as_millis(),
+        client_gone: !delivered,
+    });
 }
+
 /// Run a job whose body is in: the shield's loop, then the one answer through its slot.
 /// Returns the status and size of the answer and whether it reached the client.
 fn run(
@@ -241,8 +275,13 @@ fn run(
     let http11 = *request.http_version() >= tiny_http::HTTPVersion(1, 1);
     let slot = Slot::new(request, state.config.keepalive.filter(|_| streams && http11));
     state.slots.insert(id, Arc::clone(&slot));
-    let shield =
-        Shield { config: &state.config, pool: &state.pool, upstream: &state.upstream, client: &*slot };
+    let shield = Shield {
+        config: &state.config,
+        pool: &state.pool,
+        upstream: &state.upstream,
+        metrics: &state.metrics,
+        client: &*slot,
+    };
     let reply = shield.run(job, trace);
     drop(in_flight);
     let (status, bytes) = (reply.status, reply.body.len());

@@ -18,6 +18,7 @@ use crate::api::{Api, Exchange};
 use crate::assemble;
 use crate::config::{Config, Target};
 use crate::error::{Error, Outcome, StreamError};
+use crate::metrics::{self, Metrics, Tally};
 use crate::pool::{Choice, Pool, Report};
 use crate::reply::Reply;
 use crate::retry::{self, Decision};
@@ -145,17 +146,18 @@ pub struct Trace {
     pub upstream: Option<usize>,
     /// Time spent sleeping between attempts.
     pub waited: Duration,
+    /// The same story for the metrics and `/status`, without allocation.
+    pub tally: Tally,
 }
 
 impl Trace {
-    /// `u1 429 +1.00s, u2 cut +0.00s`
-    pub fn retries(&self) -> String {
-        let parts: Vec<String> = self
-            .failures
+    /// `["u1 429 +1.00s", "u2 cut +0.00s"]`: each failed attempt's upstream, outcome and the
+    /// wait that followed.
+    pub fn retries(&self) -> Vec<String> {
+        self.failures
             .iter()
             .map(|(n, outcome, wait)| format!("u{n} {} +{:.2}s", outcome.label(), wait.as_secs_f64()))
-            .collect();
-        parts.join(", ")
+            .collect()
     }
 }
 
@@ -171,6 +173,7 @@ pub struct Shield<'a> {
     pub config: &'a Config,
     pub pool: &'a Pool,
     pub upstream: &'a Upstream,
+    pub metrics: &'a Metrics,
     pub client: &'a dyn Client,
 }
 
@@ -214,6 +217,8 @@ impl Shield<'_> {
             trace.upstream = Some(target.number);
             let attempt_started = Instant::now();
             let result = self.upstream.attempt(&p.outgoing, &mut || self.pool.answering(i));
+            let outcome = metrics::outcome_of(&result);
+            self.metrics.attempt(&mut trace.tally, target.number, outcome, attempt_started.elapsed());
             let err = match result {
                 Ok(answer) => {
                     self.pool.record(i, Report::Healthy, attempt_started, 0.0);
@@ -235,6 +240,7 @@ impl Shield<'_> {
                         return self.give_up(trace, elapsed, Some(err));
                     }
                     let wait = self.pool.wait_hint(start);
+                    self.metrics.retry(&mut trace.tally, err.outcome(), wait);
                     trace.failures.push((target.number, err.outcome(), wait));
                     last = Some(err);
                     continue 'attempts;

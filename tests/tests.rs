@@ -8,6 +8,7 @@ mod faults;
 mod fuzz;
 mod hostile;
 mod lifecycle;
+mod monitoring;
 mod routes;
 mod tls;
 mod translate;
