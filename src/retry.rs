@@ -43,7 +43,11 @@ pub fn status_is_retryable(status: u16) -> bool {
 /// the request arrived. `jitter` is a number in `[0, 1)`.
 pub fn decide(err: &Error, attempt: u32, elapsed: Duration, policy: &Policy, jitter: f64) -> Decision {
     let hint = match err {
-        Error::Connect(_) | Error::Truncated { .. } | Error::Stalled { .. } => None,
+        Error::Connect(_)
+        | Error::Truncated { .. }
+        | Error::Stalled { .. }
+        | Error::EventStall { .. }
+        | Error::NotAnEventStream { .. } => None,
         Error::Status(r) if status_is_retryable(r.status) && !r.quota_exhausted() => r.hint,
         Error::InStream(e) if e.retryable => e.hint,
         Error::Status(_) | Error::InStream(_) => return Decision::Deliver,
@@ -226,6 +230,15 @@ mod tests {
             (in_stream("rate_limit_exceeded", true), 1, 0, Decision::Retry(s(1))),
             (in_stream("context_length_exceeded", false), 1, 0, Decision::Deliver),
             (Error::ResponseTooLarge { limit: 1 }, 1, 0, Decision::GiveUp),
+            (Error::EventStall { received: 9 }, 1, 0, Decision::Retry(s(1))),
+            (
+                Error::NotAnEventStream { status: 200, content_type: None, head: String::new() },
+                1,
+                0,
+                Decision::Retry(s(1)),
+            ),
+            (Error::Redirect { status: 301, target: "host x".into() }, 1, 0, Decision::GiveUp),
+            (Error::Encoded { encoding: "gzip".into() }, 1, 0, Decision::GiveUp),
         ];
         for (err, attempt, elapsed, expected) in cases {
             let got = decide(&err, attempt, s(elapsed), &policy(), 0.5);
