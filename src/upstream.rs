@@ -387,7 +387,8 @@ fn judge(verdict: Verdict, received: usize) -> Result<Option<Terminal>, Error> {
 /// Read an SSE stream until its terminal event, checking each event as it completes, and
 /// nothing after it: an upstream that keeps the connection open (or sends keep-alives) after
 /// the terminal event does not hold the answer. Returns the bytes read (the stream up to and
-/// including the terminal event, plus whatever came in the same read) and a final stream
+/// including the terminal event, plus whatever came in the same read, plus an LF if they end
+/// in a CR, the first half of a CRLF the read split) and a final stream
 /// error if one was reported; a retryable error, a cut, or a stall (no byte, or no event, for
 /// `idle`) is an `Err`. `clock` tells the time after each read.
 fn read_stream(
@@ -405,6 +406,10 @@ fn read_stream(
             Err(e) => return Err(read_error(e, stream.body.len(), reading.limit)),
         };
         if let Some(terminal) = stream.take(&chunk[..n], clock())? {
+            if stream.body.chunks().last().and_then(<[u8]>::last) == Some(&b'\r') {
+                // The LF of a CRLF split off by the read is not waited for: it is supplied.
+                stream.body.push(b"\n");
+            }
             if stream.body_is_over() {
                 // Returns at once; reaching the end hands the connection back to the pool.
                 // Otherwise the reader is dropped unfinished and ureq closes the connection.
@@ -496,6 +501,7 @@ mod tests {
         let no_blank = &done[..done.len() - 2];
         let (r, c) = (Api::Responses, Api::Chat);
         let glued = format!("{delta}{done}{ping}");
+        let crlf = done.replace('\n', "\r\n");
         type Case<'a> = (Api, Vec<(u64, &'a str)>, Option<io::ErrorKind>, Option<u64>, String);
         let cases: Vec<Case> = vec![
             (r, vec![(0, delta), (0, done)], None, None, format!("ok {} reads=2", dl + done.len())),
@@ -511,6 +517,8 @@ mod tests {
             (r, vec![(0, delta), (0, failed), (0, done)], None, None, "event:server_error".into()),
             (r, vec![(0, delta), (0, final_)], None, None, "final context_length_exceeded".into()),
             (r, vec![(0, &done[..20]), (0, &done[20..])], None, None, format!("ok {} reads=2", done.len())),
+            (r, vec![(0, &crlf[..crlf.len() - 1]), (0, "\n")], Some(TimedOut), None, format!("ok {} reads=1", crlf.len())),
+            (r, vec![(0, "event: response.completed\rdata: {}\r\r")], Some(TimedOut), None, "ok 37 reads=1".into()),
             (r, vec![(0, "data: {oops\n\n")], None, None, "cut@13B".into()),
             // events, not bytes, reset the stall clock
             (r, vec![(0, delta), (4, ping), (8, empty), (9, keepalive), (10, ping), (11, done)], None, None, "stall-events".into()),
