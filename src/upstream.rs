@@ -4,6 +4,15 @@
 //! SSE while it reads so that an error event, a cut or a stall ends the read at once. It
 //! reports what happened (`Answer` or a located `Error`) and decides nothing about retries:
 //! that is `retry.rs`, driven by `shield.rs`.
+//!
+//! The rules of a shielded answer: a redirect is reported, never followed; a success with a
+//! `Content-Encoding` is reported at once; a success that is not `text/event-stream` (any
+//! case) is a failure, judged like an in-stream error if its JSON carries one. A stream is
+//! read up to its terminal event and not a byte further (the connection is then closed, not
+//! pooled, unless its `Content-Length` is reached); a clean end of the body also ends it, with
+//! an unterminated last event counted (`sse::Parser::finish`). `IDLE_TIMEOUT_SECONDS` bounds
+//! both the wait for a byte (ureq's per-read timeout) and the time without an event (this
+//! module's clock, checked after each read), so keep-alive comments cannot hide a stall.
 
 use std::io::{self, Read};
 use std::sync::Arc;
