@@ -81,6 +81,13 @@ impl Parser {
         !self.line.is_empty() || self.has_data || self.named || (self.bom_seen > 0 && !self.bom_done)
     }
 
+    /// How many bytes of an event not yet dispatched the parser holds (a comment line in
+    /// progress does not count): a reader can tell that an event is still arriving.
+    pub fn pending_event_bytes(&self) -> usize {
+        let line = if self.line.first() == Some(&b':') { 0 } else { self.line.len() };
+        line + self.name.len() + self.data.len() + usize::from(self.named || self.has_data)
+    }
+
     /// The body ended cleanly: take the unterminated last line as complete and dispatch the
     /// pending event, if any. Returns the line ends that a standard parser needs after the
     /// stream's bytes to dispatch it as well (`""` when nothing was pending).
@@ -293,6 +300,24 @@ mod tests {
                 let standard = events([whole.as_bytes()]);
                 assert_eq!(standard.len(), events([input.as_bytes()]).len() + expected.len(), "{whole:?}");
             }
+        }
+    }
+
+    #[test]
+    fn pending_event_bytes_ignore_comments() {
+        let cases: &[(&str, usize)] = &[
+            ("", 0),
+            (": keep-alive", 0),
+            (": keep-alive\n\n", 0),
+            ("data: a\n\n", 0),
+            ("data: ab", 8),
+            ("data: ab\n", 3),
+            ("event: x\ndata", 6),
+        ];
+        for (input, expected) in cases {
+            let mut parser = Parser::new();
+            parser.feed(input.as_bytes(), |_| true);
+            assert_eq!(parser.pending_event_bytes(), *expected, "{input:?}");
         }
     }
 

@@ -11,8 +11,9 @@
 //! read up to its terminal event and not a byte further (the connection is then closed, not
 //! pooled, unless its `Content-Length` is reached); a clean end of the body also ends it, with
 //! an unterminated last event counted (`sse::Parser::finish`). `IDLE_TIMEOUT_SECONDS` bounds
-//! both the wait for a byte (ureq's per-read timeout) and the time without an event (this
-//! module's clock, checked after each read), so keep-alive comments cannot hide a stall.
+//! both the wait for a byte (ureq's per-read timeout) and the time without an event or part
+//! of one (this module's clock, checked after each read), so keep-alive comments, empty
+//! events and pings cannot hide a stall.
 
 use std::io::{self, Read};
 use std::sync::Arc;
@@ -311,6 +312,8 @@ struct Stream<'r> {
     parser: Parser,
     progress: Progress,
     last_event: Instant,
+    /// `Parser::pending_event_bytes` after the previous read.
+    pending: usize,
 }
 
 /// The end of a stream: the terminal event (with the final error it reported, if any).
@@ -324,6 +327,7 @@ impl<'r> Stream<'r> {
             parser: Parser::new(),
             progress: Progress::default(),
             last_event: now,
+            pending: 0,
         }
     }
 
@@ -340,9 +344,12 @@ impl<'r> Stream<'r> {
             outcome = judge(verdict, received);
             matches!(outcome, Ok(None))
         });
-        if moved {
+        // An event still arriving (a long one, slowly) is progress too; a comment is not.
+        let pending = self.parser.pending_event_bytes();
+        if moved || (pending > 0 && pending != self.pending) {
             self.last_event = now;
         }
+        self.pending = pending;
         if matches!(outcome, Ok(None)) && now.duration_since(self.last_event) >= self.reading.idle {
             return Err(Error::EventStall { received });
         }
@@ -533,6 +540,8 @@ mod tests {
             (r, vec![(0, delta), (4, ping), (8, empty), (9, keepalive), (10, ping), (11, done)], None, None, "stall-events".into()),
             (r, vec![(0, delta), (4, ping), (8, delta), (12, ping), (17, done)], None, None, format!("ok {} reads=5", 2 * dl + 2 * ping.len() + done.len())),
             (r, vec![(5, ping), (10, ping), (11, delta)], None, None, "stall-events".into()),
+            (r, vec![(0, &delta[..10]), (6, &delta[10..20]), (11, &delta[20..30]), (12, &delta[30..]), (13, done)], None, None, format!("ok {} reads=5", dl + done.len())),
+            (r, vec![(0, ": keep"), (6, "-alive\n"), (11, "\n"), (12, done)], None, None, "stall-events".into()),
             // a last event without its blank line counts at a clean end, not after a cut
             (r, vec![(0, delta), (0, no_blank)], None, None, format!("ok {} reads=3", dl + done.len())),
             (r, vec![(0, delta), (0, no_blank)], Some(ConnectionReset), None, format!("cut@{}B", dl + no_blank.len())),
