@@ -4,10 +4,16 @@
 //! model output may contain any words, and every Responses API object carries `"error": null`.
 //! This module knows both wire APIs (Responses and Chat Completions) and which error codes are
 //! worth another attempt. It does not read sockets and does not decide how long to wait.
+//!
+//! `Progress` adds up the events of one stream: a chat stream that ends cleanly without
+//! `data: [DONE]` (older llama.cpp, TGI, mistral.rs, some gateways) is complete when every
+//! choice that appeared (by `index`) has a `finish_reason`. Empty events and
+//! `{"type":"keepalive"}` pings are `KeepAlive`: they show the connection is alive, not that
+//! the answer moves on, so they do not reset the event-stall clock in `upstream.rs`.
 
 use std::fmt;
 
-use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 pub use crate::api::Api;
@@ -20,6 +26,8 @@ use crate::sse::Event;
 pub enum Verdict {
     /// Nothing decisive: keep reading.
     Pending,
+    /// No news: an empty event or a keep-alive ping. Not progress.
+    KeepAlive,
     /// The terminal event of a complete answer.
     Complete,
     /// The stream reports an error.
@@ -28,33 +36,76 @@ pub enum Verdict {
     Malformed(String),
 }
 
-/// The verdict of one event of an `api` stream.
+/// The verdict of one event of an `api` stream, on its own (see `Progress` for a whole stream).
 pub fn observe(api: Api, event: &Event) -> Verdict {
-    let data = event.data;
-    if data.iter().all(u8::is_ascii_whitespace) {
-        return Verdict::Pending;
+    Progress::default().observe(api, event)
+}
+
+/// What the events of one stream add up to so far.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Chat: each choice seen, by `index`, and whether it has a `finish_reason`.
+    choices: Vec<(u64, bool)>,
+}
+
+impl Progress {
+    /// The verdict of the next event of the stream; remembers which chat choices finished.
+    pub fn observe(&mut self, api: Api, event: &Event) -> Verdict {
+        let data = event.data;
+        if data.iter().all(u8::is_ascii_whitespace) {
+            return Verdict::KeepAlive;
+        }
+        if api == Api::Chat && data.trim_ascii() == b"[DONE]" {
+            return Verdict::Complete;
+        }
+        if let Some(verdict) = quick(api, event.name, data, &mut self.choices) {
+            return verdict;
+        }
+        let value: Value = match serde_json::from_slice(data) {
+            Ok(v) => v,
+            Err(e) => return Verdict::Malformed(format!("event data is not JSON: {e}")),
+        };
+        if value["type"] == "keepalive" {
+            return Verdict::KeepAlive;
+        }
+        match api {
+            Api::Responses => responses(event.name, &value),
+            Api::Chat => {
+                for choice in value["choices"].as_array().into_iter().flatten() {
+                    let index = choice["index"].as_u64().unwrap_or(0);
+                    note(&mut self.choices, index, !choice["finish_reason"].is_null());
+                }
+                chat(&value)
+            }
+        }
     }
-    if api == Api::Chat && data.trim_ascii() == b"[DONE]" {
-        return Verdict::Complete;
+
+    /// Whether a chat stream whose body ends cleanly now holds a whole answer: at least one
+    /// choice appeared and every one has finished.
+    pub fn all_choices_finished(&self) -> bool {
+        !self.choices.is_empty() && self.choices.iter().all(|&(_, finished)| finished)
     }
-    if let Some(verdict) = quick(api, event.name, data) {
-        return verdict;
-    }
-    let value: Value = match serde_json::from_slice(data) {
-        Ok(v) => v,
-        Err(e) => return Verdict::Malformed(format!("event data is not JSON: {e}")),
-    };
-    match api {
-        Api::Responses => responses(event.name, &value),
-        Api::Chat => chat(&value),
+}
+
+/// Record that choice `index` was seen (and finished, if `finished`).
+fn note(choices: &mut Vec<(u64, bool)>, index: u64, finished: bool) {
+    match choices.iter_mut().find(|(i, _)| *i == index) {
+        Some((_, done)) => *done |= finished,
+        None => choices.push((index, finished)),
     }
 }
 
 /// The common case without building a tree: the event is parsed (and so validated) with
-/// every value skipped but `type` and whether `error` is null. `None` when the event needs
-/// the full parse: an error, a failure, or anything unusual (escaped keys, a non-string type).
-fn quick(api: Api, name: &[u8], data: &[u8]) -> Option<Verdict> {
-    let head: Head = serde_json::from_slice(data).ok()?;
+/// every value skipped but `type`, whether `error` is null and, for chat, each choice's
+/// `index` and `finish_reason`. `None` when the event needs the full parse: an error, a
+/// failure, or anything unusual (escaped keys, a non-string type, odd choices).
+fn quick(api: Api, name: &[u8], data: &[u8], choices: &mut Vec<(u64, bool)>) -> Option<Verdict> {
+    let mut json = serde_json::Deserializer::from_slice(data);
+    let head = HeadSeed { choices: (api == Api::Chat).then_some(choices) }.deserialize(&mut json).ok()?;
+    json.end().ok()?;
+    if head.kind == Some("keepalive") {
+        return Some(Verdict::KeepAlive);
+    }
     match api {
         Api::Responses => {
             let kind = match head.kind {
@@ -81,33 +132,105 @@ struct Head<'a> {
     error: bool,
 }
 
-impl<'de> Deserialize<'de> for Head<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(HeadVisitor)
+/// Reads a `Head`; for chat, notes the choices into `choices` on the way.
+struct HeadSeed<'c> {
+    choices: Option<&'c mut Vec<(u64, bool)>>,
+}
+
+impl<'de> DeserializeSeed<'de> for HeadSeed<'_> {
+    type Value = Head<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Head<'de>, D::Error> {
+        deserializer.deserialize_map(self)
     }
 }
 
-struct HeadVisitor;
-
-impl<'de> Visitor<'de> for HeadVisitor {
+impl<'de> Visitor<'de> for HeadSeed<'_> {
     type Value = Head<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON object")
     }
 
-    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Head<'de>, M::Error> {
+    fn visit_map<M: MapAccess<'de>>(mut self, mut map: M) -> Result<Head<'de>, M::Error> {
         let mut head = Head::default();
         while let Some(key) = map.next_key::<&str>()? {
-            match key {
-                "type" => head.kind = Some(map.next_value()?),
-                "error" => head.error = map.next_value::<Option<IgnoredAny>>()?.is_some(),
+            match (key, self.choices.as_deref_mut()) {
+                ("type", _) => head.kind = Some(map.next_value()?),
+                ("error", _) => head.error = map.next_value::<Option<IgnoredAny>>()?.is_some(),
+                ("choices", Some(choices)) => map.next_value_seed(ChoicesSeed(choices))?,
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
         }
         Ok(head)
+    }
+}
+
+/// A chat chunk's `choices`: null or an array of objects; anything else fails the quick parse.
+struct ChoicesSeed<'c>(&'c mut Vec<(u64, bool)>);
+
+impl<'de> DeserializeSeed<'de> for ChoicesSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ChoicesSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of choices")
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<(), S::Error> {
+        while let Some(choice) = seq.next_element::<Choice>()? {
+            note(self.0, choice.index, choice.finished);
+        }
+        Ok(())
+    }
+}
+
+/// One choice of a chat chunk: its `index` (0 when absent) and whether `finish_reason` is set.
+struct Choice {
+    index: u64,
+    finished: bool,
+}
+
+impl<'de> Deserialize<'de> for Choice {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(ChoiceVisitor)
+    }
+}
+
+struct ChoiceVisitor;
+
+impl<'de> Visitor<'de> for ChoiceVisitor {
+    type Value = Choice;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a choice object")
+    }
+
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Choice, M::Error> {
+        let mut choice = Choice { index: 0, finished: false };
+        while let Some(key) = map.next_key::<&str>()? {
+            match key {
+                "index" => choice.index = map.next_value()?,
+                "finish_reason" => choice.finished = map.next_value::<Option<IgnoredAny>>()?.is_some(),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(choice)
     }
 }
 
@@ -130,6 +253,16 @@ fn chat(value: &Value) -> Verdict {
         Value::Null => Verdict::Pending,
         Value::String(message) => Verdict::Failed(stream_error(&Value::Null, message)),
         error => Verdict::Failed(stream_error(error, "error in stream")),
+    }
+}
+
+/// The error a JSON body reports (`{"error": {...}}` or `{"error": "..."}`), judged like an
+/// in-stream error: for a success status on a stream route that came without a stream.
+pub fn body_error(body: &[u8]) -> Option<StreamError> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    match chat(&value) {
+        Verdict::Failed(e) => Some(e),
+        _ => None,
     }
 }
 
@@ -237,6 +370,7 @@ mod tests {
     fn short(v: &Verdict) -> String {
         match v {
             Verdict::Pending => "pending".into(),
+            Verdict::KeepAlive => "keepalive".into(),
             Verdict::Complete => "complete".into(),
             Verdict::Malformed(_) => "malformed".into(),
             Verdict::Failed(e) => format!(
@@ -313,7 +447,11 @@ mod tests {
                 "failed - retry",
             ),
             ("", "not json", "malformed"),
-            ("", "", "pending"),
+            ("", "", "keepalive"),
+            ("", " \n", "keepalive"),
+            ("", r#"{"type":"keepalive"}"#, "keepalive"),
+            ("", r#"{"type":"keep\u0061live"}"#, "keepalive"),
+            ("keepalive", "{}", "pending"),
         ];
         for (name, data, expected) in cases {
             assert_eq!(short(&verdict(Api::Responses, name, data)), *expected, "{name} {data}");
@@ -345,9 +483,42 @@ mod tests {
             (r#"{"error":{"message":"internal","code":500}}"#, "failed 500 retry"),
             (r#"{"error":"something broke"}"#, "failed - retry"),
             ("{truncated", "malformed"),
+            (r#"{"type":"keepalive"}"#, "keepalive"),
+            ("", "keepalive"),
         ];
         for (data, expected) in cases {
             assert_eq!(short(&verdict(Api::Chat, "", data)), *expected, "{data}");
+        }
+    }
+
+    /// A chat stream without `[DONE]` is whole when every choice seen has finished.
+    #[test]
+    fn chat_choices_finish() {
+        let chunk =
+            |choices: &str| format!(r#"{{"id":"c","object":"chat.completion.chunk","choices":{choices}}}"#);
+        let open = |i: u32| format!(r#"{{"index":{i},"delta":{{"content":"x"}},"finish_reason":null}}"#);
+        let done = |i: u32| format!(r#"{{"index":{i},"delta":{{}},"finish_reason":"stop"}}"#);
+        let cases: Vec<(Vec<String>, bool)> = vec![
+            (vec![], false),
+            (vec![chunk("[]")], false),
+            (vec![chunk(&format!("[{}]", open(0)))], false),
+            (vec![chunk(&format!("[{}]", open(0))), chunk(&format!("[{}]", done(0)))], true),
+            (vec![chunk(&format!("[{}]", done(0))), chunk("[]")], true),
+            (vec![chunk(&format!("[{},{}]", open(0), open(1))), chunk(&format!("[{}]", done(0)))], false),
+            (vec![chunk(&format!("[{},{}]", open(0), open(1))), chunk(&format!("[{}]", done(1))), chunk(&format!("[{}]", done(0)))], true),
+            (vec![chunk(&format!("[{}]", open(1))), chunk(&format!("[{}]", done(0)))], false),
+            (vec![chunk(r#"[{"delta":{},"finish_reason":"length"}]"#)], true),
+            (vec![chunk(r#"null"#), chunk(&format!("[{}]", done(0)))], true),
+            (vec![r#"{"choices":[{"index":0,"finish_reason":"stop","delta":{"content":"\u00e9"}}],"x":1e400}"#.to_string()], true),
+            (vec![r#"{"choices":[{"index":"0","finish_reason":"stop"}]}"#.to_string()], true),
+            (vec![r#"{"choices":[{"index":0,"finish_reason":"stop"}],"error":{"code":"server_error"}}"#.to_string()], true),
+        ];
+        for (events, expected) in cases {
+            let mut progress = Progress::default();
+            for data in &events {
+                progress.observe(Api::Chat, &Event { name: b"", data: data.as_bytes() });
+            }
+            assert_eq!(progress.all_choices_finished(), expected, "{events:?}");
         }
     }
 }

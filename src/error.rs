@@ -42,6 +42,16 @@ pub enum Error {
     Truncated { received: usize, reason: String },
     /// The upstream sent nothing for `IDLE_TIMEOUT_SECONDS`.
     Stalled { received: usize },
+    /// Bytes kept arriving (comments, pings, empty events) but no event for `IDLE_TIMEOUT_SECONDS`.
+    EventStall { received: usize },
+    /// A success status on a shielded route whose body is not an event stream (an HTML page,
+    /// a JSON object, a 204); `head` is the start of the body, printable and short.
+    NotAnEventStream { status: u16, content_type: Option<String>, head: String },
+    /// The upstream answered with a redirect, which the proxy never follows; `target` is the
+    /// host of its `Location` (or says there was none, or that it is on the same host).
+    Redirect { status: u16, target: String },
+    /// A success answer with a `Content-Encoding` (gzip...) that the proxy never asked for.
+    Encoded { encoding: String },
     /// The stream carried an error (`error`, `response.failed`, a chat chunk with `error`).
     InStream(StreamError),
     /// The upstream's answer is larger than `MAX_RESPONSE_BYTES`.
@@ -196,6 +206,25 @@ impl fmt::Display for Error {
             Error::Stalled { received } => {
                 write!(f, "upstream stalled: nothing for IDLE_TIMEOUT_SECONDS after {received} bytes")
             }
+            Error::EventStall { received } => write!(
+                f,
+                "upstream stalled: only keep-alives, no event, for IDLE_TIMEOUT_SECONDS after {received} bytes"
+            ),
+            Error::NotAnEventStream { status, content_type, head } => {
+                let content_type = content_type.as_deref().unwrap_or("no content type");
+                write!(f, "upstream status {status} ({content_type}) is not an event stream")?;
+                match head.is_empty() {
+                    true => write!(f, "; empty body"),
+                    false => write!(f, "; body starts with: {head}"),
+                }
+            }
+            Error::Redirect { status, target } => write!(
+                f,
+                "upstream redirected ({status}) to {target}; redirects are not followed (check AZURE_ENDPOINT)"
+            ),
+            Error::Encoded { encoding } => {
+                write!(f, "upstream answer is {encoding}-encoded, which the proxy never asks for and cannot check")
+            }
             Error::InStream(e) => {
                 let code = e.code.as_deref().unwrap_or("no code");
                 write!(f, "error event in stream ({code}): {}", e.message)
@@ -241,7 +270,10 @@ impl Error {
             }
             Error::Connect(_) => Outcome::Connect,
             Error::Truncated { .. } => Outcome::Cut,
-            Error::Stalled { .. } => Outcome::Stall,
+            Error::Stalled { .. } | Error::EventStall { .. } => Outcome::Stall,
+            Error::NotAnEventStream { .. } | Error::Redirect { .. } | Error::Encoded { .. } => {
+                Outcome::Invalid
+            }
             Error::InStream(e) if e.retryable => Outcome::InStream,
             Error::ResponseTooLarge { .. } => Outcome::TooLarge,
             _ => Outcome::Final,
@@ -255,6 +287,10 @@ impl Error {
             Error::Status(r) => r.status.to_string(),
             Error::Truncated { received, .. } => format!("cut@{received}B"),
             Error::Stalled { .. } => "stall".into(),
+            Error::EventStall { .. } => "stall-events".into(),
+            Error::NotAnEventStream { status, .. } => format!("not-sse-{status}"),
+            Error::Redirect { status, .. } => format!("redirect-{status}"),
+            Error::Encoded { .. } => "encoded".into(),
             Error::InStream(e) => format!("event:{}", e.code.as_deref().unwrap_or("error")),
             Error::ResponseTooLarge { .. } => "too-large".into(),
             other => other.to_string(),

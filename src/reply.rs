@@ -161,13 +161,20 @@ fn classify(err: &Error) -> (u16, &'static str, &'static str) {
             Error::Status(r) if r.status == 429 => (429, "upstream_error", "rate_limit_exceeded"),
             Error::Status(r) if r.status >= 500 => (r.status, "upstream_error", "upstream_retries_exhausted"),
             Error::Stalled { .. } => (504, "upstream_error", "upstream_timeout"),
-            Error::ResponseTooLarge { .. } => (502, "upstream_error", "response_too_large"),
+            Error::EventStall { .. } => (504, "upstream_error", "upstream_timeout"),
+            last @ (Error::ResponseTooLarge { .. }
+            | Error::NotAnEventStream { .. }
+            | Error::Redirect { .. }
+            | Error::Encoded { .. }) => classify(last),
             _ => (502, "upstream_error", "upstream_retries_exhausted"),
         },
+        Error::NotAnEventStream { .. } => (502, "upstream_error", "upstream_not_event_stream"),
+        Error::Redirect { .. } => (502, "upstream_error", "upstream_redirect"),
+        Error::Encoded { .. } => (502, "upstream_error", "upstream_encoded_body"),
         Error::Connect(_) | Error::Truncated { .. } | Error::InStream(_) | Error::Status(_) => {
             (502, "upstream_error", "upstream_error")
         }
-        Error::Stalled { .. } => (504, "upstream_error", "upstream_timeout"),
+        Error::Stalled { .. } | Error::EventStall { .. } => (504, "upstream_error", "upstream_timeout"),
         Error::Usage(_) | Error::Config { .. } | Error::Listen { .. } | Error::Setup(_) => {
             (500, "server_error", "internal_error")
         }
@@ -247,6 +254,29 @@ mod tests {
                 502,
                 "response_too_large",
                 "MAX_RESPONSE_BYTES",
+            ),
+            (exhausted(Error::EventStall { received: 5 }), 504, "upstream_timeout", "only keep-alives"),
+            (
+                exhausted(Error::NotAnEventStream {
+                    status: 200,
+                    content_type: Some("text/html".into()),
+                    head: "<html>Sign in".into(),
+                }),
+                502,
+                "upstream_not_event_stream",
+                "200 (text/html) is not an event stream; body starts with: <html>Sign in",
+            ),
+            (
+                exhausted(Error::Redirect { status: 302, target: "host login.example".into() }),
+                502,
+                "upstream_redirect",
+                "redirected (302) to host login.example",
+            ),
+            (
+                exhausted(Error::Encoded { encoding: "gzip".into() }),
+                502,
+                "upstream_encoded_body",
+                "gzip-encoded",
             ),
         ];
         for (err, status, code, needle) in cases {

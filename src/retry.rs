@@ -48,7 +48,11 @@ pub fn status_is_retryable(status: u16) -> bool {
 /// spend is the loop's (`shield.rs`, with `Policy`).
 pub fn decide(err: &Error) -> Decision {
     match err {
-        Error::Connect(_) | Error::Truncated { .. } | Error::Stalled { .. } => Decision::Retry { hint: None },
+        Error::Connect(_)
+        | Error::Truncated { .. }
+        | Error::Stalled { .. }
+        | Error::EventStall { .. }
+        | Error::NotAnEventStream { .. } => Decision::Retry { hint: None },
         Error::Status(r) if r.quota_exhausted() || matches!(r.status, 401 | 403 | 404) => Decision::Elsewhere,
         Error::Status(r) if status_is_retryable(r.status) => Decision::Retry { hint: r.hint },
         Error::InStream(e) if e.retryable => Decision::Retry { hint: e.hint },
@@ -226,6 +230,10 @@ mod tests {
             (in_stream("context_length_exceeded", false), Decision::Deliver),
             (in_stream("insufficient_quota", false), Decision::Elsewhere),
             (Error::ResponseTooLarge { limit: 1 }, Decision::GiveUp),
+            (Error::EventStall { received: 9 }, retry(None)),
+            (Error::NotAnEventStream { status: 200, content_type: None, head: String::new() }, retry(None)),
+            (Error::Redirect { status: 301, target: "host x".into() }, Decision::GiveUp),
+            (Error::Encoded { encoding: "gzip".into() }, Decision::GiveUp),
         ];
         for (err, expected) in cases {
             assert_eq!(decide(&err), expected, "{err:?}");

@@ -6,6 +6,11 @@
 //! be split across any two pieces. Only a line split across pieces and the current event's
 //! name and data are copied, into buffers reused from event to event. It never touches a
 //! socket and never looks inside `data`: what an event *means* is `check.rs`'s business.
+//!
+//! One deliberate step beyond the standard: `finish` dispatches an event that a stream left
+//! without its trailing blank line. The standard drops it at end of file; the shield calls
+//! `finish` only when the body ended cleanly (never after a cut), since several servers end
+//! their last event that way, and reports the line ends the client needs to see it too.
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
@@ -74,6 +79,36 @@ impl Parser {
     /// Whether the stream stopped in the middle of an event (bytes after the last dispatch).
     pub fn has_partial(&self) -> bool {
         !self.line.is_empty() || self.has_data || self.named || (self.bom_seen > 0 && !self.bom_done)
+    }
+
+    /// How many bytes of an event not yet dispatched the parser holds (a comment line in
+    /// progress does not count): a reader can tell that an event is still arriving.
+    pub fn pending_event_bytes(&self) -> usize {
+        let line = if self.line.first() == Some(&b':') { 0 } else { self.line.len() };
+        line + self.name.len() + self.data.len() + usize::from(self.named || self.has_data)
+    }
+
+    /// The body ended cleanly: take the unterminated last line as complete and dispatch the
+    /// pending event, if any. Returns the line ends that a standard parser needs after the
+    /// stream's bytes to dispatch it as well (`""` when nothing was pending).
+    pub fn finish(&mut self, mut on_event: impl FnMut(Event) -> bool) -> &'static [u8] {
+        let open_line = !self.line.is_empty();
+        if open_line {
+            let line = std::mem::take(&mut self.line);
+            self.line_done(&line, &mut on_event);
+        }
+        if !self.has_data {
+            self.name.clear();
+            self.named = false;
+            return b"";
+        }
+        self.dispatch(&mut on_event);
+        // After a lone CR, a first LF would only complete that line end.
+        if open_line || self.skip_lf {
+            b"\n\n"
+        } else {
+            b"\n"
+        }
     }
 
     /// Consume a leading BOM, even split across pieces; bytes that only looked like its start
@@ -221,6 +256,69 @@ mod tests {
         let mut parser = Parser::new();
         parser.feed(&BOM[..2], |_| true);
         assert!(parser.has_partial(), "half a BOM");
+    }
+
+    /// At a clean end, an event without its blank line is dispatched, and `finish` says which
+    /// line ends make a standard parser dispatch it too.
+    #[test]
+    fn finish_flushes_the_last_event() {
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+        let cases: &[Case] = &[
+            ("data: a\n\n", &[], ""),
+            ("data: a", &[("", "a")], "\n\n"),
+            ("data: a\n", &[("", "a")], "\n"),
+            ("event: x\ndata: a\r", &[("x", "a")], "\n\n"),
+            ("data: a\r\n", &[("", "a")], "\n"),
+            ("data: a\n\n: keep-alive", &[], ""),
+            ("event: x", &[], ""),
+            ("data: [DONE]", &[("", "[DONE]")], "\n\n"),
+            ("", &[], ""),
+        ];
+        for (input, expected, ends) in cases {
+            for step in [input.len().max(1), 1, 2] {
+                let mut parser = Parser::new();
+                for piece in input.as_bytes().chunks(step) {
+                    parser.feed(piece, |_| true);
+                }
+                let mut flushed = Vec::new();
+                let added = parser.finish(|ev| {
+                    flushed.push((
+                        String::from_utf8_lossy(ev.name).into_owned(),
+                        String::from_utf8_lossy(ev.data).into_owned(),
+                    ));
+                    true
+                });
+                let flushed: Vec<(&str, &str)> =
+                    flushed.iter().map(|(n, d)| (n.as_str(), d.as_str())).collect();
+                assert_eq!(
+                    (flushed.as_slice(), added),
+                    (*expected, ends.as_bytes()),
+                    "{input:?} in steps of {step}"
+                );
+                assert!(!parser.has_partial(), "{input:?}");
+                let whole = format!("{input}{}", String::from_utf8_lossy(added));
+                let standard = events([whole.as_bytes()]);
+                assert_eq!(standard.len(), events([input.as_bytes()]).len() + expected.len(), "{whole:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn pending_event_bytes_ignore_comments() {
+        let cases: &[(&str, usize)] = &[
+            ("", 0),
+            (": keep-alive", 0),
+            (": keep-alive\n\n", 0),
+            ("data: a\n\n", 0),
+            ("data: ab", 8),
+            ("data: ab\n", 3),
+            ("event: x\ndata", 6),
+        ];
+        for (input, expected) in cases {
+            let mut parser = Parser::new();
+            parser.feed(input.as_bytes(), |_| true);
+            assert_eq!(parser.pending_event_bytes(), *expected, "{input:?}");
+        }
     }
 
     #[test]

@@ -4,16 +4,26 @@
 //! SSE while it reads so that an error event, a cut or a stall ends the read at once. It
 //! reports what happened (`Answer` or a located `Error`) and decides nothing about retries:
 //! that is `retry.rs`, driven by `shield.rs`.
+//!
+//! The rules of a shielded answer: a redirect is reported, never followed; a success with a
+//! `Content-Encoding` is reported at once; a success that is not `text/event-stream` (any
+//! case) is a failure, judged like an in-stream error if its JSON carries one. A stream is
+//! read up to its terminal event and not a byte further (the connection is then closed, not
+//! pooled, unless its `Content-Length` is reached); a clean end of the body also ends it, with
+//! an unterminated last event counted (`sse::Parser::finish`). `IDLE_TIMEOUT_SECONDS` bounds
+//! both the wait for a byte (ureq's per-read timeout) and the time without an event or part
+//! of one (this module's clock, checked after each read), so keep-alive comments, empty
+//! events and pings cannot hide a stall.
 
 use std::io::{self, Read};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use ureq::http;
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
 
 use crate::body::Body;
-use crate::check::{self, Api, Verdict};
+use crate::check::{self, Api, Progress, Verdict};
 use crate::config::Config;
 use crate::error::{Error, Rejection, StreamError};
 use crate::retry;
@@ -89,6 +99,16 @@ impl Upstream {
         let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok());
         let content_type = header("content-type").map(str::to_string);
         let hint = retry::hint_from_headers(header, SystemTime::now());
+        if is_redirect(status) {
+            return Err(Error::Redirect { status, target: redirect_target(header("location")) });
+        }
+        let encoding =
+            header("content-encoding").map(str::trim).filter(|e| is_encoded(e)).map(str::to_string);
+        // Only a length-delimited body is known to be over without another read.
+        let length = match header("transfer-encoding") {
+            Some(_) => None,
+            None => header("content-length").and_then(|v| v.trim().parse::<u64>().ok()),
+        };
         let headers: Vec<(String, String)> = response
             .headers()
             .iter()
@@ -96,19 +116,24 @@ impl Upstream {
             .filter_map(|(name, v)| Some((name.to_string(), v.to_str().ok()?.to_string())))
             .collect();
         let reader = response.body_mut().with_config().limit(self.max_response_bytes).reader();
-        let is_sse = content_type.as_deref().is_some_and(|t| t.starts_with("text/event-stream"));
         if !(200..300).contains(&status) {
             let body = read_all(reader, self.max_response_bytes).unwrap_or_else(|partial| partial);
             let hint = hint.max(message_hint(&body));
             return Err(Error::Status(Rejection { status, content_type, body, headers, hint }));
         }
+        if let Some(encoding) = encoding {
+            return Err(Error::Encoded { encoding });
+        }
         answering();
         let (body, checked, final_error) = match out.api {
-            Some(api) if is_sse => {
-                let (body, final_error) = read_stream(reader, api, self.max_response_bytes)?;
+            Some(api) if is_event_stream(content_type.as_deref()) => {
+                let idle = self.agent.config().timeout_per_read().unwrap_or(Duration::MAX);
+                let reading = Reading { api, limit: self.max_response_bytes, idle, length };
+                let (body, final_error) = read_stream(reader, &reading, Instant::now)?;
                 (body, true, final_error)
             }
-            _ => (read_body(reader, self.max_response_bytes)?, false, None),
+            Some(_) => return Err(not_an_event_stream(out, status, content_type, reader)),
+            None => (read_body(reader, self.max_response_bytes)?, false, None),
         };
         Ok(Answer { status, content_type, headers, body, checked, final_error })
     }
@@ -121,6 +146,28 @@ impl Upstream {
         req.body(out.body.clone())
             .map_err(|e| Error::BadRequest(format!("cannot build the upstream request: {e}")))
     }
+}
+
+/// A success answer on a shielded route that is not SSE: an OpenAI error object in it is
+/// judged like an in-stream error; anything else is described (its start, the key removed).
+fn not_an_event_stream(
+    out: &Outgoing,
+    status: u16,
+    content_type: Option<String>,
+    reader: impl Read,
+) -> Error {
+    let body = read_all(reader, HEAD_READ).unwrap_or_else(|partial| partial);
+    if let Some(e) = check::body_error(&body) {
+        return Error::InStream(e);
+    }
+    let mut head = printable_head(&body);
+    for (name, value) in &out.headers {
+        if name == "api-key" || name == "authorization" {
+            let key = value.strip_prefix("Bearer ").unwrap_or(value);
+            head = head.replace(key, "[key]");
+        }
+    }
+    Error::NotAnEventStream { status, content_type, head }
 }
 
 /// The bundled Mozilla roots, plus the certificates of `UPSTREAM_CA_FILE` if set.
@@ -169,6 +216,56 @@ fn message_hint(body: &[u8]) -> Option<std::time::Duration> {
 /// Read size: large enough for big chunks, small enough for the stack.
 const READ_CHUNK: usize = 16 * 1024;
 
+/// How much of a success answer that is not SSE is read to describe it.
+const HEAD_READ: u64 = 64 * 1024;
+
+/// Characters of such an answer quoted in the error message.
+const HEAD_QUOTE: usize = 160;
+
+/// `Text/Event-Stream; charset=utf-8` is an event stream too.
+fn is_event_stream(content_type: Option<&str>) -> bool {
+    let media = content_type.and_then(|t| t.split(';').next()).unwrap_or("");
+    media.trim().eq_ignore_ascii_case("text/event-stream")
+}
+
+/// A redirect (300-308 but 304, which only answers a conditional request).
+fn is_redirect(status: u16) -> bool {
+    (300..400).contains(&status) && status != 304
+}
+
+/// What a redirect points at, for the message: the host only, never the path or query.
+fn redirect_target(location: Option<&str>) -> String {
+    let Some(location) = location else {
+        return "no Location".into();
+    };
+    match location.parse::<http::Uri>().ok().and_then(|uri| uri.host().map(str::to_string)) {
+        Some(host) => format!("host {host}"),
+        None => "a path on the same host".into(),
+    }
+}
+
+/// A `Content-Encoding` that changes the bytes (anything but empty or `identity`).
+fn is_encoded(encoding: &str) -> bool {
+    !encoding.is_empty() && !encoding.eq_ignore_ascii_case("identity")
+}
+
+/// The start of a body as one short printable line: control characters and runs of spaces
+/// become one space, and it is cut at `HEAD_QUOTE` characters (marked with `...`).
+fn printable_head(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut out = String::new();
+    for word in text.split(|c: char| c.is_whitespace() || c.is_control()).filter(|w| !w.is_empty()) {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+        if out.chars().count() > HEAD_QUOTE {
+            return out.chars().take(HEAD_QUOTE).chain("...".chars()).collect();
+        }
+    }
+    out
+}
+
 /// Read a whole non-stream body; a broken read is a cut, a silent one a stall.
 fn read_body(mut reader: impl Read, limit: u64) -> Result<Body, Error> {
     let mut body = Body::new();
@@ -192,49 +289,146 @@ fn read_all(reader: impl Read, limit: u64) -> Result<Vec<u8>, Vec<u8>> {
     }
 }
 
-/// Read an SSE stream to its end, checking each event as it completes. Returns the bytes and
-/// a final stream error if one was reported (delivered to the client as-is); a retryable
-/// error, a cut before the terminal event, or a stall is an `Err`.
-fn read_stream(mut reader: impl Read, api: Api, limit: u64) -> Result<(Body, Option<StreamError>), Error> {
-    let mut body = Body::new();
-    let mut chunk = [0u8; READ_CHUNK];
-    let mut parser = Parser::new();
-    let mut terminal: Option<Option<StreamError>> = None;
-    let mut failure: Option<Error> = None;
-    'read: loop {
-        let n = match reader.read(&mut chunk) {
-            Ok(0) => break 'read,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            // After the terminal event the answer is whole; what follows does not matter.
-            Err(_) if terminal.is_some() => break 'read,
-            Err(e) => return Err(read_error(e, body.len(), limit)),
-        };
-        body.push(&chunk[..n]);
-        if terminal.is_some() {
-            continue;
-        }
-        let received = body.len();
-        parser.feed(&chunk[..n], |event| {
-            match check::observe(api, &event) {
-                Verdict::Pending => return true,
-                Verdict::Complete => terminal = Some(None),
-                Verdict::Failed(e) if e.retryable => failure = Some(Error::InStream(e)),
-                Verdict::Failed(e) => terminal = Some(Some(e)),
-                Verdict::Malformed(reason) => failure = Some(Error::Truncated { received, reason }),
-            }
-            false
-        });
-        if let Some(e) = failure {
-            return Err(e);
+/// What reading one stream needs to know.
+struct Reading {
+    api: Api,
+    /// `MAX_RESPONSE_BYTES`, for the error message (the reader enforces it).
+    limit: u64,
+    /// `IDLE_TIMEOUT_SECONDS`: the longest wait for a byte (ureq's per-read timeout) and the
+    /// longest time without an event (checked here, after each read).
+    idle: Duration,
+    /// The body's `Content-Length`, if it has one.
+    length: Option<u64>,
+}
+
+/// One stream being read: its bytes, the SSE framing and what the events add up to.
+struct Stream<'r> {
+    reading: &'r Reading,
+    body: Body,
+    parser: Parser,
+    progress: Progress,
+    last_event: Instant,
+    /// `Parser::pending_event_bytes` after the previous read.
+    pending: usize,
+}
+
+/// The end of a stream: the terminal event (with the final error it reported, if any).
+type Terminal = Option<StreamError>;
+
+impl<'r> Stream<'r> {
+    fn new(reading: &'r Reading, now: Instant) -> Self {
+        Stream {
+            reading,
+            body: Body::new(),
+            parser: Parser::new(),
+            progress: Progress::default(),
+            last_event: now,
+            pending: 0,
         }
     }
-    match terminal {
-        Some(final_error) => Ok((body, final_error)),
-        None => Err(Error::Truncated {
-            received: body.len(),
-            reason: "the stream ended before its terminal event".into(),
-        }),
+
+    /// The bytes of one read, received at `now`: `Some` once the terminal event is in.
+    fn take(&mut self, bytes: &[u8], now: Instant) -> Result<Option<Terminal>, Error> {
+        self.body.push(bytes);
+        let received = self.body.len();
+        let (api, progress) = (self.reading.api, &mut self.progress);
+        let mut outcome = Ok(None);
+        let mut moved = false;
+        self.parser.feed(bytes, |event| {
+            let verdict = progress.observe(api, &event);
+            moved |= verdict != Verdict::KeepAlive;
+            outcome = judge(verdict, received);
+            matches!(outcome, Ok(None))
+        });
+        // An event still arriving (a long one, slowly) is progress too; a comment is not.
+        let pending = self.parser.pending_event_bytes();
+        if moved || (pending > 0 && pending != self.pending) {
+            self.last_event = now;
+        }
+        self.pending = pending;
+        if matches!(outcome, Ok(None)) && now.duration_since(self.last_event) >= self.reading.idle {
+            return Err(Error::EventStall { received });
+        }
+        outcome
+    }
+
+    /// The body ended cleanly: an unterminated last event still counts, and a chat stream
+    /// without `[DONE]` is whole once every choice has finished.
+    fn end(mut self) -> Result<(Body, Terminal), Error> {
+        let received = self.body.len();
+        let (api, progress) = (self.reading.api, &mut self.progress);
+        let mut outcome = Ok(None);
+        let line_ends = self.parser.finish(|event| {
+            outcome = judge(progress.observe(api, &event), received);
+            true
+        });
+        match outcome? {
+            Some(terminal) => {
+                // Complete the last event for the client's own parser.
+                self.body.push(line_ends);
+                Ok((self.body, terminal))
+            }
+            None if api == Api::Chat && self.progress.all_choices_finished() => {
+                self.body.push(line_ends);
+                Ok((self.body, None))
+            }
+            None => Err(Error::Truncated {
+                received,
+                reason: "the stream ended before its terminal event".into(),
+            }),
+        }
+    }
+
+    /// Whether the body is known to be over without another read (its length is reached).
+    fn body_is_over(&self) -> bool {
+        self.reading.length == Some(self.body.len() as u64)
+    }
+}
+
+/// One event's verdict as the read loop sees it: go on (`Ok(None)`), the end, or a failure.
+fn judge(verdict: Verdict, received: usize) -> Result<Option<Terminal>, Error> {
+    match verdict {
+        Verdict::Pending | Verdict::KeepAlive => Ok(None),
+        Verdict::Complete => Ok(Some(None)),
+        Verdict::Failed(e) if e.retryable => Err(Error::InStream(e)),
+        Verdict::Failed(e) => Ok(Some(Some(e))),
+        Verdict::Malformed(reason) => Err(Error::Truncated { received, reason }),
+    }
+}
+
+/// Read an SSE stream until its terminal event, checking each event as it completes, and
+/// nothing after it: an upstream that keeps the connection open (or sends keep-alives) after
+/// the terminal event does not hold the answer. Returns the bytes read (the stream up to and
+/// including the terminal event, plus whatever came in the same read, plus an LF if they end
+/// in a CR, the first half of a CRLF the read split) and a final stream
+/// error if one was reported; a retryable error, a cut, or a stall (no byte, or no event, for
+/// `idle`) is an `Err`. `clock` tells the time after each read.
+fn read_stream(
+    mut reader: impl Read,
+    reading: &Reading,
+    mut clock: impl FnMut() -> Instant,
+) -> Result<(Body, Terminal), Error> {
+    let mut stream = Stream::new(reading, clock());
+    let mut chunk = [0u8; READ_CHUNK];
+    loop {
+        let n = match reader.read(&mut chunk) {
+            Ok(0) => return stream.end(),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(read_error(e, stream.body.len(), reading.limit)),
+        };
+        if let Some(terminal) = stream.take(&chunk[..n], clock())? {
+            if stream.body.chunks().last().and_then(<[u8]>::last) == Some(&b'\r') {
+                // The LF of a CRLF split off by the read is not waited for: it is supplied.
+                stream.body.push(b"\n");
+            }
+            if stream.body_is_over() {
+                // Returns at once; reaching the end hands the connection back to the pool.
+                // Otherwise the reader is dropped unfinished and ureq closes the connection.
+                let _ = reader.read(&mut chunk);
+            }
+            return Ok((stream.body, terminal));
+        }
     }
 }
 
@@ -254,63 +448,159 @@ fn read_error(e: io::Error, received: usize, limit: u64) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::Cell;
+    use std::rc::Rc;
 
-    /// A reader that hands out the given pieces, then fails with `end` (or EOF).
+    /// A reader that hands out the given pieces, each at its second on a fake clock, then
+    /// fails with `end` (or EOF); it counts the reads made.
     struct Script {
-        pieces: Vec<Vec<u8>>,
+        pieces: Vec<(u64, Vec<u8>)>,
         end: Option<io::ErrorKind>,
+        now: Rc<Cell<u64>>,
+        reads: Rc<Cell<usize>>,
     }
 
     impl Read for Script {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.reads.set(self.reads.get() + 1);
             if self.pieces.is_empty() {
                 return match self.end {
                     Some(kind) => Err(io::Error::new(kind, "scripted")),
                     None => Ok(0),
                 };
             }
-            let piece = self.pieces.remove(0);
+            let (at, piece) = self.pieces.remove(0);
+            self.now.set(at);
             buf[..piece.len()].copy_from_slice(&piece);
             Ok(piece.len())
         }
     }
 
-    fn run(api: Api, pieces: &[&str], end: Option<io::ErrorKind>) -> String {
-        let script = Script { pieces: pieces.iter().map(|p| p.as_bytes().to_vec()).collect(), end };
-        match read_stream(script, api, 1 << 20) {
-            Ok((body, None)) => format!("ok {}", body.len()),
+    /// `ok LEN reads=N` (with `+ENDS` when line ends were added), `final CODE`, or the label
+    /// of the error. Pieces arrive at second 0 unless given as `(second, text)`.
+    fn run(api: Api, pieces: &[(u64, &str)], end: Option<io::ErrorKind>, length: Option<u64>) -> String {
+        let (now, reads) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(0)));
+        let pieces = pieces.iter().map(|(at, p)| (*at, p.as_bytes().to_vec())).collect();
+        let script = Script { pieces, end, now: Rc::clone(&now), reads: Rc::clone(&reads) };
+        let reading = Reading { api, limit: 1 << 20, idle: Duration::from_secs(10), length };
+        let start = Instant::now();
+        let got = read_stream(script, &reading, || start + Duration::from_secs(now.get()));
+        match got {
+            Ok((body, None)) => {
+                format!("ok {} reads={}", String::from_utf8_lossy(&body.to_vec()).len(), reads.get())
+            }
             Ok((_, Some(e))) => format!("final {}", e.code.unwrap_or_default()),
             Err(e) => e.label(),
         }
     }
 
     #[test]
+    #[rustfmt::skip] // one row per case
     fn stream_reads() {
         use io::ErrorKind::{ConnectionReset, TimedOut};
         let done = "data: {\"type\":\"response.completed\",\"response\":{\"error\":null}}\n\n";
         let delta = "data: {\"type\":\"response.output_text.delta\",\"delta\":\"hi\"}\n\n";
         let failed = "data: {\"type\":\"response.failed\",\"response\":{\"error\":{\"code\":\"server_error\",\"message\":\"x\"}}}\n\n";
         let final_ = "data: {\"type\":\"response.failed\",\"response\":{\"error\":{\"code\":\"context_length_exceeded\",\"message\":\"x\"}}}\n\n";
-        let cases: Vec<(Api, Vec<&str>, Option<io::ErrorKind>, String)> = vec![
-            (Api::Responses, vec![delta, done], None, format!("ok {}", delta.len() + done.len())),
-            (
-                Api::Responses,
-                vec![delta, done],
-                Some(ConnectionReset),
-                format!("ok {}", delta.len() + done.len()),
-            ),
-            (Api::Responses, vec![delta], None, format!("cut@{}B", delta.len())),
-            (Api::Responses, vec![delta], Some(ConnectionReset), format!("cut@{}B", delta.len())),
-            (Api::Responses, vec![delta], Some(TimedOut), "stall".into()),
-            (Api::Responses, vec![delta, failed, done], None, "event:server_error".into()),
-            (Api::Responses, vec![delta, final_], None, "final context_length_exceeded".into()),
-            (Api::Responses, vec![&done[..20], &done[20..]], None, format!("ok {}", done.len())),
-            (Api::Responses, vec!["data: {oops\n\n"], None, "cut@13B".into()),
-            (Api::Chat, vec!["data: {\"choices\":[]}\n\n", "data: [DONE]\n\n"], None, "ok 36".into()),
-            (Api::Chat, vec!["data: {\"choices\":[]}\n\n"], None, "cut@22B".into()),
+        let ping = ": keep-alive\n\n";
+        let empty = "data: \n\n";
+        let keepalive = "data: {\"type\":\"keepalive\"}\n\n";
+        let chunk = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"},\"finish_reason\":null}]}\n\n";
+        let stop = "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n";
+        let stop_1 = "data: {\"choices\":[{\"index\":1,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n";
+        let two = "data: {\"choices\":[{\"index\":0,\"delta\":{}},{\"index\":1,\"delta\":{}}]}\n\n";
+        let (dl, cl) = (delta.len(), chunk.len());
+        let no_blank = &done[..done.len() - 2];
+        let (r, c) = (Api::Responses, Api::Chat);
+        let glued = format!("{delta}{done}{ping}");
+        let crlf = done.replace('\n', "\r\n");
+        type Case<'a> = (Api, Vec<(u64, &'a str)>, Option<io::ErrorKind>, Option<u64>, String);
+        let cases: Vec<Case> = vec![
+            (r, vec![(0, delta), (0, done)], None, None, format!("ok {} reads=2", dl + done.len())),
+            // after the terminal event nothing more is read: no wait for the body's end
+            (r, vec![(0, delta), (0, done)], Some(ConnectionReset), None, format!("ok {} reads=2", dl + done.len())),
+            (r, vec![(0, delta), (0, done), (5, ping), (9, ping)], Some(TimedOut), None, format!("ok {} reads=2", dl + done.len())),
+            // a body whose length is reached is read to its end (its connection is reused)
+            (r, vec![(0, delta), (0, done)], None, Some((dl + done.len()) as u64), format!("ok {} reads=3", dl + done.len())),
+            (r, vec![(0, &glued)], Some(TimedOut), None, format!("ok {} reads=1", dl + done.len() + ping.len())),
+            (r, vec![(0, delta)], None, None, format!("cut@{dl}B")),
+            (r, vec![(0, delta)], Some(ConnectionReset), None, format!("cut@{dl}B")),
+            (r, vec![(0, delta)], Some(TimedOut), None, "stall".into()),
+            (r, vec![(0, delta), (0, failed), (0, done)], None, None, "event:server_error".into()),
+            (r, vec![(0, delta), (0, final_)], None, None, "final context_length_exceeded".into()),
+            (r, vec![(0, &done[..20]), (0, &done[20..])], None, None, format!("ok {} reads=2", done.len())),
+            (r, vec![(0, &crlf[..crlf.len() - 1]), (0, "\n")], Some(TimedOut), None, format!("ok {} reads=1", crlf.len())),
+            (r, vec![(0, "event: response.completed\rdata: {}\r\r")], Some(TimedOut), None, "ok 37 reads=1".into()),
+            (r, vec![(0, "data: {oops\n\n")], None, None, "cut@13B".into()),
+            // events, not bytes, reset the stall clock
+            (r, vec![(0, delta), (4, ping), (8, empty), (9, keepalive), (10, ping), (11, done)], None, None, "stall-events".into()),
+            (r, vec![(0, delta), (4, ping), (8, delta), (12, ping), (17, done)], None, None, format!("ok {} reads=5", 2 * dl + 2 * ping.len() + done.len())),
+            (r, vec![(5, ping), (10, ping), (11, delta)], None, None, "stall-events".into()),
+            (r, vec![(0, &delta[..10]), (6, &delta[10..20]), (11, &delta[20..30]), (12, &delta[30..]), (13, done)], None, None, format!("ok {} reads=5", dl + done.len())),
+            (r, vec![(0, ": keep"), (6, "-alive\n"), (11, "\n"), (12, done)], None, None, "stall-events".into()),
+            // a last event without its blank line counts at a clean end, not after a cut
+            (r, vec![(0, delta), (0, no_blank)], None, None, format!("ok {} reads=3", dl + done.len())),
+            (r, vec![(0, delta), (0, no_blank)], Some(ConnectionReset), None, format!("cut@{}B", dl + no_blank.len())),
+            (r, vec![(0, delta), (0, &no_blank[..30])], None, None, format!("cut@{}B", dl + 30)),
+            (c, vec![(0, "data: {\"choices\":[]}\n\n"), (0, "data: [DONE]\n\n")], None, None, "ok 36 reads=2".into()),
+            (c, vec![(0, "data: {\"choices\":[]}\n\n")], None, None, "cut@22B".into()),
+            (c, vec![(0, chunk), (0, "data: [DONE]")], None, None, format!("ok {} reads=3", cl + 14)),
+            // chat without [DONE]: whole at a clean end once every choice finished
+            (c, vec![(0, chunk), (0, stop)], None, None, format!("ok {} reads=3", cl + stop.len())),
+            (c, vec![(0, chunk), (0, &stop[..stop.len() - 1])], None, None, format!("ok {} reads=3", cl + stop.len())),
+            (c, vec![(0, chunk), (0, stop)], Some(ConnectionReset), None, format!("cut@{}B", cl + stop.len())),
+            (c, vec![(0, chunk)], None, None, format!("cut@{cl}B")),
+            (c, vec![(0, two), (0, stop)], None, None, format!("cut@{}B", two.len() + stop.len())),
+            (c, vec![(0, two), (0, stop), (0, stop_1)], None, None, format!("ok {} reads=4", two.len() + stop.len() + stop_1.len())),
         ];
-        for (api, pieces, end, expected) in cases {
-            assert_eq!(run(api, &pieces, end), expected, "{pieces:?} then {end:?}");
+        for (api, pieces, end, length, expected) in cases {
+            assert_eq!(run(api, &pieces, end, length), expected, "{pieces:?} then {end:?}");
         }
+    }
+
+    #[test]
+    fn answers_that_are_not_streams() {
+        let cases: &[(Option<&str>, bool)] = &[
+            (Some("text/event-stream"), true),
+            (Some("text/event-stream; charset=utf-8"), true),
+            (Some("Text/Event-Stream;charset=UTF-8"), true),
+            (Some(" text/event-stream "), true),
+            (Some("text/html"), false),
+            (Some("application/json"), false),
+            (Some("text/event-streams"), false),
+            (None, false),
+        ];
+        for (content_type, expected) in cases {
+            assert_eq!(is_event_stream(*content_type), *expected, "{content_type:?}");
+        }
+        let redirects: &[(u16, bool)] =
+            &[(200, false), (301, true), (302, true), (304, false), (307, true), (308, true), (400, false)];
+        for (status, expected) in redirects {
+            assert_eq!(is_redirect(*status), *expected, "{status}");
+        }
+        let targets: &[(Option<&str>, &str)] = &[
+            (Some("https://login.example.com/portal?next=/v1"), "host login.example.com"),
+            (Some("http://10.0.0.1:8080/x"), "host 10.0.0.1"),
+            (Some("/openai/v1/responses"), "a path on the same host"),
+            (None, "no Location"),
+        ];
+        for (location, expected) in targets {
+            assert_eq!(redirect_target(*location), *expected, "{location:?}");
+        }
+        for (encoding, expected) in
+            [("gzip", true), ("br", true), ("identity", false), ("IDENTITY", false), ("", false)]
+        {
+            assert_eq!(is_encoded(encoding), expected, "{encoding:?}");
+        }
+        let heads: &[(&[u8], &str)] = &[
+            (b"<html>\r\n  <title>Sign in</title>\n</html>", "<html> <title>Sign in</title> </html>"),
+            (b"", ""),
+            (b"\x1b[31mred\x00\xff", "[31mred \u{fffd}"),
+        ];
+        for (body, expected) in heads {
+            assert_eq!(printable_head(body), *expected, "{body:?}");
+        }
+        let long = printable_head("word ".repeat(100).as_bytes());
+        assert_eq!((long.chars().count(), long.ends_with("...")), (HEAD_QUOTE + 3, true));
     }
 }

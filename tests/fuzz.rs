@@ -224,6 +224,23 @@ proptest! {
     }
 }
 
+/// The terminal events, read independently of `check`: chat's `[DONE]`; a Responses event whose
+/// `type` (or, without a string `type`, whose SSE name) is `response.completed` or
+/// `response.incomplete`.
+fn is_terminal(api: Api, name: &[u8], data: &[u8]) -> bool {
+    const DONE: [&str; 2] = ["response.completed", "response.incomplete"];
+    match api {
+        Api::Chat => data.trim_ascii() == b"[DONE]",
+        Api::Responses => {
+            let Ok(value) = serde_json::from_slice::<Value>(data) else {
+                return false;
+            };
+            let kind = value["type"].as_str().map(str::as_bytes).unwrap_or(name);
+            DONE.iter().any(|d| d.as_bytes() == kind)
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(config(3000))]
 
@@ -238,6 +255,12 @@ proptest! {
         }
         if data.trim_ascii() == b"[DONE]" {
             prop_assert_eq!(check::observe(Api::Chat, &event), Verdict::Complete);
+        }
+        for api in [Api::Responses, Api::Chat] {
+            if check::observe(api, &event) == Verdict::Complete {
+                prop_assert!(is_terminal(api, &name, &data), "{:?} called {:?} {:?} complete", api,
+                    String::from_utf8_lossy(&name), String::from_utf8_lossy(&data));
+            }
         }
     }
 

@@ -1,14 +1,17 @@
 //! A scripted mock upstream that speaks HTTP/1.1 like the real APIs: keep-alive, chunked SSE
-//! written piece by piece (so events split across reads), pauses, cuts and stalls.
+//! written piece by piece (so events split across reads), pauses, cuts and stalls; and like
+//! the stranger ones: bodies ended by closing the connection, a stream held open after its
+//! last event (silent or with `: keep-alive` comments), redirects, gzip-encoded bodies.
 //!
 //! Each incoming request takes the next `Step` of the script; when the script runs out the
 //! mock answers 599 so that an unexpected extra attempt shows up in the test's diff.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What the mock saw of one request.
 #[derive(Debug, Clone)]
@@ -48,6 +51,21 @@ pub enum End {
     Cut,
     /// Nothing more is sent for this long, then the connection closes.
     Stall(Duration),
+    /// The connection stays open, without the end of the body, until the proxy closes it or
+    /// `max` passes (then it counts in `Mock::held_out`); with `comments`, a `: keep-alive`
+    /// comment is sent at that interval meanwhile, as some servers do.
+    Hold { comments: Option<Duration>, max: Duration },
+}
+
+/// How the body's end is marked.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub enum Framing {
+    /// `Transfer-Encoding: chunked`, each piece one chunk.
+    Chunked,
+    /// `Content-Length`.
+    Length,
+    /// Neither: the body ends when the connection closes (HTTP/1.1 allows it).
+    Close,
 }
 
 /// The answer to one upstream attempt.
@@ -56,7 +74,7 @@ pub struct Step {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub pieces: Vec<Piece>,
-    pub chunked: bool,
+    pub framing: Framing,
     pub end: End,
 }
 
@@ -67,7 +85,7 @@ impl Step {
             status: 200,
             headers: vec![("content-type".into(), "text/event-stream; charset=utf-8".into())],
             pieces: vec![Piece::Bytes(body.to_vec())],
-            chunked: true,
+            framing: Framing::Chunked,
             end: End::Complete,
         }
     }
@@ -89,7 +107,7 @@ impl Step {
             status,
             headers: vec![("content-type".into(), "application/json".into())],
             pieces: vec![Piece::Bytes(body.as_bytes().to_vec())],
-            chunked: false,
+            framing: Framing::Length,
             end: End::Complete,
         }
     }
@@ -102,6 +120,37 @@ impl Step {
     /// The first `keep` bytes of a stream, then silence.
     pub fn stall(body: &[u8], keep: usize) -> Step {
         Step { end: End::Stall(Duration::from_secs(5)), ..Step::stream(&body[..keep]) }
+    }
+
+    /// All of `body`, then the connection stays open (see `End::Hold`): silent, or with a
+    /// `: keep-alive` comment every 50 ms.
+    pub fn hold(body: &[u8], comments: bool) -> Step {
+        let comments = comments.then_some(Duration::from_millis(50));
+        Step { end: End::Hold { comments, max: Duration::from_secs(10) }, ..Step::stream(body) }
+    }
+
+    /// A redirect to `location`, with an empty body.
+    pub fn redirect(status: u16, location: &str) -> Step {
+        Step { headers: vec![("location".into(), location.into())], ..Step::json(status, "") }
+    }
+
+    /// A success with no body and no content type (`204 No Content`, or a `200` like it).
+    pub fn empty(status: u16) -> Step {
+        Step { headers: vec![], ..Step::json(status, "") }
+    }
+
+    /// The same answer, body ended by closing the connection (no chunking, no length).
+    pub fn unframed(self) -> Step {
+        Step { framing: Framing::Close, ..self }
+    }
+
+    /// The same answer with another content type (`""`: none at all).
+    pub fn content_type(mut self, value: &str) -> Step {
+        self.headers.retain(|(name, _)| name != "content-type");
+        if !value.is_empty() {
+            self.headers.push(("content-type".into(), value.into()));
+        }
+        self
     }
 
     /// No answer at all: the connection closes before any status line.
@@ -149,6 +198,7 @@ impl Gather {
 pub struct Mock {
     pub origin: String,
     seen: Arc<Mutex<Vec<Seen>>>,
+    held_out: Arc<AtomicUsize>,
 }
 
 impl Mock {
@@ -171,15 +221,16 @@ impl Mock {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let origin = format!("http://{}", listener.local_addr().unwrap());
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let held_out = Arc::new(AtomicUsize::new(0));
         let step: Arc<Generator> = Arc::new(step);
-        let log = Arc::clone(&seen);
+        let (log, held) = (Arc::clone(&seen), Arc::clone(&held_out));
         thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (step, log) = (Arc::clone(&step), Arc::clone(&log));
-                thread::spawn(move || serve_connection(stream, &*step, &log));
+                let (step, log, held) = (Arc::clone(&step), Arc::clone(&log), Arc::clone(&held));
+                thread::spawn(move || serve_connection(stream, &*step, &log, &held));
             }
         });
-        Mock { origin, seen }
+        Mock { origin, seen, held_out }
     }
 
     /// Base URL in the `.../v1` form.
@@ -194,11 +245,16 @@ impl Mock {
     pub fn attempts(&self) -> usize {
         self.seen.lock().unwrap().len()
     }
+
+    /// How many `End::Hold` answers the proxy did not hang up on before their `max` ran out.
+    pub fn held_out(&self) -> usize {
+        self.held_out.load(Ordering::SeqCst)
+    }
 }
 
 type Generator = dyn Fn(usize, &Seen) -> Step + Send + Sync;
 
-fn serve_connection(stream: TcpStream, step: &Generator, log: &Mutex<Vec<Seen>>) {
+fn serve_connection(stream: TcpStream, step: &Generator, log: &Mutex<Vec<Seen>>, held_out: &AtomicUsize) {
     stream.set_nodelay(true).ok();
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut writer = stream;
@@ -208,7 +264,7 @@ fn serve_connection(stream: TcpStream, step: &Generator, log: &Mutex<Vec<Seen>>)
             log.push(seen.clone());
             log.len() - 1
         };
-        if !write_step(&mut writer, &step(index, &seen)) {
+        if !write_step(&mut writer, &step(index, &seen), held_out) {
             return;
         }
     }
@@ -243,7 +299,7 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Seen> {
 }
 
 /// Write one scripted answer; `false` when the connection must close.
-fn write_step(w: &mut TcpStream, step: &Step) -> bool {
+fn write_step(w: &mut TcpStream, step: &Step, held_out: &AtomicUsize) -> bool {
     if step.status == 0 {
         let _ = w.shutdown(std::net::Shutdown::Both);
         return false;
@@ -253,18 +309,20 @@ fn write_step(w: &mut TcpStream, step: &Step) -> bool {
     for (name, value) in &step.headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
-    if step.chunked {
-        head.push_str("transfer-encoding: chunked\r\n");
-    } else {
-        let len: usize = step
-            .pieces
-            .iter()
-            .map(|p| match p {
-                Piece::Bytes(b) => b.len(),
-                _ => 0,
-            })
-            .sum();
-        head.push_str(&format!("content-length: {len}\r\n"));
+    match step.framing {
+        Framing::Chunked => head.push_str("transfer-encoding: chunked\r\n"),
+        Framing::Length => {
+            let len: usize = step
+                .pieces
+                .iter()
+                .map(|p| match p {
+                    Piece::Bytes(b) => b.len(),
+                    _ => 0,
+                })
+                .sum();
+            head.push_str(&format!("content-length: {len}\r\n"));
+        }
+        Framing::Close => head.push_str("connection: close\r\n"),
     }
     head.push_str("\r\n");
     if w.write_all(head.as_bytes()).is_err() {
@@ -272,14 +330,7 @@ fn write_step(w: &mut TcpStream, step: &Step) -> bool {
     }
     for piece in &step.pieces {
         let ok = match piece {
-            Piece::Bytes(b) if b.is_empty() => true,
-            Piece::Bytes(b) if step.chunked => {
-                let mut chunk = format!("{:x}\r\n", b.len()).into_bytes();
-                chunk.extend_from_slice(b);
-                chunk.extend_from_slice(b"\r\n");
-                w.write_all(&chunk).and_then(|_| w.flush()).is_ok()
-            }
-            Piece::Bytes(b) => w.write_all(b).and_then(|_| w.flush()).is_ok(),
+            Piece::Bytes(b) => write_piece(w, b, step.framing),
             Piece::Pause(d) => {
                 thread::sleep(*d);
                 true
@@ -294,12 +345,14 @@ fn write_step(w: &mut TcpStream, step: &Step) -> bool {
         }
     }
     match step.end {
-        End::Complete => {
-            if step.chunked {
-                return w.write_all(b"0\r\n\r\n").and_then(|_| w.flush()).is_ok();
-            }
-            true
+        End::Complete if step.framing == Framing::Chunked => {
+            w.write_all(b"0\r\n\r\n").and_then(|_| w.flush()).is_ok()
         }
+        End::Complete if step.framing == Framing::Close => {
+            let _ = w.shutdown(std::net::Shutdown::Write);
+            false
+        }
+        End::Complete => true,
         End::Cut => {
             let _ = w.shutdown(std::net::Shutdown::Both);
             false
@@ -308,5 +361,77 @@ fn write_step(w: &mut TcpStream, step: &Step) -> bool {
             thread::sleep(d);
             false
         }
+        End::Hold { comments, max } => {
+            if !hold(w, step.framing, comments, max) {
+                held_out.fetch_add(1, Ordering::SeqCst);
+            }
+            let _ = w.shutdown(std::net::Shutdown::Both);
+            false
+        }
     }
+}
+
+/// One piece of body: a chunk, or raw bytes.
+fn write_piece(w: &mut TcpStream, bytes: &[u8], framing: Framing) -> bool {
+    if bytes.is_empty() {
+        return true;
+    }
+    let mut out = Vec::with_capacity(bytes.len() + 16);
+    if framing == Framing::Chunked {
+        out.extend_from_slice(format!("{:x}\r\n", bytes.len()).as_bytes());
+    }
+    out.extend_from_slice(bytes);
+    if framing == Framing::Chunked {
+        out.extend_from_slice(b"\r\n");
+    }
+    w.write_all(&out).and_then(|_| w.flush()).is_ok()
+}
+
+/// Keep the connection open (sending comments if asked) until the peer closes it (`true`)
+/// or `max` passes (`false`).
+fn hold(w: &mut TcpStream, framing: Framing, comments: Option<Duration>, max: Duration) -> bool {
+    let until = Instant::now() + max;
+    let tick = comments.unwrap_or(Duration::from_millis(50));
+    let _ = w.set_read_timeout(Some(tick));
+    let mut probe = [0u8; 1];
+    while Instant::now() < until {
+        match w.read(&mut probe) {
+            Ok(0) => return true,
+            Err(e) if !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return true
+            }
+            _ => {}
+        }
+        if comments.is_some() && !write_piece(w, b": keep-alive\n\n", framing) {
+            return true;
+        }
+    }
+    false
+}
+
+/// `body` as a real gzip member: stored (uncompressed) deflate blocks, CRC-32 and size.
+pub fn gzip(body: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+    let blocks: Vec<&[u8]> = if body.is_empty() { vec![&[][..]] } else { body.chunks(65_535).collect() };
+    for (i, block) in blocks.iter().enumerate() {
+        out.push(u8::from(i + 1 == blocks.len()));
+        let len = block.len() as u16;
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(block);
+    }
+    out.extend_from_slice(&crc32(body).to_le_bytes());
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
 }
