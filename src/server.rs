@@ -75,9 +75,9 @@ pub fn serve(config: Arc<Config>, stop: Arc<AtomicBool>) -> Result<(), Error> {
     let stopping = AtomicBool::new(false);
     let state = Arc::new(State { config, upstream, in_flight, active, next_id, stopping });
     let shared = Arc::clone(&state);
-    let server =
-        tiny_http::Server::http_with_handler(addr.as_str(), move |request| on_request(&shared, request))
-            .map_err(|e| Error::Listen { addr: addr.clone(), reason: e.to_string() })?;
+    let handler = move |request| on_request(&shared, request);
+    let server = tiny_http::Server::http_with_handler(addr.as_str(), handler, refusal_body)
+        .map_err(|e| Error::Listen { addr: addr.clone(), reason: e.to_string() })?;
     banner(&state.config, &server.server_addr().to_string());
     while !stop.load(Ordering::SeqCst) {
         thread::sleep(POLL);
@@ -137,6 +137,19 @@ fn on_request(state: &State, request: tiny_http::Request) {
     handle(state, request, route);
 }
 
+/// The OpenAI-shaped body of an answer tiny_http writes itself, to a request head it refuses
+/// before any handler sees it (malformed, smuggling-prone, too large), with its log line.
+fn refusal_body(refused: &tiny_http::Refused) -> Vec<u8> {
+    crate::warn!("refused a request: {} ({})", refused.reason, refused.status);
+    let code = match refused.status {
+        431 => "request_header_fields_too_large",
+        505 => "http_version_not_supported",
+        _ => "invalid_request",
+    };
+    let message = format!("codex-shield: {}", refused.reason);
+    serde_json::to_vec(&crate::reply::error_json(&message, "invalid_request_error", code)).unwrap_or_default()
+}
+
 fn health(state: &State) -> Reply {
     let health = json!({
         "status": "ok",
@@ -194,6 +207,9 @@ fn respond_to<'a>(
             return Err(Error::Unauthorized);
         }
     }
+    if asks_for_websocket(request) {
+        return Err(Error::WebSocket);
+    }
     let (api, rest) = match route {
         Route::Shielded(api, rest) => (Some(api), rest),
         Route::Forward(rest) => (None, rest),
@@ -233,8 +249,31 @@ fn respond_to<'a>(
     Ok(shield.run(&Job { outgoing, wants_stream }, trace))
 }
 
-/// Read the client's body, refusing more than `limit` bytes.
+/// Whether the request offers to switch to WebSocket (`Upgrade: websocket`). Another offer
+/// (`Upgrade: h2c` from `curl --http2`) is ignored and the request served over HTTP/1.1.
+fn asks_for_websocket(request: &tiny_http::Request) -> bool {
+    header_tokens(request, "upgrade").any(|t| t.eq_ignore_ascii_case("websocket"))
+}
+
+/// The comma-separated tokens of every `name` header, trimmed.
+fn header_tokens<'a>(request: &'a tiny_http::Request, name: &'a str) -> impl Iterator<Item = &'a str> {
+    request
+        .headers()
+        .iter()
+        .filter(move |h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
+        .flat_map(|h| h.value.as_str().split(','))
+        .map(str::trim)
+}
+
+/// Read the client's body, refusing more than `limit` bytes, and compressed bodies: no client
+/// this proxy serves compresses its requests (Codex compresses with zstd only for ChatGPT
+/// sign-in against OpenAI's own backend; the openai SDKs never do), so a 415 that names the
+/// coding beats a decoder and its zip-bomb limits.
 fn read_body(request: &mut tiny_http::Request, limit: u64) -> Result<Vec<u8>, Error> {
+    let coding = header_tokens(request, "content-encoding").find(|t| !t.eq_ignore_ascii_case("identity"));
+    if let Some(coding) = coding {
+        return Err(Error::UnsupportedEncoding(coding.to_string()));
+    }
     if request.body_length().is_some_and(|n| n as u64 > limit) {
         return Err(Error::RequestTooLarge { limit });
     }
@@ -253,7 +292,7 @@ fn read_body(request: &mut tiny_http::Request, limit: u64) -> Result<Vec<u8>, Er
 /// Client headers that must not travel upstream: hop-by-hop ones, those the HTTP client sets
 /// itself, the client's own credentials (Codex sends a placeholder key), and
 /// `accept-encoding` (the checker reads the stream's bytes, so they stay uncompressed).
-const NOT_FORWARDED: [&str; 16] = [
+const NOT_FORWARDED: [&str; 17] = [
     "connection",
     "keep-alive",
     "proxy-authenticate",
@@ -263,6 +302,7 @@ const NOT_FORWARDED: [&str; 16] = [
     "trailer",
     "transfer-encoding",
     "upgrade",
+    "http2-settings",
     "host",
     "content-length",
     "authorization",
@@ -313,13 +353,17 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Write the reply in one piece; `false` if the client was gone (normal, logged quietly).
+/// The connection ends after it when the client asked, speaks HTTP/1.0, left its body unread
+/// (a refusal before the body), or the reply says so (413): the answer says
+/// `Connection: close`, and tiny_http then closes the socket instead of reading the rest as
+/// the next request.
 fn send(request: tiny_http::Request, reply: Reply) -> bool {
     let head_only = request.method() == &tiny_http::Method::Head;
-    let asked_close = request
-        .headers()
-        .iter()
-        .any(|h| h.field.equiv("connection") && h.value.as_str().to_ascii_lowercase().contains("close"));
-    let close = asked_close || *request.http_version() < tiny_http::HTTPVersion(1, 1);
+    let says_close = reply.headers.iter().any(|(n, v)| n == "connection" && v == "close");
+    let close = says_close || request.must_close();
+    if close {
+        request.close_connection();
+    }
     let pieces = reply.into_http(head_only, close, SystemTime::now());
     let mut writer = request.into_writer();
     let written = pieces.iter().try_for_each(|piece| writer.write_all(piece));
