@@ -168,7 +168,8 @@ fn check_table(rows: &[(String, &str, String)]) {
 fn malformed_http_gets_the_expected_answer() {
     let (mock, ok) = clean_mock();
     let mut proxy = Proxy::start(&mock.v1(), &[]);
-    let h2c = "connection: Upgrade, HTTP2-Settings\r\nupgrade: h2c\r\nhttp2-settings: AAMAAABkAARAAAAAAAIAAAAA\r\n";
+    let h2c =
+        "connection: Upgrade, HTTP2-Settings\r\nupgrade: h2c\r\nhttp2-settings: AAMAAABkAARAAAAAAAIAAAAA\r\n";
     let h2c = raw_post("/v1/responses", h2c, RESPONSES_STREAM);
     let gzip = raw_post("/v1/responses", "content-encoding: gzip\r\n", RESPONSES_STREAM);
     #[rustfmt::skip]
@@ -460,7 +461,8 @@ fn refusals_before_the_body_close_at_once() {
 #[test]
 fn a_half_closed_client_gets_its_answer_and_a_closed_one_stops_the_retries() {
     let ok = fixtures::responses(ANSWER, false);
-    let mock = Mock::start(vec![Step::json(503, "{}"), Step::stream(&ok), Step::json(503, "{}"), Step::stream(&ok)]);
+    let mock =
+        Mock::start(vec![Step::json(503, "{}"), Step::stream(&ok), Step::json(503, "{}"), Step::stream(&ok)]);
     let env = [("RETRY_WAIT_SECONDS", "0.3"), ("RETRY_MAX_WAIT_SECONDS", "0.3")];
     let proxy = Proxy::start(&mock.v1(), &env);
     for (version, expected) in [("1.1", "100 200"), ("1.0", "200")] {
@@ -506,7 +508,8 @@ fn upgrade_offers_are_answered_at_once() {
     let mut head = [0u8; 12];
     s.read_exact(&mut head).unwrap();
     assert_eq!(&head, b"HTTP/1.1 426");
-    let h2c = "connection: Upgrade, HTTP2-Settings\r\nupgrade: h2c\r\nhttp2-settings: AAMAAABkAARAAAAAAAIAAAAA\r\n";
+    let h2c =
+        "connection: Upgrade, HTTP2-Settings\r\nupgrade: h2c\r\nhttp2-settings: AAMAAABkAARAAAAAAAIAAAAA\r\n";
     let first = raw_post("/v1/responses", h2c, RESPONSES_STREAM);
     let first = String::from_utf8(first).unwrap().replace("connection: close\r\n", "");
     let second = raw_post("/v1/responses", "", RESPONSES_STREAM);
@@ -522,9 +525,15 @@ fn upgrade_offers_are_answered_at_once() {
     }
     s.write_all(&second).unwrap();
     let (answer, closed) = read_until_closed(&mut s);
-    assert_eq!((statuses(&String::from_utf8_lossy(&got)).as_str(), statuses(&answer).as_str(), closed), ("200", "200", true));
+    assert_eq!(
+        (statuses(&String::from_utf8_lossy(&got)).as_str(), statuses(&answer).as_str(), closed),
+        ("200", "200", true)
+    );
     let seen = mock.seen();
-    assert!(seen.iter().all(|r| r.header("upgrade").is_none() && r.header("http2-settings").is_none()), "{seen:?}");
+    assert!(
+        seen.iter().all(|r| r.header("upgrade").is_none() && r.header("http2-settings").is_none()),
+        "{seen:?}"
+    );
 }
 
 /// A header the proxy cannot read gets an OpenAI-shaped 400 and a log line, not a silent
@@ -543,7 +552,8 @@ fn bad_headers_http_1_0_and_encoded_bodies_get_clear_answers() {
     assert!(json["error"]["message"].as_str().unwrap().contains("non-ASCII"), "{json}");
     proxy.wait_for_log("refused a request: non-ASCII");
 
-    let (answer, closed) = converse(&proxy, b"GET /healthz HTTP/1.0\r\nconnection: keep-alive\r\n\r\n", limit);
+    let (answer, closed) =
+        converse(&proxy, b"GET /healthz HTTP/1.0\r\nconnection: keep-alive\r\n\r\n", limit);
     assert_eq!((statuses(&answer).as_str(), closed), ("200", true), "{answer:.300}");
     assert!(has_header(&answer, "connection", "close"), "{answer:.300}");
 
