@@ -312,12 +312,15 @@ const NOT_FORWARDED: [&str; 17] = [
     "x-api-key",
 ];
 
+/// The client's headers that travel upstream: not those above, nor those its `Connection`
+/// header names as hop-by-hop (RFC 9110 §7.6.1: `Connection: Upgrade, HTTP2-Settings`).
 fn forward_headers(request: &tiny_http::Request) -> Vec<(String, String)> {
+    let hop: Vec<String> = header_tokens(request, "connection").map(str::to_ascii_lowercase).collect();
     request
         .headers()
         .iter()
         .map(|h| (h.field.as_str().as_str().to_ascii_lowercase(), h.value.as_str().to_string()))
-        .filter(|(name, _)| !NOT_FORWARDED.contains(&name.as_str()))
+        .filter(|(name, _)| !NOT_FORWARDED.contains(&name.as_str()) && !hop.contains(name))
         .collect()
 }
 

@@ -508,8 +508,9 @@ fn upgrade_offers_are_answered_at_once() {
     let mut head = [0u8; 12];
     s.read_exact(&mut head).unwrap();
     assert_eq!(&head, b"HTTP/1.1 426");
-    let h2c =
-        "connection: Upgrade, HTTP2-Settings\r\nupgrade: h2c\r\nhttp2-settings: AAMAAABkAARAAAAAAAIAAAAA\r\n";
+    // (`x-hop` is named hop-by-hop by the `Connection` header, so it does not travel either)
+    let h2c = "connection: Upgrade, HTTP2-Settings, x-hop\r\nupgrade: h2c\r\n\
+               http2-settings: AAMAAABkAARAAAAAAAIAAAAA\r\nx-hop: 1\r\n";
     let first = raw_post("/v1/responses", h2c, RESPONSES_STREAM);
     let first = String::from_utf8(first).unwrap().replace("connection: close\r\n", "");
     let second = raw_post("/v1/responses", "", RESPONSES_STREAM);
@@ -531,7 +532,7 @@ fn upgrade_offers_are_answered_at_once() {
     );
     let seen = mock.seen();
     assert!(
-        seen.iter().all(|r| r.header("upgrade").is_none() && r.header("http2-settings").is_none()),
+        seen.iter().all(|r| ["upgrade", "http2-settings", "x-hop"].iter().all(|h| r.header(h).is_none())),
         "{seen:?}"
     );
 }
