@@ -286,6 +286,10 @@ fn read_body(request: &mut tiny_http::Request, limit: u64) -> Result<Vec<u8>, Er
     if body.len() as u64 > limit {
         return Err(Error::RequestTooLarge { limit });
     }
+    if let Some(expected) = request.body_length().filter(|&n| n > body.len()) {
+        let message = format!("the request body ended after {} of {expected} bytes", body.len());
+        return Err(Error::BadRequest(message));
+    }
     Ok(body)
 }
 

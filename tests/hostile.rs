@@ -210,6 +210,8 @@ fn malformed_http_gets_the_expected_answer() {
         (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\x00\x00\r\n\r\n", "400"),
         (b"\r\n\r\n\r\n", "400"),
         (b"GET /healthz HTTP/1.1\r\n\r\nGARBAGE AFTER A GOOD REQUEST\r\n\r\n", "200 400"),
+        (b"POST /v1/responses HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\nGET /healthz HTTP/1.1\r\n\r\n", "200 200"),
+        (b"POST /v1/responses HTTP/1.1\r\ncontent-length: 2000\r\n\r\n{}", "400"),
     ];
     let mut rows = Vec::new();
     for (case, expected) in cases {
@@ -220,8 +222,9 @@ fn malformed_http_gets_the_expected_answer() {
         assert_alive(&mut proxy);
     }
     check_table(&rows);
-    // Only the two well-formed API calls (the repeated equal length, the h2c offer) went out.
-    assert_eq!(mock.attempts(), 2, "{:#?}", mock.seen());
+    // Only the three well-formed API calls (the repeated equal length, the h2c offer, the
+    // chunked body) went out.
+    assert_eq!(mock.attempts(), 3, "{:#?}", mock.seen());
     assert_eq!(healthy(&proxy), 0);
     assert_eq!(post(&proxy.url("/v1/responses"), RESPONSES_STREAM).body, ok);
 }
