@@ -10,8 +10,9 @@ run: ## start the proxy with ./.env (cp .env.example .env first)
 build: ## release binary at target/release/codex-shield
 	$(CARGO) build --release
 
-test: ## unit and integration tests (no network)
+test: ## unit and integration tests (no network), and the vendored tiny_http's own tests
 	$(CARGO) test --all-targets
+	$(CARGO) test -p tiny_http --lib
 
 fmt:
 	$(CARGO) fmt --all -- --check

@@ -68,7 +68,10 @@ impl Slot {
             let State::Waiting { request, .. } = std::mem::replace(&mut *state, State::Done) else {
                 unreachable!("matched above")
             };
-            let close = wants_close(&request);
+            let close = request.must_close();
+            if close {
+                request.close_connection();
+            }
             let mut writer = request.into_writer();
             if writer.write_all(&stream_head(close, SystemTime::now())).is_err() {
                 return;
@@ -135,19 +138,18 @@ impl Slots {
     }
 }
 
-/// Whether the connection ends after this answer: the client asked, or speaks HTTP/1.0.
-fn wants_close(request: &tiny_http::Request) -> bool {
-    let asked_close = request
-        .headers()
-        .iter()
-        .any(|h| h.field.equiv("connection") && h.value.as_str().to_ascii_lowercase().contains("close"));
-    asked_close || *request.http_version() < tiny_http::HTTPVersion(1, 1)
-}
-
 /// Write the reply in one piece; `false` if the client was gone (normal, logged quietly).
+/// The connection ends after it when the client asked, speaks HTTP/1.0, left its body unread
+/// (a refusal before the body), or the reply says so (413): the answer says
+/// `Connection: close`, and tiny_http then closes the socket instead of reading the rest as
+/// the next request.
 pub fn send(request: tiny_http::Request, reply: Reply) -> bool {
     let head_only = request.method() == &tiny_http::Method::Head;
-    let close = wants_close(&request);
+    let says_close = reply.headers.iter().any(|(n, v)| n == "connection" && v == "close");
+    let close = says_close || request.must_close();
+    if close {
+        request.close_connection();
+    }
     let pieces = reply.into_http(head_only, close, SystemTime::now());
     let mut writer = request.into_writer();
     let written = pieces.iter().try_for_each(|piece| writer.write_all(piece));

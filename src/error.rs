@@ -28,6 +28,10 @@ pub enum Error {
     Unauthorized,
     /// No route for this method and path.
     NotFound { method: String, path: String },
+    /// The client's body is compressed (`Content-Encoding`, named here); it is not decoded.
+    UnsupportedEncoding(String),
+    /// The client asked to switch to WebSocket; only HTTP with Server-Sent Events is served.
+    WebSocket,
     /// `MAX_CONCURRENT` requests are already in flight.
     Busy { limit: usize },
     /// The proxy is shutting down and takes no new work.
@@ -184,6 +188,14 @@ impl fmt::Display for Error {
             Error::BadRequest(msg) => write!(f, "invalid request: {msg}"),
             Error::Unauthorized => write!(f, "missing or wrong proxy API key"),
             Error::NotFound { method, path } => write!(f, "no route for {method} {path}"),
+            Error::UnsupportedEncoding(coding) => write!(
+                f,
+                "request bodies with Content-Encoding {coding:?} are not accepted; send the body uncompressed"
+            ),
+            Error::WebSocket => write!(
+                f,
+                "WebSocket is not supported; send the request as HTTP (POST with Server-Sent Events)"
+            ),
             Error::Busy { limit } => {
                 write!(f, "proxy busy: {limit} requests already in flight (MAX_CONCURRENT)")
             }

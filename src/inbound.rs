@@ -25,6 +25,9 @@ pub fn job(
             return Err(Error::Unauthorized);
         }
     }
+    if asks_for_websocket(request) {
+        return Err(Error::WebSocket);
+    }
     let (api, rest) = match route {
         Route::Shielded(api, rest) => (Some(api), rest),
         Route::Forward(rest) => (None, rest),
@@ -53,8 +56,31 @@ pub fn job(
     })
 }
 
-/// Read the client's body, refusing more than `limit` bytes.
+/// Whether the request offers to switch to WebSocket (`Upgrade: websocket`). Another offer
+/// (`Upgrade: h2c` from `curl --http2`) is ignored and the request served over HTTP/1.1.
+fn asks_for_websocket(request: &tiny_http::Request) -> bool {
+    header_tokens(request, "upgrade").any(|t| t.eq_ignore_ascii_case("websocket"))
+}
+
+/// The comma-separated tokens of every `name` header, trimmed.
+fn header_tokens<'a>(request: &'a tiny_http::Request, name: &'a str) -> impl Iterator<Item = &'a str> {
+    request
+        .headers()
+        .iter()
+        .filter(move |h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
+        .flat_map(|h| h.value.as_str().split(','))
+        .map(str::trim)
+}
+
+/// Read the client's body, refusing more than `limit` bytes, and compressed bodies: no client
+/// this proxy serves compresses its requests (Codex compresses with zstd only for ChatGPT
+/// sign-in against OpenAI's own backend; the openai SDKs never do), so a 415 that names the
+/// coding beats a decoder and its zip-bomb limits.
 fn read_body(request: &mut tiny_http::Request, limit: u64) -> Result<Vec<u8>, Error> {
+    let coding = header_tokens(request, "content-encoding").find(|t| !t.eq_ignore_ascii_case("identity"));
+    if let Some(coding) = coding {
+        return Err(Error::UnsupportedEncoding(coding.to_string()));
+    }
     if request.body_length().is_some_and(|n| n as u64 > limit) {
         return Err(Error::RequestTooLarge { limit });
     }
@@ -67,13 +93,17 @@ fn read_body(request: &mut tiny_http::Request, limit: u64) -> Result<Vec<u8>, Er
     if body.len() as u64 > limit {
         return Err(Error::RequestTooLarge { limit });
     }
+    if let Some(expected) = request.body_length().filter(|&n| n > body.len()) {
+        let message = format!("the request body ended after {} of {expected} bytes", body.len());
+        return Err(Error::BadRequest(message));
+    }
     Ok(body)
 }
 
 /// Client headers that must not travel upstream: hop-by-hop ones, those the HTTP client sets
 /// itself, the client's own credentials (Codex sends a placeholder key), and
 /// `accept-encoding` (the checker reads the stream's bytes, so they stay uncompressed).
-const NOT_FORWARDED: [&str; 16] = [
+const NOT_FORWARDED: [&str; 17] = [
     "connection",
     "keep-alive",
     "proxy-authenticate",
@@ -83,6 +113,7 @@ const NOT_FORWARDED: [&str; 16] = [
     "trailer",
     "transfer-encoding",
     "upgrade",
+    "http2-settings",
     "host",
     "content-length",
     "authorization",
@@ -92,12 +123,15 @@ const NOT_FORWARDED: [&str; 16] = [
     "x-api-key",
 ];
 
+/// The client's headers that travel upstream: not those above, nor those its `Connection`
+/// header names as hop-by-hop (RFC 9110 §7.6.1: `Connection: Upgrade, HTTP2-Settings`).
 fn forward_headers(request: &tiny_http::Request) -> Vec<(String, String)> {
+    let hop: Vec<String> = header_tokens(request, "connection").map(str::to_ascii_lowercase).collect();
     request
         .headers()
         .iter()
         .map(|h| (h.field.as_str().as_str().to_ascii_lowercase(), h.value.as_str().to_string()))
-        .filter(|(name, _)| !NOT_FORWARDED.contains(&name.as_str()))
+        .filter(|(name, _)| !NOT_FORWARDED.contains(&name.as_str()) && !hop.contains(name))
         .collect()
 }
 

@@ -41,6 +41,9 @@ impl Reply {
         if let Error::Resting { wait, .. } = err {
             reply.headers.push(("retry-after".into(), wait.as_secs_f64().ceil().max(1.0).to_string()));
         }
+        if matches!(err, Error::UnsupportedEncoding(_)) {
+            reply.headers.push(("accept-encoding".into(), "identity".into()));
+        }
         if matches!(err, Error::RequestTooLarge { .. } | Error::ShuttingDown) {
             reply.headers.push(("connection".into(), "close".into()));
         }
@@ -108,6 +111,8 @@ fn reason(status: u16) -> &'static str {
         408 => "Request Timeout",
         409 => "Conflict",
         413 => "Content Too Large",
+        415 => "Unsupported Media Type",
+        426 => "Upgrade Required",
         429 => "Too Many Requests",
         499 => "Client Closed Request",
         500 => "Internal Server Error",
@@ -148,6 +153,9 @@ fn classify(err: &Error) -> (u16, &'static str, &'static str) {
         Error::BadRequest(_) => (400, "invalid_request_error", "invalid_request"),
         Error::Unauthorized => (401, "invalid_request_error", "invalid_api_key"),
         Error::NotFound { .. } => (404, "invalid_request_error", "not_found"),
+        Error::UnsupportedEncoding(_) => (415, "invalid_request_error", "unsupported_content_encoding"),
+        // Codex falls back from its WebSocket transport to HTTP at once on a 426 (and only then)
+        Error::WebSocket => (426, "invalid_request_error", "websocket_not_supported"),
         Error::Busy { .. } => (503, "server_error", "proxy_busy"),
         Error::ShuttingDown => (503, "server_error", "proxy_shutting_down"),
         // nginx's "client closed request"; nobody reads it, but the log line shows it
@@ -239,6 +247,8 @@ mod tests {
             (Error::RequestTooLarge { limit: 10 }, 413, "request_too_large", "MAX_REQUEST_BYTES"),
             (Error::BadRequest("body is not JSON".into()), 400, "invalid_request", "not JSON"),
             (Error::Unauthorized, 401, "invalid_api_key", "proxy API key"),
+            (Error::UnsupportedEncoding("gzip".into()), 415, "unsupported_content_encoding", "\"gzip\""),
+            (Error::WebSocket, 426, "websocket_not_supported", "HTTP"),
             (Error::Busy { limit: 2 }, 503, "proxy_busy", "MAX_CONCURRENT"),
             (exhausted(rejection(429)), 429, "rate_limit_exceeded", "3 attempt(s) over 4.5s"),
             (exhausted(rejection(503)), 503, "upstream_retries_exhausted", "retry after 20 seconds"),
@@ -286,5 +296,7 @@ mod tests {
         }
         let busy = Reply::error(&Error::Busy { limit: 1 });
         assert!(busy.headers.contains(&("retry-after".into(), "1".into())));
+        let encoded = Reply::error(&Error::UnsupportedEncoding("gzip".into()));
+        assert!(encoded.headers.contains(&("accept-encoding".into(), "identity".into())));
     }
 }

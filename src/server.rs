@@ -90,9 +90,9 @@ pub fn serve(config: Arc<Config>, signals: Arc<AtomicUsize>) -> Result<(), Error
     let state =
         Arc::new(State { config, pool, upstream, in_flight, active, next_id, stopping, slots, metrics });
     let shared = Arc::clone(&state);
-    let server =
-        tiny_http::Server::http_with_handler(addr.as_str(), move |request| on_request(&shared, request))
-            .map_err(|e| Error::Listen { addr: addr.clone(), reason: e.to_string() })?;
+    let handler = move |request| on_request(&shared, request);
+    let server = tiny_http::Server::http_with_handler(addr.as_str(), handler, refusal_body)
+        .map_err(|e| Error::Listen { addr: addr.clone(), reason: e.to_string() })?;
     banner(&state.config, &server.server_addr().to_string());
     if state.config.keepalive.is_some() {
         let ticking = Arc::clone(&state);
@@ -182,6 +182,19 @@ fn on_request(state: &State, request: tiny_http::Request) {
     state.active.fetch_add(1, Ordering::SeqCst);
     let _active = Active(state);
     handle(state, request, route);
+}
+
+/// The OpenAI-shaped body of an answer tiny_http writes itself, to a request head it refuses
+/// before any handler sees it (malformed, smuggling-prone, too large), with its log line.
+fn refusal_body(refused: &tiny_http::Refused) -> Vec<u8> {
+    crate::warn!("refused a request: {} ({})", refused.reason, refused.status);
+    let code = match refused.status {
+        431 => "request_header_fields_too_large",
+        505 => "http_version_not_supported",
+        _ => "invalid_request",
+    };
+    let message = format!("codex-shield: {}", refused.reason);
+    serde_json::to_vec(&crate::reply::error_json(&message, "invalid_request_error", code)).unwrap_or_default()
 }
 
 fn local_page(state: &State, page: local::Page, request: &tiny_http::Request) -> Reply {

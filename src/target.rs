@@ -152,10 +152,23 @@ pub fn route(method: &str, path: &str) -> Route {
             }
         }
     }
-    if versioned && !rest.split('/').any(|seg| seg == ".." || seg == ".") {
+    if versioned && !rest.split('/').any(is_refused_segment) {
         return Route::Forward(rest.to_string());
     }
     Route::NotFound
+}
+
+/// A path segment the proxy will not forward: a dot segment (`.`, `..`), also when its dots
+/// are percent-encoded (`%2e`, `%2E`, `.%2e`: an upstream that decodes before resolving would
+/// climb out of `/v1`), or one that hides a separator (`%2f`, `%5c`, `\`).
+fn is_refused_segment(segment: &str) -> bool {
+    let lower = segment.to_ascii_lowercase();
+    let decoded = lower.replace("%2e", ".");
+    decoded == "."
+        || decoded == ".."
+        || lower.contains("%2f")
+        || lower.contains("%5c")
+        || lower.contains('\\')
 }
 
 #[cfg(test)]
@@ -268,6 +281,20 @@ mod tests {
             ("GET", "/v1", Route::NotFound),
             ("GET", "/v1x/models", Route::NotFound),
             ("GET", "/v1/../admin", Route::NotFound),
+            ("GET", "/v1/./models", Route::NotFound),
+            ("GET", "/v1/%2e%2e/x", Route::NotFound),
+            ("GET", "/v1/%2E%2E/x", Route::NotFound),
+            ("GET", "/v1/%2e%2E/x", Route::NotFound),
+            ("GET", "/v1/.%2e/x", Route::NotFound),
+            ("GET", "/v1/%2e./x", Route::NotFound),
+            ("GET", "/v1/%2e/models", Route::NotFound),
+            ("GET", "/v1/models/%2e%2e", Route::NotFound),
+            ("GET", "/v1/..%2fadmin", Route::NotFound),
+            ("GET", "/v1/..%5Cadmin", Route::NotFound),
+            ("GET", "/v1/a\\..\\admin", Route::NotFound),
+            ("GET", "/v1/models/%2e%2e%2e", f("/models/%2e%2e%2e")),
+            ("GET", "/v1/files/a.b", f("/files/a.b")),
+            ("GET", "/v1/files/..x", f("/files/..x")),
         ];
         for (method, path, expected) in cases {
             assert_eq!(route(method, path), expected, "{method} {path}");

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::str::FromStr;
 
 use crate::common::{HTTPVersion, Method};
+use crate::framing::Refused;
 use crate::util::RefinedTcpStream;
 use crate::util::{SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder};
 use crate::Request;
@@ -38,7 +39,21 @@ pub struct ClientConnection {
 
     // codex-shield patch: the socket, to probe for a hang-up while a request is handled
     probe: Option<Arc<crate::connection::Connection>>,
+
+    // codex-shield patch: the body of the error answers this connection writes itself
+    refusal_body: Option<crate::RefusalBody>,
+
+    // codex-shield patch: what the previous request said about the connection's end
+    previous: Option<Arc<crate::request::Ending>>,
 }
+
+/// codex-shield patch: a closing connection first reads and drops what the client still
+/// sends (a body that will not be read), so that closing with unread bytes does not reset
+/// the connection before the client has read its answer (RFC 9112 §9.6). Bounded in time
+/// and in bytes.
+const LINGER_IDLE: std::time::Duration = std::time::Duration::from_secs(2);
+const LINGER_TOTAL: std::time::Duration = std::time::Duration::from_secs(5);
+const LINGER_BYTES: usize = 1 << 20;
 
 /// codex-shield patch: the longest request or header line, and the most header lines.
 const MAX_LINE: usize = 16 * 1024;
@@ -51,6 +66,8 @@ enum ReadError {
     WrongHeader(HTTPVersion),
     /// the client sent an unrecognized `Expect` header
     ExpectationFailed(HTTPVersion),
+    /// codex-shield patch: a head refused with a status (framing.rs)
+    Refused(Refused),
     ReadIoError(IoError),
 }
 
@@ -74,7 +91,15 @@ impl ClientConnection {
             no_more_requests: false,
             secure,
             probe: None,
+            refusal_body: None,
+            previous: None,
         }
+    }
+
+    /// codex-shield patch: see `RefusalBody`.
+    pub(crate) fn with_refusal_body(mut self, body: Option<crate::RefusalBody>) -> Self {
+        self.refusal_body = body;
+        self
     }
 
     /// codex-shield patch: see `Request::client_gone`.
@@ -92,7 +117,7 @@ impl ClientConnection {
     ///
     /// Reads until `CRLF` is reached. The next read will start
     ///  at the first byte of the new line.
-    fn read_next_line(&mut self) -> IoResult<AsciiString> {
+    fn read_next_line(&mut self) -> Result<AsciiString, ReadError> {
         let mut buf = Vec::new();
         let mut prev_byte_was_cr = false;
 
@@ -100,21 +125,36 @@ impl ClientConnection {
             let byte = self.next_header_source.by_ref().bytes().next();
 
             let byte = match byte {
-                Some(b) => b?,
-                None => return Err(IoError::new(ErrorKind::ConnectionAborted, "Unexpected EOF")),
+                Some(b) => b.map_err(ReadError::ReadIoError)?,
+                None => {
+                    let eof = IoError::new(ErrorKind::ConnectionAborted, "Unexpected EOF");
+                    return Err(ReadError::ReadIoError(eof));
+                }
             };
 
-            if byte == b'\n' && prev_byte_was_cr {
+            // codex-shield patch: a line ends with CRLF only. A bare LF, a bare CR, other
+            // control characters and non-ASCII bytes get a 400 at once (framing.rs), instead
+            // of a wait for a CRLF that never comes or a close without an answer.
+            if byte == b'\n' {
+                if !prev_byte_was_cr {
+                    return Err(ReadError::Refused(crate::framing::BARE_LF));
+                }
                 buf.pop(); // removing the '\r'
-                return AsciiString::from_ascii(buf)
-                    .map_err(|_| IoError::new(ErrorKind::InvalidInput, "Header is not in ASCII"));
+                return Ok(AsciiString::from_ascii(buf).expect("only ASCII bytes were kept"));
+            }
+            if prev_byte_was_cr {
+                return Err(ReadError::Refused(Refused::bad("bare CR in the request head")));
+            }
+            if let Some(refused) = crate::framing::refused_byte(byte).filter(|_| byte != b'\r') {
+                return Err(ReadError::Refused(refused));
             }
 
             prev_byte_was_cr = byte == b'\r';
 
             buf.push(byte);
             if buf.len() > MAX_LINE {
-                return Err(IoError::new(ErrorKind::InvalidData, "header line too long"));
+                let long = IoError::new(ErrorKind::InvalidData, "header line too long");
+                return Err(ReadError::ReadIoError(long));
             }
         }
     }
@@ -125,22 +165,31 @@ impl ClientConnection {
         let (method, path, version, headers) = {
             // reading the request line
             let (method, path, version) = {
-                let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
+                let line = self.read_next_line()?;
 
                 parse_request_line(
                     line.as_str().trim(), // TODO: remove this conversion
                 )?
             };
+            if version > (1, 1) {
+                // codex-shield patch: refused before the request exists (its drop would
+                // write a second answer), and the connection closes.
+                let refused = Refused { status: 505, reason: "only HTTP/1.0 and HTTP/1.1 are supported" };
+                return Err(ReadError::Refused(refused));
+            }
 
             // getting all headers
             let headers = {
                 let mut headers = Vec::new();
                 loop {
-                    let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
+                    let line = self.read_next_line()?;
 
                     if line.is_empty() {
                         break;
                     };
+                    if crate::framing::is_folded(line.as_str()) {
+                        return Err(ReadError::Refused(Refused::bad("obsolete line folding")));
+                    }
                     if headers.len() >= MAX_HEADERS {
                         return Err(ReadError::ReadIoError(IoError::new(
                             ErrorKind::InvalidData,
@@ -185,11 +234,60 @@ impl ClientConnection {
                 request::RequestCreationError::ExpectationFailed => {
                     ReadError::ExpectationFailed(version)
                 }
+                request::RequestCreationError::Refused(refused) => ReadError::Refused(refused),
             }
         })?;
 
         // return the request
+        self.previous = Some(request.ending());
         Ok(request.with_probe(self.probe.clone()))
+    }
+
+    /// codex-shield patch: answer a refused head with `status` and a body from the
+    /// `RefusalBody` hook (empty without one), say `Connection: close`, and linger.
+    fn refuse(&mut self, refused: Refused) {
+        use std::io::Write;
+        let body = self.refusal_body.as_ref().map(|f| f(&refused)).unwrap_or_default();
+        let head = format!(
+            "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            refused.status,
+            reason_phrase(refused.status),
+            body.len()
+        );
+        let mut writer = self.sink.next().unwrap();
+        let written = writer.write_all(head.as_bytes()).and_then(|()| writer.write_all(&body));
+        let _ = written.and_then(|()| writer.flush());
+        drop(writer);
+        self.linger();
+    }
+
+    /// codex-shield patch: see `LINGER_IDLE`. Handler mode only (the socket is at hand).
+    fn linger(&mut self) {
+        let Some(socket) = self.probe.clone() else {
+            return;
+        };
+        let _ = socket.shutdown(std::net::Shutdown::Write);
+        socket.set_read_timeout(LINGER_IDLE);
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 8192];
+        let mut dropped = 0;
+        while dropped < LINGER_BYTES && started.elapsed() < LINGER_TOTAL {
+            match self.next_header_source.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => dropped += n,
+            }
+        }
+    }
+}
+
+/// codex-shield patch: the reason phrase of the statuses this connection writes itself.
+fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        417 => "Expectation Failed",
+        431 => "Request Header Fields Too Large",
+        505 => "HTTP Version Not Supported",
+        _ => "Error",
     }
 }
 
@@ -199,32 +297,39 @@ impl Iterator for ClientConnection {
     /// Blocks until the next Request is available.
     /// Returns None when no new Requests will come from the client.
     fn next(&mut self) -> Option<Request> {
-        use crate::{Response, StatusCode};
+        // codex-shield patch: once the previous request is done with the socket, it may have
+        // left its body unread or been answered with `Connection: close`: then what follows
+        // on the socket is not a request, and the connection ends.
+        if let Some(previous) = self.previous.take() {
+            self.next_header_source.wait_turn();
+            if previous.must_end() {
+                self.no_more_requests = true;
+            }
+        }
 
         // the client sent a "connection: close" header in this previous request
         //  or is using HTTP 1.0, meaning that no new request will come
         if self.no_more_requests {
+            self.linger();
             return None;
         }
 
         loop {
             let rq = match self.read() {
                 Err(ReadError::WrongRequestLine) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(400));
-                    response
-                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                        .ok();
-                    return None; // we don't know where the next request would start,
-                                 // se we have to close
+                    // we don't know where the next request would start, so we have to close
+                    self.refuse(Refused::bad("malformed request line"));
+                    return None;
                 }
 
-                Err(ReadError::WrongHeader(ver)) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(400));
-                    response.raw_print(writer, ver, &[], false, None).ok();
-                    return None; // we don't know where the next request would start,
-                                 // se we have to close
+                Err(ReadError::WrongHeader(_)) => {
+                    self.refuse(Refused::bad("malformed header line"));
+                    return None;
+                }
+
+                Err(ReadError::Refused(refused)) => {
+                    self.refuse(refused);
+                    return None;
                 }
 
                 Err(ReadError::ReadIoError(ref err)) if err.kind() == ErrorKind::TimedOut => {
@@ -236,36 +341,19 @@ impl Iterator for ClientConnection {
 
                 Err(ReadError::ReadIoError(ref err)) if err.kind() == ErrorKind::InvalidData => {
                     // codex-shield patch: oversized request line or headers
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(431));
-                    response.raw_print(writer, HTTPVersion(1, 1), &[], false, None).ok();
+                    self.refuse(Refused { status: 431, reason: "request line or headers too large" });
                     return None;
                 }
 
-                Err(ReadError::ExpectationFailed(ver)) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(417));
-                    response.raw_print(writer, ver, &[], true, None).ok();
-                    return None; // TODO: should be recoverable, but needs handling in case of body
+                Err(ReadError::ExpectationFailed(_)) => {
+                    self.refuse(Refused { status: 417, reason: "unsupported Expect header" });
+                    return None;
                 }
 
                 Err(ReadError::ReadIoError(_)) => return None,
 
                 Ok(rq) => rq,
             };
-
-            // checking HTTP version
-            if *rq.http_version() > (1, 1) {
-                let writer = self.sink.next().unwrap();
-                let response = Response::from_string(
-                    "This server only supports HTTP versions 1.0 and 1.1".to_owned(),
-                )
-                .with_status_code(StatusCode(505));
-                response
-                    .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                    .ok();
-                continue;
-            }
 
             // updating the status of the connection
             let connection_header = rq
@@ -276,15 +364,12 @@ impl Iterator for ClientConnection {
 
             let lowercase = connection_header.map(|h| h.to_ascii_lowercase());
 
+            // codex-shield patch: an upgrade offer no longer ends the connection (the request
+            // is served over HTTP/1.1), and HTTP/1.0 connections always end after one
+            // request, `Connection: keep-alive` or not: the answer says `close`.
             match lowercase {
                 Some(ref val) if val.contains("close") => self.no_more_requests = true,
-                Some(ref val) if val.contains("upgrade") => self.no_more_requests = true,
-                Some(ref val)
-                    if !val.contains("keep-alive") && *rq.http_version() == HTTPVersion(1, 0) =>
-                {
-                    self.no_more_requests = true
-                }
-                None if *rq.http_version() == HTTPVersion(1, 0) => self.no_more_requests = true,
+                _ if *rq.http_version() == HTTPVersion(1, 0) => self.no_more_requests = true,
                 _ => (),
             };
 

@@ -44,6 +44,17 @@ impl From<unix_net::UnixListener> for Listener {
     }
 }
 
+/// codex-shield patch: the client's side of a connection, as a peek sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Peer {
+    /// Nothing to read yet, or the next request's bytes.
+    Open,
+    /// End of stream: the client closed its socket or only shut down its sending side.
+    Eof,
+    /// A reset (or another error): the client is gone.
+    Reset,
+}
+
 /// Unified connection. Either a [`TcpStream`] or [`std::os::unix::net::UnixStream`].
 #[derive(Debug)]
 pub(crate) enum Connection {
@@ -111,28 +122,51 @@ impl Connection {
         }
     }
 
-    /// codex-shield patch: whether the peer has closed its side (EOF or reset waiting to be
-    /// read), without consuming anything. Only sound while no other thread reads the socket.
-    pub(crate) fn peer_closed(&self) -> bool {
+    /// codex-shield patch: what the peer's side of the connection looks like, without
+    /// consuming anything. Only sound while no other thread reads the socket.
+    pub(crate) fn peer(&self) -> Peer {
         match self {
             Self::Tcp(s) => {
                 if s.set_nonblocking(true).is_err() {
-                    return false;
+                    return Peer::Open;
                 }
                 let peeked = s.peek(&mut [0u8; 1]);
                 let _ = s.set_nonblocking(false);
                 match peeked {
-                    Ok(0) => true,
-                    Ok(_) => false,
-                    Err(e) => !matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-                    ),
+                    // after an end of stream a reset is not reported by reads, only as the
+                    // socket's pending error (EPIPE once the peer has sent its FIN)
+                    Ok(0) if matches!(s.take_error(), Ok(Some(_))) => Peer::Reset,
+                    Ok(0) => Peer::Eof,
+                    Ok(_) => Peer::Open,
+                    Err(e) => match e.kind() {
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => Peer::Open,
+                        _ => Peer::Reset,
+                    },
                 }
             }
             #[cfg(unix)]
-            Self::Unix(_) => false,
+            Self::Unix(_) => Peer::Open,
         }
+    }
+
+    /// codex-shield patch: write an interim response straight to the socket (see
+    /// `Request::client_gone`); only while nothing is buffered for this connection.
+    pub(crate) fn write_interim(&self, bytes: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        match self {
+            Self::Tcp(s) => (&*s).write_all(bytes),
+            #[cfg(unix)]
+            Self::Unix(s) => (&*s).write_all(bytes),
+        }
+    }
+
+    /// codex-shield patch: the read timeout, shortened while a closing connection lingers.
+    pub(crate) fn set_read_timeout(&self, timeout: std::time::Duration) {
+        let _ = match self {
+            Self::Tcp(s) => s.set_read_timeout(Some(timeout)),
+            #[cfg(unix)]
+            Self::Unix(s) => s.set_read_timeout(Some(timeout)),
+        };
     }
 
     pub(crate) fn try_clone(&self) -> std::io::Result<Self> {

@@ -116,11 +116,17 @@ const CLIENT_IO_TIMEOUT: Duration = Duration::from_secs(120);
 /// codex-shield patch: the per-request handler of `Server::http_with_handler`.
 type Handler = Arc<dyn Fn(Request) + Send + Sync + 'static>;
 
+/// codex-shield patch: the body (JSON) of an error answer the server writes itself, for a
+/// request head it refuses (malformed, smuggling-prone, too large); called once per refusal,
+/// so it may also log it.
+pub type RefusalBody = Arc<dyn Fn(&Refused) -> Vec<u8> + Send + Sync + 'static>;
+
 use client::ClientConnection;
 use connection::Connection;
 use util::MessagesQueue;
 
 pub use common::{HTTPVersion, Header, HeaderField, Method, StatusCode};
+pub use framing::Refused;
 pub use connection::{ConfigListenAddr, ListenAddr, Listener};
 pub use request::{ReadWrite, Request};
 pub use response::{Response, ResponseBox};
@@ -129,6 +135,7 @@ pub use test::TestRequest;
 mod client;
 mod common;
 mod connection;
+mod framing;
 mod request;
 mod response;
 mod ssl;
@@ -242,16 +249,20 @@ impl Server {
     /// codex-shield patch: a server that runs `handler` for each request on the connection's
     /// own thread (one per connection, from the task pool), instead of queueing requests for
     /// `recv()`. Saves two thread hand-offs per request; `recv()` then never returns anything.
-    pub fn http_with_handler<A, F>(
+    /// `refusal_body` renders the error answers the server writes itself.
+    pub fn http_with_handler<A, F, G>(
         addr: A,
         handler: F,
+        refusal_body: G,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>>
     where
         A: ToSocketAddrs,
         F: Fn(Request) + Send + Sync + 'static,
+        G: Fn(&Refused) -> Vec<u8> + Send + Sync + 'static,
     {
         let listener = ConfigListenAddr::from_socket_addrs(addr)?.bind()?;
-        Self::from_listener_with(listener, None, Some(Arc::new(handler)))
+        let refusal_body: RefusalBody = Arc::new(refusal_body);
+        Self::from_listener_with(listener, None, Some((Arc::new(handler), refusal_body)))
     }
 
     /// Builds a new server that listens on the specified address.
@@ -274,9 +285,13 @@ impl Server {
     fn from_listener_with<L: Into<Listener>>(
         listener: L,
         ssl_config: Option<SslConfig>,
-        handler: Option<Handler>,
+        handler: Option<(Handler, RefusalBody)>,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let listener = listener.into();
+        let (handler, refusal_body) = match handler {
+            Some((h, r)) => (Some(h), Some(r)),
+            None => (None, None),
+        };
         // building the "close" variable
         let close_trigger = Arc::new(AtomicBool::new(false));
 
@@ -353,7 +368,9 @@ impl Server {
                             Some(ref _ssl) => unreachable!(),
                         };
 
-                        Ok(ClientConnection::new(write_closable, read_closable).with_probe(probe))
+                        Ok(ClientConnection::new(write_closable, read_closable)
+                            .with_probe(probe)
+                            .with_refusal_body(refusal_body.clone()))
                     }
                     Err(e) => Err(e),
                 };

@@ -5,7 +5,11 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
+
+use crate::framing::{Framing, Refused};
 
 use crate::util::{EqualReader, FusedReader};
 use crate::{HTTPVersion, Header, Method, Response, StatusCode};
@@ -77,7 +81,53 @@ pub struct Request {
 
     // codex-shield patch: the connection's socket, to probe for a hang-up
     probe: Option<std::sync::Arc<crate::connection::Connection>>,
+
+    // codex-shield patch: what this request tells its connection (close after it?)
+    ending: Arc<Ending>,
+
+    // codex-shield patch: the hang-up probe has sent its one interim `100 Continue`
+    interim_sent: AtomicBool,
+
+    // codex-shield patch: the probe has seen the client gone (a reset is reported once)
+    gone: AtomicBool,
 }
+
+/// codex-shield patch: shared between a request and its connection, so the connection knows
+/// whether the next bytes on the socket start a new request.
+#[derive(Debug, Default)]
+pub(crate) struct Ending {
+    /// The handler said `Connection: close` (or the client asked for it).
+    pub(crate) close: AtomicBool,
+    /// The body has been read to its end, so the socket is at the next request.
+    pub(crate) body_done: AtomicBool,
+}
+
+impl Ending {
+    /// Whether the connection must end after this request.
+    pub(crate) fn must_end(&self) -> bool {
+        self.close.load(Ordering::SeqCst) || !self.body_done.load(Ordering::SeqCst)
+    }
+}
+
+/// codex-shield patch: a body reader that records when the body has been read to its end.
+struct Tracked<R> {
+    inner: R,
+    ending: Arc<Ending>,
+}
+
+impl<R: Read> Read for Tracked<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.ending.body_done.store(true, Ordering::SeqCst);
+        }
+        Ok(n)
+    }
+}
+
+/// codex-shield patch: the one interim response this copy sends, without `Content-Length`
+/// (RFC 9110 §8.6: a 1xx has no content, so no length either).
+pub(crate) const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 struct NotifyOnDrop<R> {
     sender: Sender<()>,
@@ -111,6 +161,9 @@ pub enum RequestCreationError {
 
     /// Error while reading data from the socket during the creation of the `Request`.
     CreationIoError(IoError),
+
+    /// codex-shield patch: the head frames its body ambiguously (see `framing.rs`).
+    Refused(Refused),
 }
 
 impl From<IoError> for RequestCreationError {
@@ -143,25 +196,16 @@ where
     R: Read + Send + 'static,
     W: Write + Send + 'static,
 {
-    // finding the transfer-encoding header
-    let transfer_encoding = headers
-        .iter()
-        .find(|h: &&Header| h.field.equiv("Transfer-Encoding"))
-        .map(|h| h.value.clone());
-
-    // finding the content-length header
-    let content_length = if transfer_encoding.is_some() {
-        // if transfer-encoding is specified, the Content-Length
-        // header must be ignored (RFC2616 #4.4)
-        None
-    } else {
-        headers
-            .iter()
-            .find(|h: &&Header| h.field.equiv("Content-Length"))
-            .and_then(|h| FromStr::from_str(h.value.as_str()).ok())
+    // codex-shield patch: one framing decision, refusing the ambiguous ones (framing.rs).
+    let framing = crate::framing::framing(&headers, &version).map_err(RequestCreationError::Refused)?;
+    let content_length = match framing {
+        Framing::Length(n) => Some(n),
+        Framing::Empty => Some(0),
+        Framing::Chunked => None,
     };
 
-    // true if the client sent a `Expect: 100-continue` header
+    // true if the client sent a `Expect: 100-continue` header (ignored from HTTP/1.0
+    // clients, RFC 9110 §10.1.1)
     let expects_continue = {
         match headers
             .iter()
@@ -169,32 +213,22 @@ where
             .map(|h| h.value.as_str())
         {
             None => false,
+            Some(_) if version < HTTPVersion(1, 1) => false,
             Some(v) if v.eq_ignore_ascii_case("100-continue") => true,
             _ => return Err(RequestCreationError::ExpectationFailed),
         }
     };
 
-    // true if the client sent a `Connection: upgrade` header
-    let connection_upgrade = {
-        match headers
-            .iter()
-            .find(|h: &&Header| h.field.equiv("Connection"))
-            .map(|h| h.value.as_str())
-        {
-            Some(v) if v.to_ascii_lowercase().contains("upgrade") => true,
-            _ => false,
-        }
-    };
-
-    // we wrap `source_data` around a reading whose nature depends on the transfer-encoding and
-    // content-length headers
-    let reader = if connection_upgrade {
-        // if we have a `Connection: upgrade`, always keeping the whole reader
-        Box::new(source_data) as Box<dyn Read + Send + 'static>
-    } else if let Some(content_length) = content_length {
-        if content_length == 0 {
+    // codex-shield patch: a `Connection: upgrade` request is framed like any other (its body
+    // by its own length); this copy never switches protocols, so the handler refuses a
+    // WebSocket upgrade and serves an h2c offer over HTTP/1.1.
+    let ending = Arc::new(Ending::default());
+    let reader = match framing {
+        Framing::Empty => {
+            ending.body_done.store(true, Ordering::SeqCst);
             Box::new(io::empty()) as Box<dyn Read + Send + 'static>
-        } else if content_length <= 1024 && !expects_continue {
+        }
+        Framing::Length(content_length) if content_length <= 1024 && !expects_continue => {
             // if the content-length is small enough, we just read everything into a buffer
 
             let mut buffer = vec![0; content_length];
@@ -212,21 +246,19 @@ where
 
                 offset += read;
             }
+            ending.body_done.store(true, Ordering::SeqCst);
 
             Box::new(Cursor::new(buffer)) as Box<dyn Read + Send + 'static>
-        } else {
-            let (data_reader, _) = EqualReader::new(source_data, content_length); // TODO:
-            Box::new(FusedReader::new(data_reader)) as Box<dyn Read + Send + 'static>
         }
-    } else if transfer_encoding.is_some() {
-        // if a transfer-encoding was specified, then "chunked" is ALWAYS applied
-        // over the message (RFC2616 #3.6)
-        Box::new(FusedReader::new(Decoder::new(source_data))) as Box<dyn Read + Send + 'static>
-    } else {
-        // if we have neither a Content-Length nor a Transfer-Encoding,
-        // assuming that we have no data
-        // TODO: could also be multipart/byteranges
-        Box::new(io::empty()) as Box<dyn Read + Send + 'static>
+        Framing::Length(content_length) => {
+            let (data_reader, _) = EqualReader::new(source_data, content_length);
+            let inner = FusedReader::new(data_reader);
+            Box::new(Tracked { inner, ending: Arc::clone(&ending) }) as Box<dyn Read + Send + 'static>
+        }
+        Framing::Chunked => {
+            let inner = FusedReader::new(Decoder::new(source_data));
+            Box::new(Tracked { inner, ending: Arc::clone(&ending) }) as Box<dyn Read + Send + 'static>
+        }
     };
 
     Ok(Request {
@@ -242,6 +274,9 @@ where
         must_send_continue: expects_continue,
         notify_when_responded: None,
         probe: None,
+        ending,
+        interim_sent: AtomicBool::new(false),
+        gone: AtomicBool::new(false),
     })
 }
 
@@ -364,16 +399,11 @@ impl Request {
     #[inline]
     pub fn as_reader(&mut self) -> &mut dyn Read {
         if self.must_send_continue {
-            let msg = Response::new_empty(StatusCode(100));
-            msg.raw_print(
-                self.response_writer.as_mut().unwrap().by_ref(),
-                self.http_version.clone(),
-                &self.headers,
-                true,
-                None,
-            )
-            .ok();
-            self.response_writer.as_mut().unwrap().flush().ok();
+            // codex-shield patch: a bare status line; tiny_http's printer added a
+            // `Content-Length: 0`, `Date` and `Server` to it.
+            let writer = self.response_writer.as_mut().unwrap();
+            writer.write_all(CONTINUE).ok();
+            writer.flush().ok();
             self.must_send_continue = false;
         }
 
@@ -484,10 +514,58 @@ impl Request {
         self
     }
 
-    /// codex-shield patch: whether the client has closed its side of the connection, seen
-    /// by peeking at the socket without blocking; `false` when unknown (queue mode, TLS).
+    /// codex-shield patch: whether the client has gone away, seen by peeking at the socket
+    /// without blocking; `false` when unknown (queue mode, TLS).
+    ///
+    /// A reset means gone. An end of stream is ambiguous: a client that closed its socket and
+    /// one that only shut down its sending side (HTTP/1.0-style tools) look the same until
+    /// the server writes. So, once per request, an HTTP/1.1 client that shows an end of
+    /// stream is sent an interim `100 Continue` (RFC 9110 §15.2: a client must parse 1xx
+    /// responses it did not expect): a closed socket answers it with a reset, which the next
+    /// look sees; a half-closed client reads it and ignores it. An HTTP/1.0 client may not be
+    /// sent a 1xx, so its end of stream is taken as a half-close, not a hang-up.
     pub fn client_gone(&self) -> bool {
-        self.probe.as_ref().map_or(false, |c| c.peer_closed())
+        use crate::connection::Peer;
+        let Some(socket) = self.probe.as_ref() else {
+            return false;
+        };
+        if self.gone.load(Ordering::SeqCst) {
+            return true;
+        }
+        let gone = match socket.peer() {
+            Peer::Open => false,
+            Peer::Reset => true,
+            Peer::Eof if self.http_version < HTTPVersion(1, 1) => false,
+            Peer::Eof if self.interim_sent.swap(true, Ordering::SeqCst) => false,
+            Peer::Eof => socket.write_interim(CONTINUE).is_err(),
+        };
+        self.gone.store(gone, Ordering::SeqCst);
+        gone
+    }
+
+    /// codex-shield patch: whether the connection must end after this request's answer:
+    /// the client asked for it, it speaks HTTP/1.0, its body was not read to the end (the
+    /// rest would be taken for the next request), or the handler called `close_connection`.
+    pub fn must_close(&self) -> bool {
+        let asked = self
+            .headers
+            .iter()
+            .filter(|h| h.field.equiv("Connection"))
+            .flat_map(|h| h.value.as_str().split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case("close"));
+        asked || self.http_version < HTTPVersion(1, 1) || self.ending.must_end()
+    }
+
+    /// codex-shield patch: end the connection after this request's answer (the handler says
+    /// `Connection: close` in it). The rest of what the client sends is read and dropped for
+    /// a moment, so the answer is not lost to a reset, then the socket closes.
+    pub fn close_connection(&self) {
+        self.ending.close.store(true, Ordering::SeqCst);
+    }
+
+    /// codex-shield patch: shared with the connection (see `Ending`).
+    pub(crate) fn ending(&self) -> Arc<Ending> {
+        Arc::clone(&self.ending)
     }
 }
 
