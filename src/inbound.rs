@@ -21,7 +21,7 @@ pub fn job(
     query: Option<&str>,
 ) -> Result<Job, Error> {
     if let Some(key) = &config.proxy_key {
-        if !presents_key(request, key) {
+        if !Credentials::of(request).present(key) {
             return Err(Error::Unauthorized);
         }
     }
@@ -135,24 +135,40 @@ fn forward_headers(request: &tiny_http::Request) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Whether the request carries the inbound key, as Bearer or api-key (constant-time compare).
-pub fn presents_key(request: &tiny_http::Request, key: &str) -> bool {
-    let header = |name: &str| {
-        request
-            .headers()
-            .iter()
-            .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
-            .map(|h| h.value.as_str().trim().to_string())
-    };
-    let bearer = header("authorization").and_then(|v| {
-        let (scheme, token) = v.split_once(' ')?;
-        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string())
-    });
-    let offered = [bearer, header("api-key")];
-    offered
-        .iter()
-        .flatten()
-        .fold(false, |ok, candidate| ok | constant_time_eq(candidate.as_bytes(), key.as_bytes()))
+/// What a request offers as credentials.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub bearer: Option<String>,
+    pub api_key: Option<String>,
+    /// `token=` from the query.
+    pub query_token: Option<String>,
+}
+
+impl Credentials {
+    pub fn of(request: &tiny_http::Request) -> Credentials {
+        let header = |name: &str| {
+            request
+                .headers()
+                .iter()
+                .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
+                .map(|h| h.value.as_str().trim().to_string())
+        };
+        let bearer = header("authorization").and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string())
+        });
+        let query = request.url().split_once('?').map_or("", |(_, q)| q);
+        let query_token = query.split('&').find_map(|pair| pair.strip_prefix("token=")).map(str::to_string);
+        Credentials { bearer, api_key: header("api-key"), query_token }
+    }
+
+    /// Whether these credentials carry `key`, as Bearer or api-key (constant-time compare).
+    pub fn present(&self, key: &str) -> bool {
+        [&self.bearer, &self.api_key]
+            .into_iter()
+            .flatten()
+            .fold(false, |ok, candidate| ok | constant_time_eq(candidate.as_bytes(), key.as_bytes()))
+    }
 }
 
 /// Compare without an early exit, so timing does not reveal how much of a key matched.

@@ -15,7 +15,7 @@ use serde_json::json;
 
 use crate::config::Config;
 use crate::error::{Error, Outcome};
-use crate::inbound::constant_time_eq;
+use crate::inbound::{constant_time_eq, Credentials};
 use crate::metrics::{self, Gauges, Metrics, Recent, RouteKind, Snapshot, UpstreamHealth};
 use crate::reply::Reply;
 
@@ -37,34 +37,6 @@ pub fn route(method: &str, path: &str) -> Option<Page> {
         "/metrics" => Some(Page::Metrics),
         "/status" | "/status/" => Some(Page::Status),
         _ => None,
-    }
-}
-
-/// What a request offers as credentials.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Credentials {
-    pub bearer: Option<String>,
-    pub api_key: Option<String>,
-    /// `token=` from the query.
-    pub query_token: Option<String>,
-}
-
-impl Credentials {
-    pub fn of(request: &tiny_http::Request) -> Credentials {
-        let header = |name: &str| {
-            request
-                .headers()
-                .iter()
-                .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
-                .map(|h| h.value.as_str().trim().to_string())
-        };
-        let bearer = header("authorization").and_then(|v| {
-            let (scheme, token) = v.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string())
-        });
-        let query = request.url().split_once('?').map_or("", |(_, q)| q);
-        let query_token = query.split('&').find_map(|pair| pair.strip_prefix("token=")).map(str::to_string);
-        Credentials { bearer, api_key: header("api-key"), query_token }
     }
 }
 

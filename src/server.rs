@@ -208,7 +208,7 @@ fn local_page(state: &State, page: local::Page, request: &tiny_http::Request) ->
         open_requests: state.active.load(Ordering::Relaxed),
         upstreams: &upstreams,
     };
-    local::answer(page, &local::Credentials::of(request), &ctx)
+    local::answer(page, &inbound::Credentials::of(request), &ctx)
 }
 
 /// How each upstream is doing, for `/metrics` and `/status`, from the pool's health table.
