@@ -9,6 +9,7 @@ pub mod assemble;
 pub mod body;
 pub mod check;
 pub mod cli;
+pub mod codex;
 pub mod config;
 pub mod error;
 pub mod log;

@@ -46,6 +46,15 @@ class Script:
             self.steps = [s.strip() for s in steps.split(",") if s.strip()]
             self.index = 0
             self.log = []
+            self.raw = []
+
+    def set_raw(self, replies):
+        with self.lock:
+            self.raw = list(replies)
+
+    def next_raw(self):
+        with self.lock:
+            return self.raw.pop(0) if self.raw else None
 
     def next(self, record):
         with self.lock:
@@ -247,6 +256,20 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 
+    def send_raw(self, reply):
+        """A scripted answer: status, headers, then body chunks with pauses before them."""
+        self.send_response(reply.get("status", 200))
+        for k, v in reply.get("headers", {"content-type": "text/event-stream"}).items():
+            self.send_header(k, v)
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        self.wfile.flush()
+        for part in reply.get("chunks", []):
+            time.sleep(part.get("delay", 0))
+            self.chunk(part["data"].encode())
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
     # --- routes ---------------------------------------------------------
     def do_GET(self):
         if self.path == "/__log":
@@ -264,6 +287,10 @@ class Handler(BaseHTTPRequestHandler):
             self.server.script.reset(raw.decode())
             self.send_json(200, {"ok": True})
             return
+        if self.path == "/__raw":
+            self.server.script.set_raw(json.loads(raw))
+            self.send_json(200, {"ok": True})
+            return
         path = self.path.split("?")[0]
         if path not in MODEL_PATHS:
             self.send_json(404, {"error": {"message": "no route " + path,
@@ -277,13 +304,17 @@ class Handler(BaseHTTPRequestHandler):
             return
         record = {"path": path, "model": req.get("model"), "stream": req.get("stream"),
                   "authorization": self.headers.get("authorization"),
-                  "api_key": self.headers.get("api-key"), "time": time.time()}
+                  "api_key": self.headers.get("api-key"), "time": time.time(),
+                  "headers": {k.lower(): v for k, v in self.headers.items()}, "body": req}
         step = self.server.script.next(record)
         n = len(self.server.script.log)
         self.answer(step, path, req, n)
 
     def answer(self, step, path, req, n):
         model = req.get("model") or "mock-model"
+        if step == "raw":
+            self.send_raw(self.server.script.next_raw() or {"status": 500, "chunks": []})
+            return
         if step in ("429", "429ms"):
             hint = ("retry-after", "1") if step == "429" else ("retry-after-ms", "40")
             self.send_json(429, {"error": {"message": "Rate limit reached (mock). Please retry.",
