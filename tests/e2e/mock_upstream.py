@@ -13,9 +13,15 @@ Steps (comma separated, e.g. "429,429ms,error,cut,failed,ok"):
   cut      200, connection closed mid-stream   failed  200, `response.failed` event
   ok       complete answer (LF)                okcrlf  complete answer, CRLF lines
   slow     complete answer after a 3 s pause (for the concurrency and signal tests)
+  progress 200 head, two progress lines as Codex shows them (codex::progress_event), data
+           keep-alives for 3 s (codex::keepalive_event), then the complete answer
+  giveup400     the proxy's give-up message for Codex before a head: 400 text/plain
+  giveupfailed  the same after a 200 head: response.failed with code invalid_prompt
+  raw      the next reply posted to /__raw: {"status", "headers", "chunks": [{"data", "delay"}]}
 
 Control routes (for the test driver, never used by clients):
   POST /__script  body = new script; resets the step counter and the log
+  POST /__raw     body = JSON list of replies for the `raw` steps
   GET  /__log     JSON list of the model requests seen so far
 
 Listens on 127.0.0.1 only.  Writes the bound port to --port-file when given.
@@ -31,6 +37,38 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 ANSWER = "SHIELD-OK-7431: the mock upstream answered after every failure."
+PROGRESS = ["upstream rate-limited, retrying in 2 s (attempt 2 of 10)",
+            "upstream answered 503, retrying in 1 s (attempt 3 of 10)"]
+GIVE_UP = ("codex-shield: gave up after 3 attempts over 4.2 s; "
+           "last failure: upstream answered 429 Too Many Requests")
+
+
+def sse(name, payload):
+    return "event: %s\ndata: %s\n\n" % (name, json.dumps(payload))
+
+
+def progress_events(text, n):
+    """The events of src/codex.rs `progress_event(text, n)`."""
+    rid = "rs_codex_shield_progress_%d" % n
+    return (sse("response.output_item.added",
+                {"type": "response.output_item.added", "sequence_number": 2 * n,
+                 "output_index": 0, "item": {"type": "reasoning", "id": rid, "summary": []}})
+            + sse("response.reasoning_summary_text.delta",
+                  {"type": "response.reasoning_summary_text.delta", "sequence_number": 2 * n + 1,
+                   "item_id": rid, "output_index": 0, "summary_index": 0,
+                   "delta": "**%s**" % text}))
+
+
+def keepalive(n):
+    """The events of src/codex.rs `keepalive_event(n)`."""
+    return 'data: {"type":"keepalive","sequence_number":%d}\n\n' % n
+
+
+def give_up_failed(message):
+    """The events of src/codex.rs `give_up_event(message, 0)`."""
+    return sse("response.failed", {"type": "response.failed", "sequence_number": 0, "response": {
+        "id": "resp_codex_shield", "object": "response", "status": "failed", "output": [],
+        "error": {"code": "invalid_prompt", "message": message}}})
 MODEL_PATHS = ("/v1/responses", "/responses", "/v1/chat/completions", "/chat/completions")
 
 
@@ -315,6 +353,9 @@ class Handler(BaseHTTPRequestHandler):
         if step == "raw":
             self.send_raw(self.server.script.next_raw() or {"status": 500, "chunks": []})
             return
+        if step in ("giveup400", "giveupfailed", "progress"):
+            self.send_raw(codex_form(step, model, n))
+            return
         if step in ("429", "429ms"):
             hint = ("retry-after", "1") if step == "429" else ("retry-after-ms", "40")
             self.send_json(429, {"error": {"message": "Rate limit reached (mock). Please retry.",
@@ -351,6 +392,25 @@ class Handler(BaseHTTPRequestHandler):
                 payload = dict({"type": name, "sequence_number": seq}, **payload)
                 frames.append("event: %s\ndata: %s\n\n" % (name, json.dumps(payload)))
         self.send_sse(frames, nl, cut=(kind == "cut"))
+
+
+def codex_form(step, model, n):
+    """The answers only Codex clients get from the proxy (src/codex.rs), as raw replies."""
+    if step == "giveup400":
+        return {"status": 400, "headers": {"content-type": "text/plain; charset=utf-8"},
+                "chunks": [{"data": GIVE_UP}]}
+    sse_head = {"content-type": "text/event-stream"}
+    if step == "giveupfailed":
+        return {"status": 200, "headers": sse_head,
+                "chunks": [{"data": keepalive(0)}, {"data": give_up_failed(GIVE_UP)}]}
+    chunks = []
+    for i, text in enumerate(PROGRESS):
+        chunks.append({"data": progress_events(text, i), "delay": 0.2})
+        chunks += [{"data": keepalive(10 * i + k), "delay": 0.5} for k in range(3)]
+    answer = "".join(sse(name, dict({"type": name, "sequence_number": 100 + seq}, **payload))
+                     for seq, (name, payload) in enumerate(responses_events("ok", model, n)))
+    chunks.append({"data": answer, "delay": 0.2})
+    return {"status": 200, "headers": sse_head, "chunks": chunks}
 
 
 def chat_object(model, n):
