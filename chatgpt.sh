@@ -279,7 +279,10 @@ done
 
 # --- run the client against it -------------------------------------------------
 ensure_profile
+# --no-daemon: a shared background server reads only the config files, never this
+# session's port; said explicitly, Codex does not warn that -c "requires embedded mode".
 overrides=()
+case " $* " in *" --remote "* | *" --remote="*) ;; *) overrides+=(--no-daemon) ;; esac
 while IFS= read -r line; do overrides+=(-c "$line"); done < <(provider_overrides "$port")
 model="$(forced_model)"
 if [ -n "$model" ] && ! user_chose_model "$@"; then
