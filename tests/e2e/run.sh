@@ -433,7 +433,7 @@ tui_start() { # tui_start SESSION COMMAND...: in the scratch project, wrapper en
         "env -u OPENAI_API_KEY $(printf '%q ' "$@"); echo EXITED-\$?; sleep 600"
 }
 tui_end() { tui kill-session -t "$1" 2>/dev/null || true; }
-trap 'tui kill-server 2>/dev/null; cleanup' EXIT
+trap 'tui kill-server 2>/dev/null || true; cleanup' EXIT
 
 # progress line in the status line, answer after it, nothing in the next request. Codex
 # straight against the mock: the proxy does not stream progress events yet (the keep-alive
