@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
 # chatgpt.sh: run the Codex CLI through a private codex-shield proxy.
 #
-# Every session starts its own proxy on a free loopback port (PORT=0), points
-# Codex at it with `--profile codex-shield` plus a `-c` override of the port, and
-# stops the proxy when Codex exits (also on Ctrl-C, TERM and HUP).  Two sessions
-# never share or kill each other's proxy.  All arguments go to Codex unchanged;
-# the exit status is Codex's.  Works through symlinks and from any directory.
+# Every session starts its own proxy on a free loopback port (PORT=0), passes the
+# codex-shield provider to Codex as `-c` overrides (so the user's own config.toml and
+# profiles still apply), sets the model to the proxy's FORCED_MODEL unless the user
+# chose one, and then becomes Codex (exec): Codex owns the terminal and its signals as
+# when run directly.  A watchdog stops the proxy once Codex has exited, however it
+# ended.  Two sessions never share or kill each other's proxy.  All arguments go to
+# Codex unchanged; the exit status is Codex's.  Works through symlinks, from any cwd.
 #
 #   ln -s /path/to/codex-shield/chatgpt.sh /usr/local/bin/chatgpt
 #   chatgpt                      # interactive Codex
 #   chatgpt exec "fix the tests" # any Codex arguments
+#   chatgpt resume --last        # continue a session through the proxy (not `codex resume`)
 set -euo pipefail
 
 # --- settings (override from the environment) ---------------------------------
 CLIENT_EXECUTABLE="${CLIENT_EXECUTABLE:-codex}"
 CLIENT_CONFIG_DIR="${CLIENT_CONFIG_DIR:-${CODEX_HOME:-$HOME/.codex}}"
-PROFILE_NAME="${CODEX_SHIELD_PROFILE:-codex-shield}"       # -> $CLIENT_CONFIG_DIR/$PROFILE_NAME.config.toml
+PROFILE_NAME="${CODEX_SHIELD_PROFILE:-codex-shield}"       # -> $CLIENT_CONFIG_DIR/$PROFILE_NAME.config.toml (for use by hand)
 PROVIDER_ID="codex-shield"                                  # [model_providers.codex-shield] in config_template.toml
 STARTUP_TIMEOUT_SECONDS="${CODEX_SHIELD_STARTUP_TIMEOUT:-20}"
 PROXY_LOG="${CODEX_SHIELD_LOG:-}"                           # keep the proxy's log here (default: temporary)
@@ -61,20 +64,107 @@ configured_port() {
     echo "$port"
 }
 
-# --- first run: write the Codex profile from the template, never overwrite ----
-ensure_profile() {
-    local profile="$CLIENT_CONFIG_DIR/$PROFILE_NAME.config.toml" template="$DIR/config_template.toml" tmp
-    [ -e "$profile" ] && return
-    [ -f "$template" ] || die "missing $template (keep it next to chatgpt.sh)"
-    mkdir -p "$CLIENT_CONFIG_DIR"
+# --- the client config for people who start Codex by hand ---------------------
+# Written from config_template.toml on first run, marked with the template's hash and the
+# hash of what was written; refreshed when the template changes, unless the user edited
+# it (then said once, on stderr).  The wrapper itself does not read it: it passes the
+# provider as -c overrides (provider_overrides), so any profile of the user's still applies.
+MARK="# codex-shield-template:"
+# the unmarked file older wrappers wrote (template a00eebf), port put back as placeholder
+LEGACY_SHAS="6709c323512ab33d4a91bbf4df34eb7fc7041d7665fab6fa2886b29d4f603aa9"
+sha() { if command -v sha256sum >/dev/null 2>&1; then sha256sum | cut -d' ' -f1; else cksum | tr ' ' -; fi; }
+render_profile() { # render_profile TEMPLATE_SHA: the file to write, on stdout
+    local body
+    body="$(sed "s/__CODEX_SHIELD_PORT__/$(configured_port)/g" "$DIR/config_template.toml")"
+    printf '%s %s %s\n%s\n' "$MARK" "$1" "$(printf '%s\n' "$body" | sha)" "$body"
+}
+write_profile() { # write_profile PATH TEMPLATE_SHA VERB: atomically, then say so
+    local tmp
     tmp="$(mktemp "$CLIENT_CONFIG_DIR/.$PROFILE_NAME.XXXXXX")"
-    sed "s/__CODEX_SHIELD_PORT__/$(configured_port)/g" "$template" >"$tmp"
+    render_profile "$2" >"$tmp"
     chmod 644 "$tmp"
-    # ln fails if another session created the file first: no overwrite, no race
-    if ln "$tmp" "$profile" 2>/dev/null; then
-        echo "$me: wrote the Codex profile $profile (used as --profile $PROFILE_NAME; edit it freely, it is never rewritten)" >&2
+    if [ "$3" = wrote ]; then
+        # ln fails if another session created the file first: no overwrite, no race
+        ln "$tmp" "$1" 2>/dev/null && echo "$me: wrote $1 (for \`codex --profile $PROFILE_NAME\` by hand; chatgpt.sh itself needs no profile)" >&2
+        rm -f "$tmp"
+    else
+        mv -f "$tmp" "$1" && echo "$me: updated $1 to the new config_template.toml (you had not edited it)" >&2
     fi
-    rm -f "$tmp"
+}
+ensure_profile() {
+    local profile="$CLIENT_CONFIG_DIR/$PROFILE_NAME.config.toml" template="$DIR/config_template.toml"
+    local current first marked_template marked_body body_sha seen
+    [ -f "$template" ] || die "missing $template (keep it next to chatgpt.sh)"
+    current="$(sha <"$template")"
+    mkdir -p "$CLIENT_CONFIG_DIR"
+    if [ ! -e "$profile" ]; then
+        write_profile "$profile" "$current" wrote
+        return
+    fi
+    first="$(head -n 1 "$profile")"
+    case "$first" in
+        "$MARK "*)
+            read -r marked_template marked_body <<<"${first#"$MARK "}"
+            [ "$marked_template" = "$current" ] && return
+            body_sha="$(tail -n +2 "$profile" | sha)"
+            if [ "$body_sha" = "$marked_body" ]; then
+                write_profile "$profile" "$current" updated
+                return
+            fi
+            ;;
+        *)
+            body_sha="$(sed 's|^\(base_url = "http://127.0.0.1:\)[0-9]*/v1"|\1__CODEX_SHIELD_PORT__/v1"|' "$profile" | sha)"
+            case " $LEGACY_SHAS " in *" $body_sha "*)
+                write_profile "$profile" "$current" updated
+                return
+                ;;
+            esac
+            ;;
+    esac
+    # edited by the user and the template changed since: say it once per template version
+    seen="$CLIENT_CONFIG_DIR/.$PROFILE_NAME.seen-template"
+    [ "$(cat "$seen" 2>/dev/null)" = "$current" ] && return
+    echo "$me: note: $profile was edited, so it was not updated to the new config_template.toml ($template); compare them by hand (said once)" >&2
+    printf '%s\n' "$current" >"$seen"
+}
+
+# --- the provider as -c overrides (the block of config_template.toml) ----------
+# Passed on every run instead of --profile, so the user's own config.toml, a top-level
+# `profile = ...`, `--profile NAME` / `-p NAME` and legacy [profiles.*] tables all keep
+# working; Codex ranks -c overrides above every profile.
+provider_overrides() { # provider_overrides PORT
+    local key value
+    echo "model_provider=\"$PROVIDER_ID\""
+    while IFS= read -r line; do
+        key="${line%%=*}" value="${line#*=}"
+        key="${key//[[:space:]]/}" value="${value#"${value%%[![:space:]]*}"}"
+        case "$key" in
+            base_url) value="\"http://127.0.0.1:$1/v1\"" ;;
+            '' | \#* | \[*) continue ;;
+        esac
+        value="$(printf '%s' "$value" | sed 's/[[:space:]]*#[^"]*$//')"   # trailing comment
+        echo "model_providers.$PROVIDER_ID.$key=$value"
+    done < <(sed -n "/^\[model_providers\.$PROVIDER_ID\]/,/^\[/p" "$DIR/config_template.toml" | grep -v '^\[')
+}
+
+# --- the model: FORCED_MODEL when the proxy forces one, unless the user chose one -----
+# Codex shapes its request by model name (its built-in default sends an internal "lite"
+# body), so it should know the model that really answers.
+user_chose_model() {
+    local arg prev=""
+    for arg in "$@"; do
+        case "$arg" in
+            -m | --model | --model=* | -m?*) return 0 ;;
+            model=* | model[[:space:]]*=*) [ "$prev" = -c ] || [ "$prev" = --config ] && return 0 ;;
+            --config=model=* | --config=model[[:space:]]*) return 0 ;;
+        esac
+        prev="$arg"
+    done
+    return 1
+}
+forced_model() { # FORCED_MODEL as the proxy sees it (env over .env), empty when unset
+    (cd "$DIR" && "$proxy_bin" ${proxy_args[@]+"${proxy_args[@]}"} --check 2>/dev/null) |
+        sed -n 's/^FORCED_MODEL[[:space:]]\{1,\}//p' | grep -v '^(' || true
 }
 
 # --- health check: curl when present, else bash's /dev/tcp ---------------------
@@ -91,40 +181,28 @@ healthy() {
     fi
 }
 
-# --- cleanup: stop our proxy (and only ours), reap it, remove temporary files -
-state_dir="" proxy_pid="" watchdog_pid="" client_pid="" got_signal=""
-# shellcheck disable=SC2317  # reached from the traps below, which shellcheck cannot follow
-stop_pid() { # stop_pid PID GRACE_TENTHS: TERM, wait, then KILL; always reaped
-    local pid="$1" tenths="$2"
-    kill -TERM "$pid" 2>/dev/null || true
-    while [ "$tenths" -gt 0 ] && kill -0 "$pid" 2>/dev/null; do
-        sleep 0.1
-        tenths=$((tenths - 1))
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
+# --- cleanup before Codex starts: stop our proxy (and only ours), remove temp files
+state_dir="" proxy_pid="" watchdog_pid=""
 # shellcheck disable=SC2317  # reached from the traps below, which shellcheck cannot follow
 cleanup() {
     set +e
     trap '' INT TERM HUP
-    [ -n "$client_pid" ] && stop_pid "$client_pid" 50
-    [ -n "$watchdog_pid" ] && stop_pid "$watchdog_pid" 0
-    [ -n "$proxy_pid" ] && stop_pid "$proxy_pid" 50
+    [ -n "$watchdog_pid" ] && kill -KILL "$watchdog_pid" 2>/dev/null
+    if [ -n "$proxy_pid" ]; then
+        kill -TERM "$proxy_pid" 2>/dev/null
+        for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30; do
+            kill -0 "$proxy_pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$proxy_pid" 2>/dev/null
+        wait "$proxy_pid" 2>/dev/null
+    fi
     [ -n "$state_dir" ] && rm -rf "$state_dir"
 }
-# shellcheck disable=SC2317  # reached from the traps below, which shellcheck cannot follow
-on_signal() { # first signal: TERM the client; a second one: KILL it
-    local how=TERM
-    [ -n "$got_signal" ] && how=KILL
-    got_signal="$1"
-    [ -n "$client_pid" ] && kill -"$how" "$client_pid" 2>/dev/null
-    [ -n "$client_pid" ] || exit "$got_signal"
-}
 trap cleanup EXIT
-trap 'on_signal 130' INT
-trap 'on_signal 143' TERM
-trap 'on_signal 129' HUP
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
 
 # --- start this session's proxy ------------------------------------------------
 command -v "$CLIENT_EXECUTABLE" >/dev/null 2>&1 ||
@@ -137,29 +215,41 @@ log_start=$(($(wc -c <"$PROXY_LOG") + 1))
 session_key="cs-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 proxy_args=()
 [ -f "$DIR/.env" ] && proxy_args+=(--env-file "$DIR/.env")
+own_session=()   # the proxy in its own session: Ctrl-C and the terminal's HUP are Codex's only
+command -v setsid >/dev/null 2>&1 && own_session=(setsid)
 
 # PORT=0: a free port per session; HOST pinned to loopback; a per-session inbound
 # key so only this Codex can use this proxy; a short grace since Codex is gone.
 (
     cd "$DIR"
     HOST=127.0.0.1 PORT=0 PROXY_API_KEY="$session_key" SHUTDOWN_GRACE_SECONDS=2 \
-        exec "$proxy_bin" ${proxy_args[@]+"${proxy_args[@]}"}
+        exec ${own_session[@]+"${own_session[@]}"} "$proxy_bin" ${proxy_args[@]+"${proxy_args[@]}"}
 ) </dev/null >>"$PROXY_LOG" 2>&1 &
 proxy_pid=$!
 
-# if this script is killed with SIGKILL, the watchdog still stops the client and
-# the proxy and removes the temporary files (it ticks with `read -t` on a private
-# FIFO: no sleep child to leave behind)
+# Codex replaces this script (exec, same PID) so that it owns the terminal and its
+# signals exactly as when run directly.  The watchdog outlives the script: once that
+# PID is gone (Codex exited, or anything killed it) it stops the proxy and removes the
+# temporary files.  It ignores INT/HUP/TERM (a Ctrl-C or a closed terminal reaches the
+# whole process group) and ticks with `read -t` on a private FIFO: no sleep child.
 wrapper_pid=$$
 mkfifo "$state_dir/tick"
 (
+    trap '' INT HUP TERM QUIT
     exec 3<>"$state_dir/tick"
-    while kill -0 "$wrapper_pid" && kill -0 "$proxy_pid"; do read -r -t 1 -u 3 _tick || true; done
-    kill -0 "$wrapper_pid" && exit 0 # the proxy died on its own: the script reports it
-    [ -f "$state_dir/client.pid" ] && kill -TERM "$(cat "$state_dir/client.pid")"
-    kill -TERM "$proxy_pid"
+    while kill -0 "$wrapper_pid" 2>/dev/null; do read -r -t 0.1 -u 3 _tick || true; done
+    if [ -f "$state_dir/codex" ] && ! kill -0 "$proxy_pid" 2>/dev/null; then
+        echo "$me: note: the codex-shield proxy stopped during the session; its output:" >&2
+        tail -c +"$log_start" "$PROXY_LOG" | tail -n 20 | sed 's/^/    /' >&2
+    fi
+    kill -TERM "$proxy_pid" 2>/dev/null
+    for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30; do
+        kill -0 "$proxy_pid" 2>/dev/null || break
+        read -r -t 0.1 -u 3 _tick || true
+    done
+    kill -KILL "$proxy_pid" 2>/dev/null
     rm -rf "$state_dir"
-) </dev/null >/dev/null 2>&1 &
+) </dev/null >/dev/null &
 watchdog_pid=$!
 
 proxy_failed() {
@@ -189,35 +279,17 @@ done
 
 # --- run the client against it -------------------------------------------------
 ensure_profile
+# --no-daemon: a shared background server reads only the config files, never this
+# session's port; said explicitly, Codex does not warn that -c "requires embedded mode".
+overrides=()
+case " $* " in *" --remote "* | *" --remote="*) ;; *) overrides+=(--no-daemon) ;; esac
+while IFS= read -r line; do overrides+=(-c "$line"); done < <(provider_overrides "$port")
+model="$(forced_model)"
+if [ -n "$model" ] && ! user_chose_model "$@"; then
+    overrides+=(-c "model=\"$model\"")
+fi
 export CODEX_HOME="$CLIENT_CONFIG_DIR"
 export CODEX_SHIELD_API_KEY="$session_key"
-# Runs in the background so TERM/HUP reach this script at once; stdin is passed
-# on explicitly and the terminal stays Codex's (no job control in scripts).
-"$CLIENT_EXECUTABLE" --profile "$PROFILE_NAME" \
-    -c "model_provider=\"$PROVIDER_ID\"" \
-    -c "model_providers.$PROVIDER_ID.base_url=\"http://127.0.0.1:$port/v1\"" \
-    "$@" <&0 &
-client_pid=$!
-echo "$client_pid" >"$state_dir/client.pid"
-
-set +e
-while :; do
-    wait "$client_pid"
-    status=$?
-    [ "$status" -le 128 ] && break
-    if ! kill -0 "$client_pid" 2>/dev/null; then
-        wait "$client_pid"
-        rc=$?
-        [ "$rc" -ne 127 ] && status=$rc
-        break
-    fi
-done
-client_pid=""
-if [ -n "$got_signal" ] && [ "$status" -eq 0 ]; then
-    status="$got_signal"
-fi
-if ! kill -0 "$proxy_pid" 2>/dev/null; then
-    echo "$me: note: the codex-shield proxy stopped during the session; its output:" >&2
-    tail -c +"$log_start" "$PROXY_LOG" | tail -n 20 | sed 's/^/    /' >&2
-fi
-exit "$status"
+: >"$state_dir/codex"   # from here on the watchdog owns the proxy's end
+trap - EXIT INT TERM HUP
+exec "$CLIENT_EXECUTABLE" "${overrides[@]}" "$@"

@@ -11,6 +11,7 @@ pub mod body;
 pub mod check;
 pub mod cli;
 pub mod client;
+pub mod codex;
 pub mod config;
 pub mod error;
 pub mod inbound;

@@ -13,9 +13,15 @@ Steps (comma separated, e.g. "429,429ms,error,cut,failed,ok"):
   cut      200, connection closed mid-stream   failed  200, `response.failed` event
   ok       complete answer (LF)                okcrlf  complete answer, CRLF lines
   slow     complete answer after a 3 s pause (for the concurrency and signal tests)
+  progress 200 head, two progress lines as Codex shows them (codex::progress_event), data
+           keep-alives for 3 s (codex::keepalive_event), then the complete answer
+  giveup400     the proxy's give-up message for Codex before a head: 400 text/plain
+  giveupfailed  the same after a 200 head: response.failed with code invalid_prompt
+  raw      the next reply posted to /__raw: {"status", "headers", "chunks": [{"data", "delay"}]}
 
 Control routes (for the test driver, never used by clients):
   POST /__script  body = new script; resets the step counter and the log
+  POST /__raw     body = JSON list of replies for the `raw` steps
   GET  /__log     JSON list of the model requests seen so far
 
 Listens on 127.0.0.1 only.  Writes the bound port to --port-file when given.
@@ -31,6 +37,38 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 ANSWER = "SHIELD-OK-7431: the mock upstream answered after every failure."
+PROGRESS = ["upstream rate-limited, retrying in 2 s (attempt 2 of 10)",
+            "upstream answered 503, retrying in 1 s (attempt 3 of 10)"]
+GIVE_UP = ("codex-shield: gave up after 3 attempts over 4.2 s; "
+           "last failure: upstream answered 429 Too Many Requests")
+
+
+def sse(name, payload):
+    return "event: %s\ndata: %s\n\n" % (name, json.dumps(payload))
+
+
+def progress_events(text, n):
+    """The events of src/codex.rs `progress_event(text, n)`."""
+    rid = "rs_codex_shield_progress_%d" % n
+    return (sse("response.output_item.added",
+                {"type": "response.output_item.added", "sequence_number": 2 * n,
+                 "output_index": 0, "item": {"type": "reasoning", "id": rid, "summary": []}})
+            + sse("response.reasoning_summary_text.delta",
+                  {"type": "response.reasoning_summary_text.delta", "sequence_number": 2 * n + 1,
+                   "item_id": rid, "output_index": 0, "summary_index": 0,
+                   "delta": "**%s**" % text}))
+
+
+def keepalive(n):
+    """The events of src/codex.rs `keepalive_event(n)`."""
+    return 'data: {"type":"keepalive","sequence_number":%d}\n\n' % n
+
+
+def give_up_failed(message):
+    """The events of src/codex.rs `give_up_event(message, 0)`."""
+    return sse("response.failed", {"type": "response.failed", "sequence_number": 0, "response": {
+        "id": "resp_codex_shield", "object": "response", "status": "failed", "output": [],
+        "error": {"code": "invalid_prompt", "message": message}}})
 MODEL_PATHS = ("/v1/responses", "/responses", "/v1/chat/completions", "/chat/completions")
 
 
@@ -46,6 +84,15 @@ class Script:
             self.steps = [s.strip() for s in steps.split(",") if s.strip()]
             self.index = 0
             self.log = []
+            self.raw = []
+
+    def set_raw(self, replies):
+        with self.lock:
+            self.raw = list(replies)
+
+    def next_raw(self):
+        with self.lock:
+            return self.raw.pop(0) if self.raw else None
 
     def next(self, record):
         with self.lock:
@@ -247,6 +294,20 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 
+    def send_raw(self, reply):
+        """A scripted answer: status, headers, then body chunks with pauses before them."""
+        self.send_response(reply.get("status", 200))
+        for k, v in reply.get("headers", {"content-type": "text/event-stream"}).items():
+            self.send_header(k, v)
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        self.wfile.flush()
+        for part in reply.get("chunks", []):
+            time.sleep(part.get("delay", 0))
+            self.chunk(part["data"].encode())
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
     # --- routes ---------------------------------------------------------
     def do_GET(self):
         if self.path == "/__log":
@@ -264,6 +325,10 @@ class Handler(BaseHTTPRequestHandler):
             self.server.script.reset(raw.decode())
             self.send_json(200, {"ok": True})
             return
+        if self.path == "/__raw":
+            self.server.script.set_raw(json.loads(raw))
+            self.send_json(200, {"ok": True})
+            return
         path = self.path.split("?")[0]
         if path not in MODEL_PATHS:
             self.send_json(404, {"error": {"message": "no route " + path,
@@ -277,13 +342,20 @@ class Handler(BaseHTTPRequestHandler):
             return
         record = {"path": path, "model": req.get("model"), "stream": req.get("stream"),
                   "authorization": self.headers.get("authorization"),
-                  "api_key": self.headers.get("api-key"), "time": time.time()}
+                  "api_key": self.headers.get("api-key"), "time": time.time(),
+                  "headers": {k.lower(): v for k, v in self.headers.items()}, "body": req}
         step = self.server.script.next(record)
         n = len(self.server.script.log)
         self.answer(step, path, req, n)
 
     def answer(self, step, path, req, n):
         model = req.get("model") or "mock-model"
+        if step == "raw":
+            self.send_raw(self.server.script.next_raw() or {"status": 500, "chunks": []})
+            return
+        if step in ("giveup400", "giveupfailed", "progress"):
+            self.send_raw(codex_form(step, model, n))
+            return
         if step in ("429", "429ms"):
             hint = ("retry-after", "1") if step == "429" else ("retry-after-ms", "40")
             self.send_json(429, {"error": {"message": "Rate limit reached (mock). Please retry.",
@@ -320,6 +392,25 @@ class Handler(BaseHTTPRequestHandler):
                 payload = dict({"type": name, "sequence_number": seq}, **payload)
                 frames.append("event: %s\ndata: %s\n\n" % (name, json.dumps(payload)))
         self.send_sse(frames, nl, cut=(kind == "cut"))
+
+
+def codex_form(step, model, n):
+    """The answers only Codex clients get from the proxy (src/codex.rs), as raw replies."""
+    if step == "giveup400":
+        return {"status": 400, "headers": {"content-type": "text/plain; charset=utf-8"},
+                "chunks": [{"data": GIVE_UP}]}
+    sse_head = {"content-type": "text/event-stream"}
+    if step == "giveupfailed":
+        return {"status": 200, "headers": sse_head,
+                "chunks": [{"data": keepalive(0)}, {"data": give_up_failed(GIVE_UP)}]}
+    chunks = []
+    for i, text in enumerate(PROGRESS):
+        chunks.append({"data": progress_events(text, i), "delay": 0.2})
+        chunks += [{"data": keepalive(10 * i + k), "delay": 0.5} for k in range(3)]
+    answer = "".join(sse(name, dict({"type": name, "sequence_number": 100 + seq}, **payload))
+                     for seq, (name, payload) in enumerate(responses_events("ok", model, n)))
+    chunks.append({"data": answer, "delay": 0.2})
+    return {"status": 200, "headers": sse_head, "chunks": chunks}
 
 
 def chat_object(model, n):

@@ -9,9 +9,13 @@
 #   2. the same through chatgpt.sh: profile written once, concurrent sessions,
 #      startup failure reported fast, TERM handled, no proxy left behind;
 #   3. the openai Python SDK (Responses + Chat Completions, streamed or not);
-#   4. Codex alone against the same failing mock (recorded, not asserted).
+#   4. Codex alone against the same failing mock (recorded, not asserted);
+#   5. Codex 0.169 as measured: request shape by model name, FORCED_MODEL through the
+#      wrapper, the give-up forms it shows verbatim, progress events in exec, the SDK;
+#   6. through chatgpt.sh with the user's profiles and config, the client config's
+#      refresh, resume, and the TUI under tmux (progress line, warnings, resume, Ctrl-C).
 # Everything is bounded in time and stopped by the EXIT trap.  Network: only the
-# npm and PyPI registries, once, for the installs.
+# npm and PyPI registries, once, for the installs (and apt for tmux if it is missing).
 set -euo pipefail
 
 CODEX_VERSION="0.169.0"
@@ -124,6 +128,14 @@ proxy_pids() { # PIDs of running processes of this proxy binary (to detect lefto
         tr '\0' '\n' <"$proc/environ" 2>/dev/null | grep -qx "CODEX_SHIELD_E2E_RUN=$$" && echo "${proc#/proc/}"
     done | sort -n | tr '\n' ' '
 }
+no_leftover() { # the watchdog stops a session's proxy within ~3 s of Codex's exit
+    local i
+    for ((i = 0; i < 50; i++)); do
+        [ "$(proxy_pids)" = "$before" ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
 render_profile() { # render_profile CODEX_HOME PORT
     mkdir -p "$1"
     sed "s/__CODEX_SHIELD_PORT__/$2/g" "$ROOT/config_template.toml" >"$1/codex-shield.config.toml"
@@ -163,6 +175,7 @@ unset PROXY_API_KEY HOST PORT
 log "mock upstream on $MOCK"
 
 # --- 1. codex exec through the proxy -----------------------------------------
+: >"$WORK/proxy.log"   # exists before the loop below reads it
 (cd "$WORK" && PORT=0 HOST=127.0.0.1 exec "$PROXY_BIN") </dev/null 2>"$WORK/proxy.log" &
 started_pids+=($!)
 PROXY_PID=$!
@@ -241,7 +254,7 @@ before="$(proxy_pids)"
 mock_script "$FAILURES"
 run_codex "$WORK/wrap1" "$WRAP" exec --skip-git-repo-check --ephemeral -s read-only "Reply with the magic words."
 check_answer "chatgpt.sh exec (1st run) answers after $FAILURES, no notice" "$WORK/wrap1"
-if [ -f "$PROFILE" ] && [ "$(grep -c "wrote the Codex profile" "$WORK/wrap1.err")" = 1 ] && grep -q 'wire_api = "responses"' "$PROFILE"; then
+if [ -f "$PROFILE" ] && [ "$(grep -c "wrote $PROFILE" "$WORK/wrap1.err")" = 1 ] && grep -q 'wire_api = "responses"' "$PROFILE"; then
     ok "chatgpt.sh wrote $PROFILE once and said so"
 else
     fail "chatgpt.sh wrote the profile" "$(grep chatgpt.sh "$WORK/wrap1.err")"
@@ -251,12 +264,12 @@ sum1="$(cksum <"$PROFILE")"
 mock_script "500,ok"
 run_codex "$WORK/wrap2" "$WRAP" exec --skip-git-repo-check --ephemeral -s read-only "Reply with the magic words."
 check_answer "chatgpt.sh exec (2nd run) answers" "$WORK/wrap2"
-if [ "$sum1" = "$(cksum <"$PROFILE")" ] && ! grep -q "wrote the Codex profile" "$WORK/wrap2.err"; then
+if [ "$sum1" = "$(cksum <"$PROFILE")" ] && ! grep -q "$PROFILE" "$WORK/wrap2.err"; then
     ok "2nd run kept the existing profile (user edit intact, no message)"
 else
     fail "2nd run kept the existing profile"
 fi
-if [ "$(proxy_pids)" = "$before" ]; then ok "no proxy left behind after chatgpt.sh runs"; else fail "proxy left behind" "$(proxy_pids)"; fi
+if no_leftover; then ok "no proxy left behind after chatgpt.sh runs"; else fail "proxy left behind" "$(proxy_pids)"; fi
 
 # two sessions at once: A waits on a slow answer while B starts, finishes and exits
 mock_script "slow,ok"
@@ -267,7 +280,7 @@ run_codex "$WORK/wrapB" "$WRAP" exec --skip-git-repo-check --ephemeral -s read-o
 wait "$session_a" || true
 check_answer "concurrent session B (finishes first)" "$WORK/wrapB"
 check_answer "concurrent session A (its proxy survived B's exit)" "$WORK/wrapA"
-if [ "$(proxy_pids)" = "$before" ]; then ok "no proxy left behind after concurrent sessions"; else fail "proxy left behind (concurrent)" "$(proxy_pids)"; fi
+if no_leftover; then ok "no proxy left behind after concurrent sessions"; else fail "proxy left behind (concurrent)" "$(proxy_pids)"; fi
 
 # the proxy cannot start: the wrapper fails fast with the proxy's own message
 start=$SECONDS
@@ -293,19 +306,297 @@ interrupt() {
     kill "${@//%PID%/$wrapper}"
     start=$SECONDS
     wait "$wrapper" || rc=$?
-    sleep 0.3
-    if [ "$rc" -ne 0 ] && [ $((SECONDS - start)) -le 8 ] && [ "$(proxy_pids)" = "$before" ]; then
+    if [ "$rc" -ne 0 ] && [ $((SECONDS - start)) -le 8 ] && no_leftover; then
         ok "$label: exit $rc, client and proxy stopped"
     else
         fail "$label" "exit $rc after $((SECONDS - start))s, leftover proxies: $(proxy_pids)"
     fi
 }
 
+# chatgpt.sh has become Codex (same PID): the TERM reaches Codex itself
 interrupt "TERM to chatgpt.sh" term 0 -TERM "%PID%"
 # Ctrl-C: SIGINT to the whole process group, as a terminal sends it
 if command -v setsid >/dev/null 2>&1; then
     interrupt "Ctrl-C (INT to the process group)" int 1 -INT -- "-%PID%"
 fi
+
+# --- 5. Codex 0.169 as measured: request shapes, the forms it shows, progress -----
+# Codex straight against the mock (no proxy), the provider given as -c overrides.
+mkdir -p "$WORK/codex-home-direct"
+direct() { # direct OUT_PREFIX CODEX-ARGS...: codex exec against the mock, stream retries on
+    local out="$1"
+    shift
+    CODEX_HOME="$WORK/codex-home-direct" K=client-placeholder run_codex "$out" "$CODEX" \
+        -c 'model_provider="m"' -c 'model_providers.m.name="mock"' -c "model_providers.m.base_url=\"$MOCK/v1\"" \
+        -c 'model_providers.m.env_key="K"' -c 'model_providers.m.supports_websockets=false' \
+        exec --skip-git-repo-check --ephemeral -s read-only "$@" "Reply with the magic words."
+}
+mock_requests() { # mock_requests PYTHON-EXPR-OF-r: one line per logged request
+    http GET "$MOCK/__log" | "$PYTHON" -c 'import json,sys; [print(eval(sys.argv[1])) for r in json.load(sys.stdin)]' "$1"
+}
+shape_expr='"lite" if r["headers"].get("x-openai-internal-codex-responses-lite") == "true" and any(i.get("type") == "additional_tools" for i in r["body"]["input"]) and "tools" not in r["body"] else "standard" if r["body"].get("tools") and not any(i.get("type") == "additional_tools" for i in r["body"]["input"]) and "x-openai-internal-codex-responses-lite" not in r["headers"] else "mixed"'
+table="" expected_table="" 
+for row in "(default):lite" "gpt-6.1-sol:lite" "gpt-6.1-sol-mine:lite" "gpt-5.6-luna:lite" "gpt-5.5:standard" "gpt-5.4:standard" "my-deployment:standard"; do
+    model="${row%%:*}"
+    margs=()
+    [ "$model" = "(default)" ] || margs=(-m "$model")
+    mock_script "ok"
+    direct "$WORK/shape" ${margs[@]+"${margs[@]}"}
+    table+="$model:$(mock_requests "$shape_expr" | head -n 1) "
+    expected_table+="$row "
+done
+if [ "$table" = "$expected_table" ]; then ok "request shape by model (Codex 0.169): $table"; else fail "request shape by model" "got:      $table" "expected: $expected_table"; fi
+
+# the wrapper sends FORCED_MODEL as the model: the standard shape even for Codex's default
+mock_script "ok"
+FORCED_MODEL=my-deployment run_codex "$WORK/forced" "$WRAP" exec --skip-git-repo-check --ephemeral -s read-only "Reply with the magic words."
+got="$(mock_requests '(r["model"], '"$shape_expr"')' | head -n 1)"
+if grep -qF "$ANSWER" "$WORK/forced.out" && [ "$got" = "('my-deployment', 'standard')" ] && grep -q '^model: my-deployment' "$WORK/forced.err"; then
+    ok "chatgpt.sh with FORCED_MODEL=my-deployment: Codex uses it, standard shape"
+else
+    fail "chatgpt.sh with FORCED_MODEL" "upstream saw: $got" "$(grep '^model:' "$WORK/forced.err")"
+fi
+FORCED_MODEL=my-deployment run_codex "$WORK/forced-m" "$WRAP" exec -m gpt-5.4 --skip-git-repo-check --ephemeral -s read-only "hi"
+if grep -q '^model: gpt-5.4' "$WORK/forced-m.err"; then ok "chatgpt.sh keeps the user's -m over FORCED_MODEL"; else fail "user's -m kept" "$(grep '^model:' "$WORK/forced-m.err")"; fi
+
+# the give-up forms Codex shows verbatim, without retrying (stream retries left at 5)
+for form in giveup400 giveupfailed; do
+    mock_script "$form,$form,$form,$form,$form,$form"
+    direct "$WORK/$form" -m gpt-5.5
+    steps="$(mock_steps)"
+    if [ "$(cat "$WORK/$form.rc")" = 1 ] && grep -qxF "ERROR: codex-shield: gave up after 3 attempts over 4.2 s; last failure: upstream answered 429 Too Many Requests" "$WORK/$form.err" &&
+        [ "$steps" = "$form" ] && ! grep -q Reconnecting "$WORK/$form.err"; then
+        ok "Codex shows the $form form verbatim, one request, no retry"
+    else
+        fail "Codex shows the $form form verbatim" "exit $(cat "$WORK/$form.rc"), requests: $steps" "$(grep ERROR "$WORK/$form.err" | head -n 3 | tr '\n' '|')"
+    fi
+done
+# what Codex shows today when the proxy gives up (recorded: the lead hooks codex::give_up_*)
+mock_script "429,429,429,429"
+: >"$WORK/proxy2.log"
+(cd "$WORK" && PORT=0 HOST=127.0.0.1 RETRY_ATTEMPTS=2 RETRY_WAIT_SECONDS=0.05 exec "$PROXY_BIN") </dev/null 2>"$WORK/proxy2.log" &
+started_pids+=($!)
+for _ in $(seq 1 100); do
+    P2="$(sed -n 's|.*listening on http://[^ ]*:\([0-9][0-9]*\).*|\1|p' "$WORK/proxy2.log" | head -n 1)"
+    [ -n "$P2" ] && break
+    sleep 0.1
+done
+render_profile "$WORK/codex-home-giveup" "$P2"
+CODEX_HOME="$WORK/codex-home-giveup" CODEX_SHIELD_API_KEY=client-placeholder \
+    run_codex "$WORK/giveup-proxy" "$CODEX" --profile codex-shield exec --skip-git-repo-check --ephemeral -s read-only "hi"
+log "when the proxy gives up, Codex prints: $(grep '^ERROR' "$WORK/giveup-proxy.err" | tail -n 1)"
+kill -TERM "${started_pids[-1]}" 2>/dev/null || true
+wait "${started_pids[-1]}" 2>/dev/null || true
+
+# progress: exec prints the answer only
+mock_script "progress"
+direct "$WORK/progress" -m gpt-5.5
+if grep -qF "$ANSWER" "$WORK/progress.out" && [ "$(cat "$WORK/progress.rc")" = 0 ] && ! grep -q "retrying in" "$WORK/progress.out" "$WORK/progress.err"; then
+    ok "codex exec: progress events and keep-alives add nothing to the output"
+else
+    fail "codex exec with progress events" "exit $(cat "$WORK/progress.rc")" "$(tail -n 5 "$WORK/progress.err" | tr '\n' '|')"
+fi
+# the openai SDK: why keep-alive and progress data events are for Codex only
+if MOCK_URL="$MOCK" timeout 120 "$VENV/bin/python" "$E2E/sdk_codex_forms.py" >"$WORK/sdkforms.out" 2>&1; then
+    ok "openai SDK vs the Codex-only forms: $(grep -c '^ok' "$WORK/sdkforms.out") cases as documented"
+else
+    fail "openai SDK vs the Codex-only forms" "$(tr '\n' '|' <"$WORK/sdkforms.out" | tail -c 1500)"
+fi
+
+# --- 6. the TUI under tmux -------------------------------------------------------------
+if ! command -v tmux >/dev/null 2>&1; then
+    log "tmux is missing; installing it"
+    apt-get install -y tmux >&2 || { apt-get update >&2 && apt-get install -y tmux >&2; }
+fi
+TMUX_SOCKET="$WORK/tmux.sock"
+tui() { tmux -S "$TMUX_SOCKET" "$@"; }
+screen() { tui capture-pane -p -t "$1" 2>/dev/null | grep -v '^[[:space:]]*$' | grep -v '⣿' || true; }
+wait_screen() { # wait_screen SESSION REGEX SECONDS: 0 once the screen matches
+    local i
+    for ((i = 0; i < $3 * 10; i++)); do
+        screen "$1" | grep -qE "$2" && return 0
+        sleep 0.1
+    done
+    return 1
+}
+type_line() { # type_line SESSION TEXT: type, then Enter (again if the composer still holds the text)
+    tui send-keys -t "$1" -l "$2"
+    sleep 1
+    tui send-keys -t "$1" Enter
+    wait_screen "$1" 'Ask Codex to do anything' 3 || tui send-keys -t "$1" Enter
+}
+tui_start() { # tui_start SESSION COMMAND...: in the scratch project, wrapper env, a 150x45 terminal
+    local name="$1"
+    shift
+    printf '%q ' "$@" >"$WORK/$name.cmd"
+    tui new-session -d -s "$name" -x 150 -y 45 -c "$WORK/project" \
+        "env -u OPENAI_API_KEY $(printf '%q ' "$@"); echo EXITED-\$?; sleep 600"
+}
+tui_end() { tui kill-session -t "$1" 2>/dev/null || true; }
+trap 'tui kill-server 2>/dev/null || true; cleanup' EXIT
+
+# progress line in the status line, answer after it, nothing in the next request. Codex
+# straight against the mock: the proxy does not stream progress events yet (the keep-alive
+# head comes first); the wrapper's config dir, so that `resume --last` below finds it.
+mock_script "progress,ok,ok,ok,ok"
+# (the wrapper's provider id: `resume --last` lists the sessions of the current provider)
+tui_start prog env CODEX_HOME="$CLIENT_CONFIG_DIR" K=client-placeholder "$CODEX" --no-daemon \
+    -c 'model_provider="codex-shield"' -c 'model_providers.codex-shield.name="mock"' \
+    -c "model_providers.codex-shield.base_url=\"$MOCK/v1\"" \
+    -c 'model_providers.codex-shield.env_key="K"' -c 'model_providers.codex-shield.supports_websockets=false' \
+    -m my-deployment -s read-only   # a model without Codex's "try the new model" prompt
+if wait_screen prog 'Ask Codex|Try new model' 30; then
+    if screen prog | grep -q 'Try new model'; then tui send-keys -t prog Down Enter; wait_screen prog 'Ask Codex' 10 || true; fi
+    type_line prog "first question"
+    saw_progress=no
+    wait_screen prog 'retrying in 2 s \(attempt 2 of 10\)' 10 && saw_progress=yes
+    wait_screen prog 'retrying in 1 s \(attempt 3 of 10\)' 10 && saw_progress="$saw_progress,yes"
+    wait_screen prog 'SHIELD-OK-7431' 15 || true
+    screen prog >"$WORK/prog.screen1"
+    type_line prog "second question"
+    wait_screen prog 'Worked for.*[[:space:]]*$' 10 || true
+    sleep 1
+    progress_in_history="$(mock_requests '"retrying in" in json.dumps(r["body"])' | sort -u | tr '\n' ' ')"
+    second="$(mock_requests '[i.get("content", [{}])[0].get("text", "")[:15] for i in r["body"]["input"] if i.get("role") in ("user", "assistant")][-3:]' | grep -c 'second question' || true)"
+    if [ "$saw_progress" = yes,yes ] && grep -q SHIELD-OK-7431 "$WORK/prog.screen1" && ! grep -q 'retrying in' "$WORK/prog.screen1" &&
+        [ "$progress_in_history" = "False " ] && [ "$second" -ge 1 ]; then
+        ok "TUI: progress lines shown in the status line, then the answer; not in the transcript nor the next request"
+    else
+        fail "TUI progress" "seen: $saw_progress, in history: $progress_in_history, second turn requests: $second" "$(tail -n 6 "$WORK/prog.screen1" | tr '\n' '|')"
+    fi
+else
+    fail "TUI progress: Codex did not start" "$(screen prog | tail -n 5 | tr '\n' '|')"
+fi
+tui_end prog
+
+# the user's own profile and config: chatgpt.sh adds only -c overrides and --no-daemon
+printf 'model_reasoning_effort = "low"\n' >"$CLIENT_CONFIG_DIR/mine.config.toml"
+for args in "--profile mine exec" "exec -p mine"; do
+    mock_script "ok"
+    # shellcheck disable=SC2086  # the words of $args are separate arguments
+    run_codex "$WORK/prof" "$WRAP" $args --skip-git-repo-check --ephemeral -s read-only "Reply with the magic words."
+    if grep -qF "$ANSWER" "$WORK/prof.out" && grep -q '^provider: codex-shield' "$WORK/prof.err" && grep -q '^reasoning effort: low' "$WORK/prof.err"; then
+        ok "chatgpt $args NAME: the user's profile applies, the proxy answers"
+    else
+        fail "chatgpt $args NAME" "exit $(cat "$WORK/prof.rc")" "$(grep -iE 'error|provider|effort' "$WORK/prof.err" | head -n 4 | tr '\n' '|')"
+    fi
+done
+printf 'model_reasoning_effort = "high"\n\n[profiles.old]\nmodel = "o3"\n' >"$CLIENT_CONFIG_DIR/config.toml"
+mock_script "ok"
+run_codex "$WORK/legacy" "$WRAP" exec --skip-git-repo-check --ephemeral -s read-only "Reply with the magic words."
+if grep -qF "$ANSWER" "$WORK/legacy.out" && grep -q '^reasoning effort: high' "$WORK/legacy.err"; then
+    ok "a config.toml with a legacy [profiles.*] table: its settings apply, no error"
+else
+    fail "legacy [profiles.*] in config.toml" "$(grep -iE 'error|effort' "$WORK/legacy.err" | head -n 3 | tr '\n' '|')"
+fi
+rm -f "$CLIENT_CONFIG_DIR/config.toml"
+
+# TUI with a profile: no "shared background server" warning (read every startup warning)
+mock_script "ok"
+tui_start prof "$WRAP" --profile mine -s read-only
+wait_screen prof 'Ask Codex|Try new model' 30 || true
+screen prof | grep -q 'Try new model' && { tui send-keys -t prof Down Enter; wait_screen prof 'Ask Codex' 10 || true; }
+warnings=""
+if screen prof | grep -q 'warning'; then
+    tui send-keys -t prof F2
+    for _ in 1 2 3 4; do
+        sleep 0.5
+        warnings+="$(screen prof | sed -n '/Warnings ·/,$p')"
+        tui send-keys -t prof Right
+    done
+fi
+if screen prof | grep -q 'Ask Codex\|Warnings' && ! grep -q 'background server' <<<"$warnings"; then
+    ok "TUI through chatgpt.sh --profile mine: no 'shared background server' warning"
+else
+    fail "TUI background-server warning" "$(grep -o 'Running without[^.]*' <<<"$warnings" | head -n 1)"
+fi
+tui_end prof
+
+# the client config: refreshed when the template changes, unless edited (said once)
+rm -f "$PROFILE"
+run_codex "$WORK/fresh" "$WRAP" --version   # a fresh, unedited copy
+sed -i '1s/^# codex-shield-template: [^ ]* /# codex-shield-template: 0000 /' "$PROFILE"   # as if from an older template
+run_codex "$WORK/refresh" "$WRAP" --version
+if grep -q "updated $PROFILE" "$WORK/refresh.err" && [ "$(tail -n +2 "$PROFILE")" = "$(sed "s/__CODEX_SHIELD_PORT__/8888/g" "$ROOT/config_template.toml")" ]; then
+    ok "an unedited client config from an older template is refreshed (and said)"
+else
+    fail "client config refresh" "$(tr '\n' '|' <"$WORK/refresh.err")" "$(head -n 1 "$PROFILE")"
+fi
+sed -i '1s/^# codex-shield-template: [^ ]* /# codex-shield-template: 0000 /' "$PROFILE"
+echo 'model = "mine"' >>"$PROFILE"
+edited="$(cksum <"$PROFILE")"
+run_codex "$WORK/edited1" "$WRAP" --version
+run_codex "$WORK/edited2" "$WRAP" --version
+if [ "$edited" = "$(cksum <"$PROFILE")" ] && [ "$(grep -c 'was edited, so it was not updated' "$WORK/edited1.err")" = 1 ] && ! grep -q "$PROFILE" "$WORK/edited2.err"; then
+    ok "an edited client config is kept; the template change is said once"
+else
+    fail "edited client config" "1st: $(tr '\n' '|' <"$WORK/edited1.err")" "2nd: $(tr '\n' '|' <"$WORK/edited2.err")"
+fi
+# the unmarked file of earlier wrappers (template a00eebf) counts as unedited
+git -C "$ROOT" show a00eebf:config_template.toml 2>/dev/null | sed 's/__CODEX_SHIELD_PORT__/8888/g' >"$PROFILE.legacy" || true
+if [ -s "$PROFILE.legacy" ]; then
+    mv "$PROFILE.legacy" "$PROFILE"
+    run_codex "$WORK/legacyprofile" "$WRAP" --version
+    if grep -q "updated $PROFILE" "$WORK/legacyprofile.err" && head -n 1 "$PROFILE" | grep -q '^# codex-shield-template: '; then
+        ok "the unmarked client config of earlier wrappers is refreshed"
+    else
+        fail "legacy client config refresh" "$(tr '\n' '|' <"$WORK/legacyprofile.err")"
+    fi
+else
+    rm -f "$PROFILE.legacy"
+    log "no git history here: the legacy client config check is skipped"
+fi
+
+# resume through the wrapper: exec resume --last, and the TUI's resume --last (which
+# lists interactive sessions only: it continues the progress session above)
+mock_script "ok,ok"
+run_codex "$WORK/res1" "$WRAP" exec --skip-git-repo-check -s read-only "first question"
+run_codex "$WORK/res2" "$WRAP" exec --skip-git-repo-check -s read-only resume --last "second question"
+hist="$(mock_requests '" | ".join(i["content"][0].get("text", "")[:15] for i in r["body"]["input"] if i.get("role") in ("user", "assistant"))' | tail -n 1)"
+if grep -qF "$ANSWER" "$WORK/res2.out" && [[ "$hist" == *"first question | SHIELD-OK-7431: | second question" ]]; then
+    ok "chatgpt exec resume --last: the resumed turn goes through the proxy with its history"
+else
+    fail "chatgpt exec resume --last" "history sent: $hist" "$(tail -n 3 "$WORK/res2.err" | tr '\n' '|')"
+fi
+mock_script "ok,ok,ok"
+tui_start res "$WRAP" resume --last -s read-only
+if wait_screen res 'second question' 30 && wait_screen res 'Ask Codex|›' 10; then
+    type_line res "third question"
+    wait_screen res 'Worked for' 15 || true
+    sleep 1
+    hist="$(mock_requests '" | ".join(i["content"][0].get("text", "")[:15] for i in r["body"]["input"] if i.get("role") in ("user", "assistant"))' | grep 'third question' | head -n 1 || true)"
+    if [[ "$hist" == *"second question | SHIELD-OK-7431: | third question" ]]; then
+        ok "chatgpt resume --last (TUI): the old conversation is shown and continues through the proxy"
+    else
+        fail "chatgpt resume --last (TUI)" "history sent: $hist" "$(screen res | tail -n 5 | tr '\n' '|')"
+    fi
+else
+    fail "chatgpt resume --last (TUI): no old conversation" "$(screen res | tail -n 5 | tr '\n' '|')"
+fi
+tui_end res
+
+# Ctrl-C in the TUI is Codex's own: the first interrupts the turn, Codex stays; two quit it
+mock_script "slow,slow,ok,ok"
+tui_start int "$WRAP" -m my-deployment -s read-only
+wait_screen int 'Ask Codex|Try new model' 30 || true
+screen int | grep -q 'Try new model' && { tui send-keys -t int Down Enter; wait_screen int 'Ask Codex' 10 || true; }
+type_line int "slow question"
+wait_screen int 'esc to interrupt' 10 || true
+tui send-keys -t int C-c
+interrupted=no
+wait_screen int 'Conversation interrupted' 10 && screen int | grep -q 'Ask Codex' && interrupted=yes
+alive="$(proxy_pids)"
+exited=no
+for _ in 1 2 3 4 5 6; do   # Ctrl-C until Codex quits (it asks for a second one)
+    tui send-keys -t int C-c
+    wait_screen int 'EXITED-' 1 && { exited="$(screen int | grep -o 'EXITED-[0-9]*')"; break; }
+done
+if [ "$interrupted" = yes ] && [ "$alive" != "$before" ] && [ "$exited" = EXITED-0 ] && no_leftover; then
+    ok "TUI Ctrl-C: turn interrupted, Codex and its proxy stay; Ctrl-C twice quits ($exited), proxy stopped"
+else
+    fail "TUI Ctrl-C" "interrupted: $interrupted, proxy during session: ${alive:-none}, exit: $exited, leftovers: $(proxy_pids)" "$(screen int | tail -n 4 | tr '\n' '|')"
+fi
+tui_end int
 
 echo "e2e: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
