@@ -213,16 +213,21 @@ state_dir="$(mktemp -d "${TMPDIR:-/tmp}/codex-shield.XXXXXX")"
 : >>"$PROXY_LOG"
 log_start=$(($(wc -c <"$PROXY_LOG") + 1))
 session_key="cs-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+status_token="st-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 proxy_args=()
 [ -f "$DIR/.env" ] && proxy_args+=(--env-file "$DIR/.env")
 own_session=()   # the proxy in its own session: Ctrl-C and the terminal's HUP are Codex's only
 command -v setsid >/dev/null 2>&1 && own_session=(setsid)
 
 # PORT=0: a free port per session; HOST pinned to loopback; a per-session inbound
-# key so only this Codex can use this proxy; a short grace since Codex is gone.
+# key so only this Codex can use this proxy, and a read-only token for its /status page;
+# a short grace since Codex is gone. Keepalive events every 15 s keep Codex's stream idle
+# timer from expiring while the shield retries, with the shield's progress as its status
+# line (CODEX_SHIELD_KEEPALIVE_SECONDS=0 turns both off).
 (
     cd "$DIR"
-    HOST=127.0.0.1 PORT=0 PROXY_API_KEY="$session_key" SHUTDOWN_GRACE_SECONDS=2 \
+    HOST=127.0.0.1 PORT=0 PROXY_API_KEY="$session_key" STATUS_TOKEN="$status_token" SHUTDOWN_GRACE_SECONDS=2 \
+        KEEPALIVE_SECONDS="${CODEX_SHIELD_KEEPALIVE_SECONDS:-15}" CODEX_PROGRESS=true \
         exec ${own_session[@]+"${own_session[@]}"} "$proxy_bin" ${proxy_args[@]+"${proxy_args[@]}"}
 ) </dev/null >>"$PROXY_LOG" 2>&1 &
 proxy_pid=$!
@@ -278,6 +283,7 @@ while :; do
 done
 
 # --- run the client against it -------------------------------------------------
+echo "$me: codex-shield status: http://127.0.0.1:$port/status?token=$status_token" >&2
 ensure_profile
 # --no-daemon: a shared background server reads only the config files, never this
 # session's port; said explicitly, Codex does not warn that -c "requires embedded mode".

@@ -22,8 +22,21 @@ use crate::reply::{http_date, Reply};
 /// One request's way back to its client.
 pub struct Slot {
     state: Mutex<State>,
+    options: Options,
+    /// The newest progress line not yet sent (Codex with `CODEX_PROGRESS`).
+    progress: Mutex<Option<String>>,
+}
+
+/// How a slot may keep its client waiting.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
     /// Send the head and keepalive events this often while the answer is not ready.
-    keepalive: Option<Duration>,
+    pub keepalive: Option<Duration>,
+    /// The client is Codex: keepalives are data events (its idle timer ignores comments),
+    /// failures after the head take the form it shows verbatim.
+    pub codex: bool,
+    /// Show the shield's progress as a Codex status line.
+    pub progress: bool,
 }
 
 enum State {
@@ -36,9 +49,16 @@ enum State {
 }
 
 impl Slot {
-    pub fn new(request: tiny_http::Request, keepalive: Option<Duration>) -> Arc<Slot> {
+    pub fn new(request: tiny_http::Request, options: Options) -> Arc<Slot> {
         let state = State::Waiting { request, since: Instant::now() };
-        Arc::new(Slot { state: Mutex::new(state), keepalive })
+        Arc::new(Slot { state: Mutex::new(state), options, progress: Mutex::new(None) })
+    }
+
+    /// Keep `text` to show as the client's status line at the next tick.
+    pub fn set_progress(&self, text: &str) {
+        if self.options.progress && self.options.codex && self.options.keepalive.is_some() {
+            *self.progress.lock().unwrap_or_else(|e| e.into_inner()) = Some(text.to_string());
+        }
     }
 
     /// Whether the client has hung up.
@@ -50,15 +70,16 @@ impl Slot {
         }
     }
 
-    /// Send what is due at `now`: the head and a keepalive event once `keepalive` has passed
-    /// without an answer, then a keepalive event every `keepalive`. Never waits for a slot
-    /// that is being answered.
+    /// Send what is due at `now`: the head and a keepalive once `keepalive` has passed without
+    /// an answer (or a progress line is waiting), then a keepalive every `keepalive` and each
+    /// new progress line. Never waits for a slot that is being answered.
     pub fn tick(&self, now: Instant) {
-        let Some(every) = self.keepalive else { return };
+        let Some(every) = self.options.keepalive else { return };
         let Ok(mut state) = self.state.try_lock() else { return };
+        let progress = self.progress.lock().unwrap_or_else(|e| e.into_inner()).take();
         let due = match &*state {
-            State::Waiting { since, .. } => now.duration_since(*since) >= every,
-            State::Streaming { last, .. } => now.duration_since(*last) >= every,
+            State::Waiting { since, .. } => now.duration_since(*since) >= every || progress.is_some(),
+            State::Streaming { last, .. } => now.duration_since(*last) >= every || progress.is_some(),
             State::Done => false,
         };
         if !due {
@@ -78,13 +99,15 @@ impl Slot {
             }
             *state = State::Streaming { writer, events: 0, last: now };
         }
-        if let State::Streaming { writer, events, last, .. } = &mut *state {
-            let event = format!(
-                "event: keepalive\ndata: {{\"type\":\"keepalive\",\"sequence_number\":{events}}}\n\n"
-            );
+        if let State::Streaming { writer, events, last } = &mut *state {
+            let bytes = match &progress {
+                Some(text) => crate::codex::progress_event(text, *events),
+                None if self.options.codex => crate::codex::keepalive_event(*events),
+                None => b": keepalive\n\n".to_vec(),
+            };
             *events += 1;
             *last = now;
-            if write_chunk(writer, event.as_bytes()).and_then(|()| writer.flush()).is_err() {
+            if write_chunk(writer, &bytes).and_then(|()| writer.flush()).is_err() {
                 crate::debug!("client went away during keepalive");
                 *state = State::Done;
             }
@@ -97,7 +120,9 @@ impl Slot {
         let mut state = self.lock();
         match std::mem::replace(&mut *state, State::Done) {
             State::Waiting { request, .. } => send(request, reply),
-            State::Streaming { mut writer, events, .. } => finish_stream(&mut writer, reply, events),
+            State::Streaming { mut writer, events, .. } => {
+                finish_stream(&mut writer, reply, events, self.options.codex)
+            }
             State::Done => false,
         }
     }
@@ -111,6 +136,10 @@ impl Slot {
 impl crate::shield::Client for Slot {
     fn gone(&self) -> bool {
         Slot::gone(self)
+    }
+
+    fn progress(&self, text: &str) {
+        self.set_progress(text);
     }
 }
 
@@ -184,10 +213,12 @@ fn write_chunk(writer: &mut dyn Write, bytes: &[u8]) -> std::io::Result<()> {
 
 /// The answer after the head: the stream itself, or the failure as an in-stream event; then
 /// the last chunk.
-fn finish_stream(writer: &mut dyn Write, reply: Reply, events: u64) -> bool {
+fn finish_stream(writer: &mut dyn Write, reply: Reply, events: u64, codex: bool) -> bool {
     let is_stream = reply.status == 200 && reply.content_type.starts_with("text/event-stream");
     let written = if is_stream {
         reply.body.chunks().try_for_each(|chunk| write_chunk(writer, chunk))
+    } else if codex {
+        write_chunk(writer, &crate::codex::give_up_event(&message_of(&reply), events))
     } else {
         write_chunk(writer, &failure_event(&reply, events))
     };
@@ -197,6 +228,17 @@ fn finish_stream(writer: &mut dyn Write, reply: Reply, events: u64) -> bool {
             crate::debug!("client went away before its answer was written: {e}");
             false
         }
+    }
+}
+
+/// The message of an error reply: its JSON `error.message`, or its text.
+fn message_of(reply: &Reply) -> String {
+    let body = reply.body.to_vec();
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    match json["error"]["message"].as_str() {
+        Some(message) => message.to_string(),
+        None if !body.is_empty() => String::from_utf8_lossy(&body).into_owned(),
+        None => format!("codex-shield: upstream status {}", reply.status),
     }
 }
 

@@ -49,6 +49,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "0",
         "streaming Responses clients: send the head and a keepalive event this often while waiting (0: off)",
     ),
+    (
+        "CODEX_PROGRESS",
+        "false",
+        "with KEEPALIVE_SECONDS: show Codex what the shield is doing (retries, waits) as its status line",
+    ),
     ("MAX_REQUEST_BYTES", "33554432", "largest client body (413 beyond it)"),
     ("MAX_RESPONSE_BYTES", "67108864", "largest buffered upstream answer (502 beyond it)"),
     ("MAX_CONCURRENT", "256", "requests in flight at once (503 with Retry-After beyond it)"),
@@ -89,6 +94,8 @@ pub struct Config {
     pub proxy_key: Option<String>,
     /// `KEEPALIVE_SECONDS`, when on.
     pub keepalive: Option<Duration>,
+    /// `CODEX_PROGRESS`: progress lines for Codex clients while they wait.
+    pub codex_progress: bool,
     /// Read-only token for `/metrics` and `/status` (`STATUS_TOKEN`).
     pub status_token: Option<String>,
     pub shutdown_grace: Duration,
@@ -239,6 +246,11 @@ impl Config {
             other => return Err(bad("ROUTING", format!("expected failover or round-robin, got {other:?}"))),
         };
         let keepalive = Some(raw.seconds("KEEPALIVE_SECONDS", true)?).filter(|d| !d.is_zero());
+        let codex_progress = match raw.get("CODEX_PROGRESS").to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => true,
+            "false" | "0" | "no" | "off" => false,
+            other => return Err(bad("CODEX_PROGRESS", format!("expected true or false, got {other:?}"))),
+        };
         let log_format = Format::parse(&raw.get("LOG_FORMAT"))
             .ok_or_else(|| bad("LOG_FORMAT", "expected text or json".into()))?;
         Ok(Config {
@@ -258,6 +270,7 @@ impl Config {
             },
             proxy_key: raw.optional("PROXY_API_KEY"),
             keepalive,
+            codex_progress,
             status_token: raw.optional("STATUS_TOKEN"),
             shutdown_grace: raw.seconds("SHUTDOWN_GRACE_SECONDS", true)?,
             log_level,
@@ -302,6 +315,7 @@ impl Config {
             ("IDLE_TIMEOUT_SECONDS", secs(self.network.idle_timeout)),
             ("CONNECT_TIMEOUT_SECONDS", secs(self.network.connect_timeout)),
             ("KEEPALIVE_SECONDS", self.keepalive.map_or("0 (off)".into(), secs)),
+            ("CODEX_PROGRESS", self.codex_progress.to_string()),
             ("MAX_REQUEST_BYTES", self.limits.max_request_bytes.to_string()),
             ("MAX_RESPONSE_BYTES", self.limits.max_response_bytes.to_string()),
             ("MAX_CONCURRENT", self.limits.max_concurrent.to_string()),

@@ -7,6 +7,9 @@
 
 use std::io::Read;
 
+use serde_json::{Map, Value};
+
+use crate::codex;
 use crate::config::Config;
 use crate::error::Error;
 use crate::shield::{self, Body, Job};
@@ -38,10 +41,12 @@ pub fn job(
         }
     };
     let raw = read_body(request, config.limits.max_request_bytes)?;
+    let mut headers = forward_headers(request);
+    let codex = codex::is_codex(&headers);
     let (body, wants_stream) = match api {
         Some(_) => {
             let (object, wants_stream) = shield::parse_body(&raw)?;
-            (Body::Json(object), wants_stream)
+            (Body::Json(standard_shape(object, &mut headers)?), wants_stream)
         }
         None => (Body::Raw(raw), false),
     };
@@ -50,10 +55,33 @@ pub fn job(
         api,
         rest,
         query: query.map(str::to_string),
-        headers: forward_headers(request),
+        headers,
         body,
         wants_stream,
+        codex,
     })
+}
+
+/// A Codex "lite" body (tools packed in an `additional_tools` input item) in the standard
+/// Responses shape that every compatible server accepts; other bodies unchanged.
+fn standard_shape(
+    object: Map<String, Value>,
+    headers: &mut Vec<(String, String)>,
+) -> Result<Map<String, Value>, Error> {
+    let mut body = Value::Object(object);
+    match codex::normalize(&mut body, headers) {
+        Ok(codex::Normalized::FromLite { dropped_namespaces }) => {
+            crate::debug!("a Codex lite body was put in the standard shape; dropped tool namespaces {dropped_namespaces:?}");
+        }
+        Ok(codex::Normalized::Standard) => {}
+        Err(reason) => {
+            return Err(Error::BadRequest(format!("a Codex lite body cannot be rewritten: {reason}")))
+        }
+    }
+    match body {
+        Value::Object(object) => Ok(object),
+        _ => Err(Error::BadRequest("the body must be a JSON object".into())),
+    }
 }
 
 /// Whether the request offers to switch to WebSocket (`Upgrade: websocket`). Another offer

@@ -286,7 +286,12 @@ fn run(
 ) -> (u16, usize, bool) {
     let streams = job.api == Some(Api::Responses) && job.wants_stream;
     let http11 = *request.http_version() >= tiny_http::HTTPVersion(1, 1);
-    let slot = Slot::new(request, state.config.keepalive.filter(|_| streams && http11));
+    let options = client::Options {
+        keepalive: state.config.keepalive.filter(|_| streams && http11),
+        codex: job.codex,
+        progress: state.config.codex_progress,
+    };
+    let slot = Slot::new(request, options);
     state.slots.insert(id, Arc::clone(&slot));
     let shield = Shield {
         config: &state.config,

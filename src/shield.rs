@@ -40,6 +40,8 @@ pub struct Job {
     pub body: Body,
     /// The client asked for a stream (`"stream": true`); otherwise it gets one JSON object.
     pub wants_stream: bool,
+    /// The client is Codex CLI: it gets the answer forms Codex shows verbatim (`codex.rs`).
+    pub codex: bool,
 }
 
 /// The client's body: a parsed JSON object on a shielded route, bytes otherwise.
@@ -166,6 +168,9 @@ impl Trace {
 pub trait Client {
     /// Whether the client has hung up (then there is nobody to retry for).
     fn gone(&self) -> bool;
+    /// What the shield is doing now, for a client that can show it without it entering the
+    /// answer (a Codex status line); ignored by default.
+    fn progress(&self, _text: &str) {}
 }
 
 /// Everything an attempt needs, shared by all requests.
@@ -194,7 +199,7 @@ impl Shield<'_> {
                     let elapsed = started.elapsed();
                     let waits_past_deadline = elapsed + wait > self.config.retry.deadline;
                     if waits_past_deadline {
-                        return self.give_up(trace, elapsed, last);
+                        return self.give_up(job, trace, elapsed, last);
                     }
                     if !self.sleep_unless_gone(wait.min(POLL), trace) {
                         return Reply::error(&Error::ClientGone);
@@ -237,10 +242,12 @@ impl Shield<'_> {
                 Decision::Retry { .. } => {
                     let elapsed = started.elapsed();
                     if !retry::may_continue(trace.attempts, elapsed, Duration::ZERO, &self.config.retry) {
-                        return self.give_up(trace, elapsed, Some(err));
+                        return self.give_up(job, trace, elapsed, Some(err));
                     }
                     let wait = self.pool.wait_hint(start);
                     self.metrics.retry(&mut trace.tally, err.outcome(), wait);
+                    let next = (trace.attempts + 1, self.config.retry.attempts);
+                    self.client.progress(&progress_text(target.number, err.outcome(), wait, next));
                     trace.failures.push((target.number, err.outcome(), wait));
                     last = Some(err);
                     continue 'attempts;
@@ -251,20 +258,33 @@ impl Shield<'_> {
                 }
                 Decision::Elsewhere | Decision::GiveUp => {
                     trace.failures.push((target.number, err.outcome(), Duration::ZERO));
-                    return self.give_up(trace, started.elapsed(), Some(err));
+                    return self.give_up(job, trace, started.elapsed(), Some(err));
                 }
             }
         }
     }
 
     /// The error for a request that cannot go on: the last failure, or, when it never got
-    /// to try, why every upstream is resting.
-    fn give_up(&self, trace: &Trace, elapsed: Duration, last: Option<Error>) -> Reply {
-        let Some(last) = last else {
-            let (reason, wait) = self.pool.resting();
-            return Reply::error(&Error::Resting { reason, wait });
+    /// to try, why every upstream is resting. A Codex client gets it in the one form Codex
+    /// prints verbatim instead of "exceeded retry limit".
+    fn give_up(&self, job: &Job, trace: &Trace, elapsed: Duration, last: Option<Error>) -> Reply {
+        let err = match last {
+            Some(last) => Error::Exhausted { attempts: trace.attempts, elapsed, last: Box::new(last) },
+            None => {
+                let (reason, wait) = self.pool.resting();
+                Error::Resting { reason, wait }
+            }
         };
-        Reply::error(&Error::Exhausted { attempts: trace.attempts, elapsed, last: Box::new(last) })
+        if !job.codex {
+            return Reply::error(&err);
+        }
+        let answer = crate::codex::give_up_reply(&format!("codex-shield: {err}"));
+        Reply {
+            status: answer.status,
+            content_type: answer.content_type.into(),
+            headers: Vec::new(),
+            body: answer.body.into(),
+        }
     }
 
     /// Sleep `wait`, waking early (`false`) if the client hangs up meanwhile.
@@ -276,6 +296,27 @@ impl Shield<'_> {
         trace.waited += wait;
         !self.client.gone()
     }
+}
+
+/// The status line a Codex client is shown while the shield retries: "codex-shield: upstream 1
+/// rate-limited (429); retrying in 12 s (attempt 3 of 10)".
+pub fn progress_text(upstream: usize, outcome: Outcome, wait: Duration, (next, max): (u32, u32)) -> String {
+    let what = match outcome {
+        Outcome::RateLimited => "rate-limited (429)",
+        Outcome::ServerError | Outcome::OtherStatus => "failed with a server error",
+        Outcome::Connect => "could not be reached",
+        Outcome::Cut => "cut the answer short",
+        Outcome::Stall => "stalled",
+        Outcome::InStream => "reported an error mid-answer",
+        Outcome::Invalid => "sent something that is not an answer",
+        Outcome::Ok | Outcome::Final | Outcome::TooLarge => "failed",
+    };
+    let when = if wait < Duration::from_millis(500) {
+        "now".to_string()
+    } else {
+        format!("in {} s", wait.as_secs_f64().round())
+    };
+    format!("codex-shield: upstream {upstream} {what}; retrying {when} (attempt {next} of {max})")
 }
 
 /// A final upstream answer, unchanged: its status, body and useful headers.
@@ -431,6 +472,37 @@ mod tests {
                 (Err(prefix), Err(msg)) => assert!(msg.starts_with(prefix), "{msg:?} for {body}"),
                 _ => panic!("{body}: expected {expected:?}, got {got:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn progress_lines() {
+        let s = Duration::from_secs;
+        let cases = [
+            (
+                1,
+                Outcome::RateLimited,
+                s(12),
+                (3, 10),
+                "upstream 1 rate-limited (429); retrying in 12 s (attempt 3 of 10)",
+            ),
+            (
+                2,
+                Outcome::Cut,
+                Duration::ZERO,
+                (2, 10),
+                "upstream 2 cut the answer short; retrying now (attempt 2 of 10)",
+            ),
+            (
+                1,
+                Outcome::Connect,
+                s(1),
+                (4, 5),
+                "upstream 1 could not be reached; retrying in 1 s (attempt 4 of 5)",
+            ),
+        ];
+        for (n, outcome, wait, next, expected) in cases {
+            assert_eq!(progress_text(n, outcome, wait, next), format!("codex-shield: {expected}"));
         }
     }
 

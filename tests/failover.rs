@@ -131,11 +131,16 @@ struct Streamed {
 }
 
 fn stream_raw(port: u16, body: &str) -> Streamed {
+    stream_raw_as(port, body, "")
+}
+
+/// The same, with extra request header lines (`originator: codex_exec\r\n`).
+fn stream_raw_as(port: u16, body: &str, extra_headers: &str) -> Streamed {
     let mut socket = TcpStream::connect(("127.0.0.1", port)).unwrap();
     socket.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let started = Instant::now();
     let request = format!(
-        "POST /v1/responses HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST /v1/responses HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{extra_headers}Content-Length: {}\r\n\r\n{body}",
         body.len()
     );
     socket.write_all(request.as_bytes()).unwrap();
@@ -175,26 +180,41 @@ fn stream_raw(port: u16, body: &str) -> Streamed {
     Streamed { head, head_after, body, done_after: started.elapsed() }
 }
 
-fn keepalive(n: u64) -> String {
-    format!("event: keepalive\ndata: {{\"type\":\"keepalive\",\"sequence_number\":{n}}}\n\n")
+/// Codex's keepalive: a data event (its idle timer ignores comments).
+fn codex_keepalive(n: u64) -> String {
+    format!("data: {{\"type\":\"keepalive\",\"sequence_number\":{n}}}\n\n")
+}
+
+/// The opening of a held answer: (head arrived after, pings before the answer, the answer).
+fn held_answer(extra_headers: &str, ok: &[u8]) -> (Streamed, String, String) {
+    let mock = Mock::start(vec![Step::stream(ok).before(Piece::Pause(Duration::from_millis(3000)))]);
+    let proxy = Proxy::start(&mock.v1(), &[("KEEPALIVE_SECONDS", "1"), ("IDLE_TIMEOUT_SECONDS", "10")]);
+    let got = stream_raw_as(proxy.port, RESPONSES_STREAM, extra_headers);
+    assert!(got.head.starts_with("HTTP/1.1 200 OK\r\n"), "{}", got.head);
+    assert!(got.head.contains("content-type: text/event-stream"), "{}", got.head);
+    assert!(got.head_after < Duration::from_millis(2500), "head after {:?}", got.head_after);
+    assert!(got.done_after >= Duration::from_millis(3000), "answer after {:?}", got.done_after);
+    let text = String::from_utf8(got.body.clone()).unwrap();
+    let (pings, answer) = text.split_at(text.find("event: response.created").expect("the answer"));
+    (got, pings.to_string(), answer.to_string())
 }
 
 #[test]
 fn keepalive_holds_a_streaming_client_then_delivers_the_whole_answer() {
     let ok = fixtures::responses(ANSWER, false);
-    let mock = Mock::start(vec![Step::stream(&ok).before(Piece::Pause(Duration::from_millis(3000)))]);
-    let proxy = Proxy::start(&mock.v1(), &[("KEEPALIVE_SECONDS", "1"), ("IDLE_TIMEOUT_SECONDS", "10")]);
-    let got = stream_raw(proxy.port, RESPONSES_STREAM);
-    assert!(got.head.starts_with("HTTP/1.1 200 OK\r\n"), "{}", got.head);
-    assert!(got.head.contains("content-type: text/event-stream"), "{}", got.head);
-    assert!(got.head_after < Duration::from_millis(2500), "head after {:?}", got.head_after);
-    assert!(got.done_after >= Duration::from_millis(3000), "answer after {:?}", got.done_after);
-    let text = String::from_utf8(got.body).unwrap();
-    let (pings, answer) = text.split_at(text.find("event: response.created").expect("the answer"));
-    let expected_pings: String = (0..pings.matches("keepalive\"").count() as u64).map(keepalive).collect();
-    assert_eq!(pings, expected_pings, "only keepalive events before the answer");
-    assert!(pings.matches("keepalive\"").count() >= 2, "{pings}");
+    // Any client: SSE comments (the openai SDK's stream helper refuses data events before
+    // `response.created`).
+    let (_, pings, answer) = held_answer("", &ok);
+    let n = pings.matches(": keepalive").count();
+    assert!(n >= 2, "{pings:?}");
+    assert_eq!(pings, ": keepalive\n\n".repeat(n), "only keepalive comments before the answer");
     assert_eq!(answer.as_bytes(), ok.as_slice(), "the whole upstream answer, unchanged");
+    // Codex: data events, since its idle timer counts only those.
+    let (_, pings, answer) = held_answer("originator: codex_exec\r\n", &ok);
+    let n = pings.matches("keepalive").count() as u64;
+    assert!(n >= 2, "{pings:?}");
+    assert_eq!(pings, (0..n).map(codex_keepalive).collect::<String>());
+    assert_eq!(answer.as_bytes(), ok.as_slice());
 }
 
 #[test]

@@ -248,7 +248,7 @@ fn shutdown_after_a_keepalive_head_is_an_in_stream_failure() {
     let got = client.join().unwrap();
     assert_eq!(got.status, 200);
     let text = got.text();
-    assert!(text.starts_with("event: keepalive\n"), "{text}");
+    assert!(text.starts_with(": keepalive\n\n"), "{text}");
     assert!(text.contains("\"type\":\"response.failed\"") && text.contains("proxy_shutting_down"), "{text}");
     assert_eq!(proxy.child.wait().unwrap().code(), Some(0));
 }

@@ -3,6 +3,7 @@
 mod support;
 
 mod adapter;
+mod codex;
 mod failover;
 mod faults;
 mod fuzz;
