@@ -11,6 +11,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod healthcheck;
 pub mod log;
 pub mod reply;
 pub mod retry;
@@ -37,6 +38,13 @@ pub fn run(argv: impl IntoIterator<Item = OsString>) -> Result<(), Error> {
     }
     if args.version {
         println!("codex-shield {}", env!("CARGO_PKG_VERSION"));
+        return Ok(());
+    }
+    if let Some(url) = &args.healthcheck {
+        return healthcheck::check(url).map_err(|e| Error::Setup(format!("health check failed: {e}")));
+    }
+    if let Some(pause) = args.sleep {
+        std::thread::sleep(pause);
         return Ok(());
     }
     load_env_file(&args)?;

@@ -137,14 +137,21 @@ fn on_request(state: &State, request: tiny_http::Request) {
     handle(state, request, route);
 }
 
+/// `200 {"status":"ok"}`, or once shutdown has begun `503 {"status":"draining"}`, so a load
+/// balancer or a Kubernetes readiness probe stops sending new requests while in-flight
+/// answers finish.
 fn health(state: &State) -> Reply {
+    let (status, word) = match state.stopping.load(Ordering::SeqCst) {
+        false => (200, "ok"),
+        true => (503, "draining"),
+    };
     let health = json!({
-        "status": "ok",
+        "status": word,
         "version": env!("CARGO_PKG_VERSION"),
         "in_flight": state.in_flight.load(Ordering::Relaxed),
         "open_requests": state.active.load(Ordering::Relaxed),
     });
-    Reply::json(200, &health)
+    Reply::json(status, &health)
 }
 
 /// One request, start to finish, with its log line. The in-flight slot is released just
