@@ -40,6 +40,7 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ("MAX_RESPONSE_BYTES", "67108864", "largest buffered upstream answer (502 beyond it)"),
     ("MAX_CONCURRENT", "256", "requests in flight at once (503 with Retry-After beyond it)"),
     ("PROXY_API_KEY", "", "if set, clients must send it (Bearer or api-key); never forwarded"),
+    ("ALLOW_OPEN_PROXY", "false", "true: a HOST other than loopback may run without PROXY_API_KEY"),
     ("SHUTDOWN_GRACE_SECONDS", "30", "on SIGINT/SIGTERM, how long in-flight requests may finish"),
     ("UPSTREAM_CA_FILE", "", "PEM file of extra CA certificates to trust (added to the bundled roots)"),
     ("LOG_LEVEL", "info", "error | warn | info | debug"),
@@ -162,7 +163,12 @@ impl Config {
         }
         let log_level = Level::parse(&raw.get("LOG_LEVEL"))
             .ok_or_else(|| bad("LOG_LEVEL", "expected error, warn, info or debug".into()))?;
-        Ok(Config {
+        let allow_open = match raw.get("ALLOW_OPEN_PROXY").to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => true,
+            "false" | "0" | "no" => false,
+            other => return Err(bad("ALLOW_OPEN_PROXY", format!("expected true or false, got {other:?}"))),
+        };
+        let config = Config {
             listen: Listen { host: raw.get("HOST"), port: raw.parse("PORT", "a port number (0-65535)")? },
             upstream: Upstream {
                 endpoint,
@@ -182,7 +188,15 @@ impl Config {
             proxy_key: raw.optional("PROXY_API_KEY"),
             shutdown_grace: raw.seconds("SHUTDOWN_GRACE_SECONDS", true)?,
             log_level,
-        })
+        };
+        if !config.is_loopback() && config.proxy_key.is_none() && !allow_open {
+            let reason = format!(
+                "{:?} is reachable from other machines: set PROXY_API_KEY (or ALLOW_OPEN_PROXY=true)",
+                config.listen.host
+            );
+            return Err(bad("HOST", reason));
+        }
+        Ok(config)
     }
 
     /// `host:port` to bind.
@@ -284,6 +298,7 @@ mod tests {
             ("HOST", "0.0.0.0"),
             ("PORT", "0"),
             ("AZURE_API_KEY", "sk-secret"),
+            ("PROXY_API_KEY", "inbound"),
         ])
         .unwrap();
         assert_eq!(c.retry.base, Duration::from_millis(50));
@@ -292,6 +307,10 @@ mod tests {
         assert!(!c.is_loopback());
         assert!(!c.describe().contains("sk-secret"));
         assert_eq!(config(&[("AZURE_ENDPOINT", "http://h/v1")]).unwrap().upstream.auth, Auth::Bearer);
+        assert!(
+            config(&[EP, ("HOST", "0.0.0.0"), ("ALLOW_OPEN_PROXY", "true")]).is_ok_and(|c| !c.is_loopback())
+        );
+        assert!(config(&[EP, ("HOST", "localhost")]).is_ok());
     }
 
     #[test]
@@ -310,6 +329,9 @@ mod tests {
             (&[EP, ("MAX_REQUEST_BYTES", "1e3")], "MAX_REQUEST_BYTES"),
             (&[EP, ("UPSTREAM_AUTH", "basic")], "UPSTREAM_AUTH"),
             (&[EP, ("LOG_LEVEL", "loud")], "LOG_LEVEL"),
+            (&[EP, ("HOST", "0.0.0.0")], "HOST"),
+            (&[EP, ("HOST", "::"), ("ALLOW_OPEN_PROXY", "")], "HOST"),
+            (&[EP, ("HOST", "0.0.0.0"), ("ALLOW_OPEN_PROXY", "maybe")], "ALLOW_OPEN_PROXY"),
             (&[EP, ("UPSTREAM_CA_FILE", "/nonexistent/ca.pem")], "UPSTREAM_CA_FILE"),
         ];
         for (vars, var) in cases {
