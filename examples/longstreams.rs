@@ -36,10 +36,12 @@ fn env_or(name: &str, default: &str) -> String {
 
 fn main() {
     let bin = env_or("SHIELD_BIN", "target/release/codex-shield");
-    let levels: Vec<usize> = env_or("LONG_LEVELS", "500,1000,2000").split(',').filter_map(|v| v.trim().parse().ok()).collect();
+    let levels: Vec<usize> =
+        env_or("LONG_LEVELS", "500,1000,2000").split(',').filter_map(|v| v.trim().parse().ok()).collect();
     let seconds: f64 = env_or("LONG_SECONDS", "10").parse().expect("LONG_SECONDS");
     let events: usize = env_or("LONG_EVENTS", "40").parse().expect("LONG_EVENTS");
-    let ramp = Duration::from_secs_f64(env_or("LONG_RAMP_MS", "1").parse::<f64>().expect("LONG_RAMP_MS") / 1000.0);
+    let ramp =
+        Duration::from_secs_f64(env_or("LONG_RAMP_MS", "1").parse::<f64>().expect("LONG_RAMP_MS") / 1000.0);
     let answer = fixtures::responses(fixtures::ANSWER, false);
     let mock = trickling_mock(&answer, Duration::from_secs_f64(seconds), events);
     println!(
@@ -181,7 +183,10 @@ fn one_request(port: u16) -> Result<Vec<u8>, String> {
          Connection: close\r\nContent-Length: {}\r\n\r\n",
         REQUEST.len()
     );
-    socket.write_all(head.as_bytes()).and_then(|()| socket.write_all(REQUEST.as_bytes())).map_err(|e| format!("send: {e}"))?;
+    socket
+        .write_all(head.as_bytes())
+        .and_then(|()| socket.write_all(REQUEST.as_bytes()))
+        .map_err(|e| format!("send: {e}"))?;
     let mut reader = BufReader::new(socket);
     let (mut status, mut length, mut line) = (String::new(), None, String::new());
     reader.read_line(&mut status).map_err(|e| format!("status line: {e}"))?;
@@ -229,7 +234,9 @@ impl Proxy {
         let pipe = child.stderr.take().expect("stderr");
         thread::spawn(move || {
             for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                if let Some(port) = line.split("listening on http://").nth(1).and_then(|a| a.rsplit(':').next()) {
+                if let Some(port) =
+                    line.split("listening on http://").nth(1).and_then(|a| a.rsplit(':').next())
+                {
                     let _ = tx.send(port.trim().parse::<u16>().unwrap_or(0));
                 } else if !line.starts_with("  ") {
                     eprintln!("proxy: {line}");
