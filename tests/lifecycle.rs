@@ -186,6 +186,31 @@ fn sigterm_turns_healthz_to_draining() {
     assert_eq!(probe(&health_url), 1, "nothing listens any more");
 }
 
+/// The deepest JSON serde accepts (its recursion limit is 128) is parsed, rewritten and
+/// assembled on a connection thread without overflowing its stack (smaller than Rust's
+/// default, see vendor/tiny_http/PATCHES.md), even in this unoptimised build; one level more
+/// is a 400, not a crash.
+#[test]
+fn the_deepest_json_fits_the_connection_stack() {
+    let nested = |depth: usize| format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+    let responses = fixtures::responses(ANSWER, false);
+    let chat = fixtures::chat(ANSWER, false);
+    let mock = Mock::start(vec![Step::stream(&responses), Step::stream(&responses), Step::stream(&chat)]);
+    let proxy = Proxy::start(&mock.v1(), &[]);
+    let cases = [
+        ("/v1/responses", r#""stream":true,"input":"hi""#),
+        ("/v1/responses", r#""stream":false,"input":"hi""#),
+        ("/v1/chat/completions", r#""stream":false,"messages":[]"#),
+    ];
+    for (path, fields) in cases {
+        for (depth, status) in [(126, 200), (127, 400)] {
+            let body = format!(r#"{{"model":"m",{fields},"x":{}}}"#, nested(depth));
+            let got = post(&proxy.url(path), &body);
+            assert_eq!(got.status, status, "{path} depth {depth}: {}\n{}", got.text(), proxy.log());
+        }
+    }
+}
+
 /// A full fault run at debug level: neither key shows in any log line or answer.
 #[test]
 fn keys_never_show() {
