@@ -2,7 +2,7 @@
 CARGO ?= cargo
 MUSL  := x86_64-unknown-linux-musl
 
-.PHONY: run build test check fmt clippy static e2e bench soak monitoring fuzz clean
+.PHONY: run build test check fmt clippy static image replicas longstreams manifests e2e bench soak monitoring fuzz clean
 
 run: ## start the proxy with ./.env (cp .env.example .env first)
 	$(CARGO) run --release --quiet --
@@ -24,6 +24,18 @@ check: fmt clippy test ## the project gate: fmt, clippy -D warnings, tests
 
 static: ## static musl binary at target/$(MUSL)/release/codex-shield
 	bash scripts/static.sh
+
+image: ## container image localhost/codex-shield (FROM scratch, static binary), smoke-tested
+	bash scripts/image.sh
+
+replicas: ## three proxy containers behind nginx, upstream faults, one replica restarted mid-run
+	bash tests/replicas/run.sh
+
+longstreams: ## one instance holding 500/1000/2000 concurrent 10 s answers (bench/RESULTS.md)
+	bash bench/longstreams.sh
+
+manifests: ## validate deploy/kubernetes against the Kubernetes schemas, offline
+	bash deploy/kubernetes/validate.sh
 
 e2e: ## real clients (Codex CLI, openai Python SDK) through the proxy
 	bash tests/e2e/run.sh

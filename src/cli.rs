@@ -5,6 +5,7 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::config::VARIABLES;
 use crate::error::Error;
@@ -16,6 +17,10 @@ pub struct Args {
     pub env_file: Option<PathBuf>,
     /// `--check`: print the effective configuration and exit.
     pub check: bool,
+    /// `--healthcheck URL`: GET the URL, exit 0 on a 200 (for images without a shell or curl).
+    pub healthcheck: Option<String>,
+    /// `--sleep SECONDS`: sleep and exit 0 (a Kubernetes preStop pause without a shell).
+    pub sleep: Option<Duration>,
     pub help: bool,
     pub version: bool,
 }
@@ -36,6 +41,10 @@ impl Args {
                         .ok_or_else(|| Error::Usage("--env-file needs a path (try --help)".into()))?;
                     out.env_file = Some(PathBuf::from(path));
                 }
+                "--healthcheck" => out.healthcheck = Some(value(args.next(), "--healthcheck needs a URL")?),
+                "--sleep" => {
+                    out.sleep = Some(seconds(&value(args.next(), "--sleep needs a number of seconds")?)?)
+                }
                 _ => match arg.strip_prefix("--env-file=") {
                     Some(path) => out.env_file = Some(PathBuf::from(path)),
                     None => return Err(Error::Usage(format!("unknown argument {arg:?} (try --help)"))),
@@ -46,16 +55,29 @@ impl Args {
     }
 }
 
+fn value(arg: Option<OsString>, missing: &str) -> Result<String, Error> {
+    let arg = arg.ok_or_else(|| Error::Usage(format!("{missing} (try --help)")))?;
+    Ok(arg.to_string_lossy().into_owned())
+}
+
+fn seconds(text: &str) -> Result<Duration, Error> {
+    let secs: f64 = text.parse().map_err(|_| Error::Usage(format!("--sleep: {text:?} is not a number")))?;
+    Duration::try_from_secs_f64(secs).map_err(|_| Error::Usage(format!("--sleep: {text:?} is out of range")))
+}
+
 /// The `--help` text, with every variable and its default.
 pub fn help() -> String {
     let mut text = format!(
         "codex-shield {}\n\
          A proxy that buffers, checks and retries OpenAI-compatible streams, so the client\n\
          (Codex CLI, the openai SDK) only ever sees complete answers.\n\n\
-         USAGE: codex-shield [--env-file PATH] [--check]\n\n\
+         USAGE: codex-shield [--env-file PATH] [--check]\n       \
+                codex-shield --healthcheck URL | --sleep SECONDS\n\n\
          OPTIONS:\n  \
            --env-file PATH  read settings from PATH instead of ./.env (environment wins)\n  \
            --check          print the effective configuration (keys hidden) and exit\n  \
+           --healthcheck URL  GET URL (http://host:port/path): exit 0 on 200, 1 otherwise\n  \
+           --sleep SECONDS  sleep, then exit 0 (a preStop pause in an image without a shell)\n  \
            -h, --help       print this help\n  \
            -V, --version    print the version\n\n\
          ENVIRONMENT (default in brackets):\n",
@@ -87,6 +109,13 @@ mod tests {
         assert_eq!(parse(&["--env-file=/y"]).unwrap().env_file, Some(PathBuf::from("/y")));
         assert!(parse(&["--env-file"]).unwrap_err().contains("needs a path"));
         assert!(parse(&["--port", "9"]).unwrap_err().contains("unknown argument"));
+        let probe = parse(&["--healthcheck", "http://127.0.0.1:8888/healthz"]).unwrap();
+        assert_eq!(probe.healthcheck.as_deref(), Some("http://127.0.0.1:8888/healthz"));
+        assert!(parse(&["--healthcheck"]).unwrap_err().contains("needs a URL"));
+        assert_eq!(parse(&["--sleep", "2.5"]).unwrap().sleep, Some(Duration::from_millis(2500)));
+        assert!(parse(&["--sleep"]).unwrap_err().contains("needs a number"));
+        assert!(parse(&["--sleep", "soon"]).unwrap_err().contains("not a number"));
+        assert!(parse(&["--sleep", "-1"]).unwrap_err().contains("out of range"));
     }
 
     #[test]

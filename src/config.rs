@@ -63,6 +63,7 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "",
         "read-only token for /metrics (Bearer) and /status (also ?token=); grants no API call",
     ),
+    ("ALLOW_OPEN_PROXY", "false", "true: a HOST other than loopback may run without PROXY_API_KEY"),
     (
         "SHUTDOWN_GRACE_SECONDS",
         "250",
@@ -240,6 +241,11 @@ impl Config {
         }
         let log_level = Level::parse(&raw.get("LOG_LEVEL"))
             .ok_or_else(|| bad("LOG_LEVEL", "expected error, warn, info or debug".into()))?;
+        let allow_open = match raw.get("ALLOW_OPEN_PROXY").to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => true,
+            "false" | "0" | "no" => false,
+            other => return Err(bad("ALLOW_OPEN_PROXY", format!("expected true or false, got {other:?}"))),
+        };
         let routing = match raw.get("ROUTING").to_ascii_lowercase().as_str() {
             "failover" => Routing::Failover,
             "round-robin" | "round_robin" | "roundrobin" => Routing::RoundRobin,
@@ -253,7 +259,7 @@ impl Config {
         };
         let log_format = Format::parse(&raw.get("LOG_FORMAT"))
             .ok_or_else(|| bad("LOG_FORMAT", "expected text or json".into()))?;
-        Ok(Config {
+        let config = Config {
             listen: Listen { host: raw.get("HOST"), port: raw.parse("PORT", "a port number (0-65535)")? },
             upstreams,
             routing,
@@ -275,7 +281,15 @@ impl Config {
             shutdown_grace: raw.seconds("SHUTDOWN_GRACE_SECONDS", true)?,
             log_level,
             log_format,
-        })
+        };
+        if !config.is_loopback() && config.proxy_key.is_none() && !allow_open {
+            let reason = format!(
+                "{:?} is reachable from other machines: set PROXY_API_KEY (or ALLOW_OPEN_PROXY=true)",
+                config.listen.host
+            );
+            return Err(bad("HOST", reason));
+        }
+        Ok(config)
     }
 
     /// `host:port` to bind.
@@ -500,6 +514,7 @@ mod tests {
             ("AZURE_API_KEY", "sk-secret"),
             ("STATUS_TOKEN", "st-secret"),
             ("LOG_FORMAT", "JSON"),
+            ("PROXY_API_KEY", "inbound"),
         ])
         .unwrap();
         assert_eq!(c.retry.base, Duration::from_millis(50));

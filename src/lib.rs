@@ -14,6 +14,7 @@ pub mod client;
 pub mod codex;
 pub mod config;
 pub mod error;
+pub mod healthcheck;
 pub mod inbound;
 pub mod local;
 pub mod log;
@@ -45,6 +46,13 @@ pub fn run(argv: impl IntoIterator<Item = OsString>) -> Result<(), Error> {
     }
     if args.version {
         log::stdout(&format!("codex-shield {}\n", env!("CARGO_PKG_VERSION")));
+        return Ok(());
+    }
+    if let Some(url) = &args.healthcheck {
+        return healthcheck::check(url).map_err(|e| Error::Setup(format!("health check failed: {e}")));
+    }
+    if let Some(pause) = args.sleep {
+        std::thread::sleep(pause);
         return Ok(());
     }
     load_env_file(&args)?;

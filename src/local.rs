@@ -60,6 +60,8 @@ pub struct Context<'a> {
     pub config: &'a Config,
     pub metrics: &'a Metrics,
     pub gauges: Gauges,
+    /// Shutdown has begun: `/healthz` says so with a 503.
+    pub draining: bool,
     /// Requests received and not yet answered (for `/healthz`).
     pub open_requests: usize,
     /// Filled by the caller; `server::upstream_health` today.
@@ -80,14 +82,18 @@ pub fn answer(page: Page, credentials: &Credentials, ctx: &Context) -> Reply {
     }
 }
 
+/// `200 {"status":"ok"}`, or once shutdown has begun `503 {"status":"draining"}`, so a load
+/// balancer or a Kubernetes readiness probe stops sending new requests while in-flight
+/// answers finish.
 fn health(ctx: &Context) -> Reply {
+    let (status, word) = if ctx.draining { (503, "draining") } else { (200, "ok") };
     let health = json!({
-        "status": "ok",
+        "status": word,
         "version": env!("CARGO_PKG_VERSION"),
         "in_flight": ctx.gauges.in_flight,
         "open_requests": ctx.open_requests,
     });
-    Reply::json(200, &health)
+    Reply::json(status, &health)
 }
 
 fn text(content_type: &str, body: String) -> Reply {

@@ -205,6 +205,7 @@ fn local_page(state: &State, page: local::Page, request: &tiny_http::Request) ->
         config: &state.config,
         metrics: &state.metrics,
         gauges,
+        draining: state.stopping.load(Ordering::SeqCst),
         open_requests: state.active.load(Ordering::Relaxed),
         upstreams: &upstreams,
     };

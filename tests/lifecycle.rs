@@ -129,6 +129,88 @@ fn sigterm_lets_the_request_in_flight_finish() {
     assert!(std::net::TcpStream::connect(("127.0.0.1", proxy.port)).is_err(), "still accepting");
 }
 
+/// One `GET /healthz` on an open keep-alive connection: (status, body).
+fn healthz_on(socket: &mut std::net::TcpStream) -> (u16, String) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    socket.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let mut reader = BufReader::new(socket.try_clone().unwrap());
+    let (mut status, mut length, mut line) = (0, 0, String::new());
+    while reader.read_line(&mut line).unwrap() > 2 {
+        let lower = line.to_ascii_lowercase();
+        if let Some(code) = lower.strip_prefix("http/1.1 ") {
+            status = code[..3].parse().unwrap();
+        }
+        if let Some(n) = lower.strip_prefix("content-length:") {
+            length = n.trim().parse().unwrap();
+        }
+        line.clear();
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+    (status, String::from_utf8(body).unwrap())
+}
+
+/// On SIGTERM `/healthz` turns 503 "draining" (a load balancer stops routing here) while the
+/// answer in flight still finishes; `--healthcheck` reports both states by its exit code.
+#[test]
+fn sigterm_turns_healthz_to_draining() {
+    let ok = fixtures::responses(ANSWER, false);
+    let slow = Step::stream(&ok).before(Piece::Pause(Duration::from_millis(1500)));
+    let mock = Mock::start(vec![slow]);
+    let mut proxy = Proxy::start(&mock.v1(), &[]);
+    let health_url = proxy.url("/healthz");
+    let probe = |url: &str| run(command(&[]).args(["--healthcheck", url])).0;
+    assert_eq!(probe(&health_url), 0);
+    let mut socket = std::net::TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+    let (status, body) = healthz_on(&mut socket);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""status":"ok""#), "{body}");
+    let url = proxy.url("/v1/responses");
+    let client = thread::spawn(move || post(&url, RESPONSES_STREAM));
+    while mock.attempts() == 0 {
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(run(Command::new("kill").args(["-TERM", &proxy.child.id().to_string()])).0, 0);
+    // the main thread notices the signal within 50 ms: poll until it has
+    let mut poll = || {
+        thread::sleep(Duration::from_millis(10));
+        healthz_on(&mut socket)
+    };
+    let draining = (0..300).map(|_| poll()).find(|(status, _)| *status != 200);
+    let (status, body) = draining.expect("/healthz never stopped answering 200 after SIGTERM");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains(r#""status":"draining""#), "{body}");
+    let got = client.join().unwrap();
+    assert_eq!((got.status, got.body == ok), (200, true), "{}", proxy.log());
+    assert_eq!(proxy.child.wait().unwrap().code(), Some(0), "{}", proxy.log());
+    assert_eq!(probe(&health_url), 1, "nothing listens any more");
+}
+
+/// The deepest JSON serde accepts (its recursion limit is 128) is parsed, rewritten and
+/// assembled on a connection thread without overflowing its stack (smaller than Rust's
+/// default, see vendor/tiny_http/PATCHES.md), even in this unoptimised build; one level more
+/// is a 400, not a crash.
+#[test]
+fn the_deepest_json_fits_the_connection_stack() {
+    let nested = |depth: usize| format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+    let responses = fixtures::responses(ANSWER, false);
+    let chat = fixtures::chat(ANSWER, false);
+    let mock = Mock::start(vec![Step::stream(&responses), Step::stream(&responses), Step::stream(&chat)]);
+    let proxy = Proxy::start(&mock.v1(), &[]);
+    let cases = [
+        ("/v1/responses", r#""stream":true,"input":"hi""#),
+        ("/v1/responses", r#""stream":false,"input":"hi""#),
+        ("/v1/chat/completions", r#""stream":false,"messages":[]"#),
+    ];
+    for (path, fields) in cases {
+        for (depth, status) in [(126, 200), (127, 400)] {
+            let body = format!(r#"{{"model":"m",{fields},"x":{}}}"#, nested(depth));
+            let got = post(&proxy.url(path), &body);
+            assert_eq!(got.status, status, "{path} depth {depth}: {}\n{}", got.text(), proxy.log());
+        }
+    }
+}
+
 /// A full fault run at debug level: neither key shows in any log line or answer.
 #[test]
 fn keys_never_show() {

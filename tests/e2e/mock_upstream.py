@@ -19,10 +19,16 @@ Steps (comma separated, e.g. "429,429ms,error,cut,failed,ok"):
   giveupfailed  the same after a 200 head: response.failed with code invalid_prompt
   raw      the next reply posted to /__raw: {"status", "headers", "chunks": [{"data", "delay"}]}
 
+Per-request plans (tests/replicas): a request with an `x-mock-plan: KEY STEPS` header follows
+its own STEPS (same words), one per attempt carrying that KEY, whichever proxy replica sends
+it; then `ok`. A numeric KEY also numbers the answer's ids (resp_mock0042), so a client can
+tell its own answer from another's.
+
 Control routes (for the test driver, never used by clients):
   POST /__script  body = new script; resets the step counter and the log
   POST /__raw     body = JSON list of replies for the `raw` steps
   GET  /__log     JSON list of the model requests seen so far
+  GET  /__plans   JSON {KEY: attempts so far} for the per-request plans
 
 Listens on 127.0.0.1 only.  Writes the bound port to --port-file when given.
 """
@@ -101,6 +107,23 @@ class Script:
             record["step"] = step
             self.log.append(record)
             return step
+
+
+class Plans:
+    """Per-request plans, keyed by the client's `x-mock-plan` KEY, shared by all threads."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.attempts = {}
+
+    def next(self, header):
+        key, _, steps = header.strip().partition(" ")
+        steps = [s.strip() for s in steps.split(",") if s.strip()]
+        with self.lock:
+            index = self.attempts.get(key, 0)
+            self.attempts[key] = index + 1
+        step = steps[index] if index < len(steps) else "ok"
+        return step, (int(key) if key.isdigit() else 0)
 
 
 def response_object(resp_id, model, status, output, error=None, usage=None):
@@ -312,6 +335,9 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/__log":
             self.send_json(200, self.server.script.log)
+        elif self.path == "/__plans":
+            with self.server.plans.lock:
+                self.send_json(200, dict(self.server.plans.attempts))
         elif self.path.rstrip("/") in ("/v1/models", "/models"):
             self.send_json(200, {"object": "list", "data": [
                 {"id": "mock-model", "object": "model", "created": 0, "owned_by": "mock"}]})
@@ -344,8 +370,12 @@ class Handler(BaseHTTPRequestHandler):
                   "authorization": self.headers.get("authorization"),
                   "api_key": self.headers.get("api-key"), "time": time.time(),
                   "headers": {k.lower(): v for k, v in self.headers.items()}, "body": req}
-        step = self.server.script.next(record)
-        n = len(self.server.script.log)
+        plan = self.headers.get("x-mock-plan")
+        if plan:
+            step, n = self.server.plans.next(plan)
+        else:
+            step = self.server.script.next(record)
+            n = len(self.server.script.log)
         self.answer(step, path, req, n)
 
     def answer(self, step, path, req, n):
@@ -424,6 +454,7 @@ def chat_object(model, n):
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # several proxies open connections in bursts
 
     def handle_error(self, request, client_address):
         """A client that hangs up mid-answer is normal here; report anything else."""
@@ -442,6 +473,7 @@ def main():
     args = ap.parse_args()
     server = Server(("127.0.0.1", args.port), Handler)
     server.script = Script(args.script)
+    server.plans = Plans()
     server.verbose = args.verbose
     port = server.server_address[1]
     if args.port_file:

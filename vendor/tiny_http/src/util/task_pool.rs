@@ -29,6 +29,13 @@ struct Sharing {
 /// Minimum number of active threads.
 static MIN_THREADS: usize = 4;
 
+/// codex-shield patch: stack size of the connection threads. Rust's default is 2 MiB; a
+/// proxy holding thousands of slow answers has a thread for each. Only touched pages are
+/// resident (about 55 KB per request in a release build), so this bounds virtual memory; it
+/// must hold the deepest path: JSON at serde_json's 128-level limit, parsed, rewritten and
+/// assembled, overflowed 256 KiB in a debug build and fits in 512 KiB (a test checks it).
+const STACK_SIZE: usize = 512 * 1024;
+
 struct Registration<'a> {
     nb: &'a AtomicUsize,
 }
@@ -83,7 +90,10 @@ impl TaskPool {
     fn add_thread(&self, initial_fn: Option<Box<dyn FnMut() + Send>>) {
         let sharing = self.sharing.clone();
 
-        thread::spawn(move || {
+        // codex-shield patch: a thread that cannot be created (the process or system thread
+        // limit) drops its task, closing that one connection, instead of panicking the accept
+        // loop and with it the whole server.
+        let spawned = thread::Builder::new().stack_size(STACK_SIZE).spawn(move || {
             let sharing = sharing;
             let _active_guard = Registration::new(&sharing.active_tasks);
 
@@ -127,6 +137,9 @@ impl TaskPool {
                 task();
             }
         });
+        if let Err(e) = spawned {
+            eprintln!("tiny_http: cannot start a connection thread ({e}); closing that connection");
+        }
     }
 }
 
