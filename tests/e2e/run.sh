@@ -371,7 +371,7 @@ for form in giveup400 giveupfailed; do
         fail "Codex shows the $form form verbatim" "exit $(cat "$WORK/$form.rc"), requests: $steps" "$(grep ERROR "$WORK/$form.err" | head -n 3 | tr '\n' '|')"
     fi
 done
-# what Codex shows today when the proxy gives up (recorded: the lead hooks codex::give_up_*)
+# what Codex shows when the proxy itself gives up: the proxy's own message, verbatim
 mock_script "429,429,429,429"
 : >"$WORK/proxy2.log"
 (cd "$WORK" && PORT=0 HOST=127.0.0.1 RETRY_ATTEMPTS=2 RETRY_WAIT_SECONDS=0.05 exec "$PROXY_BIN") </dev/null 2>"$WORK/proxy2.log" &
@@ -384,7 +384,13 @@ done
 render_profile "$WORK/codex-home-giveup" "$P2"
 CODEX_HOME="$WORK/codex-home-giveup" CODEX_SHIELD_API_KEY=client-placeholder \
     run_codex "$WORK/giveup-proxy" "$CODEX" --profile codex-shield exec --skip-git-repo-check --ephemeral -s read-only "hi"
-log "when the proxy gives up, Codex prints: $(grep '^ERROR' "$WORK/giveup-proxy.err" | tail -n 1)"
+giveup_line="$(grep '^ERROR' "$WORK/giveup-proxy.err" | tail -n 1)"
+if grep -q '^ERROR: codex-shield: upstream failed 2 attempt(s) over .*429' "$WORK/giveup-proxy.err" &&
+    ! grep -q 'exceeded retry limit' "$WORK/giveup-proxy.err"; then
+    ok "when the proxy gives up, Codex prints its message: ${giveup_line:0:100}"
+else
+    fail "Codex prints the proxy's give-up message" "$giveup_line"
+fi
 kill -TERM "${started_pids[-1]}" 2>/dev/null || true
 wait "${started_pids[-1]}" 2>/dev/null || true
 
