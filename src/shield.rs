@@ -213,7 +213,7 @@ impl Shield<'_> {
             trace.attempts += 1;
             trace.upstream = Some(target.number);
             let attempt_started = Instant::now();
-            let result = self.upstream.attempt(&p.outgoing, &mut || self.pool.answering(i));
+            let result = self.upstream.attempt(&p.outgoing, &mut || self.pool.answering(i, attempt_started));
             let err = match result {
                 Ok(answer) => {
                     self.pool.record(i, Report::Healthy, attempt_started, 0.0);
