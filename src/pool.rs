@@ -196,13 +196,15 @@ impl Pool {
     }
 
     /// Choose an upstream for an attempt now; a chosen upstream that was resting after
-    /// failures is marked as probed by this request.
+    /// failures is marked as probed by this request. Once a probe's answer has started
+    /// (`answering`) the rest is over and the next requests go there freely, even though
+    /// the breaker's count waits for a whole success to close.
     pub fn choose(&self, start: usize) -> Choice {
         let now = Instant::now();
         let mut health = self.lock();
         let choice = choose(&health, now, start, self.stale);
         if let Choice::Go(i) = choice {
-            if health[i].failures > 0 {
+            if health[i].failures > 0 && health[i].until.is_some() {
                 health[i].probe = Some(now);
             }
         }
@@ -386,6 +388,34 @@ mod tests {
             assert_eq!(whole.cooling(now), kept, "{name}: whole answer");
             assert_eq!(whole.failures, if kept { health.failures } else { 0 }, "{name}: breaker count");
         }
+    }
+
+    /// One request probes an upstream whose rest is over; once the probe's answer has
+    /// started, the others are not held back one at a time.
+    #[test]
+    fn one_probe_then_everyone() {
+        let now = Instant::now();
+        let rested = Health {
+            until: Some(now - Duration::from_millis(1)),
+            failures: 2,
+            episode: Some(now - Duration::from_secs(1)),
+            rested_at: Some(now - Duration::from_secs(1)),
+            ..Health::default()
+        };
+        let pool = Pool {
+            targets: vec![],
+            health: Mutex::new(vec![rested]),
+            routing: Routing::Failover,
+            turn: AtomicUsize::new(0),
+            policy: policy(),
+            stale: STALE,
+        };
+        assert_eq!(pool.choose(0), Choice::Go(0), "the probe");
+        assert_eq!(pool.choose(0), Choice::Wait(PROBE_POLL), "the others wait for it");
+        pool.answering(0, Instant::now());
+        let after: Vec<Choice> = (0..3).map(|_| pool.choose(0)).collect();
+        assert_eq!(after, vec![Choice::Go(0); 3], "its answer started: everyone may come");
+        assert_eq!(pool.snapshot()[0].failures, 2, "the count waits for a whole success");
     }
 
     #[test]
