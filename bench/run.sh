@@ -448,6 +448,9 @@ if [[ -n "$BIN" ]]; then
   rec "metric release_bytes=$(stat -c %s "$BIN")"
 fi
 
+# ------------------------------------------- routing: 1 vs 3 upstreams ---
+if [[ -n "$BIN" ]]; then source "$BENCH_DIR/routing.sh"; fi
+
 # --------------------------------------------------------------- report ---
 CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 BENCH_DATE="$(date -u '+%Y-%m-%d %H:%M UTC')"
@@ -483,6 +486,7 @@ print("\n".join(out))
 PY
 fi
 python3 "$BENCH_DIR/report.py" "$RES" >"$TMP/RESULTS.md"
+if [[ -s "$TMP/routing.md" ]]; then cat "$TMP/routing.md" >>"$TMP/RESULTS.md"; fi
 cat "$TMP/RESULTS.md"
 cp "$TMP/RESULTS.md" "$BENCH_DIR/RESULTS.md"
 log "wrote $BENCH_DIR/RESULTS.md"

@@ -1,16 +1,30 @@
 //! The soak: thousands of requests from many clients through the release proxy, in front of
-//! a mock upstream that injects faults from a fixed seed (`make soak`).
+//! mock upstreams that inject faults from a fixed seed (`make soak`). Two phases, each with
+//! its own proxy:
 //!
-//! Every request gets a fault plan before the run starts: a few retryable failures (429 with
-//! `retry-after-ms`, 500/503, a cut mid-stream, a stall, an in-stream `error` event,
-//! `response.failed`, a hang-up before the status line), then its clean answer, with its own
-//! text. A plan with as many failures as the retry budget must end in an OpenAI-shaped error;
-//! every other request must get its clean answer byte for byte, after exactly as many upstream
-//! attempts as its plan says. At the end the proxy's threads and RSS are compared with their
-//! values after a warm-up. Any violation exits non-zero.
+//! `single`: one upstream. Every request gets a fault plan before the run starts: a few
+//! retryable failures (429 with `retry-after-ms`, 500/503, a cut mid-stream, a stall, an
+//! in-stream `error` event, `response.failed`, a hang-up before the status line), then its
+//! clean answer, with its own text. A plan with as many failures as the retry budget must end
+//! in an OpenAI-shaped error; every other request must get its clean answer byte for byte,
+//! after exactly as many upstream attempts as its plan says.
 //!
-//! Knobs (environment): SOAK_REQUESTS (3000), SOAK_CLIENTS (32), SOAK_SEED, SOAK_CAP_SECONDS
-//! (240), SHIELD_BIN (target/release/codex-shield).
+//! `multi`: three upstreams (`AZURE_ENDPOINT_2`, `_3`, each with its own key), each failing a
+//! share of its attempts on its own seeded dice (the same faults, and 429s that ask for a
+//! whole second), and a few doomed requests that every upstream fails. The mocks record every
+//! attempt by request id, so a request's attempts are counted across the three: an error is
+//! allowed only for a request whose every attempt failed and that made all `ATTEMPTS` of them;
+//! every other request must get its clean answer byte for byte, from the attempt that was
+//! served clean. No upstream may see an attempt well inside a rest it asked for
+//! (`retry-after: 1`), nor another upstream's key. Attempts and answers per upstream are
+//! reported.
+//!
+//! In each phase the proxy's threads and RSS at the end are compared with their values after
+//! a warm-up. Any violation exits non-zero.
+//!
+//! Knobs (environment): SOAK_PHASES (`single,multi`), SOAK_REQUESTS (2000, single phase),
+//! SOAK_MULTI_REQUESTS (2000), SOAK_ROUTING (`failover`, multi phase), SOAK_CLIENTS (32),
+//! SOAK_SEED, SOAK_CAP_SECONDS (240, the whole soak), SHIELD_BIN (target/release/codex-shield).
 
 #[allow(dead_code)] // the soak uses part of the test fixtures
 #[path = "../tests/support/fixtures.rs"]
@@ -18,6 +32,8 @@ mod fixtures;
 #[allow(dead_code)] // the soak uses part of the test mock
 #[path = "../tests/support/mock.rs"]
 mod mock;
+#[path = "../tests/soak/multi.rs"]
+mod multi;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
@@ -183,7 +199,21 @@ fn plan(i: usize, seed: u64) -> Plan {
     Plan { chat, faults, clean, split }
 }
 
-/// What the mock did, shared with its connection threads.
+/// The request id a soak request carries in its `user` field.
+fn soak_id(seen: &Seen) -> Option<usize> {
+    seen.json()["user"].as_str().and_then(|u| u.strip_prefix("soak-")?.parse::<usize>().ok())
+}
+
+/// A request's clean answer, delivered as its plan says.
+fn clean_step(plan: &Plan) -> Step {
+    if plan.split == 0 {
+        Step::stream(&plan.clean)
+    } else {
+        Step::stream_split(&plan.clean, plan.split)
+    }
+}
+
+/// What the single phase's mock did, shared with its connection threads.
 #[derive(Default)]
 struct Upstream {
     attempts: HashMap<usize, usize>,
@@ -193,7 +223,7 @@ struct Upstream {
 
 fn start_mock(plans: Arc<Vec<Plan>>, stats: Arc<Mutex<Upstream>>) -> Mock {
     Mock::generated(move |_, seen: &Seen| {
-        let id = seen.json()["user"].as_str().and_then(|u| u.strip_prefix("soak-")?.parse::<usize>().ok());
+        let id = soak_id(seen);
         let mut stats = stats.lock().unwrap();
         let Some(plan) = id.and_then(|id| plans.get(id)) else {
             stats.unknown += 1;
@@ -206,11 +236,13 @@ fn start_mock(plans: Arc<Vec<Plan>>, stats: Arc<Mutex<Upstream>>) -> Mock {
                 *stats.injected.entry(*fault).or_insert(0) += 1;
                 step.clone()
             }
-            None if plan.split == 0 => Step::stream(&plan.clean),
-            None => Step::stream_split(&plan.clean, plan.split),
+            None => clean_step(plan),
         }
     })
 }
+
+/// Every proxy started, so that `fail` can stop them before the soak exits.
+static LIVE: Mutex<Vec<Arc<Mutex<Child>>>> = Mutex::new(Vec::new());
 
 /// The release proxy, killed when dropped.
 struct Proxy {
@@ -220,7 +252,9 @@ struct Proxy {
 }
 
 impl Proxy {
-    fn start(bin: &str, endpoint: &str) -> Proxy {
+    /// Start the proxy in front of `endpoint`, with the soak's retry settings and `extra`
+    /// variables.
+    fn start(bin: &str, endpoint: &str, extra: &[(&str, String)]) -> Proxy {
         let dir = std::env::temp_dir().join(format!("codex-shield-soak-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let env = [
@@ -237,6 +271,7 @@ impl Proxy {
         let mut child = Command::new(bin)
             .env_clear()
             .envs(env)
+            .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
             .current_dir(&dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -260,11 +295,12 @@ impl Proxy {
                 }
             }
         });
-        let port = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_else(|_| {
-            let _ = child.kill();
-            fail("the proxy did not print its banner")
-        });
-        Proxy { child: Arc::new(Mutex::new(child)), port, log_lines }
+        let child = Arc::new(Mutex::new(child));
+        LIVE.lock().unwrap().push(Arc::clone(&child));
+        let port = rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| fail("the proxy did not print its banner"));
+        Proxy { child, port, log_lines }
     }
 
     fn pid(&self) -> u32 {
@@ -307,6 +343,24 @@ impl Proxy {
             None => format!("exited with {status}"),
         })
     }
+
+    /// The end-of-phase checks every phase shares: the proxy is alive, and its threads and
+    /// RSS did not grow since `warm`.
+    fn check_health(&self, warm: (usize, usize), end: (usize, usize), violations: &mut Vec<String>) {
+        if let Some(how) = self.exit() {
+            violations.insert(0, format!("the proxy died during the run: {how}"));
+        }
+        let ((warm_threads, warm_rss), (end_threads, end_rss)) = (warm, end);
+        if end_threads > warm_threads + 2 {
+            violations.push(format!("threads grew: {warm_threads} after warm-up, {end_threads} at the end"));
+        }
+        if end_rss > warm_rss + warm_rss / 2 + 8 * 1024 {
+            violations.push(format!("RSS grew: {warm_rss} KiB after warm-up, {end_rss} KiB at the end"));
+        }
+        println!("  threads         {warm_threads} after warm-up, {end_threads} at the end");
+        println!("  RSS             {warm_rss} KiB after warm-up, {end_rss} KiB at the end");
+        println!("  proxy log lines {} (warn and above)", self.log_lines.load(Ordering::Relaxed));
+    }
 }
 
 impl Drop for Proxy {
@@ -317,8 +371,12 @@ impl Drop for Proxy {
     }
 }
 
+/// Stop every proxy the soak started and exit non-zero.
 fn fail(message: &str) -> ! {
     eprintln!("soak: FAILED: {message}");
+    for child in LIVE.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        let _ = child.lock().unwrap_or_else(|e| e.into_inner()).kill();
+    }
     std::process::exit(1)
 }
 
@@ -331,11 +389,14 @@ fn agent() -> ureq::Agent {
         .into()
 }
 
-/// How one request ended, from the client's side.
-enum Outcome {
+/// What one request got, from the client's side; each phase judges it.
+enum Got {
+    /// Status 200 and its own clean answer, byte for byte.
     Exact,
-    ExpectedError(u16, String),
-    Unexpected(String),
+    /// An OpenAI-shaped error: status and code.
+    Error(u16, String),
+    /// Anything else, described.
+    Other(String),
 }
 
 fn body_for(i: usize, chat: bool) -> String {
@@ -351,7 +412,7 @@ fn body_for(i: usize, chat: bool) -> String {
     }
 }
 
-fn run_one(agent: &ureq::Agent, port: u16, i: usize, plan: &Plan) -> Outcome {
+fn run_one(agent: &ureq::Agent, port: u16, i: usize, plan: &Plan) -> Got {
     let path = if plan.chat { "/v1/chat/completions" } else { "/v1/responses" };
     let result = agent
         .post(&format!("http://127.0.0.1:{port}{path}"))
@@ -360,38 +421,28 @@ fn run_one(agent: &ureq::Agent, port: u16, i: usize, plan: &Plan) -> Outcome {
         .send(body_for(i, plan.chat).as_bytes());
     let mut res = match result {
         Ok(res) => res,
-        Err(e) => return Outcome::Unexpected(format!("client error: {e}")),
+        Err(e) => return Got::Other(format!("client error: {e}")),
     };
     let status = res.status().as_u16();
     let body = match res.body_mut().with_config().limit(1 << 30).read_to_vec() {
         Ok(b) => b,
-        Err(e) => return Outcome::Unexpected(format!("{status}, body unreadable: {e}")),
+        Err(e) => return Got::Other(format!("{status}, body unreadable: {e}")),
     };
     if status == 200 && body == plan.clean {
-        return if plan.must_fail() {
-            Outcome::Unexpected("complete answer where the plan exceeded the budget".into())
-        } else {
-            Outcome::Exact
-        };
+        return Got::Exact;
     }
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     let shaped = v["error"]["message"].is_string() && v["error"]["type"].is_string();
     let code = v["error"]["code"].as_str().unwrap_or("").to_string();
-    if plan.must_fail() && status >= 400 && shaped {
-        return Outcome::ExpectedError(status, code);
+    if status >= 400 && shaped {
+        return Got::Error(status, code);
     }
     let kind = if shaped { format!("error {code}") } else { format!("{} bytes", body.len()) };
-    let faults: Vec<Fault> = plan.faults.iter().map(|(f, _)| *f).collect();
-    Outcome::Unexpected(format!("{status} {kind}; plan {faults:?}: {:.160}", String::from_utf8_lossy(&body)))
+    Got::Other(format!("{status} {kind}: {:.160}", String::from_utf8_lossy(&body)))
 }
 
-/// Send requests `ids` from `clients` threads; each outcome with its id.
-fn fire(
-    port: u16,
-    plans: &Arc<Vec<Plan>>,
-    ids: std::ops::Range<usize>,
-    clients: usize,
-) -> Vec<(usize, Outcome)> {
+/// Send requests `ids` from `clients` threads; what each got, with its id.
+fn fire(port: u16, plans: &Arc<Vec<Plan>>, ids: std::ops::Range<usize>, clients: usize) -> Vec<(usize, Got)> {
     let next = Arc::new(AtomicUsize::new(ids.start));
     let handles: Vec<_> = (0..clients)
         .map(|_| {
@@ -416,61 +467,67 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-fn main() {
-    let requests: usize = env_or("SOAK_REQUESTS", 3000);
-    let clients: usize = env_or("SOAK_CLIENTS", 32);
-    let seed: u64 = env_or("SOAK_SEED", 0x5EED_C0DE_2025);
-    let cap: u64 = env_or("SOAK_CAP_SECONDS", 240);
-    let bin = std::env::var("SHIELD_BIN")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/codex-shield").into());
-    const WARMUP: usize = 300;
+/// What every phase is given.
+struct Run {
+    bin: String,
+    seed: u64,
+    clients: usize,
+}
 
-    // Warm-up requests come first and are planned like the others.
+/// Warm-up requests per phase; they come first and are planned like the others.
+const WARMUP: usize = 300;
+
+/// The single-upstream phase; its violations.
+fn single(run: &Run, requests: usize) -> Vec<String> {
     let total = WARMUP + requests;
-    let plans: Arc<Vec<Plan>> = Arc::new((0..total).map(|i| plan(i, seed)).collect());
+    let plans: Arc<Vec<Plan>> = Arc::new((0..total).map(|i| plan(i, run.seed)).collect());
     let stats = Arc::new(Mutex::new(Upstream::default()));
     let mock = start_mock(Arc::clone(&plans), Arc::clone(&stats));
-    let proxy = Proxy::start(&bin, &mock.v1());
-    let watchdog = Arc::clone(&proxy.child);
-    thread::spawn(move || {
-        thread::sleep(Duration::from_secs(cap));
-        let _ = watchdog.lock().unwrap().kill();
-        fail(&format!("time cap of {cap} s exceeded"));
-    });
+    let proxy = Proxy::start(&run.bin, &mock.v1(), &[]);
     println!(
-        "soak: seed {seed:#x}, {requests} requests (+{WARMUP} warm-up) from {clients} clients, pid {}",
+        "soak single: {requests} requests (+{WARMUP} warm-up) from {} clients, one upstream, pid {}",
+        run.clients,
         proxy.pid()
     );
-
-    let warm = fire(proxy.port, &plans, 0..WARMUP, clients);
-    let (warm_threads, warm_rss) = proxy.settled_usage();
+    let warm = fire(proxy.port, &plans, 0..WARMUP, run.clients);
+    let warm_usage = proxy.settled_usage();
     let started = Instant::now();
-    let outcomes = fire(proxy.port, &plans, WARMUP..total, clients);
+    let outcomes = fire(proxy.port, &plans, WARMUP..total, run.clients);
     let duration = started.elapsed();
-    let exit = proxy.exit();
-    let (end_threads, end_rss) = proxy.settled_usage();
+    let end_usage = proxy.settled_usage();
 
     let stats = stats.lock().unwrap();
     let mut violations = Vec::new();
     let (mut exact, mut errors, mut unexpected) = (0, 0, 0);
     let mut error_codes: BTreeMap<String, usize> = BTreeMap::new();
-    for (i, outcome) in warm.iter().chain(&outcomes) {
+    for (i, got) in warm.iter().chain(&outcomes) {
         let plan = &plans[*i];
         let seen = stats.attempts.get(i).copied().unwrap_or(0);
         let want = if plan.must_fail() { ATTEMPTS } else { plan.faults.len() + 1 };
-        match outcome {
-            Outcome::Exact => exact += 1,
-            Outcome::ExpectedError(status, code) => {
+        let faults: Vec<Fault> = plan.faults.iter().map(|(f, _)| *f).collect();
+        let judged = match got {
+            Got::Exact if !plan.must_fail() => {
+                exact += 1;
+                Ok(())
+            }
+            Got::Exact => Err("complete answer where the plan exceeded the budget".to_string()),
+            Got::Error(status, code) if plan.must_fail() => {
                 errors += 1;
                 *error_codes.entry(format!("{status} {code}")).or_insert(0) += 1;
+                Ok(())
             }
-            Outcome::Unexpected(what) => {
+            Got::Error(status, code) => Err(format!("error {status} {code}")),
+            Got::Other(what) => Err(what.clone()),
+        };
+        match judged {
+            Err(what) => {
                 unexpected += 1;
-                violations.push(format!("request {i}: {what}"));
+                violations.push(format!("request {i}: {what}; plan {faults:?}"));
             }
-        }
-        if seen != want && !matches!(outcome, Outcome::Unexpected(_)) {
-            violations.push(format!("request {i}: the mock saw {seen} attempts, the plan says {want}"));
+            Ok(()) if seen != want => {
+                violations.push(format!("request {i}: the mock saw {seen} attempts, the plan says {want}"))
+            }
+            Ok(()) => {}
         }
     }
     let answered = warm.len() + outcomes.len();
@@ -480,35 +537,52 @@ fn main() {
     if stats.unknown > 0 {
         violations.push(format!("{} upstream requests without a soak id", stats.unknown));
     }
-    if let Some(how) = exit {
-        violations.insert(0, format!("the proxy died during the run: {how}"));
-    }
-    if end_threads > warm_threads + 2 {
-        violations.push(format!("threads grew: {warm_threads} after warm-up, {end_threads} at the end"));
-    }
-    if end_rss > warm_rss + warm_rss / 2 + 8 * 1024 {
-        violations.push(format!("RSS grew: {warm_rss} KiB after warm-up, {end_rss} KiB at the end"));
-    }
 
     let must_fail = plans.iter().filter(|p| p.must_fail()).count();
     let upstream_attempts: usize = stats.attempts.values().sum();
-    println!("requests        {total} ({WARMUP} warm-up + {requests})");
-    println!("complete, exact {exact}");
-    println!("expected errors {errors} (planned {must_fail}): {error_codes:?}");
-    println!("unexpected      {unexpected}");
+    println!("  requests        {total} ({WARMUP} warm-up + {requests})");
+    println!("  complete, exact {exact}");
+    println!("  expected errors {errors} (planned {must_fail}): {error_codes:?}");
+    println!("  unexpected      {unexpected}");
     println!(
-        "upstream        {upstream_attempts} attempts, {} retries",
+        "  upstream        {upstream_attempts} attempts, {} retries",
         upstream_attempts - total.min(upstream_attempts)
     );
-    println!("faults injected {:?}", stats.injected);
+    println!("  faults injected {:?}", stats.injected);
     println!(
-        "duration        {:.1} s for {requests} requests ({:.0} req/s)",
+        "  duration        {:.1} s for {requests} requests ({:.0} req/s)",
         duration.as_secs_f64(),
         requests as f64 / duration.as_secs_f64()
     );
-    println!("threads         {warm_threads} after warm-up, {end_threads} at the end");
-    println!("RSS             {warm_rss} KiB after warm-up, {end_rss} KiB at the end");
-    println!("proxy log lines {} (warn and above)", proxy.log_lines.load(Ordering::Relaxed));
+    proxy.check_health(warm_usage, end_usage, &mut violations);
+    violations
+}
+
+fn main() {
+    let phases: String = env_or("SOAK_PHASES", "single,multi".to_string());
+    let cap: u64 = env_or("SOAK_CAP_SECONDS", 240);
+    let run = Run {
+        bin: std::env::var("SHIELD_BIN")
+            .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/codex-shield").into()),
+        seed: env_or("SOAK_SEED", 0x5EED_C0DE_2025),
+        clients: env_or("SOAK_CLIENTS", 32),
+    };
+    thread::spawn(move || {
+        thread::sleep(Duration::from_secs(cap));
+        fail(&format!("time cap of {cap} s exceeded"));
+    });
+    println!("soak: seed {:#x}, phases {phases}", run.seed);
+    let started = Instant::now();
+    let mut violations = Vec::new();
+    for phase in phases.split(',').map(str::trim) {
+        let found = match phase {
+            "single" => single(&run, env_or("SOAK_REQUESTS", 2000)),
+            "multi" => multi::phase(&run, env_or("SOAK_MULTI_REQUESTS", 2000)),
+            other => fail(&format!("unknown phase {other:?} in SOAK_PHASES (single, multi)")),
+        };
+        violations.extend(found.into_iter().map(|v| format!("{phase}: {v}")));
+    }
+    println!("soak: {:.1} s in all", started.elapsed().as_secs_f64());
     if !violations.is_empty() {
         for v in violations.iter().take(30) {
             eprintln!("  {v}");

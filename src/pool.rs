@@ -36,6 +36,10 @@ pub struct Health {
     pub episode: Option<Instant>,
     /// Since when one request has been probing it after a cooldown.
     pub probe: Option<Instant>,
+    /// When the rest was last set or lengthened: the success of an attempt that started
+    /// before then is older news and changes nothing (a request under way when a 429
+    /// arrived must not lift the rest the 429 asked for).
+    pub rested_at: Option<Instant>,
     /// Why it is resting.
     pub reason: Option<Outcome>,
     /// Put aside after a refusal for it alone (401, 403, 404, quota).
@@ -46,6 +50,11 @@ impl Health {
     /// Whether it is resting at `now`.
     pub fn cooling(&self, now: Instant) -> bool {
         self.until.is_some_and(|until| until > now)
+    }
+
+    /// Whether an attempt that started at `started` began before the latest rest was set.
+    fn older_than_rest(&self, started: Instant) -> bool {
+        self.rested_at.is_some_and(|at| started < at)
     }
 }
 
@@ -110,6 +119,9 @@ pub fn update(
     policy: &Policy,
     jitter: f64,
 ) -> Health {
+    if report == Report::Healthy && h.older_than_rest(started) {
+        return h;
+    }
     h.probe = None;
     match report {
         Report::Healthy => Health::default(),
@@ -119,6 +131,7 @@ pub fn update(
             h.failures += 1;
             h.episode = Some(now);
             h.until = Some(now + ASIDE);
+            h.rested_at = Some(now);
             h.reason = Some(outcome);
             h.aside = true;
             h
@@ -131,10 +144,22 @@ pub fn update(
             }
             let rest = retry::backoff(h.failures, policy, jitter).max(hint.unwrap_or_default());
             h.until = h.until.max(Some(now + rest));
+            h.rested_at = Some(now);
             h.reason = Some(outcome);
             h
         }
     }
+}
+
+/// The new health of an upstream whose answer, to an attempt that started at `started`, has
+/// begun with a success status: a probe is over and others may come, unless the attempt is
+/// older than the upstream's latest rest.
+pub fn answered(mut h: Health, started: Instant) -> Health {
+    if !h.older_than_rest(started) {
+        h.probe = None;
+        h.until = None;
+    }
+    h
 }
 
 /// The configured upstreams with their shared health.
@@ -171,24 +196,27 @@ impl Pool {
     }
 
     /// Choose an upstream for an attempt now; a chosen upstream that was resting after
-    /// failures is marked as probed by this request.
+    /// failures is marked as probed by this request. Once a probe's answer has started
+    /// (`answering`) the rest is over and the next requests go there freely, even though
+    /// the breaker's count waits for a whole success to close.
     pub fn choose(&self, start: usize) -> Choice {
         let now = Instant::now();
         let mut health = self.lock();
         let choice = choose(&health, now, start, self.stale);
         if let Choice::Go(i) = choice {
-            if health[i].failures > 0 {
+            if health[i].failures > 0 && health[i].until.is_some() {
                 health[i].probe = Some(now);
             }
         }
         choice
     }
 
-    /// The upstream at `i` answered with a success status: a probe is over, others may come.
-    pub fn answering(&self, i: usize) {
+    /// The upstream at `i` answered an attempt that started at `started` with a success
+    /// status (see `answered`).
+    pub fn answering(&self, i: usize, started: Instant) {
         let mut health = self.lock();
-        health[i].probe = None;
-        health[i].until = None;
+        let old = std::mem::take(&mut health[i]);
+        health[i] = answered(old, started);
     }
 
     /// Record how an attempt on upstream `i` that started at `started` ended.
@@ -327,7 +355,67 @@ mod tests {
             let rest_got = h.until.map(|u| u.saturating_duration_since(now).as_secs_f64().round() as u64);
             assert_eq!((h.failures, rest_got), (after, rest), "{name}");
             assert_eq!(h.probe, None, "{name}: a report ends the probe");
+            assert_eq!(h.rested_at, rest.map(|_| now), "{name}: when the rest was set");
         }
+    }
+
+    /// A success lifts a rest only when its attempt started after the rest was set: with many
+    /// requests in flight, one that was already under way when a 429 came back must not
+    /// send the next requests into the rest the 429 asked for.
+    #[test]
+    fn older_successes_keep_the_rest() {
+        let now = Instant::now();
+        let set = now - Duration::from_secs(1);
+        let rate_limited = Health {
+            until: Some(now + Duration::from_secs(29)),
+            failures: 1,
+            episode: Some(set),
+            rested_at: Some(set),
+            reason: Some(Outcome::RateLimited),
+            ..Health::default()
+        };
+        let ms = Duration::from_millis;
+        // (name, health, attempt started, rest kept after its head, and after its whole answer)
+        let cases = [
+            ("started before the 429", rate_limited.clone(), set - ms(5), true),
+            ("started after the 429", rate_limited.clone(), set + ms(5), false),
+            ("never rested", Health::default(), set, false),
+        ];
+        for (name, health, started, kept) in cases {
+            let head = answered(health.clone(), started);
+            assert_eq!(head.cooling(now), kept, "{name}: head");
+            let whole = update(health.clone(), Report::Healthy, started, now, true, &policy(), 0.5);
+            assert_eq!(whole.cooling(now), kept, "{name}: whole answer");
+            assert_eq!(whole.failures, if kept { health.failures } else { 0 }, "{name}: breaker count");
+        }
+    }
+
+    /// One request probes an upstream whose rest is over; once the probe's answer has
+    /// started, the others are not held back one at a time.
+    #[test]
+    fn one_probe_then_everyone() {
+        let now = Instant::now();
+        let rested = Health {
+            until: Some(now - Duration::from_millis(1)),
+            failures: 2,
+            episode: Some(now - Duration::from_secs(1)),
+            rested_at: Some(now - Duration::from_secs(1)),
+            ..Health::default()
+        };
+        let pool = Pool {
+            targets: vec![],
+            health: Mutex::new(vec![rested]),
+            routing: Routing::Failover,
+            turn: AtomicUsize::new(0),
+            policy: policy(),
+            stale: STALE,
+        };
+        assert_eq!(pool.choose(0), Choice::Go(0), "the probe");
+        assert_eq!(pool.choose(0), Choice::Wait(PROBE_POLL), "the others wait for it");
+        pool.answering(0, Instant::now());
+        let after: Vec<Choice> = (0..3).map(|_| pool.choose(0)).collect();
+        assert_eq!(after, vec![Choice::Go(0); 3], "its answer started: everyone may come");
+        assert_eq!(pool.snapshot()[0].failures, 2, "the count waits for a whole success");
     }
 
     #[test]

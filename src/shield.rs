@@ -221,7 +221,7 @@ impl Shield<'_> {
             trace.attempts += 1;
             trace.upstream = Some(target.number);
             let attempt_started = Instant::now();
-            let result = self.upstream.attempt(&p.outgoing, &mut || self.pool.answering(i));
+            let result = self.upstream.attempt(&p.outgoing, &mut || self.pool.answering(i, attempt_started));
             let outcome = metrics::outcome_of(&result);
             self.metrics.attempt(&mut trace.tally, target.number, outcome, attempt_started.elapsed());
             let err = match result {

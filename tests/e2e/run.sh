@@ -606,3 +606,4 @@ tui_end int
 
 echo "e2e: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
+CODEX_SHIELD_BIN="$PROXY_BIN" bash "$E2E/keepalive.sh"   # keepalive with Codex and the openai SDK (issue 10)

@@ -1,0 +1,222 @@
+#!/usr/bin/env bash
+# tests/e2e/keepalive.sh: real clients accept the proxy's keepalive events (KEEPALIVE_SECONDS).
+#
+# Self-sufficient (tests/e2e/run.sh calls it last, but it runs alone too): installs the same
+# pinned Codex CLI and openai package into the same cache dirs as run.sh, builds the proxy
+# unless CODEX_SHIELD_BIN names one, starts tests/e2e/keepalive_mock.py (an upstream that
+# waits before answering) and checks:
+#   1. Codex with stream_idle_timeout_ms=2000 completes a turn whose answer takes 6 s through
+#      a proxy with KEEPALIVE_SECONDS=1, with no reconnect or error notice;
+#   2. the same WITHOUT keepalive completes too: Codex 0.169 starts its idle timer when the
+#      response head arrives, and a proxy without keepalive sends the head only with the
+#      complete answer, so its silence never trips the timer (measured; if a later Codex
+#      times out the wait for the head, this check says so);
+#   2b. control: keepalive every 3 s is too sparse for a 2 s idle timer, and Codex says so
+#      (the short timeout is really in force, so 1 and 2 prove something);
+#   3. Codex with its DEFAULT idle timeout (the profile's stream_idle_timeout_ms removed)
+#      completes the same slow turn with keepalive on, and without it;
+#   4. the openai SDK: create(stream=True) through keepalive events, and an exhausted retry
+#      budget after the head raises APIError with the proxy's message; responses.stream()
+#      is recorded, not asserted: its helper rejects a keepalive before response.created
+#      (keepalive_sdk.py).
+# Bounded in time; every process it starts is stopped by the EXIT trap. Network: only the
+# npm and PyPI registries, once, for the installs.
+set -euo pipefail
+
+CODEX_VERSION="0.169.0"
+OPENAI_PY_VERSION="3.57.0"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+E2E="$ROOT/tests/e2e"
+CACHE="${CODEX_SHIELD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/codex-shield}"
+CODEX_PREFIX="$CACHE/codex-$CODEX_VERSION"
+CODEX="$CODEX_PREFIX/node_modules/.bin/codex"
+VENV="$CACHE/venv-openai-$OPENAI_PY_VERSION"
+PYTHON="${PYTHON:-python3}"
+ANSWER="SHIELD-OK-7431: the mock upstream answered after every failure."
+SLOW=6   # seconds the upstream takes before it answers
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/codex-shield-keepalive.XXXXXX")"
+started_pids=()
+passed=0 failed=0
+
+log() { printf '%s\n' "keepalive: $*" >&2; }
+ok() { passed=$((passed + 1)); printf 'ok   %s\n' "$1"; }
+fail() { failed=$((failed + 1)); printf 'FAIL %s\n' "$1"; shift; [ $# -eq 0 ] || printf '     %s\n' "$@"; }
+
+stop() { # stop PID: TERM, then KILL after 2 s
+    local i
+    kill -TERM "$1" 2>/dev/null || return 0
+    for ((i = 0; i < 20; i++)); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+}
+cleanup() {
+    local pid
+    set +e
+    for pid in ${started_pids[@]+"${started_pids[@]}"}; do stop "$pid"; done
+    if [ -n "${KEEP_E2E_WORK:-}" ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- install (idempotent, pinned; the same places as run.sh) ---------------------
+if ! { [ -x "$CODEX" ] && [ "$("$CODEX" --version 2>/dev/null)" = "codex-cli $CODEX_VERSION" ]; }; then
+    command -v npm >/dev/null || { log "npm is required (apt-get install -y nodejs npm)"; exit 1; }
+    log "installing @openai/codex@$CODEX_VERSION into $CODEX_PREFIX"
+    mkdir -p "$CODEX_PREFIX"
+    timeout 600 npm install --prefix "$CODEX_PREFIX" --no-audit --no-fund --loglevel=error \
+        "@openai/codex@$CODEX_VERSION" >&2
+fi
+if ! { [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import openai, sys; sys.exit(openai.__version__ != '$OPENAI_PY_VERSION')" 2>/dev/null; }; then
+    log "installing openai==$OPENAI_PY_VERSION into $VENV"
+    rm -rf "$VENV"
+    if ! "$PYTHON" -m venv "$VENV" >&2; then
+        apt-get install -y python3-venv >&2 || { apt-get update >&2 && apt-get install -y python3-venv >&2; }
+        rm -rf "$VENV"
+        "$PYTHON" -m venv "$VENV" >&2
+    fi
+    timeout 600 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "openai==$OPENAI_PY_VERSION" >&2
+fi
+if [ -n "${CODEX_SHIELD_BIN:-}" ]; then
+    PROXY_BIN="$CODEX_SHIELD_BIN"
+else
+    log "cargo build --release"
+    (cd "$ROOT" && cargo build --release --quiet --bin codex-shield) >&2
+    PROXY_BIN="$ROOT/target/release/codex-shield"
+fi
+
+# --- helpers -----------------------------------------------------------------------
+wait_for_file() { # wait_for_file PATH SECONDS
+    local i
+    for ((i = 0; i < $2 * 10; i++)); do [ -s "$1" ] && return 0; sleep 0.1; done
+    return 1
+}
+mock_script() { # mock_script STEPS: the mock's next answers (and a fresh log)
+    "$PYTHON" - "$MOCK/__script" "$1" <<'PY'
+import sys, urllib.request
+urllib.request.urlopen(urllib.request.Request(sys.argv[1], data=sys.argv[2].encode(), method="POST"), timeout=5).read()
+PY
+}
+mock_count() { # how many model requests the mock saw since the last script
+    "$PYTHON" -c 'import json,sys,urllib.request; print(len(json.load(urllib.request.urlopen(sys.argv[1], timeout=5))))' "$MOCK/__log"
+}
+# start_proxy NAME KEEPALIVE: a proxy in front of the mock; sets PROXY_PORT
+start_proxy() {
+    local pid i
+    (cd "$WORK" && PORT=0 HOST=127.0.0.1 KEEPALIVE_SECONDS="$2" exec "$PROXY_BIN") </dev/null 2>"$WORK/$1.log" &
+    pid=$!
+    started_pids+=("$pid")
+    PROXY_PID=$pid
+    PROXY_PORT=""
+    for ((i = 0; i < 100; i++)); do
+        PROXY_PORT="$(sed -n 's|.*listening on http://[^ ]*:\([0-9][0-9]*\).*|\1|p' "$WORK/$1.log" 2>/dev/null | head -n 1 || true)"
+        [ -n "$PROXY_PORT" ] && return 0
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    log "proxy $1 did not start:"
+    cat "$WORK/$1.log" >&2
+    exit 1
+}
+# codex_home DIR PORT IDLE_MS: the project's profile for a proxy on PORT; IDLE_MS replaces
+# its stream_idle_timeout_ms ("default": the line removed, Codex's own default applies)
+codex_home() {
+    mkdir -p "$1"
+    sed -e "s/__CODEX_SHIELD_PORT__/$2/g" -e '/^stream_idle_timeout_ms/d' "$ROOT/config_template.toml" >"$1/codex-shield.config.toml"
+    [ "$3" = default ] || echo "stream_idle_timeout_ms = $3" >>"$1/codex-shield.config.toml"
+}
+# run_codex OUT CODEX_HOME: one `codex exec` turn, bounded; writes OUT.out OUT.err OUT.rc OUT.secs
+run_codex() {
+    local rc=0 start
+    start=$(date +%s.%N)
+    (cd "$WORK/project" && env -u OPENAI_API_KEY -u OPENAI_BASE_URL -u OPENAI_API_BASE \
+        CODEX_HOME="$2" CODEX_SHIELD_API_KEY=client-placeholder \
+        timeout 120 "$CODEX" --profile codex-shield exec --skip-git-repo-check --ephemeral \
+        -s read-only "Reply with the magic words." </dev/null >"$1.out" 2>"$1.err") || rc=$?
+    echo "$rc" >"$1.rc"
+    awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }' >"$1.secs"
+}
+notices() { grep -E -i 'Reconnecting|ERROR|stream disconnected|idle timeout|timed out|exceeded retry' "$1" || true; }
+summary() { # summary OUT: one line about a codex run
+    echo "exit $(cat "$1.rc") after $(cat "$1.secs")s, answer printed: $(grep -qF "$ANSWER" "$1.out" && echo yes || echo no), upstream requests: $(mock_count), notices: $(notices "$1.err" | head -n 3 | tr '\n' '|')"
+}
+completed() { # completed OUT: the turn printed the answer, exited 0, no notice
+    [ "$(cat "$1.rc")" = 0 ] && grep -qF "$ANSWER" "$1.out" && [ -z "$(notices "$1.err")" ]
+}
+mkdir -p "$WORK/project"
+
+# --- the slow upstream ----------------------------------------------------------------
+"$PYTHON" "$E2E/keepalive_mock.py" --port-file "$WORK/mock.port" --max-seconds 600 2>"$WORK/mock.log" &
+started_pids+=($!)
+wait_for_file "$WORK/mock.port" 10 || { log "mock did not start"; cat "$WORK/mock.log" >&2; exit 1; }
+MOCK="http://127.0.0.1:$(cat "$WORK/mock.port")"
+export AZURE_ENDPOINT="$MOCK/v1" AZURE_API_KEY="upstream-secret-$$" UPSTREAM_AUTH=bearer
+export RETRY_WAIT_SECONDS=0.05 RETRY_MAX_WAIT_SECONDS=2 RETRY_ATTEMPTS=3 RETRY_DEADLINE_SECONDS=60
+export IDLE_TIMEOUT_SECONDS=30 LOG_LEVEL=info FORCED_MODEL=
+unset PROXY_API_KEY HOST PORT
+log "$("$CODEX" --version), openai $OPENAI_PY_VERSION, proxy $PROXY_BIN, mock $MOCK"
+
+# --- 1. Codex, 2 s idle timeout, keepalive every 1 s: the 6 s turn completes ------------
+start_proxy with-keepalive 1
+KA_PORT=$PROXY_PORT
+codex_home "$WORK/home-short-ka" "$KA_PORT" 2000
+mock_script "sleep$SLOW,sleep$SLOW,sleep$SLOW"
+run_codex "$WORK/short-ka" "$WORK/home-short-ka"
+if completed "$WORK/short-ka" && [ "$(mock_count)" = 1 ]; then
+    ok "codex (stream_idle_timeout_ms=2000) + KEEPALIVE_SECONDS=1: ${SLOW}s answer completes: $(summary "$WORK/short-ka")"
+else
+    fail "codex (stream_idle_timeout_ms=2000) + KEEPALIVE_SECONDS=1 completes a ${SLOW}s turn" "$(summary "$WORK/short-ka")" "stderr tail: $(tail -n 5 "$WORK/short-ka.err" | tr '\n' '|')"
+fi
+
+# --- 2. the same without keepalive: the idle timer starts at the head -------------------
+start_proxy without-keepalive 0
+NOKA_PORT=$PROXY_PORT
+NOKA_PID=$PROXY_PID
+codex_home "$WORK/home-short" "$NOKA_PORT" 2000
+mock_script "sleep$SLOW,sleep$SLOW,sleep$SLOW"
+run_codex "$WORK/short" "$WORK/home-short"
+if completed "$WORK/short" && [ "$(mock_count)" = 1 ]; then
+    ok "codex (stream_idle_timeout_ms=2000) WITHOUT keepalive completes too (idle timer starts at the head): $(summary "$WORK/short")"
+else
+    fail "codex (stream_idle_timeout_ms=2000) without keepalive: the wait for the head is not idle time" "$(summary "$WORK/short")"
+fi
+
+# --- 2b. control: events too sparse for the idle timer ------------------------------------
+start_proxy sparse-keepalive 3
+codex_home "$WORK/home-sparse" "$PROXY_PORT" 2000
+mock_script "sleep8,sleep8,sleep8"
+run_codex "$WORK/sparse" "$WORK/home-sparse"
+if ! completed "$WORK/sparse" && [ -n "$(notices "$WORK/sparse.err")" ]; then
+    ok "control: codex (stream_idle_timeout_ms=2000) + KEEPALIVE_SECONDS=3 times out: $(summary "$WORK/sparse")"
+else
+    fail "control: codex (stream_idle_timeout_ms=2000) + KEEPALIVE_SECONDS=3 times out" "$(summary "$WORK/sparse")"
+fi
+stop "$PROXY_PID"
+
+# --- 3. Codex's default idle timeout, with and without keepalive -----------------------
+for port in "$KA_PORT" "$NOKA_PORT"; do
+    label="keepalive on"
+    [ "$port" = "$KA_PORT" ] || label="keepalive off"
+    codex_home "$WORK/home-default-$port" "$port" default
+    mock_script "sleep$SLOW"
+    run_codex "$WORK/default-$port" "$WORK/home-default-$port"
+    if completed "$WORK/default-$port"; then
+        ok "codex (default stream_idle_timeout_ms), $label, completes: $(summary "$WORK/default-$port")"
+    else
+        fail "codex (default stream_idle_timeout_ms), $label, completes" "$(summary "$WORK/default-$port")"
+    fi
+done
+stop "$NOKA_PID"
+
+# --- 4. the openai SDK through keepalive events -----------------------------------------
+if PROXY_URL="http://127.0.0.1:$KA_PORT/v1" MOCK_URL="$MOCK" SLOW="$SLOW" timeout 180 \
+    "$VENV/bin/python" "$E2E/keepalive_sdk.py" >"$WORK/sdk.out" 2>&1; then
+    ok "openai SDK $OPENAI_PY_VERSION reads keepalive events ($(tail -n 1 "$WORK/sdk.out"))"
+    grep '^known' "$WORK/sdk.out" | sed 's/^/     /'
+else
+    fail "openai SDK $OPENAI_PY_VERSION reads keepalive events" "$(tr '\n' '|' <"$WORK/sdk.out" | tail -c 1500)"
+fi
+
+echo "keepalive: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
