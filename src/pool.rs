@@ -88,8 +88,13 @@ pub fn choose(health: &[Health], now: Instant, start: usize, stale: Duration) ->
 pub enum Report {
     /// The upstream answered properly (an answer, or a final error about the request itself).
     Healthy,
-    /// It failed: rest for at least `hint` (the upstream's own retry hint) and the backoff.
+    /// It failed in a way that concerns every request (a rate limit, a server error, no
+    /// connection): rest for at least `hint` (the upstream's own retry hint) and the backoff.
     Failed { outcome: Outcome, hint: Option<Duration> },
+    /// It failed this request (a cut, a stall, an error event without a hint, something that
+    /// is not an answer): the request waits before it tries this upstream again, the others
+    /// need not.
+    Local,
     /// Its answer was final for it alone (its key, deployment or quota).
     Refused { outcome: Outcome },
     /// Says nothing about the upstream (the answer was too large for us).
@@ -99,8 +104,14 @@ pub enum Report {
 impl Report {
     /// What an attempt's error says about its upstream.
     pub fn of(err: &Error) -> Report {
+        let outcome = err.outcome();
+        let shared = matches!(
+            outcome,
+            Outcome::RateLimited | Outcome::ServerError | Outcome::OtherStatus | Outcome::Connect
+        );
         match retry::decide(err) {
-            retry::Decision::Retry { hint } => Report::Failed { outcome: err.outcome(), hint },
+            retry::Decision::Retry { hint } if shared || hint.is_some() => Report::Failed { outcome, hint },
+            retry::Decision::Retry { .. } => Report::Local,
             retry::Decision::Elsewhere => Report::Refused { outcome: err.outcome() },
             retry::Decision::Deliver => Report::Healthy,
             retry::Decision::GiveUp => Report::Neutral,
@@ -125,7 +136,7 @@ pub fn update(
     h.probe = None;
     match report {
         Report::Healthy => Health::default(),
-        Report::Neutral => h,
+        Report::Neutral | Report::Local => h,
         Report::Refused { .. } if !others => Health::default(),
         Report::Refused { outcome } => {
             h.failures += 1;
@@ -162,6 +173,16 @@ pub fn answered(mut h: Health, started: Instant) -> Health {
     h
 }
 
+/// The shared health as one request sees it: each upstream's rest lengthened by the
+/// request's own rest there, if any.
+pub fn with_own_rests(health: &[Health], mine: &[Option<Instant>]) -> Vec<Health> {
+    health
+        .iter()
+        .zip(mine.iter().chain(std::iter::repeat(&None)))
+        .map(|(h, own)| Health { until: h.until.max(*own), ..h.clone() })
+        .collect()
+}
+
 /// The configured upstreams with their shared health.
 pub struct Pool {
     pub targets: Vec<Target>,
@@ -195,14 +216,15 @@ impl Pool {
         }
     }
 
-    /// Choose an upstream for an attempt now; a chosen upstream that was resting after
-    /// failures is marked as probed by this request. Once a probe's answer has started
-    /// (`answering`) the rest is over and the next requests go there freely, even though
-    /// the breaker's count waits for a whole success to close.
-    pub fn choose(&self, start: usize) -> Choice {
+    /// Choose an upstream for an attempt now, for a request that keeps its own rests
+    /// (`mine`: not before these instants, after it failed there); a chosen upstream that was
+    /// resting after failures is marked as probed by this request. Once a probe's answer has
+    /// started (`answering`) the rest is over and the next requests go there freely, even
+    /// though the breaker's count waits for a whole success to close.
+    pub fn choose(&self, start: usize, mine: &[Option<Instant>]) -> Choice {
         let now = Instant::now();
         let mut health = self.lock();
-        let choice = choose(&health, now, start, self.stale);
+        let choice = choose(&with_own_rests(&health, mine), now, start, self.stale);
         if let Choice::Go(i) = choice {
             if health[i].failures > 0 && health[i].until.is_some() {
                 health[i].probe = Some(now);
@@ -219,9 +241,12 @@ impl Pool {
         health[i] = answered(old, started);
     }
 
-    /// Record how an attempt on upstream `i` that started at `started` ended.
+    /// Record how an attempt on upstream `i` that started at `started` ended. With a single
+    /// upstream there is nowhere else to go and nothing to share: each request keeps its own
+    /// rests, as it always did.
     pub fn record(&self, i: usize, report: Report, started: Instant, jitter: f64) {
         let others = self.targets.len() > 1;
+        let report = if others || report == Report::Healthy { report } else { Report::Neutral };
         let mut health = self.lock();
         let old = std::mem::take(&mut health[i]);
         health[i] = update(old, report, started, Instant::now(), others, &self.policy, jitter);
@@ -237,8 +262,8 @@ impl Pool {
 
     /// How long a request starting at `start` would wait for an upstream now (zero if one
     /// is ready), for the log line.
-    pub fn wait_hint(&self, start: usize) -> Duration {
-        match choose(&self.lock(), Instant::now(), start, self.stale) {
+    pub fn wait_hint(&self, start: usize, mine: &[Option<Instant>]) -> Duration {
+        match choose(&with_own_rests(&self.lock(), mine), Instant::now(), start, self.stale) {
             Choice::Go(_) => Duration::ZERO,
             Choice::Wait(wait) => wait,
         }
@@ -410,12 +435,22 @@ mod tests {
             policy: policy(),
             stale: STALE,
         };
-        assert_eq!(pool.choose(0), Choice::Go(0), "the probe");
-        assert_eq!(pool.choose(0), Choice::Wait(PROBE_POLL), "the others wait for it");
+        assert_eq!(pool.choose(0, &[]), Choice::Go(0), "the probe");
+        assert_eq!(pool.choose(0, &[]), Choice::Wait(PROBE_POLL), "the others wait for it");
         pool.answering(0, Instant::now());
-        let after: Vec<Choice> = (0..3).map(|_| pool.choose(0)).collect();
+        let after: Vec<Choice> = (0..3).map(|_| pool.choose(0, &[])).collect();
         assert_eq!(after, vec![Choice::Go(0); 3], "its answer started: everyone may come");
         assert_eq!(pool.snapshot()[0].failures, 2, "the count waits for a whole success");
+    }
+
+    fn in_stream(hint: Option<u64>) -> Error {
+        Error::InStream(crate::error::StreamError {
+            code: Some("rate_limit_exceeded".into()),
+            kind: None,
+            message: "slow down".into(),
+            retryable: true,
+            hint: hint.map(Duration::from_secs),
+        })
     }
 
     #[test]
@@ -443,6 +478,10 @@ mod tests {
             ),
             (Error::Connect("refused".into()), failed(Outcome::Connect, None)),
             (Error::ResponseTooLarge { limit: 1 }, Report::Neutral),
+            (Error::Truncated { received: 9, reason: "eof".into() }, Report::Local),
+            (Error::Stalled { received: 9 }, Report::Local),
+            (in_stream(None), Report::Local),
+            (in_stream(Some(20)), failed(Outcome::InStream, Some(20))),
         ];
         for (err, expected) in cases {
             assert_eq!(Report::of(&err), expected, "{err:?}");

@@ -192,8 +192,11 @@ impl Shield<'_> {
         let start = self.pool.start();
         let mut prepared: Vec<Option<Prepared>> = (0..self.pool.targets.len()).map(|_| None).collect();
         let mut last: Option<Error> = None;
+        // This request's own rests: after a failure it waits its backoff (or the upstream's
+        // hint) before it tries that upstream again, whatever other requests do.
+        let mut mine: Vec<Option<Instant>> = vec![None; self.pool.targets.len()];
         'attempts: loop {
-            let i = match self.pool.choose(start) {
+            let i = match self.pool.choose(start, &mine) {
                 Choice::Go(i) => i,
                 Choice::Wait(wait) => {
                     let elapsed = started.elapsed();
@@ -231,7 +234,8 @@ impl Shield<'_> {
                 }
                 Err(err) => err,
             };
-            self.pool.record(i, Report::of(&err), attempt_started, jitter());
+            let jitter = jitter();
+            self.pool.record(i, Report::of(&err), attempt_started, jitter);
             crate::debug!("attempt {} on upstream {} failed: {err}", trace.attempts, target.number);
             let decision = match retry::decide(&err) {
                 Decision::Elsewhere if self.pool.has_alternative(i) => Decision::Retry { hint: None },
@@ -239,12 +243,15 @@ impl Shield<'_> {
                 other => other,
             };
             match decision {
-                Decision::Retry { .. } => {
+                Decision::Retry { hint } => {
                     let elapsed = started.elapsed();
                     if !retry::may_continue(trace.attempts, elapsed, Duration::ZERO, &self.config.retry) {
                         return self.give_up(job, trace, elapsed, Some(err));
                     }
-                    let wait = self.pool.wait_hint(start);
+                    let rest = retry::backoff(trace.attempts, &self.config.retry, jitter)
+                        .max(hint.unwrap_or_default());
+                    mine[i] = Some(Instant::now() + rest);
+                    let wait = self.pool.wait_hint(start, &mine);
                     self.metrics.retry(&mut trace.tally, err.outcome(), wait);
                     let next = (trace.attempts + 1, self.config.retry.attempts);
                     self.client.progress(&progress_text(target.number, err.outcome(), wait, next));

@@ -245,3 +245,43 @@ fn keepalive_is_only_for_streaming_responses_clients() {
     assert_eq!((got.status, got.body == ok), (200, true), "{}", got.text());
     assert!(got.header("content-length").is_some(), "a chat client gets its answer in one piece");
 }
+
+#[test]
+fn one_upstream_keeps_each_requests_wait_its_own() {
+    let ok = fixtures::responses(ANSWER, false);
+    let mock = Mock::start(vec![rate_limited("2"), Step::stream(&ok), Step::stream(&ok)]);
+    let proxy = Proxy::start(&mock.v1(), &[]);
+    let url = proxy.url("/v1/responses");
+    let waiting = {
+        let url = url.clone();
+        thread::spawn(move || post(&url, RESPONSES_STREAM))
+    };
+    while mock.attempts() == 0 {
+        thread::sleep(Duration::from_millis(5));
+    }
+    // Another request while the first waits out its retry-after: as before several
+    // upstreams existed, it is not held back by the first one's wait.
+    let other = post(&url, RESPONSES_STREAM);
+    assert_eq!(other.status, 200);
+    assert_eq!(mock.attempts(), 2, "the second request went straight to the upstream");
+    assert_eq!(waiting.join().unwrap().status, 200);
+    let log = proxy.wait_for_log("req=1 ");
+    assert!(log.contains("req=2 POST /v1/responses status=200 attempts=1 upstream=1 bytes"), "{log}");
+}
+
+#[test]
+fn a_cut_answer_rests_the_upstream_for_that_request_only() {
+    let ok = fixtures::responses(ANSWER, false);
+    let first = Mock::start(vec![Step::cut(&ok, ok.len() / 2), Step::stream(&ok)]);
+    let second = Mock::start(vec![Step::stream(&ok)]);
+    let proxy = Proxy::start(
+        &first.v1(),
+        &[("AZURE_ENDPOINT_2", &second.v1()), ("AZURE_API_KEY_2", "k2"), ("RETRY_WAIT_SECONDS", "5")],
+    );
+    assert_eq!(sequential(&proxy, 2), vec![200, 200], "{}", proxy.log());
+    // Request 1: cut on upstream 1, at once to upstream 2. Request 2: upstream 1 again, since
+    // one cut answer says nothing about the upstream's other requests.
+    assert_eq!((first.attempts(), second.attempts()), (2, 1), "{}", proxy.log());
+    let log = proxy.wait_for_log("req=2 ");
+    assert!(log.contains("attempts=2 upstream=2 retries=[u1 cut +0.00s]"), "{log}");
+}
