@@ -22,7 +22,7 @@
 //! In each phase the proxy's threads and RSS at the end are compared with their values after
 //! a warm-up. Any violation exits non-zero.
 //!
-//! Knobs (environment): SOAK_PHASES (`single,multi`), SOAK_REQUESTS (2000, single phase),
+//! Knobs (environment): SOAK_PHASES (`single,multi`), SOAK_REQUESTS (3000, single phase),
 //! SOAK_MULTI_REQUESTS (2000), SOAK_ROUTING (`failover`, multi phase), SOAK_CLIENTS (32),
 //! SOAK_SEED, SOAK_CAP_SECONDS (240, the whole soak), SHIELD_BIN (target/release/codex-shield).
 
@@ -576,7 +576,7 @@ fn main() {
     let mut violations = Vec::new();
     for phase in phases.split(',').map(str::trim) {
         let found = match phase {
-            "single" => single(&run, env_or("SOAK_REQUESTS", 2000)),
+            "single" => single(&run, env_or("SOAK_REQUESTS", 3000)),
             "multi" => multi::phase(&run, env_or("SOAK_MULTI_REQUESTS", 2000)),
             other => fail(&format!("unknown phase {other:?} in SOAK_PHASES (single, multi)")),
         };
