@@ -475,6 +475,28 @@ else
 fi
 tui_end prog
 
+# the same through chatgpt.sh and its proxy: the shield's own progress line while it waits
+# out two 429s (retry-after: 1), then the answer alone
+mock_script "429,429,ok,ok"
+tui_start shieldprog "$WRAP" -m my-deployment -s read-only
+if wait_screen shieldprog 'Ask Codex|Try new model' 30; then
+    screen shieldprog | grep -q 'Try new model' && { tui send-keys -t shieldprog Down Enter; wait_screen shieldprog 'Ask Codex' 10 || true; }
+    type_line shieldprog "shielded question"
+    seen=no
+    wait_screen shieldprog 'codex-shield: upstream 1 rate-limited \(429\); retrying in' 10 && seen=yes
+    wait_screen shieldprog 'SHIELD-OK-7431' 15 || true
+    screen shieldprog >"$WORK/shieldprog.screen"
+    if [ "$seen" = yes ] && grep -q SHIELD-OK-7431 "$WORK/shieldprog.screen" &&
+        ! grep -q 'retrying in' "$WORK/shieldprog.screen" && ! grep -q Reconnecting "$WORK/shieldprog.screen"; then
+        ok "TUI through chatgpt.sh: the shield's progress line while it retries, then the answer alone"
+    else
+        fail "TUI through chatgpt.sh: progress line" "seen: $seen" "$(tail -n 8 "$WORK/shieldprog.screen" | tr '\n' '|')"
+    fi
+else
+    fail "TUI through chatgpt.sh: Codex did not start" "$(screen shieldprog | tail -n 5 | tr '\n' '|')"
+fi
+tui_end shieldprog
+
 # the user's own profile and config: chatgpt.sh adds only -c overrides and --no-daemon
 printf 'model_reasoning_effort = "low"\n' >"$CLIENT_CONFIG_DIR/mine.config.toml"
 for args in "--profile mine exec" "exec -p mine"; do
