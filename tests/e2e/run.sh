@@ -307,5 +307,6 @@ if command -v setsid >/dev/null 2>&1; then
     interrupt "Ctrl-C (INT to the process group)" int 1 -INT -- "-%PID%"
 fi
 
+CODEX_SHIELD_BIN="$PROXY_BIN" bash "$E2E/adapter.sh" && ok "adapter: Codex and the SDK on chat-only upstreams (tests/e2e/adapter.sh)" || fail "adapter: tests/e2e/adapter.sh"
 echo "e2e: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
