@@ -204,6 +204,8 @@ expect "patch: apply_patch offered as a function with one string 'input'; faults
     "$(mock_log "[t['function']['parameters']['required'] for t in reqs[0]['tools'] if t['function']['name'] == 'apply_patch'] == [['input']] and $FAULTS_PER_TURN")" True
 
 # d. MCP round trip with a real MCP server, for a model Codex knows (tool_search) and one it does not
+# required=true: Codex waits for the server's tool list before the first turn (otherwise the
+# first tool_search may run before the server is up, and find nothing)
 MCP=(-c "mcp_servers.everything.command=\"$MCP_PREFIX/node_modules/.bin/mcp-server-everything\""
     -c 'mcp_servers.everything.args=["stdio"]' -c mcp_servers.everything.startup_timeout_sec=30 -c mcp_servers.everything.required=true)
 # gpt-5.5: Codex defers MCP tools behind its client-run tool_search; qwen3-coder: it offers them
