@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 
+use super::chunk;
 use super::tools::{ToolKind, ToolMap};
 use crate::sse;
 
@@ -146,7 +147,7 @@ struct Call {
 fn fold(chat_sse: &[&[u8]]) -> Answer {
     let mut answer = Answer::default();
     for (_, data) in sse::events(chat_sse.iter().copied()) {
-        let Ok(chunk) = serde_json::from_str::<Value>(&data) else { continue }; // `[DONE]`
+        let Some(chunk) = chunk::parse(&data) else { continue }; // `[DONE]`
         fold_chunk(&mut answer, &chunk);
     }
     answer
