@@ -78,7 +78,7 @@ if ! { [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import openai, sys; s
     timeout 600 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "openai==$OPENAI_PY_VERSION" >&2
 fi
 if [ -n "${CODEX_SHIELD_BIN:-}" ]; then
-    PROXY_BIN="$CODEX_SHIELD_BIN"
+    PROXY_BIN="$(readlink -f "$CODEX_SHIELD_BIN")"
 else
     log "cargo build --release"
     (cd "$ROOT" && cargo build --release --quiet) >&2
