@@ -5,6 +5,7 @@
                      content_part.added, 40 output_text.delta, output_text.done,
                      content_part.done, output_item.done, completed)
   responses_1mb.sse  the same shape with enough deltas to make ~1 MiB (memory test)
+  chat_1mb.sse       a ~1 MiB chat stream (memory test of the translated path)
   chat.sse           Azure-style Chat Completions stream: a first chunk with "choices": []
                      and prompt_filter_results, 40 content chunks, a finish chunk, data: [DONE]
   request_responses.json / request_chat.json   the POST bodies (stream: true)
@@ -156,6 +157,16 @@ def main():
     write("responses_1mb.sse", big)
     write("responses_failed.sse", responses_stream(rng, 40, 2, "e5f6", fail=True))
     write("chat.sse", chat_stream(rng, 40))
+    # the translated path's memory test (issue 9): a ~1 MiB chat answer, its own generator so
+    # that the fixtures above stay byte for byte what they were
+    n = 8000
+    for _ in range(6):
+        big_chat = chat_stream(random.Random(11), n)
+        n = max(1, int(n * (1 << 20) / len(big_chat.encode())))
+    while len(big_chat.encode()) < 1 << 20:
+        n += 10
+        big_chat = chat_stream(random.Random(11), n)
+    write("chat_1mb.sse", big_chat)
     write("request_responses.json", dumps({
         "model": "gpt-4.1", "stream": True, "store": False,
         "instructions": "You are a helpful assistant.",

@@ -92,6 +92,58 @@ def label(sc, r):
     return SCEN_LABEL.get(sc, sc)
 
 
+def translated(runs, m, w):
+    """The translated path (issue 9): a Responses client on a chat-only upstream."""
+    rounds_of = {}
+    for r in runs:
+        if r["scenario"].startswith("translate-") and r["scenario"] != "translate-mem":
+            rounds_of.setdefault((r["scenario"], r["tier"]), []).append(r)
+    if not rounds_of and "translate_idle_rss_kb" not in m:
+        return
+    w("## Translated path: Responses client → chat-only upstream (`UPSTREAM_API=chat`)")
+    w("")
+    w("The same upstream answer (chat.sse, %s bytes) three ways, rounds interleaved: "
+      "**codex-shield** = Responses pass-through (responses.sse), **chat** = Chat Completions "
+      "pass-through, **translated** = a Responses request translated to chat and the chat answer "
+      "translated back into a %s-byte Responses stream. The translation's own cost is the "
+      "translated row minus the chat row." % (m.get("translate_chat_bytes", "?"), m.get("translate_answer_bytes", "?")))
+    w("")
+    w("| scenario | tier | req/s | p50 µs | p99 µs | server CPU µs/req | CPU ÷ chat pass-through | non-2xx | socket errors |")
+    w("|---|---|--:|--:|--:|--:|--:|--:|--:|")
+    for sc, lab in (("translate-c1", "c=1 (1 conn)"), ("translate-c32", "c=32")):
+        chat = rounds_of.get((sc, "codex-shield-chat"))
+        chat_cpu = cpu_us_per_req(aggregate(chat)) if chat else None
+        for tier, name in (("codex-shield", "codex-shield (Responses)"), ("codex-shield-chat", "codex-shield (chat)"),
+                           ("codex-shield-translated", "**codex-shield translated**")):
+            rs = rounds_of.get((sc, tier))
+            if not rs:
+                continue
+            r = aggregate(rs)
+            if r.get("failed"):
+                w("| %s | %s | wrk failed | | | | | | |" % (lab, name))
+                continue
+            cpu = cpu_us_per_req(r)
+            st, so = errs(r)
+            w("| %s | %s | %s | %s | %s | %s | %s | %d | %d |" % (
+                lab, name, fmt(num(r, "rps")), fmt(num(r, "p50")), fmt(num(r, "p99")), fmt(cpu, 1),
+                fmt(cpu / chat_cpu if cpu and chat_cpu else None, 2), st, so))
+    w("")
+    w("| measure (translating proxy) | value |")
+    w("|---|--:|")
+    w("| idle RSS after start | %s MB |" % fmt(kb_mb(num(m, "translate_idle_rss_kb")), 2))
+    w("| RSS after the load runs above (peak during them) | %s MB (%s MB) |" % (
+        fmt(kb_mb(num(m, "translate_rss_after_load_kb")), 2), fmt(kb_mb(num(m, "translate_hwm_after_load_kb")), 2)))
+    big = [r for r in runs if r["scenario"] == "translate-mem"]
+    hwm, idle = num(m, "translate_big_hwm_kb"), num(m, "translate_big_idle_rss_kb")
+    if big and hwm:
+        st, so = errs(big[0])
+        w("| 256 clients × 1 MiB chat answers translated (512 KB/s): peak RSS (VmHWM) | %s MB |" % fmt(kb_mb(hwm), 1))
+        w("| … per in-flight answer, (VmHWM − idle RSS) / 256 | %s MB |" % fmt((hwm - (idle or 0)) * 1024 / 256 / MB, 2))
+        w("| … RSS 1 s after the run; answers, errors (non-2xx / socket) | %s MB; %s, %d / %d |" % (
+            fmt(kb_mb(num(m, "translate_big_rss_after_kb")), 1), fmt(num(big[0], "requests")), st, so))
+    w("")
+
+
 def main():
     runs, m, checks = parse(sys.argv[1])
     env = os.environ.get
@@ -99,8 +151,8 @@ def main():
     order = []
     for r in runs:
         sc = r["scenario"]
-        if sc.startswith("mem") or sc.startswith("fail-"):
-            continue
+        if sc.startswith("mem") or sc.startswith("fail-") or sc.startswith("translate-"):
+            continue  # their own sections
         if sc not in rounds_of:
             order.append(sc)
         rounds_of.setdefault(sc, {}).setdefault(r["tier"], []).append(r)
@@ -258,6 +310,7 @@ def main():
         w("")
         out.extend(open(cost).read().strip().splitlines())
     w("")
+    translated(runs, m, w)
 
     # -------------------------------------------------------------- targets
     w("## Targets")

@@ -73,7 +73,7 @@ fi
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 export PATH="$PATH:/usr/sbin"
 
-[[ -s "$FIX/responses.sse" && -s "$FIX/responses_1mb.sse" && -s "$FIX/chat.sse" ]] \
+[[ -s "$FIX/responses.sse" && -s "$FIX/responses_1mb.sse" && -s "$FIX/chat.sse" && -s "$FIX/chat_1mb.sse" ]] \
   || python3 "$BENCH_DIR/gen_fixtures.py" >/dev/null
 
 BIN="$ROOT/target/release/codex-shield"
@@ -178,6 +178,7 @@ $(common_http "$TMP/up")
     # 1 MiB answer at 512 KB/s (nginx lets the first second through at once: ~1-2 s per
     # answer), so that all 256 answers are in flight at the same time
     location = /big/v1/responses     { error_page 405 =200 /_slow/responses_1mb.sse; return 405; }
+    location = /big/v1/chat/completions { error_page 405 =200 /_slow/chat_1mb.sse; return 405; }
     # half of the attempts get 429
     location = /flaky/v1/responses {
       access_log $TMP/up/flaky.log st;
@@ -450,6 +451,49 @@ fi
 
 # ------------------------------------------- routing: 1 vs 3 upstreams ---
 if [[ -n "$BIN" ]]; then source "$BENCH_DIR/routing.sh"; fi
+# ------------------------------------------------- translated path (issue 9) ---
+# A Responses client on a chat-only upstream (UPSTREAM_API=chat, picked by `auto` for a full
+# .../chat/completions endpoint): the same chat.sse answer as the Chat Completions pass-through,
+# translated into a Responses stream. Rounds interleave three codex-shield tiers, so the
+# translation's cost is the translated row minus the chat pass-through row.
+if [[ -n "$BIN" && -n "$SHIELD_MAIN" ]]; then
+  read -r SHT SHT2 <<<"$(free_ports 2)"
+  if start_shield "$SHT" /v1/chat/completions; then
+    TRANS_PID=$SHIELD_PID
+    sleep 0.3
+    rec "metric translate_idle_rss_kb=$(status_kb "$TRANS_PID" VmRSS)"
+    tcode=$(curl -s --max-time 10 -o "$TMP/translated.sse" -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
+      --data-binary @"$FIX/request_responses.json" "http://127.0.0.1:$SHT/v1/responses") || tcode=000
+    if [[ $tcode != 200 ]] || ! grep -q '^event: response.completed' "$TMP/translated.sse"; then
+      log "check codex-shield-translated: FAILED (status $tcode)"
+      rec "check tier=codex-shield-translated ok=0 why=no_response.completed_(status_$tcode)"
+    fi
+    rec "metric translate_answer_bytes=$(stat -c %s "$TMP/translated.sse") translate_chat_bytes=$(stat -c %s "$FIX/chat.sse")"
+    for s in "translate-c1 1 1" "translate-c32 2 32"; do
+      read -r sc t c <<<"$s"
+      for ((round = 1; round <= ROUNDS; round++)); do
+        SHIELD_PID=$SHIELD_MAIN
+        ROUND=$round run_wrk "$sc" codex-shield "http://127.0.0.1:$SH/v1/responses" "$t" "$c" "$RDUR"
+        ROUND=$round run_wrk "$sc" codex-shield-chat "http://127.0.0.1:$SH/v1/chat/completions" "$t" "$c" "$RDUR" 0 "$FIX/request_chat.json"
+        SHIELD_PID=$TRANS_PID
+        ROUND=$round run_wrk "$sc" codex-shield-translated "http://127.0.0.1:$SHT/v1/responses" "$t" "$c" "$RDUR"
+      done
+    done
+    sleep 1
+    rec "metric translate_rss_after_load_kb=$(status_kb "$TRANS_PID" VmRSS) translate_hwm_after_load_kb=$(status_kb "$TRANS_PID" VmHWM)"
+    stop_pid "$TRANS_PID"
+  fi
+  log "memory: 256 in-flight 1 MiB chat answers, translated"
+  if start_shield "$SHT2" /big/v1/chat/completions; then
+    TBIG=$SHIELD_PID
+    sleep 0.3
+    rec "metric translate_big_idle_rss_kb=$(status_kb "$TBIG" VmRSS)"
+    run_wrk translate-mem codex-shield-translated-1mb "http://127.0.0.1:$SHT2/v1/responses" 2 256 "$((DUR < 3 ? 3 : DUR))" 0 "" 10s
+    wait_drained "$SHT2"
+    rec "metric translate_big_hwm_kb=$(status_kb "$TBIG" VmHWM) translate_big_rss_after_kb=$(status_kb "$TBIG" VmRSS)"
+    stop_pid "$TBIG"
+  fi
+fi
 
 # --------------------------------------------------------------- report ---
 CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)

@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 
+use super::chunk;
 use super::tools::{ToolKind, ToolMap};
 use crate::sse;
 
@@ -146,7 +147,7 @@ struct Call {
 fn fold(chat_sse: &[&[u8]]) -> Answer {
     let mut answer = Answer::default();
     for (_, data) in sse::events(chat_sse.iter().copied()) {
-        let Ok(chunk) = serde_json::from_str::<Value>(&data) else { continue }; // `[DONE]`
+        let Some(chunk) = chunk::parse(&data) else { continue }; // `[DONE]`
         fold_chunk(&mut answer, &chunk);
     }
     answer
@@ -323,6 +324,10 @@ fn write_items(answer: &Answer, map: &ToolMap, ids: &mut Ids, out: &mut Writer, 
         };
         call_ids.push(call_id.clone());
         let item = match map.get(&call.name) {
+            Some(tool) if tool.kind == ToolKind::ToolSearch => {
+                let head = json!({"type": "tool_search_call", "id": ids.next("tsc"), "call_id": call_id, "execution": "client"});
+                search_call(head, &call.arguments.concat(), output.len(), out)
+            }
             Some(tool) if tool.kind == ToolKind::Custom => {
                 let input = custom_input(&call.arguments.concat());
                 let head = json!({"type": "custom_tool_call", "id": ids.next("ctc"), "call_id": call_id});
@@ -453,6 +458,20 @@ fn custom_call(
     done
 }
 
+/// Codex's client-run tool search: `arguments` is a JSON object here, and the item has no
+/// delta events (Codex reads the done item).
+fn search_call(head: Value, arguments: &str, index: usize, out: &mut Writer) -> Value {
+    let arguments = match serde_json::from_str::<Value>(arguments) {
+        Ok(Value::Object(o)) => Value::Object(o),
+        _ => json!({"query": arguments}),
+    };
+    let item = |status: &str| merge(&head, json!({"status": status, "arguments": arguments}));
+    out.event("response.output_item.added", json!({"output_index": index, "item": item("in_progress")}));
+    let done = item("completed");
+    out.event("response.output_item.done", json!({"output_index": index, "item": done}));
+    done
+}
+
 /// A custom tool's input from the chat call's arguments: `{"input": "..."}` as asked, or
 /// whatever a model sent instead (the raw patch, a JSON string, an object with one string).
 pub fn custom_input(arguments: &str) -> String {
@@ -499,6 +518,30 @@ mod tests {
         ];
         for (arguments, expected) in cases {
             assert_eq!(custom_input(arguments), expected, "{arguments}");
+        }
+    }
+
+    /// A call of Codex's client-run `tool_search` comes back as the item Codex runs itself.
+    #[test]
+    fn tool_search_call() {
+        let mut map = ToolMap::default();
+        map.add(None, "tool_search", ToolKind::ToolSearch);
+        let cases = [
+            (r#"{\"query\":\"echo\",\"limit\":8}"#, json!({"query": "echo", "limit": 8})),
+            ("echo", json!({"query": "echo"})),
+        ];
+        for (arguments, expected) in cases {
+            let stream = format!(
+                "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"tool_calls\":[{{\"index\":0,\"id\":\"c1\",\"function\":{{\"name\":\"tool_search\",\"arguments\":\"{arguments}\"}}}}]}},\"finish_reason\":\"tool_calls\"}}]}}\n\ndata: [DONE]\n\n"
+            );
+            let got = to_responses(&[stream.as_bytes()], &map, &json!({}), &mut Ids::new(1));
+            let item = &got.response["output"][0];
+            assert_eq!(item["type"], "tool_search_call", "{item}");
+            assert_eq!((&item["call_id"], &item["execution"]), (&json!("c1"), &json!("client")));
+            assert_eq!(item["arguments"], expected, "{arguments}");
+            let text = String::from_utf8(got.stream).unwrap();
+            let done = text.lines().filter(|l| l.starts_with("data: ") && l.contains("output_item.done"));
+            assert_eq!(done.filter(|l| l.contains("tool_search_call")).count(), 1, "{text}");
         }
     }
 

@@ -47,7 +47,12 @@ pub fn to_chat(req: &Value) -> Result<(Value, ToolMap), String> {
     let mut tools = Vec::new();
     add_tools(req.get("tools"), &mut map, &mut tools);
     if let Some(Value::Array(items)) = req.get("input") {
-        for item in items.iter().filter(|i| i["type"] == "additional_tools") {
+        // Tools Codex made available during the conversation: by an `additional_tools` item,
+        // or as the result of a tool search the model ran.
+        for item in items
+            .iter()
+            .filter(|i| i["type"] == "additional_tools" || is_client_search(i, "tool_search_output"))
+        {
             add_tools(item.get("tools"), &mut map, &mut tools);
         }
     }
@@ -117,6 +122,11 @@ fn add_tool(tool: &Value, namespace: Option<&str>, map: &mut ToolMap, out: &mut 
             for inner in tool["tools"].as_array().into_iter().flatten() {
                 add_tool(inner, Some(name), map, out);
             }
+        }
+        // Codex runs this search itself: the model asks, Codex answers with the tools it found.
+        "tool_search" if tool["execution"] == "client" => {
+            let chat = map.add(namespace, "tool_search", ToolKind::ToolSearch);
+            out.push(function(&chat, &tool["description"], tool["parameters"].clone(), false));
         }
         kind if HOSTED.contains(&kind) => {
             crate::debug!("translate: dropped the hosted `{kind}` tool: a chat server cannot run it")
@@ -232,6 +242,20 @@ fn add_item(
             push_call(out, call_id(item), &name, &arguments);
             Ok(())
         }
+        "tool_search_call" if is_client_search(item, "tool_search_call") => {
+            let name = map.chat_name(None, "tool_search");
+            let arguments = match &item["arguments"] {
+                Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            push_call(out, call_id(item), &name, &arguments);
+            Ok(())
+        }
+        "tool_search_output" if is_client_search(item, "tool_search_output") => {
+            let content = found_tools(&item["tools"], map);
+            out.push(json!({"role": "tool", "tool_call_id": call_id(item), "content": content}));
+            Ok(())
+        }
         "function_call_output" | "custom_tool_call_output" => {
             let content = output_text(&item["output"]);
             out.push(json!({"role": "tool", "tool_call_id": call_id(item), "content": content}));
@@ -243,6 +267,34 @@ fn add_item(
             crate::debug!("translate: dropped a `{other}` input item: no chat equivalent");
             Ok(())
         }
+    }
+}
+
+/// A tool search item of `kind` that the client ran (a server-run search is a hosted tool).
+fn is_client_search(item: &Value, kind: &str) -> bool {
+    item["type"] == kind && item["execution"] != "server"
+}
+
+/// The `tool` message answering a tool search: the chat names of the tools it made available
+/// (`to_chat` offers them as tools), so the model can call them next.
+fn found_tools(tools: &Value, map: &ToolMap) -> String {
+    let mut names = Vec::new();
+    for tool in tools.as_array().into_iter().flatten() {
+        let name = tool["name"].as_str().unwrap_or("");
+        match tool["type"].as_str() {
+            Some("namespace") => {
+                for inner in tool["tools"].as_array().into_iter().flatten() {
+                    names.push(map.chat_name(Some(name), inner["name"].as_str().unwrap_or("")));
+                }
+            }
+            _ if !name.is_empty() => names.push(map.chat_name(None, name)),
+            _ => {}
+        }
+    }
+    if names.is_empty() {
+        "No tools found.".to_string()
+    } else {
+        format!("Tools now available: {}.", names.join(", "))
     }
 }
 
@@ -447,7 +499,7 @@ mod tests {
                 r#"{"model":"m","messages":[{"role":"user","content":"q"}],"temperature":0.2,"top_p":0.9,"max_tokens":100,"reasoning_effort":"high"}"#,
             ),
             (
-                r#"{"model":"m","input":"q","reasoning":{"effort":null},"tools":[{"type":"web_search"},{"type":"tool_search","execution":"client"}],"tool_choice":"required"}"#,
+                r#"{"model":"m","input":"q","reasoning":{"effort":null},"tools":[{"type":"web_search"},{"type":"tool_search","execution":"server"}],"tool_choice":"required"}"#,
                 r#"{"model":"m","messages":[{"role":"user","content":"q"}]}"#,
             ),
             (
@@ -490,6 +542,53 @@ mod tests {
         for (req, expected) in cases {
             check(req, expected);
         }
+    }
+
+    /// Codex 0.169 defers MCP tools behind its client-run `tool_search` for the models it knows:
+    /// the search is a function, its call and output are history, the tools it found are tools.
+    #[test]
+    fn client_tool_search() {
+        let search = r#"{"type":"tool_search","execution":"client","description":"Find tools.",
+            "parameters":{"type":"object","properties":{"query":{"type":"string"}},"required":["query"]}}"#;
+        let found = r#"[{"type":"namespace","name":"mcp__everything","description":"MCP server",
+            "tools":[{"type":"function","name":"echo","description":"Echo back","parameters":{"type":"object"}}]}]"#;
+        let search_fn = r#"{"type":"function","function":{"name":"tool_search","description":"Find tools.",
+            "parameters":{"type":"object","properties":{"query":{"type":"string"}},"required":["query"]}}}"#;
+        let cases: Vec<(String, String)> = vec![
+            (
+                format!(r#"{{"model":"m","input":"q","tools":[{search}]}}"#),
+                format!(
+                    r#"{{"model":"m","messages":[{{"role":"user","content":"q"}}],"tools":[{search_fn}]}}"#
+                ),
+            ),
+            (
+                format!(
+                    r#"{{"model":"m","tools":[{search}],"input":[{{"role":"user","content":"q"}},
+                    {{"type":"tool_search_call","call_id":"s1","execution":"client","status":"completed","arguments":{{"query":"echo","limit":8}}}},
+                    {{"type":"tool_search_output","call_id":"s1","execution":"client","status":"completed","tools":{found}}},
+                    {{"type":"tool_search_call","call_id":"s2","execution":"client","arguments":{{"query":"nothing"}}}},
+                    {{"type":"tool_search_output","call_id":"s2","execution":"client","tools":[]}},
+                    {{"type":"tool_search_call","call_id":"s3","execution":"server","arguments":{{"query":"hosted"}}}},
+                    {{"type":"tool_search_output","call_id":"s3","execution":"server","tools":{found}}}]}}"#
+                ),
+                format!(
+                    r#"{{"model":"m","messages":[{{"role":"user","content":"q"}},
+                    {{"role":"assistant","content":null,"tool_calls":[{{"id":"s1","type":"function","function":{{"name":"tool_search","arguments":"{{\"query\":\"echo\",\"limit\":8}}"}}}}]}},
+                    {{"role":"tool","tool_call_id":"s1","content":"Tools now available: mcp__everything__echo."}},
+                    {{"role":"assistant","content":null,"tool_calls":[{{"id":"s2","type":"function","function":{{"name":"tool_search","arguments":"{{\"query\":\"nothing\"}}"}}}}]}},
+                    {{"role":"tool","tool_call_id":"s2","content":"No tools found."}}],
+                    "tools":[{search_fn},
+                    {{"type":"function","function":{{"name":"mcp__everything__echo","description":"Echo back","parameters":{{"type":"object"}}}}}}]}}"#
+                ),
+            ),
+        ];
+        for (req, expected) in &cases {
+            check(req, expected);
+        }
+        let (_, map) = to_chat(&serde_json::from_str(&cases[1].0).unwrap()).unwrap();
+        assert_eq!(map.get("tool_search").map(|t| t.kind), Some(ToolKind::ToolSearch));
+        let echo = map.get("mcp__everything__echo").unwrap();
+        assert_eq!((echo.namespace.as_deref(), echo.name.as_str()), (Some("mcp__everything"), "echo"));
     }
 
     #[test]

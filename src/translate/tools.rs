@@ -17,6 +17,9 @@ pub enum ToolKind {
     Function,
     /// A `custom_tool_call` item with free-form `input` (Codex's `apply_patch`).
     Custom,
+    /// A `tool_search_call` item with JSON `arguments`: Codex's client-executed tool search,
+    /// behind which it defers MCP tools for the models it knows.
+    ToolSearch,
 }
 
 /// One tool as the Responses client named it.

@@ -475,27 +475,6 @@ else
 fi
 tui_end prog
 
-# the same through chatgpt.sh and its proxy: the shield's own progress line while it waits
-# out two 429s (retry-after: 1), then the answer alone
-mock_script "429,429,ok,ok"
-tui_start shieldprog "$WRAP" -m my-deployment -s read-only
-if wait_screen shieldprog 'Ask Codex|Try new model' 30; then
-    screen shieldprog | grep -q 'Try new model' && { tui send-keys -t shieldprog Down Enter; wait_screen shieldprog 'Ask Codex' 10 || true; }
-    type_line shieldprog "shielded question"
-    seen=no
-    wait_screen shieldprog 'codex-shield: upstream 1 rate-limited \(429\); retrying in' 10 && seen=yes
-    wait_screen shieldprog 'SHIELD-OK-7431' 15 || true
-    screen shieldprog >"$WORK/shieldprog.screen"
-    if [ "$seen" = yes ] && grep -q SHIELD-OK-7431 "$WORK/shieldprog.screen" &&
-        ! grep -q 'retrying in' "$WORK/shieldprog.screen" && ! grep -q Reconnecting "$WORK/shieldprog.screen"; then
-        ok "TUI through chatgpt.sh: the shield's progress line while it retries, then the answer alone"
-    else
-        fail "TUI through chatgpt.sh: progress line" "seen: $seen" "$(tail -n 8 "$WORK/shieldprog.screen" | tr '\n' '|')"
-    fi
-else
-    fail "TUI through chatgpt.sh: Codex did not start" "$(screen shieldprog | tail -n 5 | tr '\n' '|')"
-fi
-tui_end shieldprog
 
 # the user's own profile and config: chatgpt.sh adds only -c overrides and --no-daemon
 printf 'model_reasoning_effort = "low"\n' >"$CLIENT_CONFIG_DIR/mine.config.toml"
@@ -603,6 +582,28 @@ else
 fi
 tui_end res
 
+# the same through chatgpt.sh and its proxy: the shield's own progress line while it waits
+# out two 429s (retry-after: 1), then the answer alone
+mock_script "429,429,ok,ok"
+tui_start shieldprog "$WRAP" -m my-deployment -s read-only
+if wait_screen shieldprog 'Ask Codex|Try new model' 30; then
+    screen shieldprog | grep -q 'Try new model' && { tui send-keys -t shieldprog Down Enter; wait_screen shieldprog 'Ask Codex' 10 || true; }
+    type_line shieldprog "shielded question"
+    seen=no
+    wait_screen shieldprog 'codex-shield: upstream 1 rate-limited \(429\); retrying in' 10 && seen=yes
+    wait_screen shieldprog 'SHIELD-OK-7431' 15 || true
+    screen shieldprog >"$WORK/shieldprog.screen"
+    if [ "$seen" = yes ] && grep -q SHIELD-OK-7431 "$WORK/shieldprog.screen" &&
+        ! grep -q 'retrying in' "$WORK/shieldprog.screen" && ! grep -q Reconnecting "$WORK/shieldprog.screen"; then
+        ok "TUI through chatgpt.sh: the shield's progress line while it retries, then the answer alone"
+    else
+        fail "TUI through chatgpt.sh: progress line" "seen: $seen" "$(tail -n 8 "$WORK/shieldprog.screen" | tr '\n' '|')"
+    fi
+else
+    fail "TUI through chatgpt.sh: Codex did not start" "$(screen shieldprog | tail -n 5 | tr '\n' '|')"
+fi
+tui_end shieldprog
+
 # Ctrl-C in the TUI is Codex's own: the first interrupts the turn, Codex stays; two quit it
 mock_script "slow,slow,ok,ok"
 tui_start int "$WRAP" -m my-deployment -s read-only
@@ -626,6 +627,7 @@ else
 fi
 tui_end int
 
+CODEX_SHIELD_BIN="$PROXY_BIN" bash "$E2E/adapter.sh" && ok "adapter: Codex and the SDK on chat-only upstreams (tests/e2e/adapter.sh)" || fail "adapter: tests/e2e/adapter.sh"
 echo "e2e: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
 CODEX_SHIELD_BIN="$PROXY_BIN" bash "$E2E/keepalive.sh"   # keepalive with Codex and the openai SDK (issue 10)
