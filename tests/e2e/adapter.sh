@@ -17,73 +17,20 @@
 # Prints ok/FAIL lines and "adapter: N passed, N failed"; exits 1 on any failure.
 set -euo pipefail
 
-CODEX_VERSION="0.169.0"
-OPENAI_PY_VERSION="3.57.0"
+NAME=adapter
+# shellcheck source=tests/e2e/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 MCP_EVERYTHING_VERSION="2026.8.31"
 MOCK_LLM_VERSION="0.1.29"
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-E2E="$ROOT/tests/e2e"
-CACHE="${CODEX_SHIELD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/codex-shield}"
-CODEX_PREFIX="$CACHE/codex-$CODEX_VERSION"
-CODEX="$CODEX_PREFIX/node_modules/.bin/codex"
-VENV="$CACHE/venv-openai-$OPENAI_PY_VERSION"
 MCP_PREFIX="$CACHE/mcp-everything-$MCP_EVERYTHING_VERSION"
 MOCK_LLM_PREFIX="$CACHE/mock-llm-$MOCK_LLM_VERSION"
-PYTHON="${PYTHON:-python3}"
-
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/codex-shield-adapter.XXXXXX")"
-started_pids=()
-passed=0 failed=0
-
-log() { printf '%s\n' "adapter: $*" >&2; }
-ok() { passed=$((passed + 1)); printf 'ok   %s\n' "$1"; }
-fail() { failed=$((failed + 1)); printf 'FAIL %s\n' "$1"; shift; [ $# -eq 0 ] || printf '     %s\n' "$@"; }
-
-cleanup() {
-    local pid
-    set +e
-    for pid in ${started_pids[@]+"${started_pids[@]}"}; do kill -TERM "$pid" 2>/dev/null; done
-    for pid in ${started_pids[@]+"${started_pids[@]}"}; do
-        for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null
-    done
-    if [ -n "${KEEP_E2E_WORK:-}" ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
 # --- 0. install (idempotent, pinned) -------------------------------------------
-npm_install() { # npm_install PREFIX BIN PACKAGE@VERSION: unless PREFIX/node_modules/.bin/BIN exists
-    [ -x "$1/node_modules/.bin/$2" ] && return
-    command -v npm >/dev/null || { log "npm is required (apt-get install -y nodejs npm)"; exit 1; }
-    log "installing $3 into $1"
-    mkdir -p "$1"
-    timeout 600 npm install --prefix "$1" --no-audit --no-fund --loglevel=error "$3" >&2
-}
-if [ ! -x "$CODEX" ] || [ "$("$CODEX" --version 2>/dev/null)" != "codex-cli $CODEX_VERSION" ]; then
-    rm -rf "$CODEX_PREFIX"
-fi
-npm_install "$CODEX_PREFIX" codex "@openai/codex@$CODEX_VERSION"
+install_codex
 npm_install "$MCP_PREFIX" mcp-server-everything "@modelcontextprotocol/server-everything@$MCP_EVERYTHING_VERSION"
 npm_install "$MOCK_LLM_PREFIX" mock-llm "@dwmkerr/mock-llm@$MOCK_LLM_VERSION"
-if ! { [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import openai, sys; sys.exit(openai.__version__ != '$OPENAI_PY_VERSION')" 2>/dev/null; }; then
-    log "installing openai==$OPENAI_PY_VERSION into $VENV"
-    rm -rf "$VENV"
-    "$PYTHON" -m venv "$VENV" >&2 || { apt-get update >&2 && apt-get install -y python3-venv >&2 && rm -rf "$VENV" && "$PYTHON" -m venv "$VENV" >&2; }
-    timeout 600 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "openai==$OPENAI_PY_VERSION" >&2
-fi
-if [ -n "${CODEX_SHIELD_BIN:-}" ]; then
-    PROXY_BIN="$(readlink -f "$CODEX_SHIELD_BIN")"
-else
-    log "cargo build --release"
-    (cd "$ROOT" && cargo build --release --quiet) >&2
-    PROXY_BIN="$ROOT/target/release/codex-shield"
-fi
+install_openai
+PROXY_BIN="$(proxy_bin)"
 
 # --- helpers -----------------------------------------------------------------
 wait_for_file() { # wait_for_file PATH SECONDS

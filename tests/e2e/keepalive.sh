@@ -22,68 +22,16 @@
 # npm and PyPI registries, once, for the installs.
 set -euo pipefail
 
-CODEX_VERSION="0.169.0"
-OPENAI_PY_VERSION="3.57.0"
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-E2E="$ROOT/tests/e2e"
-CACHE="${CODEX_SHIELD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/codex-shield}"
-CODEX_PREFIX="$CACHE/codex-$CODEX_VERSION"
-CODEX="$CODEX_PREFIX/node_modules/.bin/codex"
-VENV="$CACHE/venv-openai-$OPENAI_PY_VERSION"
-PYTHON="${PYTHON:-python3}"
+NAME=keepalive
+# shellcheck source=tests/e2e/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 ANSWER="SHIELD-OK-7431: the mock upstream answered after every failure."
 SLOW=6   # seconds the upstream takes before it answers
 
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/codex-shield-keepalive.XXXXXX")"
-started_pids=()
-passed=0 failed=0
-
-log() { printf '%s\n' "keepalive: $*" >&2; }
-ok() { passed=$((passed + 1)); printf 'ok   %s\n' "$1"; }
-fail() { failed=$((failed + 1)); printf 'FAIL %s\n' "$1"; shift; [ $# -eq 0 ] || printf '     %s\n' "$@"; }
-
-stop() { # stop PID: TERM, then KILL after 2 s
-    local i
-    kill -TERM "$1" 2>/dev/null || return 0
-    for ((i = 0; i < 20; i++)); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
-}
-cleanup() {
-    local pid
-    set +e
-    for pid in ${started_pids[@]+"${started_pids[@]}"}; do stop "$pid"; done
-    if [ -n "${KEEP_E2E_WORK:-}" ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
 # --- install (idempotent, pinned; the same places as run.sh) ---------------------
-if ! { [ -x "$CODEX" ] && [ "$("$CODEX" --version 2>/dev/null)" = "codex-cli $CODEX_VERSION" ]; }; then
-    command -v npm >/dev/null || { log "npm is required (apt-get install -y nodejs npm)"; exit 1; }
-    log "installing @openai/codex@$CODEX_VERSION into $CODEX_PREFIX"
-    mkdir -p "$CODEX_PREFIX"
-    timeout 600 npm install --prefix "$CODEX_PREFIX" --no-audit --no-fund --loglevel=error \
-        "@openai/codex@$CODEX_VERSION" >&2
-fi
-if ! { [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import openai, sys; sys.exit(openai.__version__ != '$OPENAI_PY_VERSION')" 2>/dev/null; }; then
-    log "installing openai==$OPENAI_PY_VERSION into $VENV"
-    rm -rf "$VENV"
-    if ! "$PYTHON" -m venv "$VENV" >&2; then
-        apt-get install -y python3-venv >&2 || { apt-get update >&2 && apt-get install -y python3-venv >&2; }
-        rm -rf "$VENV"
-        "$PYTHON" -m venv "$VENV" >&2
-    fi
-    timeout 600 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "openai==$OPENAI_PY_VERSION" >&2
-fi
-if [ -n "${CODEX_SHIELD_BIN:-}" ]; then
-    PROXY_BIN="$CODEX_SHIELD_BIN"
-else
-    log "cargo build --release"
-    (cd "$ROOT" && cargo build --release --quiet --bin codex-shield) >&2
-    PROXY_BIN="$ROOT/target/release/codex-shield"
-fi
+install_codex
+install_openai
+PROXY_BIN="$(proxy_bin)"
 
 # --- helpers -----------------------------------------------------------------------
 wait_for_file() { # wait_for_file PATH SECONDS

@@ -18,79 +18,17 @@
 # npm and PyPI registries, once, for the installs (and apt for tmux if it is missing).
 set -euo pipefail
 
-CODEX_VERSION="0.169.0"
-OPENAI_PY_VERSION="3.57.0"
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-E2E="$ROOT/tests/e2e"
-CACHE="${CODEX_SHIELD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/codex-shield}"
-CODEX_PREFIX="$CACHE/codex-$CODEX_VERSION"
-CODEX="$CODEX_PREFIX/node_modules/.bin/codex"
-VENV="$CACHE/venv-openai-$OPENAI_PY_VERSION"
-PYTHON="${PYTHON:-python3}"
+NAME=e2e
+# shellcheck source=tests/e2e/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 FAILURES="429,429ms,error,cut,failed"   # then "ok": five failures in a row before the answer
 ANSWER="SHIELD-OK-7431: the mock upstream answered after every failure."
-
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/codex-shield-e2e.XXXXXX")"
 export CODEX_SHIELD_E2E_RUN=$$   # tags every process this run starts (leftover checks)
-started_pids=()
-passed=0 failed=0
-
-log() { printf '%s\n' "e2e: $*" >&2; }
-ok() { passed=$((passed + 1)); printf 'ok   %s\n' "$1"; }
-fail() { failed=$((failed + 1)); printf 'FAIL %s\n' "$1"; shift; [ $# -eq 0 ] || printf '     %s\n' "$@"; }
-
-cleanup() {
-    local pid
-    set +e
-    for pid in ${started_pids[@]+"${started_pids[@]}"}; do
-        kill -TERM "$pid" 2>/dev/null
-    done
-    for pid in ${started_pids[@]+"${started_pids[@]}"}; do
-        for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null
-    done
-    if [ -n "${KEEP_E2E_WORK:-}" ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
 # --- 0. install (idempotent, pinned) -------------------------------------------
-install_codex() {
-    if [ -x "$CODEX" ] && [ "$("$CODEX" --version 2>/dev/null)" = "codex-cli $CODEX_VERSION" ]; then return; fi
-    command -v npm >/dev/null || { log "npm is required (apt-get install -y nodejs npm)"; exit 1; }
-    log "installing @openai/codex@$CODEX_VERSION into $CODEX_PREFIX"
-    mkdir -p "$CODEX_PREFIX"
-    timeout 600 npm install --prefix "$CODEX_PREFIX" --no-audit --no-fund --loglevel=error \
-        "@openai/codex@$CODEX_VERSION" >&2
-}
-install_openai() {
-    if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import openai, sys; sys.exit(openai.__version__ != '$OPENAI_PY_VERSION')" 2>/dev/null; then
-        return
-    fi
-    log "installing openai==$OPENAI_PY_VERSION into $VENV"
-    rm -rf "$VENV"
-    if ! "$PYTHON" -m venv "$VENV" >&2; then
-        log "python venv is missing; installing it"
-        apt-get install -y python3-venv >&2 || { apt-get update >&2 && apt-get install -y python3-venv >&2; }
-        rm -rf "$VENV"
-        "$PYTHON" -m venv "$VENV" >&2
-    fi
-    timeout 600 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "openai==$OPENAI_PY_VERSION" >&2
-}
 install_codex
 install_openai
-if [ -n "${CODEX_SHIELD_BIN:-}" ]; then
-    PROXY_BIN="$CODEX_SHIELD_BIN"
-else
-    log "cargo build --release"
-    (cd "$ROOT" && cargo build --release --quiet) >&2
-    PROXY_BIN="$ROOT/target/release/codex-shield"
-fi
+PROXY_BIN="$(proxy_bin)"
 log "$("$CODEX" --version), openai $OPENAI_PY_VERSION (python), proxy $PROXY_BIN"
 
 # --- helpers -----------------------------------------------------------------
