@@ -86,6 +86,14 @@ pub fn help() -> String {
     for (name, default, meaning) in VARIABLES {
         text.push_str(&format!("  {name:<24} {meaning} [{default}]\n"));
     }
+    text.push_str(
+        "\nSEVERAL UPSTREAMS: AZURE_ENDPOINT_2, AZURE_API_KEY_2, UPSTREAM_AUTH_2, FORCED_MODEL_2,\n\
+         UPSTREAM_API_2, then _3 ... (up to 16, no gaps) name more upstreams; an unset one takes\n\
+         upstream 1's value, the key only for the same host (AZURE_API_KEY_N=none: no key).\n\
+         A 429, 5xx or refused connection rests that upstream and the next attempt goes to\n\
+         another at once (ROUTING). SHUTDOWN_GRACE_SECONDS covers RETRY_DEADLINE_SECONDS; a\n\
+         second signal ends the wait, and open requests then get a 503.\n",
+    );
     text
 }
 
@@ -121,6 +129,7 @@ mod tests {
     #[test]
     fn help_lists_every_variable() {
         let text = help();
+        assert!(text.contains("AZURE_ENDPOINT_2"), "several upstreams are explained");
         for (name, ..) in VARIABLES {
             assert!(text.contains(name), "{name} missing from --help");
         }
