@@ -42,7 +42,8 @@ pub fn job(
     };
     let raw = read_body(request, config.limits.max_request_bytes)?;
     let mut headers = forward_headers(request);
-    let codex = codex::is_codex(&headers);
+    // Codex speaks only the Responses API: its special answer forms are for that route.
+    let codex = api == Some(crate::api::Api::Responses) && codex::is_codex(&headers);
     let (body, wants_stream) = match api {
         Some(_) => {
             let (object, wants_stream) = shield::parse_body(&raw)?;
