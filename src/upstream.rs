@@ -96,7 +96,7 @@ impl Upstream {
     /// One attempt: send, then read everything (checking SSE on the way). `answering` is
     /// called once the upstream has answered with a success status, before the body is read.
     pub fn attempt(&self, out: &Outgoing, answering: &mut dyn FnMut()) -> Result<Answer, Error> {
-        let mut response = self.agent.run(self.build(out)?).map_err(connect_error)?;
+        let response = self.agent.run(self.build(out)?).map_err(connect_error)?;
         let status = response.status().as_u16();
         let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok());
         let content_type = header("content-type").map(str::to_string);
@@ -117,7 +117,7 @@ impl Upstream {
             .filter(|(name, _)| is_useful_header(name.as_str()))
             .filter_map(|(name, v)| Some((name.to_string(), v.to_str().ok()?.to_string())))
             .collect();
-        let reader = response.body_mut().with_config().limit(self.max_response_bytes).reader();
+        let mut reader = response.into_body().into_with_config().limit(self.max_response_bytes).reader();
         if !(200..300).contains(&status) {
             let body = read_all(reader, self.max_response_bytes).unwrap_or_else(|partial| partial);
             let hint = hint.max(message_hint(&body));
@@ -131,7 +131,10 @@ impl Upstream {
             Some(api) if is_event_stream(content_type.as_deref()) => {
                 let idle = self.agent.config().timeout_per_read().unwrap_or(Duration::MAX);
                 let reading = Reading { api, limit: self.max_response_bytes, idle, length };
-                let (body, final_error) = read_stream(reader, &reading, Instant::now)?;
+                let (body, final_error, over) = read_stream(&mut reader, &reading, Instant::now)?;
+                if !over {
+                    drain_in_background(reader);
+                }
                 (body, true, final_error)
             }
             Some(_) => return Err(not_an_event_stream(out, status, content_type, reader)),
@@ -406,15 +409,15 @@ fn judge(verdict: Verdict, received: usize) -> Result<Option<Terminal>, Error> {
 /// error if one was reported; a retryable error, a cut, or a stall (no byte, or no event, for
 /// `idle`) is an `Err`. `clock` tells the time after each read.
 fn read_stream(
-    mut reader: impl Read,
+    reader: &mut impl Read,
     reading: &Reading,
     mut clock: impl FnMut() -> Instant,
-) -> Result<(Body, Terminal), Error> {
+) -> Result<(Body, Terminal, bool), Error> {
     let mut stream = Stream::new(reading, clock());
     let mut chunk = [0u8; READ_CHUNK];
     loop {
         let n = match reader.read(&mut chunk) {
-            Ok(0) => return stream.end(),
+            Ok(0) => return stream.end().map(|(body, terminal)| (body, terminal, true)),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(read_error(e, stream.body.len(), reading.limit)),
@@ -424,13 +427,53 @@ fn read_stream(
                 // The LF of a CRLF split off by the read is not waited for: it is supplied.
                 stream.body.push(b"\n");
             }
-            if stream.body_is_over() {
+            let over = stream.body_is_over();
+            if over {
                 // Returns at once; reaching the end hands the connection back to the pool.
-                // Otherwise the reader is dropped unfinished and ureq closes the connection.
                 let _ = reader.read(&mut chunk);
             }
-            return Ok((stream.body, terminal));
+            return Ok((stream.body, terminal, over));
         }
+    }
+}
+
+/// Connections whose rest is being read in the background at most at once; beyond that an
+/// unfinished body is dropped and its connection closed.
+const MAX_DRAINING: usize = 16;
+/// How much of a body's rest a drain reads, and for how long, before it gives up on reuse.
+const DRAIN_BYTES: usize = 64 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+static DRAINING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// The answer is complete at its terminal event, but a chunked body's last chunk (or a
+/// close) usually follows a moment later: read it on a short-lived thread, off the request's
+/// path, so that ureq can hand the connection back to its pool — a new TLS connection per
+/// request otherwise. An upstream that holds the body open is given up on after
+/// `DRAIN_TIME` or `DRAIN_BYTES` (a silent one: after the read timeout) and its connection
+/// closed, as it would have been without the drain.
+fn drain_in_background(mut reader: impl Read + Send + 'static) {
+    use std::sync::atomic::Ordering;
+    if DRAINING.fetch_add(1, Ordering::SeqCst) >= MAX_DRAINING {
+        DRAINING.fetch_sub(1, Ordering::SeqCst);
+        return;
+    }
+    let drain = move || {
+        let started = Instant::now();
+        let (mut buf, mut read) = ([0u8; 4096], 0);
+        while read < DRAIN_BYTES && started.elapsed() < DRAIN_TIME {
+            match reader.read(&mut buf) {
+                Ok(0) => {
+                    crate::debug!("an answer's last {read} bytes drained: its connection can be reused");
+                    break;
+                }
+                Err(_) => break,
+                Ok(n) => read += n,
+            }
+        }
+        DRAINING.fetch_sub(1, Ordering::SeqCst);
+    };
+    if std::thread::Builder::new().name("drain".into()).stack_size(256 * 1024).spawn(drain).is_err() {
+        DRAINING.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -486,12 +529,13 @@ mod tests {
         let script = Script { pieces, end, now: Rc::clone(&now), reads: Rc::clone(&reads) };
         let reading = Reading { api, limit: 1 << 20, idle: Duration::from_secs(10), length };
         let start = Instant::now();
-        let got = read_stream(script, &reading, || start + Duration::from_secs(now.get()));
+        let mut script = script;
+        let got = read_stream(&mut script, &reading, || start + Duration::from_secs(now.get()));
         match got {
-            Ok((body, None)) => {
+            Ok((body, None, _)) => {
                 format!("ok {} reads={}", String::from_utf8_lossy(&body.to_vec()).len(), reads.get())
             }
-            Ok((_, Some(e))) => format!("final {}", e.code.unwrap_or_default()),
+            Ok((_, Some(e), _)) => format!("final {}", e.code.unwrap_or_default()),
             Err(e) => e.label(),
         }
     }

@@ -285,3 +285,26 @@ fn a_cut_answer_rests_the_upstream_for_that_request_only() {
     let log = proxy.wait_for_log("req=2 ");
     assert!(log.contains("attempts=2 upstream=2 retries=[u1 cut +0.00s]"), "{log}");
 }
+
+/// A chunked upstream (as OpenAI and Azure answer) keeps its connection: the body's last
+/// chunk is read off the request's path once the answer is complete, so the next request
+/// finds the connection in the pool instead of opening a new one.
+#[test]
+fn a_chunked_upstream_connection_is_reused() {
+    let ok = fixtures::responses(ANSWER, false);
+    let mock = Mock::start(vec![Step::stream(&ok); 4]);
+    let proxy = Proxy::start(&mock.v1(), &[]);
+    for n in 1..=4 {
+        assert_eq!(post(&proxy.url("/v1/responses"), RESPONSES_STREAM).status, 200);
+        // the previous answer's rest is drained beside the next request: wait until it is
+        let drained = |log: &str| log.matches("drained: its connection can be reused").count();
+        for _ in 0..500 {
+            if drained(&proxy.log()) >= n {
+                break;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+    assert_eq!(mock.attempts(), 4);
+    assert_eq!(mock.connections(), 1, "one upstream connection for four chunked answers");
+}

@@ -199,6 +199,8 @@ pub struct Mock {
     pub origin: String,
     seen: Arc<Mutex<Vec<Seen>>>,
     held_out: Arc<AtomicUsize>,
+    /// Connections accepted so far (how well the proxy reuses them).
+    accepted: Arc<AtomicUsize>,
 }
 
 impl Mock {
@@ -224,13 +226,21 @@ impl Mock {
         let held_out = Arc::new(AtomicUsize::new(0));
         let step: Arc<Generator> = Arc::new(step);
         let (log, held) = (Arc::clone(&seen), Arc::clone(&held_out));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&accepted);
         thread::spawn(move || {
             for stream in listener.incoming().flatten() {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let (step, log, held) = (Arc::clone(&step), Arc::clone(&log), Arc::clone(&held));
                 thread::spawn(move || serve_connection(stream, &*step, &log, &held));
             }
         });
-        Mock { origin, seen, held_out }
+        Mock { origin, seen, held_out, accepted }
+    }
+
+    /// Connections the mock has accepted.
+    pub fn connections(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Base URL in the `.../v1` form.
