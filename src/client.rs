@@ -16,7 +16,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
 
-use crate::error::Error;
 use crate::reply::{http_date, Reply};
 
 /// One request's way back to its client.
@@ -263,14 +262,10 @@ pub fn failure_event(reply: &Reply, sequence_number: u64) -> Vec<u8> {
     format!("event: response.failed\ndata: {data}\n\n").into_bytes()
 }
 
-/// The answer for a request still open when the shutdown grace is over.
-pub fn shutting_down() -> Reply {
-    Reply::error(&Error::ShuttingDown)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
 
     #[test]
     fn chunks_and_failure_events() {

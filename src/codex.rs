@@ -17,6 +17,8 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::reply::Reply;
+
 /// The header Codex adds to a "lite" body.
 pub const LITE_HEADER: &str = "x-openai-internal-codex-responses-lite";
 
@@ -116,19 +118,16 @@ fn duplicate_name(tools: &[Value]) -> Option<&str> {
     names.iter().enumerate().find(|(i, name)| names[..*i].contains(name)).map(|(_, name)| *name)
 }
 
-/// A complete answer for the client: status, content type, body.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Answer {
-    pub status: u16,
-    pub content_type: &'static str,
-    pub body: Vec<u8>,
-}
-
 /// The proxy's give-up message for a Codex client, when no head has been sent yet: Codex 0.169
 /// prints a 400's body verbatim (`ERROR: <message>`) and does not retry it. Any other status
 /// is retried by Codex (5xx, 403, 404, 409, 422...) or hidden (429: "exceeded retry limit").
-pub fn give_up_reply(message: &str) -> Answer {
-    Answer { status: 400, content_type: "text/plain; charset=utf-8", body: message.as_bytes().to_vec() }
+pub fn give_up_reply(message: &str) -> Reply {
+    Reply {
+        status: 400,
+        content_type: "text/plain; charset=utf-8".into(),
+        headers: Vec::new(),
+        body: message.as_bytes().to_vec().into(),
+    }
 }
 
 /// The same message inside a `200` stream whose head is already sent (keep-alive): a
@@ -355,8 +354,8 @@ mod tests {
     #[test]
     fn give_up_reply_is_a_plain_400() {
         let a = give_up_reply("codex-shield: gave up after 3 attempts");
-        assert_eq!((a.status, a.content_type), (400, "text/plain; charset=utf-8"));
-        assert_eq!(a.body, b"codex-shield: gave up after 3 attempts");
+        assert_eq!((a.status, a.content_type.as_str()), (400, "text/plain; charset=utf-8"));
+        assert_eq!(a.body.to_vec(), b"codex-shield: gave up after 3 attempts");
     }
 
     #[test]

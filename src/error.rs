@@ -291,21 +291,4 @@ impl Error {
             _ => Outcome::Final,
         }
     }
-
-    /// Short label for log lines ("429", "cut", "stall", "in-stream rate_limit_exceeded").
-    pub fn label(&self) -> String {
-        match self {
-            Error::Connect(_) => "connect".into(),
-            Error::Status(r) => r.status.to_string(),
-            Error::Truncated { received, .. } => format!("cut@{received}B"),
-            Error::Stalled { .. } => "stall".into(),
-            Error::EventStall { .. } => "stall-events".into(),
-            Error::NotAnEventStream { status, .. } => format!("not-sse-{status}"),
-            Error::Redirect { status, .. } => format!("redirect-{status}"),
-            Error::Encoded { .. } => "encoded".into(),
-            Error::InStream(e) => format!("event:{}", e.code.as_deref().unwrap_or("error")),
-            Error::ResponseTooLarge { .. } => "too-large".into(),
-            other => other.to_string(),
-        }
-    }
 }

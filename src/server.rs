@@ -333,7 +333,7 @@ fn drain(state: &State, signals: &AtomicUsize) {
         crate::warn!("shutting down: answering {} open request(s) with 503 proxy_shutting_down", open.len());
     }
     for slot in open {
-        slot.finish(client::shutting_down());
+        slot.finish(Reply::error(&Error::ShuttingDown));
     }
     crate::info!("stopped");
 }

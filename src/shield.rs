@@ -146,8 +146,6 @@ pub struct Trace {
     pub failures: Vec<(usize, Outcome, Duration)>,
     /// The upstream that gave the final answer.
     pub upstream: Option<usize>,
-    /// Time spent sleeping between attempts.
-    pub waited: Duration,
     /// The same story for the metrics and `/status`, without allocation.
     pub tally: Tally,
 }
@@ -204,7 +202,7 @@ impl Shield<'_> {
                     if waits_past_deadline {
                         return self.give_up(job, trace, elapsed, last);
                     }
-                    if !self.sleep_unless_gone(wait.min(POLL), trace) {
+                    if !self.sleep_unless_gone(wait.min(POLL)) {
                         return Reply::error(&Error::ClientGone);
                     }
                     continue 'attempts;
@@ -285,22 +283,16 @@ impl Shield<'_> {
         if !job.codex {
             return Reply::error(&err);
         }
-        let answer = crate::codex::give_up_reply(&format!("codex-shield: {err}"));
-        Reply {
-            status: answer.status,
-            content_type: answer.content_type.into(),
-            headers: Vec::new(),
-            body: answer.body.into(),
-        }
+        crate::codex::give_up_reply(&format!("codex-shield: {err}"))
     }
 
-    /// Sleep `wait`, waking early (`false`) if the client hangs up meanwhile.
-    fn sleep_unless_gone(&self, wait: Duration, trace: &mut Trace) -> bool {
+    /// Sleep `wait` (at most `POLL`), unless the client has hung up: `false` if it has,
+    /// before or during the sleep.
+    fn sleep_unless_gone(&self, wait: Duration) -> bool {
         if self.client.gone() {
             return false;
         }
         std::thread::sleep(wait);
-        trace.waited += wait;
         !self.client.gone()
     }
 }

@@ -521,6 +521,23 @@ mod tests {
         }
     }
 
+    /// A short name for a failed read ("cut@13B", "stall", "event:server_error").
+    fn label(e: &Error) -> String {
+        match e {
+            Error::Connect(_) => "connect".into(),
+            Error::Status(r) => r.status.to_string(),
+            Error::Truncated { received, .. } => format!("cut@{received}B"),
+            Error::Stalled { .. } => "stall".into(),
+            Error::EventStall { .. } => "stall-events".into(),
+            Error::NotAnEventStream { status, .. } => format!("not-sse-{status}"),
+            Error::Redirect { status, .. } => format!("redirect-{status}"),
+            Error::Encoded { .. } => "encoded".into(),
+            Error::InStream(e) => format!("event:{}", e.code.as_deref().unwrap_or("error")),
+            Error::ResponseTooLarge { .. } => "too-large".into(),
+            other => other.to_string(),
+        }
+    }
+
     /// `ok LEN reads=N` (with `+ENDS` when line ends were added), `final CODE`, or the label
     /// of the error. Pieces arrive at second 0 unless given as `(second, text)`.
     fn run(api: Api, pieces: &[(u64, &str)], end: Option<io::ErrorKind>, length: Option<u64>) -> String {
@@ -536,7 +553,7 @@ mod tests {
                 format!("ok {} reads={}", String::from_utf8_lossy(&body.to_vec()).len(), reads.get())
             }
             Ok((_, Some(e), _)) => format!("final {}", e.code.unwrap_or_default()),
-            Err(e) => e.label(),
+            Err(e) => label(&e),
         }
     }
 
