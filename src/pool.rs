@@ -296,12 +296,7 @@ mod tests {
     use super::*;
 
     fn policy() -> Policy {
-        Policy {
-            attempts: 5,
-            base: Duration::from_secs(1),
-            max: Duration::from_secs(8),
-            deadline: Duration::from_secs(60),
-        }
+        Policy::for_tests()
     }
 
     const STALE: Duration = Duration::from_secs(130);

@@ -23,6 +23,19 @@ pub struct Policy {
     pub deadline: Duration,
 }
 
+#[cfg(test)]
+impl Policy {
+    /// The policy the unit tests reason with: 5 attempts, 1 s doubling to 8 s, 60 s deadline.
+    pub fn for_tests() -> Policy {
+        Policy {
+            attempts: 5,
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(8),
+            deadline: Duration::from_secs(60),
+        }
+    }
+}
+
 /// What to do after a failed attempt.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Decision {
@@ -171,12 +184,7 @@ mod tests {
     use crate::error::{Rejection, StreamError};
 
     fn policy() -> Policy {
-        Policy {
-            attempts: 5,
-            base: Duration::from_secs(1),
-            max: Duration::from_secs(8),
-            deadline: Duration::from_secs(60),
-        }
+        Policy::for_tests()
     }
 
     fn status(code: u16, hint: Option<u64>, body: &str) -> Error {
