@@ -20,17 +20,28 @@ const DELTA: &[&str] = &["content", "reasoning_content", "reasoning", "refusal",
 /// The chunk's kept fields, or `None` when `data` is not a JSON object (`[DONE]`, garbage).
 pub fn parse(data: &str) -> Option<Value> {
     let mut de = serde_json::Deserializer::from_str(data);
-    let value = Sparse(CHUNK).deserialize(&mut de).ok()?;
+    let value = Sparse::object(CHUNK).deserialize(&mut de).ok()?;
     de.end().ok()?;
     value.is_object().then_some(value)
 }
 
-/// An object keeping only the listed keys; anything that is not an object is `null`.
+/// An object keeping only the listed keys, or (`list`) an array of such objects (`choices`);
+/// a value of any other shape is `null`.
 #[derive(Clone, Copy)]
-struct Sparse(&'static [&'static str]);
+struct Sparse {
+    keep: &'static [&'static str],
+    list: bool,
+}
 
-/// An array of `Sparse` objects (`choices`).
-struct List(Sparse);
+impl Sparse {
+    fn object(keep: &'static [&'static str]) -> Sparse {
+        Sparse { keep, list: false }
+    }
+
+    fn list(keep: &'static [&'static str]) -> Sparse {
+        Sparse { keep, list: true }
+    }
+}
 
 /// A key as one of the listed names, or `None` for a key to skip (no allocation either way).
 struct Key(&'static [&'static str]);
@@ -50,76 +61,33 @@ impl<'de> Visitor<'de> for Sparse {
     }
 
     fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Value, M::Error> {
+        let keep = if self.list { &[][..] } else { self.keep };
         let mut out = Map::new();
-        while let Some(key) = map.next_key_seed(Key(self.0))? {
+        while let Some(key) = map.next_key_seed(Key(keep))? {
             let Some(name) = key else {
                 map.next_value::<IgnoredAny>()?;
                 continue;
             };
             let value = match name {
-                "choices" => map.next_value_seed(List(Sparse(CHOICE)))?,
-                "delta" => map.next_value_seed(Sparse(DELTA))?,
+                "choices" => map.next_value_seed(Sparse::list(CHOICE))?,
+                "delta" => map.next_value_seed(Sparse::object(DELTA))?,
                 _ => map.next_value::<Value>()?,
             };
             out.insert(name.to_string(), value);
         }
-        Ok(Value::Object(out))
+        Ok(if self.list { Value::Null } else { Value::Object(out) })
     }
 
     fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<Value, S::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Value::Null)
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_i64<E>(self, _: i64) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_u64<E>(self, _: u64) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_f64<E>(self, _: f64) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_str<E>(self, _: &str) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-}
-
-impl<'de> DeserializeSeed<'de> for List {
-    type Value = Value;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for List {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON array")
-    }
-
-    fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<Value, S::Error> {
+        if !self.list {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            return Ok(Value::Null);
+        }
         let mut out = Vec::new();
-        while let Some(item) = seq.next_element_seed(self.0)? {
+        while let Some(item) = seq.next_element_seed(Sparse::object(self.keep))? {
             out.push(item);
         }
         Ok(Value::Array(out))
-    }
-
-    fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<Value, M::Error> {
-        Sparse(&[]).visit_map(map).map(|_| Value::Null)
     }
 
     fn visit_bool<E>(self, _: bool) -> Result<Value, E> {
