@@ -346,11 +346,29 @@ impl Proxy {
 
     /// The end-of-phase checks every phase shares: the proxy is alive, and its threads and
     /// RSS did not grow since `warm`.
-    fn check_health(&self, warm: (usize, usize), end: (usize, usize), violations: &mut Vec<String>) {
+    /// The warm-up requests (0..WARMUP), the proxy's usage once they settle, then the rest of
+    /// `plans`, timed, and the usage once they settle.
+    fn load(&self, plans: &Arc<Vec<Plan>>, clients: usize) -> Load {
+        let warm = fire(self.port, plans, 0..WARMUP, clients);
+        let warm_usage = self.settled_usage();
+        let started = Instant::now();
+        let outcomes = fire(self.port, plans, WARMUP..plans.len(), clients);
+        let duration = started.elapsed();
+        Load { warm, outcomes, duration, warm_usage, end_usage: self.settled_usage() }
+    }
+
+    /// Report a load's duration and the proxy's health after it: alive, and neither threads
+    /// nor RSS grown since the warm-up.
+    fn check_health(&self, load: &Load, requests: usize, violations: &mut Vec<String>) {
+        println!(
+            "  duration        {:.1} s for {requests} requests ({:.0} req/s)",
+            load.duration.as_secs_f64(),
+            requests as f64 / load.duration.as_secs_f64()
+        );
         if let Some(how) = self.exit() {
             violations.insert(0, format!("the proxy died during the run: {how}"));
         }
-        let ((warm_threads, warm_rss), (end_threads, end_rss)) = (warm, end);
+        let ((warm_threads, warm_rss), (end_threads, end_rss)) = (load.warm_usage, load.end_usage);
         if end_threads > warm_threads + 2 {
             violations.push(format!("threads grew: {warm_threads} after warm-up, {end_threads} at the end"));
         }
@@ -361,6 +379,16 @@ impl Proxy {
         println!("  RSS             {warm_rss} KiB after warm-up, {end_rss} KiB at the end");
         println!("  proxy log lines {} (warn and above)", self.log_lines.load(Ordering::Relaxed));
     }
+}
+
+/// What a phase's load came to.
+struct Load {
+    warm: Vec<(usize, Got)>,
+    outcomes: Vec<(usize, Got)>,
+    duration: Duration,
+    /// (threads, RSS in KiB) after the warm-up and at the end.
+    warm_usage: (usize, usize),
+    end_usage: (usize, usize),
 }
 
 impl Drop for Proxy {
@@ -489,18 +517,14 @@ fn single(run: &Run, requests: usize) -> Vec<String> {
         run.clients,
         proxy.pid()
     );
-    let warm = fire(proxy.port, &plans, 0..WARMUP, run.clients);
-    let warm_usage = proxy.settled_usage();
-    let started = Instant::now();
-    let outcomes = fire(proxy.port, &plans, WARMUP..total, run.clients);
-    let duration = started.elapsed();
-    let end_usage = proxy.settled_usage();
+    let load = proxy.load(&plans, run.clients);
+    let (warm, outcomes) = (&load.warm, &load.outcomes);
 
     let stats = stats.lock().unwrap();
     let mut violations = Vec::new();
     let (mut exact, mut errors, mut unexpected) = (0, 0, 0);
     let mut error_codes: BTreeMap<String, usize> = BTreeMap::new();
-    for (i, got) in warm.iter().chain(&outcomes) {
+    for (i, got) in warm.iter().chain(outcomes) {
         let plan = &plans[*i];
         let seen = stats.attempts.get(i).copied().unwrap_or(0);
         let want = if plan.must_fail() { ATTEMPTS } else { plan.faults.len() + 1 };
@@ -549,12 +573,7 @@ fn single(run: &Run, requests: usize) -> Vec<String> {
         upstream_attempts - total.min(upstream_attempts)
     );
     println!("  faults injected {:?}", stats.injected);
-    println!(
-        "  duration        {:.1} s for {requests} requests ({:.0} req/s)",
-        duration.as_secs_f64(),
-        requests as f64 / duration.as_secs_f64()
-    );
-    proxy.check_health(warm_usage, end_usage, &mut violations);
+    proxy.check_health(&load, requests, &mut violations);
     violations
 }
 

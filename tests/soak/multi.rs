@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use super::mock::{Mock, Seen, Step};
 use super::{
-    clean_step, fault_step, fire, fixtures, plan, soak_id, Fault, Got, Plan, Proxy, Rng, Run, ATTEMPTS,
-    FAULTS, WARMUP,
+    clean_step, fault_step, fixtures, plan, soak_id, Fault, Got, Plan, Proxy, Rng, Run, ATTEMPTS, FAULTS,
+    WARMUP,
 };
 
 /// Share of its attempts each upstream fails, in percent (upstream 1, which failover asks
@@ -176,19 +176,15 @@ pub fn phase(run: &Run, requests: usize) -> Vec<String> {
         run.clients,
         proxy.pid()
     );
-    let warm = fire(proxy.port, &plans, 0..WARMUP, run.clients);
-    let warm_usage = proxy.settled_usage();
-    let started = Instant::now();
-    let outcomes = fire(proxy.port, &plans, WARMUP..total, run.clients);
-    let duration = started.elapsed();
-    let end_usage = proxy.settled_usage();
+    let load = proxy.load(&plans, run.clients);
+    let (warm, outcomes) = (&load.warm, &load.outcomes);
 
     let record = record.lock().unwrap();
     let mut violations = Vec::new();
     let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
     let mut codes: BTreeMap<String, usize> = BTreeMap::new();
     let mut attempts_hist = [0usize; ATTEMPTS + 1];
-    for (i, got) in warm.iter().chain(&outcomes) {
+    for (i, got) in warm.iter().chain(outcomes) {
         let attempts = record.attempts.get(i).map_or(&[][..], Vec::as_slice);
         attempts_hist[attempts.len().min(ATTEMPTS)] += 1;
         match judge(got, attempts, doomed(*i, seed)) {
@@ -238,11 +234,6 @@ pub fn phase(run: &Run, requests: usize) -> Vec<String> {
             ));
         }
     }
-    println!(
-        "  duration        {:.1} s for {requests} requests ({:.0} req/s)",
-        duration.as_secs_f64(),
-        requests as f64 / duration.as_secs_f64()
-    );
-    proxy.check_health(warm_usage, end_usage, &mut violations);
+    proxy.check_health(&load, requests, &mut violations);
     violations
 }
