@@ -33,21 +33,6 @@ install_openai
 PROXY_BIN="$(proxy_bin)"
 
 # --- helpers -----------------------------------------------------------------
-wait_for_file() { # wait_for_file PATH SECONDS
-    local i
-    for ((i = 0; i < $2 * 10; i++)); do [ -s "$1" ] && return 0; sleep 0.1; done
-    return 1
-}
-free_port() { "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-http() { # http METHOD URL [BODY]: print the body of a 2xx answer
-    "$PYTHON" - "$@" <<'PY'
-import sys, urllib.request
-method, url = sys.argv[1], sys.argv[2]
-data = sys.argv[3].encode() if len(sys.argv) > 3 else None
-with urllib.request.urlopen(urllib.request.Request(url, data=data, method=method), timeout=5) as r:
-    sys.stdout.write(r.read().decode())
-PY
-}
 # mock_log PYTHON-EXPRESSION: evaluate it over the chat mock's log (`log`: its entries;
 # `reqs`: the chat requests; `tools(r)`, `msgs(r, role)` helpers) and print the result
 mock_log() {

@@ -36,7 +36,10 @@ import socket
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from mock_upstream import Server, serve  # noqa: E402  (the directory is put on the path just above)
 
 CHAT_PATHS = ("/v1/chat/completions", "/chat/completions")
 SHELL_TOOLS = ("exec_command", "shell_command", "shell")
@@ -271,15 +274,6 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
 
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request, client_address):
-        """A client that hangs up mid-answer is normal here; report anything else."""
-        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
-            super().handle_error(request, client_address)
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--port-file")
@@ -291,17 +285,7 @@ def main():
     server = Server(("127.0.0.1", 0), Handler)
     server.state = State(args.faults)
     server.verbose = args.verbose
-    port = server.server_address[1]
-    if args.port_file:
-        with open(args.port_file + ".tmp", "w") as f:
-            f.write(str(port))
-        os.replace(args.port_file + ".tmp", args.port_file)
-    sys.stderr.write("chat mock listening on http://127.0.0.1:%d\n" % port)
-    timer = threading.Timer(args.max_seconds, server.shutdown)
-    timer.daemon = True
-    timer.start()
-    server.serve_forever()
-
+    serve(server, args.port_file, args.max_seconds, "chat mock")
 
 if __name__ == "__main__":
     main()

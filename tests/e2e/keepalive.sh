@@ -34,17 +34,7 @@ install_openai
 PROXY_BIN="$(proxy_bin)"
 
 # --- helpers -----------------------------------------------------------------------
-wait_for_file() { # wait_for_file PATH SECONDS
-    local i
-    for ((i = 0; i < $2 * 10; i++)); do [ -s "$1" ] && return 0; sleep 0.1; done
-    return 1
-}
-mock_script() { # mock_script STEPS: the mock's next answers (and a fresh log)
-    "$PYTHON" - "$MOCK/__script" "$1" <<'PY'
-import sys, urllib.request
-urllib.request.urlopen(urllib.request.Request(sys.argv[1], data=sys.argv[2].encode(), method="POST"), timeout=5).read()
-PY
-}
+mock_script() { http POST "$MOCK/__script" "$1" >/dev/null; } # the mock's next answers (and a fresh log)
 mock_count() { # how many model requests the mock saw since the last script
     "$PYTHON" -c 'import json,sys,urllib.request; print(len(json.load(urllib.request.urlopen(sys.argv[1], timeout=5))))' "$MOCK/__log"
 }

@@ -10,7 +10,6 @@ Every other step ("429", "500", "cut", "ok", ...) and the control routes (/__scr
 import argparse
 import os
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -34,14 +33,7 @@ def main():
     server = mock_upstream.Server(("127.0.0.1", 0), SlowHandler)
     server.script = mock_upstream.Script(args.script)
     server.verbose = False
-    with open(args.port_file + ".tmp", "w") as f:
-        f.write(str(server.server_address[1]))
-    os.replace(args.port_file + ".tmp", args.port_file)
-    timer = threading.Timer(args.max_seconds, server.shutdown)
-    timer.daemon = True
-    timer.start()
-    server.serve_forever()
-
+    mock_upstream.serve(server, args.port_file, args.max_seconds, "keepalive mock")
 
 if __name__ == "__main__":
     main()

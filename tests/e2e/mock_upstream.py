@@ -462,6 +462,21 @@ class Server(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
+def serve(server, port_file, max_seconds, name):
+    """Write the port to `port_file` (if any; atomically), say where `name` listens, and serve
+    until shut down or `max_seconds` have passed (the tests are bounded)."""
+    port = server.server_address[1]
+    if port_file:
+        with open(port_file + ".tmp", "w") as f:
+            f.write(str(port))
+        os.replace(port_file + ".tmp", port_file)
+    sys.stderr.write("%s listening on http://127.0.0.1:%d\n" % (name, port))
+    timer = threading.Timer(max_seconds, server.shutdown)
+    timer.daemon = True
+    timer.start()
+    server.serve_forever()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--port", type=int, default=0)
@@ -475,17 +490,7 @@ def main():
     server.script = Script(args.script)
     server.plans = Plans()
     server.verbose = args.verbose
-    port = server.server_address[1]
-    if args.port_file:
-        with open(args.port_file + ".tmp", "w") as f:
-            f.write(str(port))
-        os.replace(args.port_file + ".tmp", args.port_file)
-    sys.stderr.write("mock upstream listening on http://127.0.0.1:%d\n" % port)
-    timer = threading.Timer(args.max_seconds, server.shutdown)
-    timer.daemon = True
-    timer.start()
-    server.serve_forever()
-
+    serve(server, args.port_file, args.max_seconds, "mock upstream")
 
 if __name__ == "__main__":
     main()

@@ -32,23 +32,6 @@ PROXY_BIN="$(proxy_bin)"
 log "$("$CODEX" --version), openai $OPENAI_PY_VERSION (python), proxy $PROXY_BIN"
 
 # --- helpers -----------------------------------------------------------------
-wait_for_file() { # wait_for_file PATH SECONDS
-    local i
-    for ((i = 0; i < $2 * 10; i++)); do
-        [ -s "$1" ] && return 0
-        sleep 0.1
-    done
-    return 1
-}
-http() { # http METHOD URL [BODY]: print the body of a 2xx answer (python: no curl needed)
-    "$PYTHON" - "$@" <<'PY'
-import sys, urllib.request
-method, url = sys.argv[1], sys.argv[2]
-data = sys.argv[3].encode() if len(sys.argv) > 3 else None
-with urllib.request.urlopen(urllib.request.Request(url, data=data, method=method), timeout=5) as r:
-    sys.stdout.write(r.read().decode())
-PY
-}
 mock_script() { http POST "$MOCK/__script" "$1" >/dev/null; }
 mock_steps() { # the steps the mock served, e.g. "429 429ms error cut failed ok"
     http GET "$MOCK/__log" | "$PYTHON" -c 'import json,sys; print(" ".join(r["step"] for r in json.load(sys.stdin)))'
