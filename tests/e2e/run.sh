@@ -397,6 +397,24 @@ fi
 tui_end prog
 
 
+# a WebSocket-first Codex (supports_websockets=true): the proxy answers the upgrade with a 426,
+# the one status that makes Codex 0.169 fall back to HTTP at once (issue 11, item 6). Codex
+# logs one ERROR line about the failed WebSocket connect; what matters is no reconnect loop.
+mock_script "ok"
+ws_start=$SECONDS
+CODEX_SHIELD_LOG="$WORK/ws-proxy.log" run_codex "$WORK/ws" "$WRAP" exec -c 'model_providers.codex-shield.supports_websockets=true' \
+    --skip-git-repo-check --ephemeral -s read-only "Reply with the magic words."
+ws_secs=$((SECONDS - ws_start))
+upgrades="$(grep -c 'GET /v1/responses status=426' "$WORK/ws-proxy.log" || true)"
+answered="$(grep -c 'POST /v1/responses status=200' "$WORK/ws-proxy.log" || true)"
+if [ "$(cat "$WORK/ws.rc")" = 0 ] && grep -qF "$ANSWER" "$WORK/ws.out" && [ "${upgrades:-0}" -ge 1 ] &&
+    [ "${answered:-0}" -ge 1 ] && ! grep -qE 'Reconnecting|stream disconnected|exceeded retry' "$WORK/ws.err" &&
+    [ "$ws_secs" -le 20 ]; then
+    ok "WebSocket-first Codex: $upgrades upgrade(s) answered 426, then the answer over HTTP in ${ws_secs}s, no reconnects"
+else
+    fail "WebSocket-first Codex falls back at once" "exit $(cat "$WORK/ws.rc"), upgrades answered 426: $upgrades, POSTs answered: $answered, ${ws_secs}s" "$(notices "$WORK/ws.err" | head -n 3 | tr '\n' '|')"
+fi
+
 # the user's own profile and config: chatgpt.sh adds only -c overrides and --no-daemon
 printf 'model_reasoning_effort = "low"\n' >"$CLIENT_CONFIG_DIR/mine.config.toml"
 for args in "--profile mine exec" "exec -p mine"; do
