@@ -90,7 +90,10 @@ pub fn backoff(attempt: u32, policy: &Policy, jitter: f64) -> Duration {
     Duration::from_secs_f64(jittered.min(policy.max.as_secs_f64()))
 }
 
-/// The longest retry hint in the response headers. `header` looks a name up (lowercase).
+/// The retry hint in the response headers. `header` looks a name up (lowercase). The
+/// millisecond headers are the precise form of the same hint (OpenAI and Azure send both,
+/// e.g. `retry-after: 1` with `retry-after-ms: 300`; OpenAI's SDKs read them first), so the
+/// first valid one of `retry-after-ms`, `x-ms-retry-after-ms`, `retry-after` wins.
 pub fn hint_from_headers<'a>(header: impl Fn(&str) -> Option<&'a str>, now: SystemTime) -> Option<Duration> {
     let ms = |name| header(name).and_then(parse_seconds).map(|v| v / 1000.0);
     let candidates = [
@@ -101,9 +104,8 @@ pub fn hint_from_headers<'a>(header: impl Fn(&str) -> Option<&'a str>, now: Syst
     candidates
         .into_iter()
         .flatten()
-        .filter(|s| s.is_finite() && *s >= 0.0)
+        .find(|s| s.is_finite() && *s >= 0.0)
         .map(|s| Duration::from_secs_f64(s.min(86_400.0)))
-        .max()
 }
 
 fn parse_seconds(v: &str) -> Option<f64> {
@@ -286,6 +288,13 @@ mod tests {
             (&[("retry-after-ms", "250")], Some(0.25)),
             (&[("x-ms-retry-after-ms", "1200")], Some(1.2)),
             (&[("retry-after", "2"), ("retry-after-ms", "3500")], Some(3.5)),
+            // the precise form wins, shorter or longer: 0.3 s, not the coarser 1 s
+            (&[("retry-after", "1"), ("retry-after-ms", "300")], Some(0.3)),
+            (&[("retry-after-ms", "300"), ("x-ms-retry-after-ms", "900"), ("retry-after", "1")], Some(0.3)),
+            (&[("x-ms-retry-after-ms", "450"), ("retry-after", "1")], Some(0.45)),
+            // an unusable millisecond header leaves the next one in charge
+            (&[("retry-after-ms", "soon"), ("retry-after", "1")], Some(1.0)),
+            (&[("retry-after-ms", "-5"), ("retry-after", "1")], Some(1.0)),
             (&[("retry-after", "Sun, 06 Nov 1994 08:49:47 GMT")], Some(10.0)),
             (&[("retry-after", "Sun, 06 Nov 1994 08:49:00 GMT")], Some(0.0)),
             (&[("retry-after", "soon")], None),
