@@ -853,15 +853,16 @@ mod tests {
 
     #[test]
     fn outcome_of_an_attempt() {
-        let ok = Answer {
+        let ok = || Answer {
             status: 200,
             content_type: None,
             headers: vec![],
             body: Default::default(),
             checked: true,
             final_error: None,
+            tail: None,
         };
-        assert_eq!(outcome_of(&Ok(ok.clone())), Outcome::Ok);
+        assert_eq!(outcome_of(&Ok(ok())), Outcome::Ok);
         let final_error = crate::error::StreamError {
             code: Some("context_length_exceeded".into()),
             kind: None,
@@ -869,7 +870,7 @@ mod tests {
             retryable: false,
             hint: None,
         };
-        assert_eq!(outcome_of(&Ok(Answer { final_error: Some(final_error), ..ok })), Outcome::Final);
+        assert_eq!(outcome_of(&Ok(Answer { final_error: Some(final_error), ..ok() })), Outcome::Final);
         assert_eq!(outcome_of(&Err(Error::Stalled { received: 3 })), Outcome::Stall);
     }
 }

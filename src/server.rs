@@ -23,7 +23,7 @@ use crate::pool::Pool;
 use crate::reply::Reply;
 use crate::shield::{Job, Shield, Trace};
 use crate::target::{self, Route};
-use crate::upstream::Upstream;
+use crate::upstream::{Tail, Upstream};
 
 /// How often the main thread looks at the signal count.
 const POLL: Duration = Duration::from_millis(50);
@@ -246,8 +246,9 @@ fn handle(state: &State, mut request: tiny_http::Request, route: Route) {
     let job = inbound::job(&state.config, &mut request, route, query.as_deref());
     // Counted from here: a client still sending its body holds a thread, not a slot.
     let ready = job.and_then(|job| Ok((job, InFlight::acquire(state)?)));
+    let mut tail = None;
     let (status, bytes, delivered) = match ready {
-        Ok((job, in_flight)) => run(state, id, request, &job, in_flight, &mut trace),
+        Ok((job, in_flight)) => run(state, id, request, &job, in_flight, &mut trace, &mut tail),
         Err(e) => {
             if let Error::Busy { .. } = e {
                 state.metrics.busy();
@@ -273,6 +274,10 @@ fn handle(state: &State, mut request: tiny_http::Request, route: Route) {
         ms: duration.as_millis(),
         client_gone: !delivered,
     });
+    // The answer is out: the rest of its upstream body, read now, lets the connection be reused.
+    if let Some(tail) = tail {
+        tail.finish();
+    }
 }
 
 /// Run a job whose body is in: the shield's loop, then the one answer through its slot.
@@ -284,6 +289,7 @@ fn run(
     job: &Job,
     in_flight: InFlight,
     trace: &mut Trace,
+    tail: &mut Option<Tail>,
 ) -> (u16, usize, bool) {
     let streams = job.api == Some(Api::Responses) && job.wants_stream;
     let http11 = *request.http_version() >= tiny_http::HTTPVersion(1, 1);
@@ -301,7 +307,9 @@ fn run(
         metrics: &state.metrics,
         client: &*slot,
     };
-    let reply = shield.run(job, trace);
+    let served = shield.run(job, trace);
+    let reply = served.reply;
+    *tail = served.tail;
     drop(in_flight);
     let (status, bytes) = (reply.status, reply.body.len());
     let delivered = slot.finish(reply);

@@ -24,7 +24,7 @@ use crate::reply::Reply;
 use crate::retry::{self, Decision};
 use crate::target::Auth;
 use crate::translate;
-use crate::upstream::{Answer, Outgoing, Upstream};
+use crate::upstream::{Answer, Outgoing, Tail, Upstream};
 
 /// What the client asked for, before any upstream is chosen.
 #[derive(Debug, Clone)]
@@ -180,12 +180,26 @@ pub struct Shield<'a> {
     pub client: &'a dyn Client,
 }
 
+/// What the loop ends with: the client's reply, and the unread rest of the upstream body it
+/// came from, to be finished once the reply is written (`Tail::finish`).
+#[derive(Debug)]
+pub struct Served {
+    pub reply: Reply,
+    pub tail: Option<Tail>,
+}
+
+impl From<Reply> for Served {
+    fn from(reply: Reply) -> Served {
+        Served { reply, tail: None }
+    }
+}
+
 /// Longest sleep between two looks at the client and the pool.
 const POLL: Duration = Duration::from_millis(100);
 
 impl Shield<'_> {
     /// Attempt until a complete answer, a final upstream answer, or the retry budget is spent.
-    pub fn run(&self, job: &Job, trace: &mut Trace) -> Reply {
+    pub fn run(&self, job: &Job, trace: &mut Trace) -> Served {
         let started = Instant::now();
         let start = self.pool.start();
         let mut prepared: Vec<Option<Prepared>> = (0..self.pool.targets.len()).map(|_| None).collect();
@@ -200,10 +214,10 @@ impl Shield<'_> {
                     let elapsed = started.elapsed();
                     let waits_past_deadline = elapsed + wait > self.config.retry.deadline;
                     if waits_past_deadline {
-                        return self.give_up(job, trace, elapsed, last);
+                        return self.give_up(job, trace, elapsed, last).into();
                     }
                     if !self.sleep_unless_gone(wait.min(POLL)) {
-                        return Reply::error(&Error::ClientGone);
+                        return Reply::error(&Error::ClientGone).into();
                     }
                     continue 'attempts;
                 }
@@ -214,7 +228,7 @@ impl Shield<'_> {
                     Ok(p) => prepared[i] = Some(p),
                     Err(e) => {
                         self.pool.record(i, Report::Neutral, Instant::now(), 0.0);
-                        return Reply::error(&e);
+                        return Reply::error(&e).into();
                     }
                 }
             }
@@ -226,9 +240,10 @@ impl Shield<'_> {
             let outcome = metrics::outcome_of(&result);
             self.metrics.attempt(&mut trace.tally, target.number, outcome, attempt_started.elapsed());
             let err = match result {
-                Ok(answer) => {
+                Ok(mut answer) => {
                     self.pool.record(i, Report::Healthy, attempt_started, 0.0);
-                    return deliver(answer, job, p);
+                    let tail = answer.tail.take();
+                    return Served { reply: deliver(answer, job, p), tail };
                 }
                 Err(err) => err,
             };
@@ -244,7 +259,7 @@ impl Shield<'_> {
                 Decision::Retry { hint } => {
                     let elapsed = started.elapsed();
                     if !retry::may_continue(trace.attempts, elapsed, Duration::ZERO, &self.config.retry) {
-                        return self.give_up(job, trace, elapsed, Some(err));
+                        return self.give_up(job, trace, elapsed, Some(err)).into();
                     }
                     let rest = retry::backoff(trace.attempts, &self.config.retry, jitter)
                         .max(hint.unwrap_or_default());
@@ -259,11 +274,11 @@ impl Shield<'_> {
                 }
                 Decision::Deliver => {
                     trace.failures.push((target.number, err.outcome(), Duration::ZERO));
-                    return pass_on(err);
+                    return pass_on(err).into();
                 }
                 Decision::Elsewhere | Decision::GiveUp => {
                     trace.failures.push((target.number, err.outcome(), Duration::ZERO));
-                    return self.give_up(job, trace, started.elapsed(), Some(err));
+                    return self.give_up(job, trace, started.elapsed(), Some(err)).into();
                 }
             }
         }

@@ -8,8 +8,9 @@
 //! The rules of a shielded answer: a redirect is reported, never followed; a success with a
 //! `Content-Encoding` is reported at once; a success that is not `text/event-stream` (any
 //! case) is a failure, judged like an in-stream error if its JSON carries one. A stream is
-//! read up to its terminal event and not a byte further (the connection is then closed, not
-//! pooled, unless its `Content-Length` is reached); a clean end of the body also ends it, with
+//! read up to its terminal event and not a byte further: what is left of the body (usually a
+//! chunked body's last chunk) is the answer's `Tail`, read after the client has its answer so
+//! the connection can be reused (`upstream/tail.rs`); a clean end of the body also ends it, with
 //! an unterminated last event counted (`sse::Parser::finish`). `IDLE_TIMEOUT_SECONDS` bounds
 //! both the wait for a byte (ureq's per-read timeout) and the time without an event or part
 //! of one (this module's clock, checked after each read), so keep-alive comments, empty
@@ -21,6 +22,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ureq::http;
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
+use ureq::unversioned::resolver::DefaultResolver;
+use ureq::unversioned::transport::{Connector, DefaultConnector};
 
 use crate::body::Body;
 use crate::check::{self, Api, Progress, Verdict};
@@ -28,6 +31,10 @@ use crate::config::Config;
 use crate::error::{Error, Rejection, StreamError};
 use crate::retry;
 use crate::sse::Parser;
+
+mod tail;
+
+pub use tail::{Finished, Tail};
 
 /// A request ready to send, identical for every attempt.
 #[derive(Debug, Clone)]
@@ -42,7 +49,7 @@ pub struct Outgoing {
 }
 
 /// A fully read upstream answer with a success status.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Answer {
     pub status: u16,
     pub content_type: Option<String>,
@@ -54,6 +61,9 @@ pub struct Answer {
     pub checked: bool,
     /// A final (non-retryable) error the stream reported; the body is still delivered as-is.
     pub final_error: Option<StreamError>,
+    /// The body's unread rest after the terminal event (usually a chunked body's last
+    /// chunk): `Tail::finish` it once the answer is written, so the connection is reused.
+    pub tail: Option<Tail>,
 }
 
 /// The HTTP client shared by every upstream: one agent, one connection pool.
@@ -90,7 +100,10 @@ impl Upstream {
             .max_idle_connections_per_host(config.limits.max_concurrent)
             .tls_config(tls)
             .build();
-        Ok(Upstream { agent: agent_config.into(), max_response_bytes: config.limits.max_response_bytes })
+        // The default chain (TCP, rustls), each transport wrapped so a tail's deadline holds.
+        let connector = DefaultConnector::new().chain(tail::Bounded);
+        let agent = ureq::Agent::with_parts(agent_config, connector, DefaultResolver::default());
+        Ok(Upstream { agent, max_response_bytes: config.limits.max_response_bytes })
     }
 
     /// One attempt: send, then read everything (checking SSE on the way). `answering` is
@@ -127,20 +140,18 @@ impl Upstream {
             return Err(Error::Encoded { encoding });
         }
         answering();
-        let (body, checked, final_error) = match out.api {
+        let (body, checked, final_error, tail) = match out.api {
             Some(api) if is_event_stream(content_type.as_deref()) => {
                 let idle = self.agent.config().timeout_per_read().unwrap_or(Duration::MAX);
                 let reading = Reading { api, limit: self.max_response_bytes, idle, length };
                 let (body, final_error, over) = read_stream(&mut reader, &reading, Instant::now)?;
-                if !over {
-                    drain_in_background(reader);
-                }
-                (body, true, final_error)
+                let tail = (!over).then(|| Tail::new(reader));
+                (body, true, final_error, tail)
             }
             Some(_) => return Err(not_an_event_stream(out, status, content_type, reader)),
-            None => (read_body(reader, self.max_response_bytes)?, false, None),
+            None => (read_body(reader, self.max_response_bytes)?, false, None, None),
         };
-        Ok(Answer { status, content_type, headers, body, checked, final_error })
+        Ok(Answer { status, content_type, headers, body, checked, final_error, tail })
     }
 
     fn build(&self, out: &Outgoing) -> Result<http::Request<Vec<u8>>, Error> {
@@ -434,46 +445,6 @@ fn read_stream(
             }
             return Ok((stream.body, terminal, over));
         }
-    }
-}
-
-/// Connections whose rest is being read in the background at most at once; beyond that an
-/// unfinished body is dropped and its connection closed.
-const MAX_DRAINING: usize = 16;
-/// How much of a body's rest a drain reads, and for how long, before it gives up on reuse.
-const DRAIN_BYTES: usize = 64 * 1024;
-const DRAIN_TIME: Duration = Duration::from_secs(2);
-static DRAINING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-/// The answer is complete at its terminal event, but a chunked body's last chunk (or a
-/// close) usually follows a moment later: read it on a short-lived thread, off the request's
-/// path, so that ureq can hand the connection back to its pool — a new TLS connection per
-/// request otherwise. An upstream that holds the body open is given up on after
-/// `DRAIN_TIME` or `DRAIN_BYTES` (a silent one: after the read timeout) and its connection
-/// closed, as it would have been without the drain.
-fn drain_in_background(mut reader: impl Read + Send + 'static) {
-    use std::sync::atomic::Ordering;
-    if DRAINING.fetch_add(1, Ordering::SeqCst) >= MAX_DRAINING {
-        DRAINING.fetch_sub(1, Ordering::SeqCst);
-        return;
-    }
-    let drain = move || {
-        let started = Instant::now();
-        let (mut buf, mut read) = ([0u8; 4096], 0);
-        while read < DRAIN_BYTES && started.elapsed() < DRAIN_TIME {
-            match reader.read(&mut buf) {
-                Ok(0) => {
-                    crate::debug!("an answer's last {read} bytes drained: its connection can be reused");
-                    break;
-                }
-                Err(_) => break,
-                Ok(n) => read += n,
-            }
-        }
-        DRAINING.fetch_sub(1, Ordering::SeqCst);
-    };
-    if std::thread::Builder::new().name("drain".into()).stack_size(256 * 1024).spawn(drain).is_err() {
-        DRAINING.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

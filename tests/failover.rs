@@ -8,7 +8,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::support::fixtures::{self, ANSWER};
-use crate::support::mock::{Mock, Piece, Step};
+use crate::support::mock::{Gather, Mock, Piece, Step};
 use crate::support::*;
 
 fn rate_limited(retry_after: &str) -> Step {
@@ -286,9 +286,22 @@ fn a_cut_answer_rests_the_upstream_for_that_request_only() {
     assert!(log.contains("attempts=2 upstream=2 retries=[u1 cut +0.00s]"), "{log}");
 }
 
+/// Wait until the proxy has read the rest of `n` answers' bodies (after each answer, on the
+/// request's own thread), so the next request finds their connections in the pool.
+fn wait_for_reuse(proxy: &Proxy, n: usize) {
+    let reusable = |log: &str| log.matches("its connection can be reused").count();
+    for _ in 0..1000 {
+        if reusable(&proxy.log()) >= n {
+            return;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    panic!("{n} connections never became reusable: {}", proxy.log());
+}
+
 /// A chunked upstream (as OpenAI and Azure answer) keeps its connection: the body's last
-/// chunk is read off the request's path once the answer is complete, so the next request
-/// finds the connection in the pool instead of opening a new one.
+/// chunk is read once the answer is out, so the next request finds the connection in the
+/// pool instead of opening a new one.
 #[test]
 fn a_chunked_upstream_connection_is_reused() {
     let ok = fixtures::responses(ANSWER, false);
@@ -296,15 +309,35 @@ fn a_chunked_upstream_connection_is_reused() {
     let proxy = Proxy::start(&mock.v1(), &[]);
     for n in 1..=4 {
         assert_eq!(post(&proxy.url("/v1/responses"), RESPONSES_STREAM).status, 200);
-        // the previous answer's rest is drained beside the next request: wait until it is
-        let drained = |log: &str| log.matches("drained: its connection can be reused").count();
-        for _ in 0..500 {
-            if drained(&proxy.log()) >= n {
-                break;
-            }
-            thread::sleep(Duration::from_millis(5));
-        }
+        wait_for_reuse(&proxy, n);
     }
     assert_eq!(mock.attempts(), 4);
     assert_eq!(mock.connections(), 1, "one upstream connection for four chunked answers");
+}
+
+/// Under concurrency too: 32 chunked answers at once keep their 32 connections, and the
+/// next 32 requests use them (no connection given up because too many rests were being
+/// read at once, no new connection per request).
+#[test]
+fn concurrent_chunked_answers_keep_their_connections() {
+    const N: usize = 32;
+    let ok = fixtures::responses(ANSWER, false);
+    let (first, second) = (Gather::new(N), Gather::new(N));
+    let script = (0..2 * N)
+        .map(|i| Step::stream(&ok).before(Piece::Gather(if i < N { first.clone() } else { second.clone() })))
+        .collect();
+    let mock = Mock::start(script);
+    let proxy = Proxy::start(&mock.v1(), &[("MAX_CONCURRENT", "64")]);
+    let url = proxy.url("/v1/responses");
+    for wave in 1..=2 {
+        let statuses: Vec<u16> = thread::scope(|s| {
+            let handles: Vec<_> = (0..N).map(|_| s.spawn(|| post(&url, RESPONSES_STREAM).status)).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(statuses, vec![200; N], "{}", proxy.log());
+        wait_for_reuse(&proxy, wave * N);
+    }
+    assert!(!*first.timed_out.lock().unwrap() && !*second.timed_out.lock().unwrap(), "not {N} at once");
+    assert_eq!(mock.attempts(), 2 * N);
+    assert_eq!(mock.connections(), N, "{N} connections for {} chunked answers, {N} at a time", 2 * N);
 }

@@ -1,0 +1,275 @@
+//! The rest of an upstream body after its terminal event, and the deadline that bounds
+//! reading it.
+//!
+//! An answer is complete at its terminal event; a chunked body's last chunk (`0\r\n\r\n`)
+//! usually arrives in the same read, at worst a moment later. ureq hands a connection back
+//! to its pool only once the body was read to its end, so that rest is read — on the
+//! request's own thread, after its answer is written — with a short deadline: a well-behaved
+//! upstream's connection is reused, one that holds its body open is closed. No thread is
+//! started and nothing waits for it before the client has its answer.
+//!
+//! ureq's timeouts are per read, fixed when the request is sent; the deadline here is a
+//! thread-local that one thin transport wrapper applies to every wait for input on this
+//! thread while it is set, and only then. It decides nothing about answers.
+
+use std::cell::Cell;
+use std::fmt;
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use ureq::unversioned::transport::time::Duration as UreqDuration;
+use ureq::unversioned::transport::{Buffers, ConnectionDetails, Connector, NextTimeout, Transport};
+
+/// The longest a body's rest is read after the answer, and how much of it: a well-behaved
+/// upstream sends its last chunk with (or right after) the terminal event.
+const TAIL_TIME: Duration = Duration::from_millis(500);
+const TAIL_BYTES: usize = 64 * 1024;
+
+thread_local! {
+    /// While set, no wait for upstream input on this thread goes past it.
+    static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// The unread rest of an answer's body, holding its upstream connection.
+pub struct Tail {
+    reader: Box<dyn Read + Send>,
+}
+
+impl fmt::Debug for Tail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Tail")
+    }
+}
+
+/// What became of a tail: its connection went back to the pool, or was closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    Reused { bytes: usize },
+    Closed,
+}
+
+impl Tail {
+    pub fn new(reader: impl Read + Send + 'static) -> Tail {
+        Tail { reader: Box::new(reader) }
+    }
+
+    /// Read the rest to its end (at most `TAIL_BYTES`, within `TAIL_TIME`), so that the
+    /// connection goes back to the pool; past either bound it is closed.
+    pub fn finish(self) -> Finished {
+        let finished = finish(self.reader, TAIL_BYTES, Instant::now() + TAIL_TIME);
+        match finished {
+            Finished::Reused { bytes } => {
+                crate::debug!("an answer's last {bytes} bytes read: its connection can be reused")
+            }
+            Finished::Closed => crate::debug!("an upstream held its body open after the answer: closed"),
+        }
+        finished
+    }
+}
+
+/// Read `reader` to its end within `limit` bytes and before `deadline`.
+fn finish(mut reader: impl Read, limit: usize, deadline: Instant) -> Finished {
+    let _deadline = Deadline::set(deadline);
+    let (mut buf, mut bytes) = ([0u8; 4096], 0);
+    while bytes <= limit {
+        match reader.read(&mut buf) {
+            Ok(0) => return Finished::Reused { bytes },
+            Ok(n) => bytes += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return Finished::Closed,
+        }
+    }
+    Finished::Closed
+}
+
+/// The thread's deadline while this lives.
+struct Deadline;
+
+impl Deadline {
+    fn set(at: Instant) -> Deadline {
+        DEADLINE.with(|d| d.set(Some(at)));
+        Deadline
+    }
+}
+
+impl Drop for Deadline {
+    fn drop(&mut self) {
+        DEADLINE.with(|d| d.set(None));
+    }
+}
+
+/// The last link of the agent's connector chain: wraps every transport so that the
+/// thread's deadline, when set, bounds its waits for input.
+#[derive(Debug)]
+pub struct Bounded;
+
+impl Connector<Box<dyn Transport>> for Bounded {
+    type Out = BoundedTransport;
+
+    fn connect(
+        &self,
+        _: &ConnectionDetails,
+        chained: Option<Box<dyn Transport>>,
+    ) -> Result<Option<Self::Out>, ureq::Error> {
+        Ok(chained.map(BoundedTransport))
+    }
+}
+
+/// A transport whose waits for input end at the thread's deadline.
+#[derive(Debug)]
+pub struct BoundedTransport(Box<dyn Transport>);
+
+impl Transport for BoundedTransport {
+    fn buffers(&mut self) -> &mut dyn Buffers {
+        self.0.buffers()
+    }
+
+    fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
+        self.0.transmit_output(amount, timeout)
+    }
+
+    fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
+        self.0.await_input(bounded(timeout, DEADLINE.with(Cell::get), Instant::now())?)
+    }
+
+    fn is_open(&mut self) -> bool {
+        self.0.is_open()
+    }
+
+    fn is_tls(&self) -> bool {
+        self.0.is_tls()
+    }
+}
+
+/// `timeout`, shortened to end at `deadline` if one is set; an error once it has passed.
+fn bounded(
+    mut timeout: NextTimeout,
+    deadline: Option<Instant>,
+    now: Instant,
+) -> Result<NextTimeout, ureq::Error> {
+    let Some(deadline) = deadline else {
+        return Ok(timeout);
+    };
+    let left = deadline.saturating_duration_since(now);
+    if left.is_zero() {
+        return Err(ureq::Error::Timeout(ureq::Timeout::PerRead));
+    }
+    if UreqDuration::Exact(left) < timeout.after {
+        timeout.after = UreqDuration::Exact(left);
+        timeout.reason = ureq::Timeout::PerRead;
+    }
+    Ok(timeout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+
+    /// A reader that gives its pieces, then either ends or fails (as a timed-out read does).
+    struct Script(Vec<io::Result<Vec<u8>>>);
+
+    impl Read for Script {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.0.is_empty() {
+                return Ok(0);
+            }
+            let piece = self.0.remove(0)?;
+            buf[..piece.len()].copy_from_slice(&piece);
+            Ok(piece.len())
+        }
+    }
+
+    #[test]
+    fn a_tail_is_read_to_its_end_within_its_bounds() {
+        let timed_out = || Err(io::Error::new(io::ErrorKind::TimedOut, "deadline"));
+        let later = Instant::now() + Duration::from_secs(5);
+        type Case = (&'static str, Vec<io::Result<Vec<u8>>>, usize, Finished);
+        let cases: Vec<Case> = vec![
+            ("already at its end", vec![], 64, Finished::Reused { bytes: 0 }),
+            (
+                "comments, then the end",
+                vec![Ok(b": ka\n\n".to_vec()), Ok(vec![])],
+                64,
+                Finished::Reused { bytes: 6 },
+            ),
+            (
+                "held open past the deadline",
+                vec![Ok(b": ka\n\n".to_vec()), timed_out()],
+                64,
+                Finished::Closed,
+            ),
+            ("more than the limit", vec![Ok(vec![b' '; 40]), Ok(vec![b' '; 40])], 64, Finished::Closed),
+            ("exactly the limit", vec![Ok(vec![b' '; 64])], 64, Finished::Reused { bytes: 64 }),
+        ];
+        for (name, pieces, limit, expected) in cases {
+            assert_eq!(finish(Script(pieces), limit, later), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn the_deadline_is_set_only_while_a_tail_is_read() {
+        struct Peek(Vec<Option<Instant>>);
+        impl Read for Peek {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                self.0.push(DEADLINE.with(Cell::get));
+                Ok(0)
+            }
+        }
+        let at = Instant::now() + Duration::from_millis(300);
+        let mut peek = Peek(vec![]);
+        assert_eq!(finish(&mut peek, 64, at), Finished::Reused { bytes: 0 });
+        assert_eq!(peek.0, vec![Some(at)]);
+        assert_eq!(DEADLINE.with(Cell::get), None);
+    }
+
+    #[test]
+    fn waits_for_input_end_at_the_deadline() {
+        let now = Instant::now();
+        let ms = Duration::from_millis;
+        let timeout = |after: UreqDuration| NextTimeout {
+            after,
+            reason: ureq::Timeout::Global,
+            per_read: None,
+            per_write: None,
+        };
+        let long = timeout(UreqDuration::Exact(ms(120_000)));
+        let after =
+            |t: Result<NextTimeout, ureq::Error>| t.map(|t| (t.after, t.reason)).map_err(|e| e.to_string());
+        let cases = [
+            (
+                "no deadline: unchanged",
+                long,
+                None,
+                Ok((UreqDuration::Exact(ms(120_000)), ureq::Timeout::Global)),
+            ),
+            (
+                "shortened to the deadline",
+                long,
+                Some(now + ms(300)),
+                Ok((UreqDuration::Exact(ms(300)), ureq::Timeout::PerRead)),
+            ),
+            (
+                "never-ending waits too",
+                timeout(UreqDuration::NotHappening),
+                Some(now + ms(300)),
+                Ok((UreqDuration::Exact(ms(300)), ureq::Timeout::PerRead)),
+            ),
+            (
+                "a shorter wait stays",
+                timeout(UreqDuration::Exact(ms(100))),
+                Some(now + ms(300)),
+                Ok((UreqDuration::Exact(ms(100)), ureq::Timeout::Global)),
+            ),
+            (
+                "past: no wait at all",
+                long,
+                Some(now),
+                Err(ureq::Error::Timeout(ureq::Timeout::PerRead).to_string()),
+            ),
+        ];
+        for (name, timeout, deadline, expected) in cases {
+            assert_eq!(after(bounded(timeout, deadline, now)), expected, "{name}");
+        }
+    }
+}
