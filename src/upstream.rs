@@ -133,7 +133,8 @@ impl Upstream {
         let mut reader = response.into_body().into_with_config().limit(self.max_response_bytes).reader();
         if !(200..300).contains(&status) {
             let body = read_all(reader, self.max_response_bytes).unwrap_or_else(|partial| partial);
-            let hint = hint.max(message_hint(&body));
+            // The headers' hint is the precise one; a message's "try again in 20s" only without it.
+            let hint = hint.or_else(|| message_hint(&body));
             return Err(Error::Status(Rejection { status, content_type, body, headers, hint }));
         }
         if let Some(encoding) = encoding {

@@ -240,6 +240,18 @@ fn retry_hint_is_honoured() {
         assert_eq!((got.status, mock.attempts()), (200, 2));
         assert!(started.elapsed() >= Duration::from_millis(400), "{name} was not honoured");
     }
+    // OpenAI and Azure send both forms: the millisecond one is the precise hint, not the
+    // coarser (here: longer) whole seconds, nor the message's rounded figure.
+    let message = fixtures::error_body("429", "Rate limit reached. Please try again in 3s.");
+    let both = Step::json(429, &message).header("retry-after", "3").header("retry-after-ms", "300");
+    let mock = Mock::start(vec![both, Step::stream(&ok)]);
+    let proxy = Proxy::start(&mock.v1(), &[]);
+    let started = std::time::Instant::now();
+    assert_eq!(post(&proxy.url("/v1/responses"), RESPONSES_STREAM).status, 200);
+    let waited = started.elapsed();
+    let log = proxy.wait_for_log("req=1 ");
+    assert!(log.contains("retries=[u1 429 +0.30s]"), "{log}");
+    assert!(waited >= Duration::from_millis(300) && waited < Duration::from_secs(2), "{waited:?}");
     let message = fixtures::error_body("429", "Rate limit is exceeded. Try again in 1 seconds.");
     let mock = Mock::start(vec![Step::json(429, &message), Step::stream(&ok)]);
     let proxy = Proxy::start(&mock.v1(), &[]);
