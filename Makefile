@@ -2,7 +2,7 @@
 CARGO ?= cargo
 MUSL  := x86_64-unknown-linux-musl
 
-.PHONY: run build test check fmt clippy static image replicas longstreams manifests e2e bench soak monitoring fuzz clean
+.PHONY: run build test check fmt clippy links static image replicas longstreams manifests e2e bench soak monitoring fuzz clean
 
 run: ## start the proxy with ./.env (cp .env.example .env first)
 	$(CARGO) run --release --quiet --
@@ -20,7 +20,10 @@ fmt:
 clippy:
 	$(CARGO) clippy --all-targets -- -D warnings
 
-check: fmt clippy test ## the project gate: fmt, clippy -D warnings, tests
+links: ## every relative link in the Markdown files resolves
+	bash scripts/check_links.sh
+
+check: fmt clippy links test ## the project gate: fmt, clippy -D warnings, links, tests
 
 static: ## static musl binary at target/$(MUSL)/release/codex-shield
 	bash scripts/static.sh
@@ -31,7 +34,7 @@ image: ## container image localhost/codex-shield (FROM scratch, static binary), 
 replicas: ## three proxy containers behind nginx, upstream faults, one replica restarted mid-run
 	bash tests/replicas/run.sh
 
-longstreams: ## one instance holding 500/1000/2000 concurrent 10 s answers (bench/RESULTS.md)
+longstreams: ## one instance holding 500/1000/2000 concurrent 10 s answers (bench/LONGSTREAMS.md)
 	bash bench/longstreams.sh
 
 manifests: ## validate deploy/kubernetes against the Kubernetes schemas, offline

@@ -1,7 +1,7 @@
 //! What Codex CLI (0.169) needs from the proxy beyond plain OpenAI compatibility, as pure functions.
 //!
 //! Each rule here was measured with the real `codex` binary against a scripted mock (see
-//! `tests/e2e/run.sh` and README's Codex section):
+//! `tests/e2e/run.sh` and docs/codex.md):
 //! - who is Codex: its `originator` / `User-Agent` headers (`is_codex`);
 //! - the "lite" request body some model names make Codex send, turned back into the standard
 //!   Responses shape (`normalize`);

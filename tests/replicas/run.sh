@@ -6,7 +6,7 @@
 # The replicas are containers of the image `make image` builds (podman, host network,
 # 127.0.0.1 only); where podman cannot run containers they are processes of the same static
 # binary (REPLICAS_MODE=process forces that). nginx (Debian's package) balances them and is
-# configured as the README's Kubernetes section recommends for any load balancer in front of
+# configured as docs/deploy.md recommends for any load balancer in front of
 # the proxy: a replica that refuses the connection, closes it, or answers 503 while draining
 # gets the request passed to another (proxy_next_upstream ... http_503 non_idempotent; safe
 # because the proxy sends nothing upstream before it answers that 503).
