@@ -69,10 +69,21 @@ pub struct CallDelta {
     pub arguments: Option<String>,
 }
 
+/// What a parse (and a fold) keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// Everything the answer says.
+    Everything,
+    /// What the rules need, every field still judged: the read-time check, which must not
+    /// hold the answer twice (`meta`, `usage`, `prompt_filter_results` and `logprobs` are
+    /// skipped, texts are not kept by the fold).
+    Shape,
+}
+
 /// The chunk in `data`, or why it is not one: not JSON, not an object, or a field of a shape
 /// that no server means (`[DONE]` is the fold's business, not a chunk).
-pub fn parse(data: &[u8]) -> Result<Chunk, String> {
-    let first = match parse_exact(data) {
+pub fn parse(data: &[u8], keep: Keep) -> Result<Chunk, String> {
+    let first = match parse_exact(data, keep) {
         Ok(chunk) => return Ok(chunk),
         Err(e) => e,
     };
@@ -80,14 +91,14 @@ pub fn parse(data: &[u8]) -> Result<Chunk, String> {
     if count == 0 {
         return Err(first.to_string());
     }
-    let mut chunk = parse_exact(&repaired).map_err(|e| e.to_string())?;
+    let mut chunk = parse_exact(&repaired, keep).map_err(|e| e.to_string())?;
     chunk.repaired = count;
     Ok(chunk)
 }
 
-fn parse_exact(data: &[u8]) -> Result<Chunk, serde_json::Error> {
+fn parse_exact(data: &[u8], keep: Keep) -> Result<Chunk, serde_json::Error> {
     let mut de = serde_json::Deserializer::from_slice(data);
-    let chunk = Chunk::deserialize(&mut de)?;
+    let chunk = (&mut de).deserialize_map(ChunkVisitor(keep))?;
     de.end()?;
     Ok(chunk)
 }
@@ -143,6 +154,8 @@ const CHUNK: &[&str] = &[
     "error",
     "choices",
 ];
+/// The keys of `CHUNK` that the rules read.
+const CHUNK_SHAPE: &[&str] = &["type", "error", "choices"];
 const CHOICE: &[&str] = &["index", "finish_reason", "logprobs", "delta"];
 const DELTA: &[&str] =
     &["role", "content", "reasoning_content", "reasoning", "refusal", "tool_calls", "function_call"];
@@ -166,13 +179,7 @@ fn fields<'de, M: MapAccess<'de>>(
     Ok(())
 }
 
-impl<'de> Deserialize<'de> for Chunk {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_map(ChunkVisitor)
-    }
-}
-
-struct ChunkVisitor;
+struct ChunkVisitor(Keep);
 
 impl<'de> Visitor<'de> for ChunkVisitor {
     type Value = Chunk;
@@ -183,7 +190,8 @@ impl<'de> Visitor<'de> for ChunkVisitor {
 
     fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<Chunk, M::Error> {
         let mut chunk = Chunk::default();
-        fields(map, CHUNK, |name, map| {
+        let keep = if self.0 == Keep::Everything { CHUNK } else { CHUNK_SHAPE };
+        fields(map, keep, |name, map| {
             match name {
                 "type" => chunk.keepalive = map.next_value::<Value>()? == "keepalive",
                 "usage" => chunk.usage = map.next_value()?,
@@ -488,5 +496,108 @@ impl Visitor<'_> for Key {
 
     fn visit_str<E>(self, key: &str) -> Result<Self::Value, E> {
         Ok(self.0.iter().copied().find(|k| *k == key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The chunk's content, reasoning and calls as one short line, or `malformed`.
+    fn short(data: &str) -> String {
+        match parse(data.as_bytes(), Keep::Everything) {
+            Err(_) => "malformed".into(),
+            Ok(chunk) => {
+                let mut out = Vec::new();
+                for c in &chunk.choices {
+                    let d = &c.delta;
+                    out.push(format!("#{}", c.index));
+                    if let Some(t) = &d.content {
+                        out.push(format!("content={t:?}"));
+                    }
+                    if let Some(t) = &d.reasoning {
+                        out.push(format!("reasoning={t:?}"));
+                    }
+                    for call in &d.tool_calls {
+                        out.push(format!("call {:?} {:?} {:?}", call.index, call.name, call.arguments));
+                    }
+                    if let Some(f) = &c.finish_reason {
+                        out.push(format!("finish={f}"));
+                    }
+                }
+                if chunk.repaired > 0 {
+                    out.push(format!("repaired={}", chunk.repaired));
+                }
+                out.join(" ")
+            }
+        }
+    }
+
+    #[test]
+    #[rustfmt::skip] // one row per case
+    fn chunks_are_understood_or_malformed() {
+        let cases: &[(&str, &str)] = &[
+            (r#"{"id":"c1","choices":[{"index":0,"delta":{"role":"assistant","content":"Hi","refusal":null},"logprobs":null,"finish_reason":null,"content_filter_results":{"hate":{"filtered":false}}}]}"#, r#"#0 content="Hi""#),
+            (r#"{"choices":[],"prompt_filter_results":[{"prompt_index":0}],"created":0,"model":""}"#, ""),
+            (r#"{"choices":null,"usage":{"prompt_tokens":3}}"#, ""),
+            (r#"{"c\u0068oices":[{"ind\u0065x":1,"delta":{"content":"x"}}]}"#, r#"#1 content="x""#),
+            (r#"{"choices":[{"delta":null,"finish_reason":"stop"}]}"#, "#0 finish=stop"),
+            (r#"{"choices":[{"index":"1","delta":{}}]}"#, "#1"),
+            // content as a list of parts: text joined, thinking read as reasoning
+            (r#"{"choices":[{"delta":{"content":[{"type":"text","text":"a"},{"text":"b"}]}}]}"#, r#"#0 content="ab""#),
+            (r#"{"choices":[{"delta":{"content":[{"type":"thinking","thinking":[{"type":"text","text":"hm"}]},{"type":"text","text":"ok"}]}}]}"#, r#"#0 content="ok" reasoning="hm""#),
+            (r#"{"choices":[{"delta":{"reasoning_content":"a","reasoning":"a"}}]}"#, r#"#0 reasoning="a""#),
+            (r#"{"choices":[{"delta":{"reasoning":"b"}}]}"#, r#"#0 reasoning="b""#),
+            // arguments as an object: serialised
+            (r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"x","function":{"name":"f","arguments":{"a":[1,"b"]}}}]}}]}"#, r#"#0 call Some(0) Some("f") Some("{\"a\":[1,\"b\"]}")"#),
+            (r#"{"choices":[{"delta":{"tool_calls":[{"function":{"arguments":"{}"}}]}}]}"#, r#"#0 call None None Some("{}")"#),
+            // lone surrogates read as U+FFFD; pairs and escaped backslashes untouched
+            (r#"{"choices":[{"delta":{"content":"half \ud83d"}}]}"#, "#0 content=\"half \u{fffd}\" repaired=1"),
+            (r#"{"choices":[{"delta":{"content":"\udc00\ud83d\ude00\ud800x\\ud800"}}]}"#, "#0 content=\"\u{fffd}\u{1f600}\u{fffd}x\\\\ud800\" repaired=2"),
+            (r#"{"choices":[{"delta":{"content":"\ud83d\n"}}]}"#, "#0 content=\"\u{fffd}\\n\" repaired=1"),
+            (r#"{"choices":[{"delta":{"content":"\ud83d\ude00"}}]}"#, "#0 content=\"\u{1f600}\""),
+            // malformed: shapes no server means
+            (r#"{"choices":[{"delta":{"content":7}}]}"#, "malformed"),
+            (r#"{"choices":[{"delta":{"content":true}}]}"#, "malformed"),
+            (r#"{"choices":[{"delta":{"content":{"text":"x"}}}]}"#, "malformed"),
+            (r#"{"choices":[{"delta":{"content":[{"type":"image_url","image_url":{}}]}}]}"#, "malformed"),
+            (r#"{"choices":[{"delta":{"content":[{"type":"text"}]}}]}"#, "malformed"),
+            (r#"{"choices":[{"delta":{"tool_calls":[{"function":{"name":"f","arguments":5}}]}}]}"#, "malformed"),
+            (r#"{"choices":[{"delta":{"tool_calls":{"index":0}}}]}"#, "malformed"),
+            (r#"{"choices":[{"delta":"x"}]}"#, "malformed"),
+            (r#"{"choices":[5]}"#, "malformed"),
+            (r#"{"choices":{"index":0}}"#, "malformed"),
+            (r#"{"choices":[{"index":-1}]}"#, "malformed"),
+            (r#"{"choices":[{"finish_reason":{}}]}"#, "malformed"),
+            (r#"{"choices":[{"delta":{"refusal":1}}]}"#, "malformed"),
+            (r#"{"choices":[{"delta":{"content":"\ud83d"}}]"#, "malformed"),
+            ("[DONE]", "malformed"),
+            ("[1]", "malformed"),
+            (r#"{"choices":[]} trailing"#, "malformed"),
+            (r#"{"choices":[{"delta":{"content":"unterminated"#, "malformed"),
+        ];
+        for (data, expected) in cases {
+            assert_eq!(short(data), *expected, "{data}");
+        }
+    }
+
+    #[test]
+    fn what_each_keep_reads() {
+        let data = br#"{"type":"x","id":"c1","created":7,"model":"m","usage":{"total_tokens":3},"error":null,
+            "prompt_filter_results":[],"choices":[{"delta":{"content":"a"},"logprobs":{"content":[]}}]}"#;
+        let all = parse(data, Keep::Everything).unwrap();
+        let meta: Vec<&str> = all.meta.iter().map(|(k, _)| *k).collect();
+        assert_eq!(meta, ["id", "created", "model"]);
+        assert_eq!(
+            (all.usage, all.prompt_filter_results, all.error),
+            (Some(json!({"total_tokens":3})), Some(json!([])), None)
+        );
+        assert_eq!(all.choices[0].logprobs, Some(json!({"content": []})));
+        let shape = parse(data, Keep::Shape).unwrap();
+        assert!(shape.meta.is_empty() && shape.usage.is_none() && shape.prompt_filter_results.is_none());
+        assert_eq!(shape.choices[0].delta.content.as_deref(), Some("a"));
+        let ping = parse(br#"{"type":"keepalive"}"#, Keep::Shape).unwrap();
+        assert!(ping.keepalive);
     }
 }

@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
+pub use crate::chunk::Keep;
 use crate::chunk::{self, CallDelta, Chunk};
 use crate::sse::{Event, Parser};
 
@@ -87,16 +88,6 @@ pub struct Call {
     pub arguments: Vec<String>,
 }
 
-/// What a fold keeps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Keep {
-    /// Everything the answer says.
-    Everything,
-    /// Only what the rules need (choices, finish reasons, tool-call ids and names): the
-    /// read-time check, which must not hold the answer's text twice.
-    Shape,
-}
-
 /// What one event of a chat stream was, for a fold that understood it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
@@ -134,7 +125,8 @@ impl Fold {
         if data.trim_ascii() == b"[DONE]" {
             return self.whole().map(|()| Step::Done);
         }
-        let chunk = chunk::parse(data).map_err(|e| format!("a chat chunk that is not understood: {e}"))?;
+        let chunk =
+            chunk::parse(data, self.keep).map_err(|e| format!("a chat chunk that is not understood: {e}"))?;
         if chunk.keepalive {
             return Ok(Step::KeepAlive);
         }
@@ -263,5 +255,148 @@ pub fn fold<'a>(pieces: impl IntoIterator<Item = &'a [u8]>) -> Result<Answer, St
     match failure {
         Some(reason) => Err(reason),
         None => fold.finish(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::body::Body;
+    use crate::check::{Api, Progress, Verdict};
+    use crate::sse::Parser;
+    use crate::translate::events::{to_responses, Ids, Status};
+    use crate::translate::ToolMap;
+    use crate::{assemble, fold};
+
+    /// A chat stream of these `data` payloads, each its own event.
+    fn stream(datas: &[&str]) -> String {
+        datas.iter().map(|d| format!("data: {d}\n\n")).collect()
+    }
+
+    fn content(text: &str) -> String {
+        json!({"id": "c", "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}]})
+            .to_string()
+    }
+
+    fn call(call: serde_json::Value) -> String {
+        json!({"choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": null}]}).to_string()
+    }
+
+    const STOP: &str = r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#;
+
+    /// The read-time check's last verdict over the stream (it stops at the terminal event).
+    fn checked(s: &str) -> String {
+        let (mut parser, mut progress, mut last) = (Parser::new(), Progress::default(), Verdict::Pending);
+        parser.feed(s.as_bytes(), |event| {
+            last = progress.observe(Api::Chat, &event);
+            matches!(last, Verdict::Pending | Verdict::KeepAlive)
+        });
+        match last {
+            Verdict::Complete => "understood".into(),
+            Verdict::Malformed(_) => "malformed".into(),
+            other => format!("{other:?}"),
+        }
+    }
+
+    /// `text | name(arguments) ...` from the `chat.completion` of a non-streaming client.
+    fn assembled(s: &str) -> String {
+        let Ok(chat) = assemble::chat(&Body::from(s.as_bytes().to_vec())) else { return "malformed".into() };
+        let m = &chat.completion["choices"][0]["message"];
+        let mut out = vec![m["content"].as_str().unwrap_or("").to_string()];
+        for c in m["tool_calls"].as_array().into_iter().flatten() {
+            out.push(format!(
+                "{}({})",
+                c["function"]["name"].as_str().unwrap(),
+                c["function"]["arguments"].as_str().unwrap()
+            ));
+        }
+        out.join(" | ")
+    }
+
+    /// The same from the Responses object a translated client gets.
+    fn translated(s: &str) -> String {
+        let got = to_responses(&[s.as_bytes()], &ToolMap::default(), &json!({}), &mut Ids::new(1));
+        if matches!(&got.status, Status::Failed { message, .. } if message.contains("malformed")) {
+            return "malformed".into();
+        }
+        let output = got.response["output"].as_array().unwrap();
+        let text = output
+            .iter()
+            .find(|i| i["type"] == "message")
+            .map_or("", |m| m["content"][0]["text"].as_str().unwrap());
+        let mut out = vec![text.to_string()];
+        for c in output.iter().filter(|i| i["type"] == "function_call") {
+            out.push(format!("{}({})", c["name"].as_str().unwrap(), c["arguments"].as_str().unwrap()));
+        }
+        out.join(" | ")
+    }
+
+    /// Each shape of issue 17, through the fold and all three of its consumers: the read-time
+    /// check, the non-streaming chat client, the translated Responses client.
+    #[test]
+    #[rustfmt::skip] // one row per case
+    fn every_consumer_reads_a_chat_answer_the_same_way() {
+        let parts = r#"{"choices":[{"index":0,"delta":{"content":[{"type":"text","text":"Hello"},{"type":"text","text":" world"}]}}]}"#;
+        let number = r#"{"choices":[{"index":0,"delta":{"content":42}}]}"#;
+        let object_args = call(json!({"index": 0, "id": "call_1", "type": "function", "function": {"name": "shell", "arguments": {"cmd": "ls"}}}));
+        let nameless = call(json!({"index": 0, "id": "call_1", "function": {"arguments": "{}"}}));
+        let named_first = call(json!({"index": 0, "id": "call_1", "function": {"name": "shell", "arguments": "{\"a\":"}}));
+        let continued = call(json!({"index": 0, "function": {"arguments": "1}"}}));
+        let repeated = call(json!({"index": 0, "function": {"name": "shell", "arguments": ""}}));
+        // no `index`: a new id is a new call, no id continues the last one
+        let first = call(json!({"id": "a", "function": {"name": "one", "arguments": "{"}}));
+        let second = call(json!({"id": "b", "function": {"name": "two", "arguments": "["}}));
+        let rest = call(json!({"function": {"arguments": "]"}}));
+        let back = call(json!({"id": "a", "function": {"arguments": "}"}}));
+        let lone = content("half \u{0}").replace("\\u0000", "\\ud83d");
+        let cases: Vec<(&str, String, &str)> = vec![
+            ("plain", stream(&[&content("a"), &content("b"), STOP, "[DONE]"]), "ab"),
+            ("lone surrogate", stream(&[&content("before "), &lone, &content(" after"), STOP, "[DONE]"]), "before half \u{fffd} after"),
+            ("content parts", stream(&[parts, STOP, "[DONE]"]), "Hello world"),
+            ("content number", stream(&[&content("a"), number, STOP, "[DONE]"]), "malformed"),
+            ("object arguments", stream(&[&object_args, STOP, "[DONE]"]), r#" | shell({"cmd":"ls"})"#),
+            ("nameless call", stream(&[&nameless, STOP, "[DONE]"]), "malformed"),
+            ("name came earlier", stream(&[&named_first, &continued, &repeated, STOP, "[DONE]"]), r#" | shell({"a":1})"#),
+            ("calls without index", stream(&[&first, &second, &rest, &back, STOP, "[DONE]"]), " | one({}) | two([])"),
+            ("data after [DONE]", stream(&[&content("x"), STOP, "[DONE]", &content("after done")]), "x"),
+            ("garbage after [DONE]", stream(&[&content("x"), STOP, "[DONE]", "{oops"]), "x"),
+            ("only [DONE]", stream(&["[DONE]"]), "malformed"),
+            ("no choice, then [DONE]", stream(&[r#"{"choices":[],"prompt_filter_results":[]}"#, "[DONE]"]), "malformed"),
+            ("no [DONE], every choice finished", stream(&[&content("x"), STOP]), "x"),
+        ];
+        for (name, s, expected) in cases {
+            let verdict = if expected == "malformed" { "malformed" } else { "understood" };
+            assert_eq!(fold::fold([s.as_bytes()]).is_ok(), verdict == "understood", "{name}: the fold");
+            if name != "no [DONE], every choice finished" {
+                assert_eq!(checked(&s), verdict, "{name}: the read-time check");
+            }
+            assert_eq!(assembled(&s), expected, "{name}: the chat client");
+            assert_eq!(translated(&s), expected, "{name}: the Responses client");
+        }
+    }
+
+    #[test]
+    fn lone_surrogates_are_counted() {
+        let lone = content("\u{0}").replace("\\u0000", "\\ud83d");
+        let s = stream(&[&lone, &lone, STOP, "[DONE]"]);
+        assert_eq!(fold::fold([s.as_bytes()]).unwrap().repaired, 2);
+        assert_eq!(assemble::chat(&Body::from(s.clone().into_bytes())).unwrap().repaired, 2);
+        let got = to_responses(&[s.as_bytes()], &ToolMap::default(), &json!({}), &mut Ids::new(1));
+        assert_eq!(got.repaired, 2);
+    }
+
+    /// However the stream is cut into pieces, the answer is the same (data after `[DONE]`
+    /// included, whichever piece it shares with it).
+    #[test]
+    fn the_answer_does_not_depend_on_the_reads() {
+        let s = stream(&[&content("x"), STOP, "[DONE]", &content("after done")]);
+        let whole = assembled(&s);
+        for cut in 0..=s.len() {
+            let pieces = [&s.as_bytes()[..cut], &s.as_bytes()[cut..]];
+            let answer = fold::fold(pieces).unwrap();
+            assert_eq!(answer.choices[&0].content.joined().as_deref(), Some("x"), "cut at {cut}");
+        }
+        assert_eq!(whole, "x");
     }
 }
