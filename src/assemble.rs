@@ -2,14 +2,13 @@
 //!
 //! The shield always streams upstream; a non-streaming client gets what the API would have
 //! returned: for Responses the `response` object of the terminal event, for Chat Completions a
-//! `chat.completion` assembled from the chunks (content, refusal, tool calls with their
-//! arguments joined, finish reasons, usage). Pure: bytes in, JSON out.
-
-use std::collections::BTreeMap;
+//! `chat.completion` assembled from the chat fold (`fold.rs`: content, refusal, reasoning, tool
+//! calls with their arguments joined, finish reasons, usage). Pure: bytes in, JSON out.
 
 use serde_json::{json, Map, Value};
 
 use crate::body::Body;
+use crate::fold;
 use crate::sse;
 
 /// The `response` object of the last terminal event of a Responses stream.
@@ -25,109 +24,44 @@ pub fn responses(stream: &Body) -> Option<Value> {
     last.filter(Value::is_object)
 }
 
-#[derive(Default)]
-struct Choice {
-    role: Option<String>,
-    content: Option<String>,
-    refusal: Option<String>,
-    tool_calls: BTreeMap<u64, ToolCall>,
-    function_call: Option<ToolCall>,
-    finish_reason: Value,
-    logprobs: Vec<Value>,
+/// A chat answer for a non-streaming client.
+#[derive(Debug)]
+pub struct Chat {
+    /// The `chat.completion` object.
+    pub completion: Value,
+    /// Lone surrogate escapes read as U+FFFD (see `chunk.rs`), for the log.
+    pub repaired: usize,
 }
 
-#[derive(Default)]
-struct ToolCall {
-    id: Option<String>,
-    kind: Option<String>,
-    name: String,
-    arguments: String,
-}
-
-/// A `chat.completion` object from the chunks of a Chat Completions stream.
-pub fn chat(stream: &Body) -> Value {
-    let mut top = Map::new();
-    let mut choices: BTreeMap<u64, Choice> = BTreeMap::new();
-    for (_, data) in sse::events(stream.chunks()) {
-        let Ok(chunk) = serde_json::from_str::<Value>(&data) else { continue };
-        for key in ["id", "created", "model", "system_fingerprint", "service_tier"] {
-            let v = &chunk[key];
-            let empty = v.is_null() || v == "" || v == 0;
-            if !empty && !top.contains_key(key) {
-                top.insert(key.to_string(), v.clone());
-            }
-        }
-        for key in ["usage", "prompt_filter_results"] {
-            if !chunk[key].is_null() {
-                top.insert(key.to_string(), chunk[key].clone());
-            }
-        }
-        for c in chunk["choices"].as_array().into_iter().flatten() {
-            let choice = choices.entry(c["index"].as_u64().unwrap_or(0)).or_default();
-            merge_choice(choice, c);
-        }
-    }
+/// The `chat.completion` from the chunks of a Chat Completions stream (up to its `[DONE]`),
+/// or why the answer is malformed (see `fold.rs`).
+pub fn chat(stream: &Body) -> Result<Chat, String> {
+    let mut answer = fold::fold(stream.chunks())?;
+    let choices = std::mem::take(&mut answer.choices);
     let choices: Vec<Value> = choices.into_iter().map(|(i, c)| choice_json(i, c)).collect();
+    let mut top = std::mem::take(&mut answer.meta);
     let mut out = Map::new();
     out.insert("id".into(), top.remove("id").unwrap_or_else(|| json!("")));
     out.insert("object".into(), json!("chat.completion"));
     out.insert("created".into(), top.remove("created").unwrap_or_else(|| json!(0)));
     out.insert("model".into(), top.remove("model").unwrap_or_else(|| json!("")));
     out.insert("choices".into(), Value::Array(choices));
-    out.insert("usage".into(), top.remove("usage").unwrap_or(Value::Null));
+    out.insert("usage".into(), answer.usage.take().unwrap_or(Value::Null));
     out.extend(top);
-    Value::Object(out)
+    if let Some(results) = answer.prompt_filter_results.take() {
+        out.insert("prompt_filter_results".into(), results);
+    }
+    Ok(Chat { completion: Value::Object(out), repaired: answer.repaired })
 }
 
-fn merge_choice(choice: &mut Choice, c: &Value) {
-    let delta = &c["delta"];
-    if let Some(role) = delta["role"].as_str() {
-        choice.role = Some(role.to_string());
-    }
-    append(&mut choice.content, &delta["content"]);
-    append(&mut choice.refusal, &delta["refusal"]);
-    for call in delta["tool_calls"].as_array().into_iter().flatten() {
-        let index = call["index"].as_u64().unwrap_or(choice.tool_calls.len() as u64);
-        merge_call(choice.tool_calls.entry(index).or_default(), call);
-    }
-    if delta["function_call"].is_object() {
-        merge_call(choice.function_call.get_or_insert_with(Default::default), delta);
-    }
-    if !c["finish_reason"].is_null() {
-        choice.finish_reason = c["finish_reason"].clone();
-    }
-    if let Some(items) = c["logprobs"]["content"].as_array() {
-        choice.logprobs.extend(items.iter().cloned());
-    }
-}
-
-fn merge_call(call: &mut ToolCall, v: &Value) {
-    if let Some(id) = v["id"].as_str() {
-        call.id = Some(id.to_string());
-    }
-    if let Some(kind) = v["type"].as_str() {
-        call.kind = Some(kind.to_string());
-    }
-    let function = if v["function"].is_object() { &v["function"] } else { &v["function_call"] };
-    if let Some(name) = function["name"].as_str() {
-        call.name.push_str(name);
-    }
-    if let Some(args) = function["arguments"].as_str() {
-        call.arguments.push_str(args);
-    }
-}
-
-fn append(target: &mut Option<String>, piece: &Value) {
-    if let Some(text) = piece.as_str() {
-        target.get_or_insert_with(String::new).push_str(text);
-    }
-}
-
-fn choice_json(index: u64, c: Choice) -> Value {
+fn choice_json(index: u64, c: fold::Choice) -> Value {
     let mut message = Map::new();
     message.insert("role".into(), json!(c.role.unwrap_or_else(|| "assistant".into())));
-    message.insert("content".into(), json!(c.content));
-    message.insert("refusal".into(), json!(c.refusal));
+    message.insert("content".into(), json!(c.content.joined()));
+    message.insert("refusal".into(), json!(c.refusal.joined()));
+    if let Some(reasoning) = c.reasoning.joined() {
+        message.insert("reasoning_content".into(), json!(reasoning));
+    }
     if !c.tool_calls.is_empty() {
         let calls: Vec<Value> = c
             .tool_calls
@@ -136,14 +70,14 @@ fn choice_json(index: u64, c: Choice) -> Value {
                 json!({
                     "id": t.id,
                     "type": t.kind.unwrap_or_else(|| "function".into()),
-                    "function": {"name": t.name, "arguments": t.arguments},
+                    "function": {"name": t.name, "arguments": t.arguments.concat()},
                 })
             })
             .collect();
         message.insert("tool_calls".into(), Value::Array(calls));
     }
     if let Some(f) = c.function_call {
-        message.insert("function_call".into(), json!({"name": f.name, "arguments": f.arguments}));
+        message.insert("function_call".into(), json!({"name": f.name, "arguments": f.arguments.concat()}));
     }
     let logprobs = if c.logprobs.is_empty() { Value::Null } else { json!({"content": c.logprobs}) };
     json!({
@@ -186,7 +120,7 @@ mod tests {
             "[DONE]",
         ];
         let stream: String = chunks.iter().map(|c| format!("data: {c}\n\n")).collect();
-        let v = chat(&Body::from(stream.into_bytes()));
+        let v = chat(&Body::from(stream.into_bytes())).unwrap().completion;
         assert_eq!(v["id"], "c1");
         assert_eq!(v["object"], "chat.completion");
         assert_eq!(v["created"], 7);

@@ -5,19 +5,24 @@
 //! This module knows both wire APIs (Responses and Chat Completions) and which error codes are
 //! worth another attempt. It does not read sockets and does not decide how long to wait.
 //!
-//! `Progress` adds up the events of one stream: a chat stream that ends cleanly without
-//! `data: [DONE]` (older llama.cpp, TGI, mistral.rs, some gateways) is complete when every
-//! choice that appeared (by `index`) has a `finish_reason`. Empty events and
+//! `Progress` adds up the events of one stream. A chat stream is folded as it arrives by the
+//! same fold that later makes the client's answer (`fold.rs`, keeping only the answer's
+//! shape), so a chunk that fold would not understand fails the attempt as malformed (and it
+//! is retried) instead of reaching the client as a silently wrong answer; `[DONE]` before any
+//! choice is malformed too. A chat stream that ends cleanly without `data: [DONE]` (older
+//! llama.cpp, TGI, mistral.rs, some gateways) is complete when every choice that appeared (by
+//! `index`) has a `finish_reason`. Empty events and
 //! `{"type":"keepalive"}` pings are `KeepAlive`: they show the connection is alive, not that
 //! the answer moves on, so they do not reset the event-stall clock in `upstream.rs`.
 
 use std::fmt;
 
-use serde::de::{Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::Value;
 
 pub use crate::api::Api;
 use crate::error::StreamError;
+use crate::fold::{Fold, Step};
 use crate::retry;
 use crate::sse::Event;
 
@@ -36,29 +41,39 @@ pub enum Verdict {
     Malformed(String),
 }
 
-/// The verdict of one event of an `api` stream, on its own (see `Progress` for a whole stream).
+/// The verdict of one event of an `api` stream, on its own: what a whole chat answer needs
+/// (a choice before `[DONE]`, a name in a tool call's first piece) is `Progress`'s to judge.
 pub fn observe(api: Api, event: &Event) -> Verdict {
+    if api == Api::Chat && event.data.trim_ascii() == b"[DONE]" {
+        return Verdict::Complete;
+    }
     Progress::default().observe(api, event)
 }
 
 /// What the events of one stream add up to so far.
 #[derive(Debug, Default)]
 pub struct Progress {
-    /// Chat: each choice seen, by `index`, and whether it has a `finish_reason`.
-    choices: Vec<(u64, bool)>,
+    /// Chat: the answer's shape, folded by the same rules as every consumer of it.
+    chat: Fold,
 }
 
 impl Progress {
-    /// The verdict of the next event of the stream; remembers which chat choices finished.
+    /// The verdict of the next event of the stream; remembers the chat answer's shape.
     pub fn observe(&mut self, api: Api, event: &Event) -> Verdict {
         let data = event.data;
         if data.iter().all(u8::is_ascii_whitespace) {
             return Verdict::KeepAlive;
         }
-        if api == Api::Chat && data.trim_ascii() == b"[DONE]" {
-            return Verdict::Complete;
+        if api == Api::Chat {
+            return match self.chat.event(data) {
+                Ok(Step::Done) => Verdict::Complete,
+                Ok(Step::KeepAlive) => Verdict::KeepAlive,
+                Ok(Step::Chunk(None)) => Verdict::Pending,
+                Ok(Step::Chunk(Some(error))) => chat(&error),
+                Err(reason) => Verdict::Malformed(reason),
+            };
         }
-        if let Some(verdict) = quick(api, event.name, data, &mut self.choices) {
+        if let Some(verdict) = quick(event.name, data) {
             return verdict;
         }
         let value: Value = match serde_json::from_slice(data) {
@@ -68,76 +83,46 @@ impl Progress {
         if value["type"] == "keepalive" {
             return Verdict::KeepAlive;
         }
-        match api {
-            Api::Responses => responses(event.name, &value),
-            Api::Chat => {
-                for choice in value["choices"].as_array().into_iter().flatten() {
-                    let index = choice["index"].as_u64().unwrap_or(0);
-                    note(&mut self.choices, index, !choice["finish_reason"].is_null());
-                }
-                chat(&value)
-            }
-        }
+        responses(event.name, &value)
     }
 
     /// Whether a chat stream whose body ends cleanly now holds a whole answer: at least one
     /// choice appeared and every one has finished.
     pub fn all_choices_finished(&self) -> bool {
-        !self.choices.is_empty() && self.choices.iter().all(|&(_, finished)| finished)
+        self.chat.all_choices_finished()
     }
 }
 
-/// Record that choice `index` was seen (and finished, if `finished`).
-fn note(choices: &mut Vec<(u64, bool)>, index: u64, finished: bool) {
-    match choices.iter_mut().find(|(i, _)| *i == index) {
-        Some((_, done)) => *done |= finished,
-        None => choices.push((index, finished)),
-    }
-}
-
-/// The common case without building a tree: the event is parsed (and so validated) with
-/// every value skipped but `type`, whether `error` is null and, for chat, each choice's
-/// `index` and `finish_reason`. `None` when the event needs the full parse: an error, a
-/// failure, or anything unusual (escaped keys, a non-string type, odd choices).
-fn quick(api: Api, name: &[u8], data: &[u8], choices: &mut Vec<(u64, bool)>) -> Option<Verdict> {
+/// The common case of a Responses event without building a tree: the event is parsed (and so
+/// validated) with every value skipped but `type`. `None` when the event needs the full
+/// parse: an error, a failure, or anything unusual (escaped keys, a non-string type).
+fn quick(name: &[u8], data: &[u8]) -> Option<Verdict> {
     let mut json = serde_json::Deserializer::from_slice(data);
-    let head = HeadSeed { choices: (api == Api::Chat).then_some(choices) }.deserialize(&mut json).ok()?;
+    let head = HeadSeed.deserialize(&mut json).ok()?;
     json.end().ok()?;
-    if head.kind == Some("keepalive") {
-        return Some(Verdict::KeepAlive);
-    }
-    match api {
-        Api::Responses => {
-            let kind = match head.kind {
-                Some(kind) => kind,
-                None => std::str::from_utf8(name).ok()?,
-            };
-            match kind {
-                "response.completed" | "response.incomplete" => Some(Verdict::Complete),
-                "response.failed" | "error" => None,
-                _ => Some(Verdict::Pending),
-            }
-        }
-        Api::Chat if head.error => None,
-        Api::Chat => Some(Verdict::Pending),
+    let kind = match head.kind {
+        Some("keepalive") => return Some(Verdict::KeepAlive),
+        Some(kind) => kind,
+        None => std::str::from_utf8(name).ok()?,
+    };
+    match kind {
+        "response.completed" | "response.incomplete" => Some(Verdict::Complete),
+        "response.failed" | "error" => None,
+        _ => Some(Verdict::Pending),
     }
 }
 
-/// The two things `quick` needs from an event's top-level object.
+/// What `quick` needs from an event's top-level object.
 #[derive(Default)]
 struct Head<'a> {
     /// `type`, when it is a string without escapes.
     kind: Option<&'a str>,
-    /// `error` is present and not null.
-    error: bool,
 }
 
-/// Reads a `Head`; for chat, notes the choices into `choices` on the way.
-struct HeadSeed<'c> {
-    choices: Option<&'c mut Vec<(u64, bool)>>,
-}
+/// Reads a `Head`.
+struct HeadSeed;
 
-impl<'de> DeserializeSeed<'de> for HeadSeed<'_> {
+impl<'de> DeserializeSeed<'de> for HeadSeed {
     type Value = Head<'de>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Head<'de>, D::Error> {
@@ -145,92 +130,24 @@ impl<'de> DeserializeSeed<'de> for HeadSeed<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for HeadSeed<'_> {
+impl<'de> Visitor<'de> for HeadSeed {
     type Value = Head<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON object")
     }
 
-    fn visit_map<M: MapAccess<'de>>(mut self, mut map: M) -> Result<Head<'de>, M::Error> {
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Head<'de>, M::Error> {
         let mut head = Head::default();
         while let Some(key) = map.next_key::<&str>()? {
-            match (key, self.choices.as_deref_mut()) {
-                ("type", _) => head.kind = Some(map.next_value()?),
-                ("error", _) => head.error = map.next_value::<Option<IgnoredAny>>()?.is_some(),
-                ("choices", Some(choices)) => map.next_value_seed(ChoicesSeed(choices))?,
+            match key {
+                "type" => head.kind = Some(map.next_value()?),
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
         }
         Ok(head)
-    }
-}
-
-/// A chat chunk's `choices`: null or an array of objects; anything else fails the quick parse.
-struct ChoicesSeed<'c>(&'c mut Vec<(u64, bool)>);
-
-impl<'de> DeserializeSeed<'de> for ChoicesSeed<'_> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ChoicesSeed<'_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an array of choices")
-    }
-
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<(), S::Error> {
-        while let Some(choice) = seq.next_element::<Choice>()? {
-            note(self.0, choice.index, choice.finished);
-        }
-        Ok(())
-    }
-}
-
-/// One choice of a chat chunk: its `index` (0 when absent) and whether `finish_reason` is set.
-struct Choice {
-    index: u64,
-    finished: bool,
-}
-
-impl<'de> Deserialize<'de> for Choice {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(ChoiceVisitor)
-    }
-}
-
-struct ChoiceVisitor;
-
-impl<'de> Visitor<'de> for ChoiceVisitor {
-    type Value = Choice;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a choice object")
-    }
-
-    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Choice, M::Error> {
-        let mut choice = Choice { index: 0, finished: false };
-        while let Some(key) = map.next_key::<&str>()? {
-            match key {
-                "index" => choice.index = map.next_value()?,
-                "finish_reason" => choice.finished = map.next_value::<Option<IgnoredAny>>()?.is_some(),
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-        }
-        Ok(choice)
     }
 }
 
@@ -248,8 +165,9 @@ fn responses(name: &[u8], value: &Value) -> Verdict {
     }
 }
 
-fn chat(value: &Value) -> Verdict {
-    match &value["error"] {
+/// The verdict of a chat chunk's (or a JSON body's) `error`.
+fn chat(error: &Value) -> Verdict {
+    match error {
         Value::Null => Verdict::Pending,
         Value::String(message) => Verdict::Failed(stream_error(&Value::Null, message)),
         error => Verdict::Failed(stream_error(error, "error in stream")),
@@ -260,7 +178,7 @@ fn chat(value: &Value) -> Verdict {
 /// in-stream error: for a success status on a stream route that came without a stream.
 pub fn body_error(body: &[u8]) -> Option<StreamError> {
     let value: Value = serde_json::from_slice(body).ok()?;
-    match chat(&value) {
+    match chat(&value["error"]) {
         Verdict::Failed(e) => Some(e),
         _ => None,
     }

@@ -368,15 +368,16 @@ fn deliver(mut answer: Answer, job: &Job, p: &Prepared) -> Reply {
         return Reply::stream_error(e);
     }
     let value = match exchange.upstream {
-        Api::Responses => assemble::responses(&answer.body),
-        Api::Chat => Some(assemble::chat(&answer.body)),
+        Api::Responses => assemble::responses(&answer.body)
+            .ok_or_else(|| "the terminal event carries no response object".to_string()),
+        Api::Chat => assemble::chat(&answer.body).map(|chat| {
+            note_repaired(chat.repaired);
+            chat.completion
+        }),
     };
     let mut reply = match value {
-        Some(v) => Reply::json(200, &v),
-        None => Reply::error(&Error::Truncated {
-            received: answer.body.len(),
-            reason: "the terminal event carries no response object".into(),
-        }),
+        Ok(v) => Reply::json(200, &v),
+        Err(reason) => Reply::error(&Error::Truncated { received: answer.body.len(), reason }),
     };
     reply.headers = headers;
     reply
@@ -393,6 +394,7 @@ fn translated(answer: Answer, job: &Job, p: &Prepared, mut headers: Vec<(String,
     let mut ids = translate::events::Ids::new(seed());
     let request = Value::Object(object.clone());
     let synthesis = translate::events::to_responses(&pieces, tools, &request, &mut ids);
+    note_repaired(synthesis.repaired);
     if job.wants_stream {
         headers.push(("cache-control".into(), "no-cache".into()));
         let content_type = "text/event-stream; charset=utf-8".into();
@@ -413,6 +415,13 @@ fn translated(answer: Answer, job: &Job, p: &Prepared, mut headers: Vec<(String,
     };
     reply.headers = headers;
     reply
+}
+
+/// Say in the log that a chat answer was read with lone surrogate escapes as U+FFFD.
+fn note_repaired(count: usize) {
+    if count > 0 {
+        crate::warn!("the chat answer held {count} lone UTF-16 surrogate escape(s); each was read as U+FFFD");
+    }
 }
 
 /// A number in `[0, 1)` from the standard library's per-instance random hash keys.

@@ -577,7 +577,8 @@ mod tests {
             (r, vec![(0, delta), (0, no_blank)], None, None, format!("ok {} reads=3", dl + done.len())),
             (r, vec![(0, delta), (0, no_blank)], Some(ConnectionReset), None, format!("cut@{}B", dl + no_blank.len())),
             (r, vec![(0, delta), (0, &no_blank[..30])], None, None, format!("cut@{}B", dl + 30)),
-            (c, vec![(0, "data: {\"choices\":[]}\n\n"), (0, "data: [DONE]\n\n")], None, None, "ok 36 reads=2".into()),
+            // [DONE] before any choice is not an answer (fold.rs): malformed, retried
+            (c, vec![(0, "data: {\"choices\":[]}\n\n"), (0, "data: [DONE]\n\n")], None, None, "cut@36B".into()),
             (c, vec![(0, "data: {\"choices\":[]}\n\n")], None, None, "cut@22B".into()),
             (c, vec![(0, chunk), (0, "data: [DONE]")], None, None, format!("ok {} reads=3", cl + 14)),
             // chat without [DONE]: whole at a clean end once every choice finished

@@ -3,7 +3,8 @@
 //!
 //! Generators are biased towards the bytes that matter (field names, CR/LF, colons, BOM, JSON
 //! fragments, error and terminal event names) so that short runs reach the interesting paths.
-//! Case counts are kept small: the whole file runs in a few seconds.
+//! Case counts are kept small: the whole file runs in a few seconds. A chat answer made from
+//! the reads the shield keeps does not depend on how the stream was split into them.
 
 use std::time::{Duration, SystemTime};
 
@@ -13,6 +14,8 @@ use codex_shield::retry;
 use codex_shield::shield;
 use codex_shield::sse::{self, Event, Parser};
 use codex_shield::target::{self, Endpoint, Route};
+use codex_shield::translate::events::{to_responses, Ids, Status};
+use codex_shield::translate::ToolMap;
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -352,5 +355,94 @@ proptest! {
         if let Some(h) = retry::hint_from_headers(header, now) {
             prop_assert!(h <= limit, "{} {:?} -> {:?}", name, value, h);
         }
+    }
+}
+
+/// One chunk of a chat answer, in the shapes servers send.
+fn chat_chunk() -> impl Strategy<Value = String> {
+    let text = prop_oneof![".{0,8}", Just("[DONE]".to_string()), Just("\"}".to_string())];
+    prop_oneof![
+        3 => text.clone().prop_map(|t| json_chunk(&serde_json::json!({"content": t}).to_string())),
+        1 => text.clone().prop_map(|t| json_chunk(&serde_json::json!({"content": [{"type": "text", "text": t}]}).to_string())),
+        1 => Just(json_chunk(r#"{"content":"half \ud83d"}"#)),
+        1 => text.prop_map(|t| json_chunk(&serde_json::json!({"reasoning_content": t}).to_string())),
+        1 => Just(json_chunk(r#"{"tool_calls":[{"index":0,"id":"c","function":{"name":"f","arguments":{"a":1}}}]}"#)),
+        1 => Just(r#"{"choices":[],"prompt_filter_results":[]}"#.to_string()),
+    ]
+}
+
+fn json_chunk(delta: &str) -> String {
+    format!(r#"{{"id":"c","choices":[{{"index":0,"delta":{delta},"finish_reason":null}}]}}"#)
+}
+
+/// A whole chat answer, `[DONE]` included, then what may follow it in the same reads.
+fn chat_answer() -> impl Strategy<Value = (String, String)> {
+    let after = prop_oneof![
+        Just(String::new()),
+        chat_chunk().prop_map(|c| format!("data: {c}\n\n")),
+        Just("data: {oops".to_string()),
+        Just(": keep-alive\n\n".to_string()),
+    ];
+    (proptest::collection::vec(chat_chunk(), 0..12), any::<bool>(), after).prop_map(|(chunks, crlf, after)| {
+        let nl = if crlf { "\r\n" } else { "\n" };
+        let mut out: String = chunks.iter().map(|c| format!("data: {c}{nl}{nl}")).collect();
+        out.push_str(&format!(
+            "data: {{\"choices\":[{{\"index\":0,\"delta\":{{}},\"finish_reason\":\"stop\"}}]}}{nl}{nl}data: [DONE]{nl}{nl}"
+        ));
+        (out, after)
+    })
+}
+
+/// The bytes the shield keeps of a chat stream given in these reads: every read up to the one
+/// in which the check sees the terminal event (the rest of that read included, and the LF of
+/// a split CRLF), as `upstream.rs` keeps them.
+fn kept_reads(reads: &[&[u8]]) -> Vec<u8> {
+    let (mut parser, mut progress, mut kept) = (Parser::new(), check::Progress::default(), Vec::new());
+    for read in reads {
+        kept.extend_from_slice(read);
+        let mut done = false;
+        parser.feed(read, |event| {
+            done = progress.observe(Api::Chat, &event) == Verdict::Complete;
+            !done
+        });
+        if done {
+            break;
+        }
+    }
+    if kept.last() == Some(&b'\r') {
+        kept.push(b'\n'); // the LF of a CRLF the read split off is supplied
+    }
+    kept
+}
+
+proptest! {
+    #![proptest_config(config(500))]
+
+    /// A chat answer is the same however the stream is split into reads, whatever follows its
+    /// `[DONE]` in the same read.
+    #[test]
+    fn a_chat_answer_does_not_depend_on_the_reads(
+        (answer, after) in chat_answer(),
+        cuts in proptest::collection::vec(any::<usize>(), 0..5),
+    ) {
+        let translate = |body: &[u8]| {
+            let got = to_responses(&[body], &ToolMap::default(), &serde_json::json!({"model": "m"}), &mut Ids::new(7));
+            (got.stream, got.status)
+        };
+        let clean = translate(answer.as_bytes());
+        prop_assert_eq!(&clean.1, &Status::Completed);
+        let stream = format!("{answer}{after}");
+        let bytes = stream.as_bytes();
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+        cuts.sort_unstable();
+        let mut reads = Vec::new();
+        let mut from = 0;
+        for cut in cuts.into_iter().chain([bytes.len()]) {
+            reads.push(&bytes[from..cut]);
+            from = cut;
+        }
+        let kept = kept_reads(&reads);
+        prop_assert!(kept.starts_with(answer.as_bytes()), "the check stopped before [DONE]");
+        prop_assert_eq!(translate(&kept), clean, "kept {:?}", String::from_utf8_lossy(&kept));
     }
 }

@@ -3,6 +3,7 @@
 mod support;
 
 mod adapter;
+mod chat_shapes;
 mod codex;
 mod failover;
 mod faults;

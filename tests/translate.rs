@@ -359,7 +359,16 @@ proptest! {
         let evs = events(&got.stream);
         let terminal = evs.last().unwrap();
         prop_assert_eq!(&terminal["response"], &got.response);
-        if finish == "content_filter" {
+        // A tool call whose first piece has no name is malformed (fold.rs): the shield retries
+        // such an answer, and were it translated anyway, it would fail, not lose the call.
+        let mut named = std::collections::BTreeMap::new();
+        for p in &pieces {
+            if let Piece::Call(i, head, ..) = p {
+                named.entry(*i).or_insert(*head);
+            }
+        }
+        if finish == "content_filter" || named.values().any(|head| !head) {
+            prop_assert!(matches!(got.status, Status::Failed { .. }), "{:?}", got.status);
             prop_assert_eq!(&got.response["output"], &json!([]));
             return Ok(());
         }

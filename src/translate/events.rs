@@ -1,8 +1,9 @@
 //! A complete chat answer (its SSE stream, already checked) → the Responses stream a Responses
 //! client accepts, and the final `response` object for a client that did not stream.
 //!
-//! The chat chunks are first folded into one answer (choice 0: reasoning, content and refusal
-//! pieces, tool calls collected by `index`, finish reason, usage, a final error), then written
+//! The chat chunks are first folded into one answer by the fold every chat consumer shares
+//! (`fold.rs`; choice 0 is used: reasoning, content and refusal pieces, tool calls by
+//! `index`, finish reason, usage, a final error), then written
 //! out in the Responses order: `response.created`, `response.in_progress`, each output item
 //! from `output_item.added` to `output_item.done` (reasoning, then the message, then the tool
 //! calls in index order), and the terminal event. Text deltas keep the upstream's pieces.
@@ -15,13 +16,10 @@
 //! incomplete reason makes it resend the same request); an upstream `error` chunk →
 //! `response.failed` with the upstream's code and message.
 
-use std::collections::BTreeMap;
-
 use serde_json::{json, Map, Value};
 
-use super::chunk;
 use super::tools::{ToolKind, ToolMap};
-use crate::sse;
+use crate::fold;
 
 /// A deterministic source of unique ids (`resp_…`, `msg_…`, `fc_…`, `ctc_…`, `rs_…`, `call_…`).
 #[derive(Debug, Clone)]
@@ -71,11 +69,20 @@ pub struct Synthesis {
     /// The `response` object of the terminal event.
     pub response: Value,
     pub status: Status,
+    /// Lone surrogate escapes of the chat answer read as U+FFFD (see `chunk.rs`), for the log.
+    pub repaired: usize,
 }
 
 /// Translate a complete chat answer, given in pieces, for the client's Responses request.
 pub fn to_responses(chat_sse: &[&[u8]], map: &ToolMap, req: &Value, ids: &mut Ids) -> Synthesis {
-    let answer = fold(chat_sse);
+    let (answer, repaired) = match fold::fold(chat_sse.iter().copied()) {
+        Ok(folded) => {
+            let repaired = folded.repaired;
+            (Answer::new(folded), repaired)
+        }
+        // Not for an answer that passed `check.rs`, which judges every chunk the same way.
+        Err(reason) => (Answer::malformed(reason), 0),
+    };
     let mut out = Writer::default();
     let id = ids.next("resp");
     let model = answer.model.clone().unwrap_or_else(|| req["model"].as_str().unwrap_or("").to_string());
@@ -103,14 +110,14 @@ pub fn to_responses(chat_sse: &[&[u8]], map: &ToolMap, req: &Value, ids: &mut Id
         }
     };
     out.event(kind, json!({"response": response}));
-    Synthesis { stream: out.bytes, response, status }
+    Synthesis { stream: out.bytes, response, status, repaired }
 }
 
 fn status(answer: &Answer) -> Status {
     if let Some((code, message)) = &answer.error {
         return Status::Failed { code: code.clone(), message: message.clone() };
     }
-    match answer.finish.as_deref() {
+    match answer.choice.finish_reason.as_deref() {
         Some("length") => Status::Incomplete("max_output_tokens"),
         Some("content_filter") => Status::Failed {
             code: "invalid_prompt".into(),
@@ -121,97 +128,30 @@ fn status(answer: &Answer) -> Status {
     }
 }
 
-// ---- reading the chat answer ----------------------------------------------------------------
-
-/// Choice 0 of a chat answer, folded.
+/// Choice 0 of a folded chat answer, with what the Responses object takes from the rest.
 #[derive(Debug, Default)]
 struct Answer {
     model: Option<String>,
     created: Option<i64>,
-    reasoning: Vec<String>,
-    content: Vec<String>,
-    refusal: Vec<String>,
-    calls: BTreeMap<u64, Call>,
-    finish: Option<String>,
+    choice: fold::Choice,
     usage: Option<Value>,
     error: Option<(String, String)>,
 }
 
-#[derive(Debug, Default)]
-struct Call {
-    id: String,
-    name: String,
-    arguments: Vec<String>,
-}
-
-fn fold(chat_sse: &[&[u8]]) -> Answer {
-    let mut answer = Answer::default();
-    for (_, data) in sse::events(chat_sse.iter().copied()) {
-        let Some(chunk) = chunk::parse(&data) else { continue }; // `[DONE]`
-        fold_chunk(&mut answer, &chunk);
-    }
-    answer
-}
-
-fn fold_chunk(answer: &mut Answer, chunk: &Value) {
-    if let Some(model) = chunk["model"].as_str().filter(|m| !m.is_empty() && answer.model.is_none()) {
-        answer.model = Some(model.to_string());
-    }
-    if let Some(created) = chunk["created"].as_i64().filter(|c| *c > 0 && answer.created.is_none()) {
-        answer.created = Some(created);
-    }
-    if chunk["usage"].is_object() {
-        answer.usage = Some(chunk["usage"].clone());
-    }
-    if !chunk["error"].is_null() {
-        answer.error = Some(error(&chunk["error"]));
-    }
-    for choice in chunk["choices"].as_array().into_iter().flatten() {
-        if choice["index"].as_u64().unwrap_or(0) == 0 {
-            fold_choice(answer, choice);
+impl Answer {
+    fn new(mut folded: fold::Answer) -> Answer {
+        Answer {
+            model: folded.meta.get("model").and_then(Value::as_str).map(str::to_string),
+            created: folded.meta.get("created").and_then(Value::as_i64).filter(|c| *c > 0),
+            choice: folded.choices.remove(&0).unwrap_or_default(),
+            usage: folded.usage.filter(Value::is_object),
+            error: folded.error.as_ref().map(error),
         }
     }
-}
 
-fn fold_choice(answer: &mut Answer, choice: &Value) {
-    let delta = &choice["delta"];
-    let reasoning = delta["reasoning_content"].as_str().or_else(|| delta["reasoning"].as_str());
-    push(&mut answer.reasoning, reasoning);
-    push(&mut answer.content, delta["content"].as_str());
-    push(&mut answer.refusal, delta["refusal"].as_str());
-    for call in delta["tool_calls"].as_array().into_iter().flatten() {
-        let index = call_index(answer, call);
-        let entry = answer.calls.entry(index).or_default();
-        if let Some(id) = call["id"].as_str().filter(|id| !id.is_empty() && entry.id.is_empty()) {
-            entry.id = id.to_string();
-        }
-        // Names usually come whole, once; some servers repeat them, a few split them.
-        if let Some(name) = call["function"]["name"].as_str().filter(|n| *n != entry.name) {
-            entry.name.push_str(name);
-        }
-        push(&mut entry.arguments, call["function"]["arguments"].as_str());
-    }
-    if let Some(reason) = choice["finish_reason"].as_str() {
-        answer.finish = Some(reason.to_string());
-    }
-}
-
-/// A tool-call delta's `index`; without one, the call with its `id`, a new call for a new id,
-/// or the last call.
-fn call_index(answer: &Answer, call: &Value) -> u64 {
-    if let Some(index) = call["index"].as_u64() {
-        return index;
-    }
-    let next = answer.calls.keys().next_back().map_or(0, |k| k + 1);
-    match call["id"].as_str().filter(|id| !id.is_empty()) {
-        Some(id) => answer.calls.iter().find(|(_, c)| c.id == id).map_or(next, |(k, _)| *k),
-        None => next.saturating_sub(1),
-    }
-}
-
-fn push(pieces: &mut Vec<String>, piece: Option<&str>) {
-    if let Some(p) = piece.filter(|p| !p.is_empty()) {
-        pieces.push(p.to_string());
+    fn malformed(reason: String) -> Answer {
+        let message = format!("the upstream's chat answer is malformed: {reason}");
+        Answer { error: Some(("server_error".into(), message)), ..Answer::default() }
     }
 }
 
@@ -307,20 +247,20 @@ impl Shell<'_> {
 
 /// Every output item of the answer, in order; each done item is pushed to `output`.
 fn write_items(answer: &Answer, map: &ToolMap, ids: &mut Ids, out: &mut Writer, output: &mut Vec<Value>) {
-    if !answer.reasoning.is_empty() {
-        let item = reasoning(&answer.reasoning, ids.next("rs"), output.len(), out);
+    let choice = &answer.choice;
+    if !choice.reasoning.pieces.is_empty() {
+        let item = reasoning(&choice.reasoning.pieces, ids.next("rs"), output.len(), out);
         output.push(item);
     }
-    if !answer.content.is_empty() || !answer.refusal.is_empty() {
+    if !choice.content.pieces.is_empty() || !choice.refusal.pieces.is_empty() {
         let item = message(answer, ids.next("msg"), output.len(), out);
         output.push(item);
     }
     let mut call_ids: Vec<String> = Vec::new();
-    for call in answer.calls.values() {
-        let call_id = if call.id.is_empty() || call_ids.contains(&call.id) {
-            ids.next("call")
-        } else {
-            call.id.clone()
+    for call in choice.tool_calls.values() {
+        let call_id = match &call.id {
+            Some(id) if !call_ids.contains(id) => id.clone(),
+            _ => ids.next("call"),
         };
         call_ids.push(call_id.clone());
         let item = match map.get(&call.name) {
@@ -370,8 +310,8 @@ fn message(answer: &Answer, id: String, index: usize, out: &mut Writer) -> Value
     );
     let mut parts = Vec::new();
     for (pieces, kind, field, prefix) in [
-        (&answer.content, "output_text", "text", "response.output_text"),
-        (&answer.refusal, "refusal", "refusal", "response.refusal"),
+        (&answer.choice.content.pieces, "output_text", "text", "response.output_text"),
+        (&answer.choice.refusal.pieces, "refusal", "refusal", "response.refusal"),
     ] {
         if pieces.is_empty() {
             continue;

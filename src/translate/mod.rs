@@ -7,7 +7,6 @@
 //! Responses stream (and `response` object) the client expects. The shield's buffering, checks
 //! and retries run on the chat side, unchanged, in between.
 
-mod chunk;
 pub mod events;
 pub mod request;
 pub mod tools;
