@@ -5,6 +5,7 @@ mod support;
 mod adapter;
 mod codex;
 mod failover;
+mod fd;
 mod faults;
 mod fuzz;
 mod hostile;
