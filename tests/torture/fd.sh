@@ -23,8 +23,8 @@ trap cleanup EXIT
 
 # The mock: every model request waits 3 s, then gets a complete answer (600 such steps).
 steps="$(printf 'slow,%.0s' $(seq 600))ok"
-timeout 120 python3 "$ROOT/tests/e2e/mock_upstream.py" --port-file "$WORK/mock.port" \
-    --script "$steps" --max-seconds 110 2>"$WORK/mock.err" &
+python3 "$ROOT/tests/e2e/mock_upstream.py" --port-file "$WORK/mock.port" \
+    --script "$steps" --max-seconds 110 >"$WORK/mock.out" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do [ -s "$WORK/mock.port" ] && break; sleep 0.05; done
 MOCK_PORT="$(cat "$WORK/mock.port")"
@@ -35,18 +35,16 @@ raised="$(prlimit --nofile="$LIMIT:$(ulimit -Hn)" env -i AZURE_ENDPOINT="http://
 (
     ulimit -n "$LIMIT"
     exec env -i AZURE_ENDPOINT="http://127.0.0.1:$MOCK_PORT/v1" PORT=0 LOG_LEVEL=warn \
-        RETRY_DEADLINE_SECONDS=20 timeout 110 "$BIN"
-) 2>"$WORK/proxy.err" &
+        RETRY_DEADLINE_SECONDS=20 "$BIN"
+) >/dev/null 2>"$WORK/proxy.err" &
 PROXY_PID=$!
 pids+=("$PROXY_PID")
 for _ in $(seq 100); do grep -q 'listening on' "$WORK/proxy.err" 2>/dev/null && break; sleep 0.05; done
 PORT="$(sed -n 's/.*listening on http:\/\/127.0.0.1:\([0-9]*\).*/\1/p' "$WORK/proxy.err" | head -1)"
 [ -n "$PORT" ] || { echo "fd.sh: the proxy did not start"; cat "$WORK/proxy.err"; exit 1; }
-# `timeout` is the child of the subshell's exec: the proxy is its child
-REAL_PID="$(pgrep -P "$PROXY_PID" -x codex-shield || echo "$PROXY_PID")"
 
 set +e
-python3 - "$PORT" "$REAL_PID" "$LIMIT" <<'PY'
+python3 - "$PORT" "$PROXY_PID" "$LIMIT" <<'PY'
 import json, os, socket, sys, threading, time
 port, pid, limit = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 BODY = json.dumps({"model": "gpt-5-codex", "input": "hi", "stream": True}).encode()
@@ -156,19 +154,24 @@ def healthz_in_flight():
     return data
 
 def recovery():
-    """Seconds until a new request is answered 200 (healthz, then a model request)."""
+    """Seconds until a new connection is served (`/healthz` answers 200), and whether a
+    model request then gets its answer (the mock holds it 3 s: not counted)."""
     start = time.time()
     while time.time() - start < 15:
         try:
             s = socket.create_connection(("127.0.0.1", port), timeout=2)
-            s.sendall(POST)
-            if answer(s, 10) == "200":
-                return time.time() - start
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nconnection: close\r\n\r\n")
+            if answer(s, 5) == "200":
+                took = time.time() - start
+                s = socket.create_connection(("127.0.0.1", port), timeout=2)
+                s.sendall(POST)
+                return took if answer(s, 15) == "200" else None
         except OSError:
             pass
-        time.sleep(0.05)
+        time.sleep(0.01)
     return None
 
+T0 = time.time()
 base = fds()
 print(f"descriptors: limit {limit}, {base} at start")
 
@@ -185,12 +188,15 @@ for s in held:
     s.close()
 took = recovery()
 print(f"  served again {took:.2f} s after the idle connections closed" if took is not None else "  NOT served again")
-if took is None or took > 5:
-    bad.append("not served again within 5 s")
+if took is None or took > 2:
+    bad.append("not served again within 2 s")
 
 # 2. 300 concurrent requests (each held 3 s by the mock)
+peak[0] = 0
 tally = burst(300)
-print(f"300 concurrent requests: {tally}, descriptors at the peak {peak[0]}")
+in_flight = tally.get("200", 0)
+per = (peak[0] - base) / in_flight if in_flight else 0
+print(f"300 concurrent requests: {tally}, descriptors at the peak {peak[0]} ({per:.1f} per request in flight)")
 if tally.get("200", 0) < 200 or set(tally) - {"200", "503"}:
     bad.append(f"concurrent requests: {tally}")
 
@@ -206,13 +212,13 @@ for s in held:
     s.close()
 took = recovery()
 print(f"  served again {took:.2f} s after the load ended" if took is not None else "  NOT served again")
-if took is None or took > 5:
-    bad.append("not served again within 5 s after the mixed load")
+if took is None or took > 2:
+    bad.append("not served again within 2 s after the mixed load")
 if peak[0] > limit:
     bad.append(f"descriptors {peak[0]} over the limit {limit}")
 if not alive():
     bad.append("the proxy died")
-print("alive" if alive() else "DEAD")
+print("alive" if alive() else "DEAD", f"(driver {time.time() - T0:.1f} s)")
 for b in bad:
     print("FAIL", b)
 sys.exit(1 if bad else 0)
@@ -220,8 +226,8 @@ PY
 driver=$?
 set -e
 
-kill -TERM "$REAL_PID" 2>/dev/null || true
-for _ in $(seq 100); do kill -0 "$REAL_PID" 2>/dev/null || break; sleep 0.05; done
+kill -TERM "$PROXY_PID" 2>/dev/null || true
+for _ in $(seq 100); do kill -0 "$PROXY_PID" 2>/dev/null || break; sleep 0.05; done
 wait "$PROXY_PID"; code=$?
 echo "banner: $(grep -E '^  limits:' "$WORK/proxy.err" | sed 's/^ *//')"
 echo "--check with soft $LIMIT, hard $(ulimit -Hn): $raised"
