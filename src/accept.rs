@@ -126,7 +126,8 @@ mod tests {
     use super::*;
 
     fn watch() -> Watch {
-        let config = Config::from_lookup(|name| (name == "AZURE_ENDPOINT").then(|| "http://127.0.0.1:9/v1".into()));
+        let config =
+            Config::from_lookup(|name| (name == "AZURE_ENDPOINT").then(|| "http://127.0.0.1:9/v1".into()));
         Watch::new(&config.unwrap())
     }
 
@@ -155,7 +156,8 @@ mod tests {
     #[test]
     fn an_ended_accept_loop_is_an_error() {
         let mut w = watch();
-        let ended = tiny_http::Accepting { ended: Some("the accept thread panicked".into()), ..Default::default() };
+        let ended =
+            tiny_http::Accepting { ended: Some("the accept thread panicked".into()), ..Default::default() };
         let err = w.look(ended, Instant::now()).unwrap_err();
         assert!(err.to_string().contains("the accept thread panicked"), "{err}");
         assert_eq!(err.exit_code(), 1);

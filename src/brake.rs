@@ -223,7 +223,9 @@ impl Brake {
         match failure {
             Failure::First { unlogged: 0 } => true,
             Failure::First { unlogged } => {
-                crate::warn!("{unlogged} more wrong proxy API keys from {peer} in the minute before (not logged)");
+                crate::warn!(
+                    "{unlogged} more wrong proxy API keys from {peer} in the minute before (not logged)"
+                );
                 true
             }
             Failure::Quiet => false,

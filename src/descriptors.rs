@@ -103,7 +103,9 @@ impl Room {
         let soft = self.limit.map_or(0, |l| l.soft);
         match self.source {
             Source::Default => format!("{n} (default)"),
-            Source::Limit => format!("{n} (default {DEFAULT_MAX_CONCURRENT} lowered to fit {soft} descriptors)"),
+            Source::Limit => {
+                format!("{n} (default {DEFAULT_MAX_CONCURRENT} lowered to fit {soft} descriptors)")
+            }
             Source::Set { fits: true } => format!("{n} (set)"),
             Source::Set { fits: false } => format!("{n} (set; more than {soft} descriptors have room for)"),
         }
@@ -143,7 +145,9 @@ mod tests {
 
     #[test]
     fn max_concurrent_and_connections_follow_the_limit() {
-        let rows: [(Option<Limit>, Option<usize>, usize, Source, usize); 9] = [
+        // the limit, MAX_CONCURRENT as set; what is in force, where it came from, connections
+        type Row = (Option<Limit>, Option<usize>, usize, Source, usize);
+        let rows: [Row; 9] = [
             // the usual soft limit: the default no longer fits (256 requests x 4 > 1024)
             (limit(1024), None, 232, Source::Limit, 464),
             (limit(20_000), None, 256, Source::Default, MAX_CONNECTIONS),
@@ -182,7 +186,10 @@ mod tests {
         assert_eq!(lowered.describe_limit(), "1024 (hard 1024); up to 464 connections");
         assert_eq!(lowered.warning(), None);
         let raised = Some(Limit { soft: 20_000, hard: 20_000, raised_from: Some(1024) });
-        assert_eq!(room(raised, None).describe_limit(), "20000 (hard 20000, raised from 1024); up to 4096 connections");
+        assert_eq!(
+            room(raised, None).describe_limit(),
+            "20000 (hard 20000, raised from 1024); up to 4096 connections"
+        );
         assert_eq!(room(raised, None).describe_concurrency(), "256 (default)");
         let too_many = room(limit(1024), Some(1000));
         assert_eq!(too_many.describe_concurrency(), "1000 (set; more than 1024 descriptors have room for)");

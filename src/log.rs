@@ -313,7 +313,8 @@ mod tests {
     fn a_throttle_writes_one_line_per_period_with_the_count() {
         let throttle = Throttle::new(Duration::from_secs(10));
         let start = Instant::now();
-        let script = [(0, Some(0)), (1, None), (9_999, None), (10_000, Some(2)), (10_001, None), (30_000, Some(1))];
+        let script =
+            [(0, Some(0)), (1, None), (9_999, None), (10_000, Some(2)), (10_001, None), (30_000, Some(1))];
         for (ms, expected) in script {
             assert_eq!(throttle.tick(start + Duration::from_millis(ms)), expected, "at {ms} ms");
         }

@@ -91,8 +91,18 @@ pub fn serve(config: Arc<Config>, signals: Arc<AtomicUsize>) -> Result<(), Error
     let (stopping, slots) = (AtomicBool::new(false), Slots::default());
     let metrics = Metrics::new(config.upstreams.len());
     let brake = Brake::new(config.proxy_key.as_ref().map_or(0, |_| config.limits.auth_failure_limit));
-    let state =
-        Arc::new(State { config, pool, upstream, in_flight, active, next_id, stopping, slots, metrics, brake });
+    let state = Arc::new(State {
+        config,
+        pool,
+        upstream,
+        in_flight,
+        active,
+        next_id,
+        stopping,
+        slots,
+        metrics,
+        brake,
+    });
     let shared = Arc::clone(&state);
     let server = accept::listen(&state.config, move |request| on_request(&shared, request))?;
     banner(&state.config, &server.server_addr().to_string());
@@ -252,7 +262,10 @@ fn handle(state: &State, mut request: tiny_http::Request, route: Route) {
     let mut trace = Trace::default();
     let kind = metrics::RouteKind::of(&route);
     let peer = request.remote_addr().map(|a| a.ip());
-    let job = state.brake.admit(peer).and_then(|()| inbound::job(&state.config, &mut request, route, query.as_deref()));
+    let job = state
+        .brake
+        .admit(peer)
+        .and_then(|()| inbound::job(&state.config, &mut request, route, query.as_deref()));
     // A peer trying keys gets one line per window, not one per try (brake.rs).
     let logged = match &job {
         Err(Error::Unauthorized) => state.brake.failed(peer),

@@ -122,7 +122,8 @@ fn at_the_descriptor_limit_connections_get_503_and_are_served_again() {
     let served = held.len();
     let refusal = refusal.unwrap_or_else(|| panic!("300 connections and no refusal:\n{}", proxy.log()));
     assert_alive_without_panic(&mut proxy);
-    let (status, body) = refusal.unwrap_or_else(|| panic!("closed instead of a 503 after {served}:\n{}", proxy.log()));
+    let (status, body) =
+        refusal.unwrap_or_else(|| panic!("closed instead of a 503 after {served}:\n{}", proxy.log()));
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     assert_eq!((status, v["error"]["code"].as_str()), (503, Some("proxy_busy")), "{v}");
     assert!((20..=80).contains(&served), "{served} connections served under 128 descriptors");
@@ -142,7 +143,10 @@ fn at_the_descriptor_limit_connections_get_503_and_are_served_again() {
         }
     }
     let mut again = again.unwrap_or_else(|| panic!("not served 10 s after the connections closed"));
-    eprintln!("{served} connections served at 128 descriptors; served again {:?} after they closed", closed.elapsed());
+    eprintln!(
+        "{served} connections served at 128 descriptors; served again {:?} after they closed",
+        closed.elapsed()
+    );
     let got = exchange(&mut again, &post_bytes("any"));
     assert_eq!(got.map(|(s, b)| (s, b == ok)), Some((200, true)));
     let got = request("GET", &proxy.url("/healthz"), &[], b"");
@@ -160,8 +164,10 @@ fn at_the_descriptor_limit_connections_get_503_and_are_served_again() {
 #[test]
 fn slow_heads_get_408_and_idle_connections_close() {
     let (mock, _) = clean_mock();
-    let proxy =
-        Proxy::start(&mock.v1(), &[("CLIENT_HEADER_TIMEOUT_SECONDS", "1"), ("CLIENT_IDLE_TIMEOUT_SECONDS", "1")]);
+    let proxy = Proxy::start(
+        &mock.v1(),
+        &[("CLIENT_HEADER_TIMEOUT_SECONDS", "1"), ("CLIENT_IDLE_TIMEOUT_SECONDS", "1")],
+    );
 
     let mut slow = connect(proxy.port).unwrap();
     let mut dribble = slow.try_clone().unwrap();
@@ -193,7 +199,11 @@ fn slow_heads_get_408_and_idle_connections_close() {
         let mut rest = Vec::new();
         let read = s.read_to_end(&mut rest);
         assert!(read.is_ok() && rest.is_empty(), "{name}: {read:?}, {:?}", String::from_utf8_lossy(&rest));
-        assert!(waited.elapsed() < Duration::from_secs(4), "{name} connection closed after {:?}", waited.elapsed());
+        assert!(
+            waited.elapsed() < Duration::from_secs(4),
+            "{name} connection closed after {:?}",
+            waited.elapsed()
+        );
     }
 }
 
@@ -223,7 +233,11 @@ fn wrong_keys_are_braked_per_address_and_logged_once() {
     assert_eq!(statuses, expected);
     let (status, head, body) = post_from("127.0.0.1", proxy.port, "inbound-secret");
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!((status, v["error"]["code"].as_str()), (429, Some("too_many_auth_failures")), "the right key unchecked");
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (429, Some("too_many_auth_failures")),
+        "the right key unchecked"
+    );
     let retry_after: u64 = head
         .lines()
         .find_map(|l| l.strip_prefix("retry-after:"))
