@@ -84,7 +84,7 @@ pub fn help() -> String {
         env!("CARGO_PKG_VERSION")
     );
     for (name, default, meaning) in VARIABLES {
-        text.push_str(&format!("  {name:<24} {meaning} [{default}]\n"));
+        text.push_str(&format!("  {name:<30} {meaning} [{default}]\n"));
     }
     text.push_str(
         "\nSEVERAL UPSTREAMS: AZURE_ENDPOINT_2, AZURE_API_KEY_2, UPSTREAM_AUTH_2, FORCED_MODEL_2,\n\

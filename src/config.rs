@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::api::Api;
+use crate::descriptors::{self, Room, Source};
 use crate::error::Error;
 use crate::log::{Format, Level};
 use crate::retry::Policy;
@@ -56,7 +57,18 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ),
     ("MAX_REQUEST_BYTES", "33554432", "largest client body (413 beyond it)"),
     ("MAX_RESPONSE_BYTES", "67108864", "largest buffered upstream answer (502 beyond it)"),
-    ("MAX_CONCURRENT", "256", "requests in flight at once (503 with Retry-After beyond it)"),
+    (
+        "MAX_CONCURRENT",
+        "auto",
+        "requests in flight at once (503 with Retry-After beyond it); auto: 256, fewer if the descriptor limit has no room",
+    ),
+    ("CLIENT_HEADER_TIMEOUT_SECONDS", "30", "a client's request head must arrive within this long (else 408 and close)"),
+    ("CLIENT_IDLE_TIMEOUT_SECONDS", "120", "an idle keep-alive client connection is closed after this long"),
+    (
+        "AUTH_FAILURE_LIMIT",
+        "20",
+        "wrong PROXY_API_KEYs from one address within a minute before it gets 429s for a minute (0: no limit)",
+    ),
     ("PROXY_API_KEY", "", "if set, clients must send it (Bearer or api-key); never forwarded"),
     (
         "STATUS_TOKEN",
@@ -145,7 +157,16 @@ pub struct Network {
 pub struct Limits {
     pub max_request_bytes: u64,
     pub max_response_bytes: u64,
+    /// In force: `room.max_concurrent`.
     pub max_concurrent: usize,
+    /// What the descriptor limit leaves room for, and where `max_concurrent` came from
+    /// (`Config::fit`).
+    pub room: Room,
+    /// `CLIENT_HEADER_TIMEOUT_SECONDS`, `CLIENT_IDLE_TIMEOUT_SECONDS`.
+    pub header_timeout: Duration,
+    pub client_idle_timeout: Duration,
+    /// `AUTH_FAILURE_LIMIT` (0: no brake).
+    pub auth_failure_limit: u32,
 }
 
 /// Reads raw values: the variable if set and not blank, else the default.
@@ -259,6 +280,12 @@ impl Config {
         };
         let log_format = Format::parse(&raw.get("LOG_FORMAT"))
             .ok_or_else(|| bad("LOG_FORMAT", "expected text or json".into()))?;
+        let max_concurrent = match raw.get("MAX_CONCURRENT").to_ascii_lowercase().as_str() {
+            "auto" => None,
+            _ => Some(raw.positive("MAX_CONCURRENT")?),
+        };
+        // Until `fit` knows the descriptor limit.
+        let room = descriptors::room(None, max_concurrent);
         let config = Config {
             listen: Listen { host: raw.get("HOST"), port: raw.parse("PORT", "a port number (0-65535)")? },
             upstreams,
@@ -272,7 +299,11 @@ impl Config {
             limits: Limits {
                 max_request_bytes: raw.positive("MAX_REQUEST_BYTES")?,
                 max_response_bytes: raw.positive("MAX_RESPONSE_BYTES")?,
-                max_concurrent: raw.positive("MAX_CONCURRENT")?,
+                max_concurrent: room.max_concurrent,
+                room,
+                header_timeout: raw.seconds("CLIENT_HEADER_TIMEOUT_SECONDS", false)?,
+                client_idle_timeout: raw.seconds("CLIENT_IDLE_TIMEOUT_SECONDS", false)?,
+                auth_failure_limit: raw.parse("AUTH_FAILURE_LIMIT", "a whole number")?,
             },
             proxy_key: raw.optional("PROXY_API_KEY"),
             keepalive,
@@ -290,6 +321,14 @@ impl Config {
             return Err(bad("HOST", reason));
         }
         Ok(config)
+    }
+
+    /// Fit `MAX_CONCURRENT` (unless set) and the connections served at once to the
+    /// descriptor limit (`None`: unknown).
+    pub fn fit(&mut self, limit: Option<descriptors::Limit>) {
+        let set = matches!(self.limits.room.source, Source::Set { .. }).then_some(self.limits.max_concurrent);
+        self.limits.room = descriptors::room(limit, set);
+        self.limits.max_concurrent = self.limits.room.max_concurrent;
     }
 
     /// `host:port` to bind.
@@ -332,7 +371,11 @@ impl Config {
             ("CODEX_PROGRESS", self.codex_progress.to_string()),
             ("MAX_REQUEST_BYTES", self.limits.max_request_bytes.to_string()),
             ("MAX_RESPONSE_BYTES", self.limits.max_response_bytes.to_string()),
-            ("MAX_CONCURRENT", self.limits.max_concurrent.to_string()),
+            ("MAX_CONCURRENT", self.limits.room.describe_concurrency()),
+            ("RLIMIT_NOFILE", self.limits.room.describe_limit()),
+            ("CLIENT_HEADER_TIMEOUT_SECONDS", secs(self.limits.header_timeout)),
+            ("CLIENT_IDLE_TIMEOUT_SECONDS", secs(self.limits.client_idle_timeout)),
+            ("AUTH_FAILURE_LIMIT", self.limits.auth_failure_limit.to_string()),
             ("PROXY_API_KEY", mask(&self.proxy_key)),
             ("STATUS_TOKEN", mask(&self.status_token)),
             ("SHUTDOWN_GRACE_SECONDS", secs(self.shutdown_grace)),
@@ -347,7 +390,11 @@ impl Config {
             ("LOG_FORMAT", self.log_format.name().to_string()),
         ];
         rows.extend(general.into_iter().map(|(k, v)| (k.to_string(), v)));
-        rows.iter().map(|(k, v)| format!("{k:<24} {v}\n")).collect()
+        let mut text: String = rows.iter().map(|(k, v)| format!("{k:<30} {v}\n")).collect();
+        if let Some(warning) = self.limits.room.warning() {
+            text.push_str(&format!("WARNING: {warning}\n"));
+        }
+        text
     }
 }
 
@@ -500,6 +547,26 @@ mod tests {
         assert_eq!(c.limits.max_request_bytes, 32 << 20);
         assert_eq!(c.limits.max_response_bytes, 64 << 20);
         assert_eq!(c.upstreams[0].model, None);
+        assert_eq!(c.limits.max_concurrent, 256);
+        assert_eq!(c.limits.header_timeout, Duration::from_secs(30));
+        assert_eq!(c.limits.client_idle_timeout, Duration::from_secs(120));
+        assert_eq!(c.limits.auth_failure_limit, 20);
+    }
+
+    /// `MAX_CONCURRENT` unset follows the descriptor limit; set, it wins (see descriptors.rs).
+    #[test]
+    fn max_concurrent_fits_the_descriptor_limit() {
+        let limit = Some(descriptors::Limit { soft: 1024, hard: 1024, raised_from: None });
+        let mut auto = config(&[EP]).unwrap();
+        auto.fit(limit);
+        assert_eq!((auto.limits.max_concurrent, auto.limits.room.source), (232, Source::Limit));
+        let mut set = config(&[EP, ("MAX_CONCURRENT", "300")]).unwrap();
+        set.fit(limit);
+        assert_eq!((set.limits.max_concurrent, set.limits.room.source), (300, Source::Set { fits: false }));
+        assert!(set.describe().contains("300 (set; more than 1024 descriptors have room for)"));
+        let mut explicit_auto = config(&[EP, ("MAX_CONCURRENT", "AUTO")]).unwrap();
+        explicit_auto.fit(limit);
+        assert_eq!(explicit_auto.limits.max_concurrent, 232);
     }
 
     #[test]
@@ -598,6 +665,11 @@ mod tests {
             (&[EP, ("AZURE_ENDPOINT_2", "http://h/v1"), ("UPSTREAM_AUTH_2", "x")], "UPSTREAM_AUTH_2"),
             (&[EP, ("AZURE_API_KEY", "k"), ("AZURE_ENDPOINT_2", "http://other/v1")], "AZURE_API_KEY_2"),
             (&[EP, ("AZURE_ENDPOINT_17", "http://h/v1")], "AZURE_ENDPOINT_17"),
+            (&[EP, ("MAX_CONCURRENT", "0")], "MAX_CONCURRENT"),
+            (&[EP, ("MAX_CONCURRENT", "many")], "MAX_CONCURRENT"),
+            (&[EP, ("CLIENT_HEADER_TIMEOUT_SECONDS", "0")], "CLIENT_HEADER_TIMEOUT_SECONDS"),
+            (&[EP, ("CLIENT_IDLE_TIMEOUT_SECONDS", "soon")], "CLIENT_IDLE_TIMEOUT_SECONDS"),
+            (&[EP, ("AUTH_FAILURE_LIMIT", "-1")], "AUTH_FAILURE_LIMIT"),
         ];
         for (vars, var) in cases {
             assert_eq!(failing_var(vars), *var, "{vars:?}");

@@ -26,6 +26,8 @@ pub enum Error {
     BadRequest(String),
     /// The client did not present `PROXY_API_KEY`.
     Unauthorized,
+    /// The client's address sent too many wrong keys (`AUTH_FAILURE_LIMIT`): braked for a while.
+    Braked { retry_after: Duration },
     /// No route for this method and path.
     NotFound { method: String, path: String },
     /// The client's body is compressed (`Content-Encoding`, named here); it is not decoded.
@@ -187,6 +189,11 @@ impl fmt::Display for Error {
             }
             Error::BadRequest(msg) => write!(f, "invalid request: {msg}"),
             Error::Unauthorized => write!(f, "missing or wrong proxy API key"),
+            Error::Braked { retry_after } => write!(
+                f,
+                "too many wrong proxy API keys from this address; try again in {}s",
+                retry_after.as_secs_f64().ceil()
+            ),
             Error::NotFound { method, path } => write!(f, "no route for {method} {path}"),
             Error::UnsupportedEncoding(coding) => write!(
                 f,

@@ -5,15 +5,18 @@
 
 #![forbid(unsafe_code)]
 
+pub mod accept;
 pub mod api;
 pub mod assemble;
 pub mod body;
+pub mod brake;
 pub mod check;
 pub mod chunk;
 pub mod cli;
 pub mod client;
 pub mod codex;
 pub mod config;
+pub mod descriptors;
 pub mod error;
 pub mod fold;
 pub mod healthcheck;
@@ -58,7 +61,8 @@ pub fn run(argv: impl IntoIterator<Item = OsString>) -> Result<(), Error> {
         return Ok(());
     }
     load_env_file(&args)?;
-    let config = Config::from_env()?;
+    let mut config = Config::from_env()?;
+    config.fit(descriptors::raise());
     if args.check {
         log::stdout(&config.describe());
         return Ok(());

@@ -7,7 +7,8 @@
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 
@@ -121,6 +122,35 @@ fn line(format: Format, ts: &str, level: Level, args: std::fmt::Arguments) -> St
             let msg = args.to_string();
             json!({"ts": ts, "level": level.name(), "msg": msg}).to_string() + "\n"
         }
+    }
+}
+
+/// At most one line per `every` for an event that can come by the thousand a second
+/// (connections turned away, accept errors, heads that timed out): the first is written, the
+/// others are counted and the count goes with the next line written.
+#[derive(Debug)]
+pub struct Throttle {
+    every: Duration,
+    /// When the last line was written, and how many were not since.
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl Throttle {
+    pub const fn new(every: Duration) -> Throttle {
+        Throttle { every, state: Mutex::new((None, 0)) }
+    }
+
+    /// An event at `now`: `Some(n)` to write its line (`n` events were not logged since the
+    /// last one), `None` to count it.
+    pub fn tick(&self, now: Instant) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let (last, unlogged) = &mut *state;
+        if last.is_some_and(|at| now.duration_since(at) < self.every) {
+            *unlogged += 1;
+            return None;
+        }
+        *last = Some(now);
+        Some(std::mem::take(unlogged))
     }
 }
 
@@ -277,6 +307,17 @@ mod tests {
         );
         assert_eq!(Format::parse("JSON"), Some(Format::Json));
         assert_eq!(Format::parse("logfmt"), None);
+    }
+
+    #[test]
+    fn a_throttle_writes_one_line_per_period_with_the_count() {
+        let throttle = Throttle::new(Duration::from_secs(10));
+        let start = Instant::now();
+        let script =
+            [(0, Some(0)), (1, None), (9_999, None), (10_000, Some(2)), (10_001, None), (30_000, Some(1))];
+        for (ms, expected) in script {
+            assert_eq!(throttle.tick(start + Duration::from_millis(ms)), expected, "at {ms} ms");
+        }
     }
 
     #[test]

@@ -38,7 +38,7 @@ impl Reply {
         if matches!(err, Error::Busy { .. } | Error::ShuttingDown) {
             reply.headers.push(("retry-after".into(), "1".into()));
         }
-        if let Error::Resting { wait, .. } = err {
+        if let Error::Braked { retry_after: wait } | Error::Resting { wait, .. } = err {
             reply.headers.push(("retry-after".into(), wait.as_secs_f64().ceil().max(1.0).to_string()));
         }
         if matches!(err, Error::UnsupportedEncoding(_)) {
@@ -152,6 +152,7 @@ fn classify(err: &Error) -> (u16, &'static str, &'static str) {
         Error::RequestTooLarge { .. } => (413, "invalid_request_error", "request_too_large"),
         Error::BadRequest(_) => (400, "invalid_request_error", "invalid_request"),
         Error::Unauthorized => (401, "invalid_request_error", "invalid_api_key"),
+        Error::Braked { .. } => (429, "invalid_request_error", "too_many_auth_failures"),
         Error::NotFound { .. } => (404, "invalid_request_error", "not_found"),
         Error::UnsupportedEncoding(_) => (415, "invalid_request_error", "unsupported_content_encoding"),
         // Codex falls back from its WebSocket transport to HTTP at once on a 426 (and only then)
@@ -247,6 +248,12 @@ mod tests {
             (Error::RequestTooLarge { limit: 10 }, 413, "request_too_large", "MAX_REQUEST_BYTES"),
             (Error::BadRequest("body is not JSON".into()), 400, "invalid_request", "not JSON"),
             (Error::Unauthorized, 401, "invalid_api_key", "proxy API key"),
+            (
+                Error::Braked { retry_after: Duration::from_millis(41_200) },
+                429,
+                "too_many_auth_failures",
+                "try again in 42s",
+            ),
             (Error::UnsupportedEncoding("gzip".into()), 415, "unsupported_content_encoding", "\"gzip\""),
             (Error::WebSocket, 426, "websocket_not_supported", "HTTP"),
             (Error::Busy { limit: 2 }, 503, "proxy_busy", "MAX_CONCURRENT"),
@@ -294,6 +301,8 @@ mod tests {
             assert_eq!((s, c.as_str()), (status, code), "{err:?}");
             assert!(m.contains(needle), "{m:?} should mention {needle:?}");
         }
+        let braked = Reply::error(&Error::Braked { retry_after: Duration::from_millis(41_200) });
+        assert!(braked.headers.contains(&("retry-after".into(), "42".into())));
         let busy = Reply::error(&Error::Busy { limit: 1 });
         assert!(busy.headers.contains(&("retry-after".into(), "1".into())));
         let encoded = Reply::error(&Error::UnsupportedEncoding("gzip".into()));

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::accept;
 use crate::api::Api;
+use crate::brake::Brake;
 use crate::client::{self, Slot, Slots};
 use crate::config::Config;
 use crate::error::Error;
@@ -45,6 +47,8 @@ struct State {
     /// Requests being worked on: keepalive events and shutdown answers go through them.
     slots: Slots,
     metrics: Metrics,
+    /// Wrong inbound keys per peer (`AUTH_FAILURE_LIMIT`).
+    brake: Brake,
 }
 
 /// Counts a request until its reply is written, however its handler ends.
@@ -83,28 +87,44 @@ impl Drop for InFlight<'_> {
 pub fn serve(config: Arc<Config>, signals: Arc<AtomicUsize>) -> Result<(), Error> {
     let upstream = Upstream::new(&config)?;
     let pool = Pool::new(&config);
-    let addr = config.listen_addr();
     let (in_flight, active, next_id) = (AtomicUsize::new(0), AtomicUsize::new(0), AtomicU64::new(1));
     let (stopping, slots) = (AtomicBool::new(false), Slots::default());
     let metrics = Metrics::new(config.upstreams.len());
-    let state =
-        Arc::new(State { config, pool, upstream, in_flight, active, next_id, stopping, slots, metrics });
+    let brake = Brake::new(config.proxy_key.as_ref().map_or(0, |_| config.limits.auth_failure_limit));
+    let state = Arc::new(State {
+        config,
+        pool,
+        upstream,
+        in_flight,
+        active,
+        next_id,
+        stopping,
+        slots,
+        metrics,
+        brake,
+    });
     let shared = Arc::clone(&state);
-    let handler = move |request| on_request(&shared, request);
-    let server = tiny_http::Server::http_with_handler(addr.as_str(), handler, refusal_body)
-        .map_err(|e| Error::Listen { addr: addr.clone(), reason: e.to_string() })?;
+    let server = accept::listen(&state.config, move |request| on_request(&shared, request))?;
     banner(&state.config, &server.server_addr().to_string());
     if state.config.keepalive.is_some() {
         let ticking = Arc::clone(&state);
         thread::spawn(move || keepalive_ticker(&ticking));
     }
-    while signals.load(Ordering::SeqCst) == 0 {
+    // A listener that is gone ends the process (non-zero, after the drain): a supervisor
+    // restarts it, where a process without a listener would live on and exit 0.
+    let mut watch = accept::Watch::new(&state.config);
+    let mut ended = Ok(());
+    while signals.load(Ordering::SeqCst) == 0 && ended.is_ok() {
         thread::sleep(POLL);
+        ended = watch.check(&server);
+    }
+    if let Err(e) = &ended {
+        crate::error!("{e}; finishing the requests in flight, then exiting");
     }
     state.stopping.store(true, Ordering::SeqCst);
     drain(&state, &signals);
     drop(server);
-    Ok(())
+    ended
 }
 
 /// Visit the open requests and send the keepalive events that are due, until shutdown.
@@ -142,6 +162,17 @@ fn banner(config: &Config, bound: &str) {
         r.deadline.as_secs_f64(),
         config.network.idle_timeout.as_secs_f64()
     ));
+    let l = &config.limits;
+    lines.push(format!(
+        "  limits: MAX_CONCURRENT {}, descriptors {}; request heads within {}s, idle connections {}s",
+        l.room.describe_concurrency(),
+        l.room.describe_limit(),
+        l.header_timeout.as_secs_f64(),
+        l.client_idle_timeout.as_secs_f64()
+    ));
+    if let Some(warning) = l.room.warning() {
+        lines.push(format!("WARNING: {warning}"));
+    }
     if let Some(every) = config.keepalive {
         lines.push(format!("  keepalive: every {}s for streaming Responses clients", every.as_secs_f64()));
     }
@@ -182,19 +213,6 @@ fn on_request(state: &State, request: tiny_http::Request) {
     state.active.fetch_add(1, Ordering::SeqCst);
     let _active = Active(state);
     handle(state, request, route);
-}
-
-/// The OpenAI-shaped body of an answer tiny_http writes itself, to a request head it refuses
-/// before any handler sees it (malformed, smuggling-prone, too large), with its log line.
-fn refusal_body(refused: &tiny_http::Refused) -> Vec<u8> {
-    crate::warn!("refused a request: {} ({})", refused.reason, refused.status);
-    let code = match refused.status {
-        431 => "request_header_fields_too_large",
-        505 => "http_version_not_supported",
-        _ => "invalid_request",
-    };
-    let message = format!("codex-shield: {}", refused.reason);
-    serde_json::to_vec(&crate::reply::error_json(&message, "invalid_request_error", code)).unwrap_or_default()
 }
 
 fn local_page(state: &State, page: local::Page, request: &tiny_http::Request) -> Reply {
@@ -243,7 +261,17 @@ fn handle(state: &State, mut request: tiny_http::Request, route: Route) {
     };
     let mut trace = Trace::default();
     let kind = metrics::RouteKind::of(&route);
-    let job = inbound::job(&state.config, &mut request, route, query.as_deref());
+    let peer = request.remote_addr().map(|a| a.ip());
+    let job = state
+        .brake
+        .admit(peer)
+        .and_then(|()| inbound::job(&state.config, &mut request, route, query.as_deref()));
+    // A peer trying keys gets one line per window, not one per try (brake.rs).
+    let logged = match &job {
+        Err(Error::Unauthorized) => state.brake.failed(peer),
+        Err(Error::Braked { .. }) => false,
+        _ => true,
+    };
     // Counted from here: a client still sending its body holds a thread, not a slot.
     let ready = job.and_then(|job| Ok((job, InFlight::acquire(state)?)));
     let mut tail = None;
@@ -262,6 +290,9 @@ fn handle(state: &State, mut request: tiny_http::Request, route: Route) {
     let duration = started.elapsed();
     let tally = trace.tally;
     state.metrics.request_done(&metrics::Done { route: kind, status, bytes, duration, tally, delivered });
+    if !logged {
+        return;
+    }
     crate::log::request(&crate::log::RequestLine {
         id,
         method: &method,

@@ -7,6 +7,7 @@ mod chat_shapes;
 mod codex;
 mod failover;
 mod faults;
+mod fd;
 mod fuzz;
 mod hostile;
 mod lifecycle;

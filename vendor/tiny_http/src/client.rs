@@ -17,8 +17,9 @@ use crate::Request;
 /// A ClientConnection is an object that will store a socket to a client
 /// and return Request objects.
 pub struct ClientConnection {
-    // address of the client
-    remote_addr: IoResult<Option<SocketAddr>>,
+    // address of the client (codex-shield patch: `None` if the socket could not say, where
+    // the original panicked on the `Err`)
+    remote_addr: Option<SocketAddr>,
 
     // sequence of Readers to the stream, so that the data is not read in
     //  the wrong order
@@ -45,6 +46,25 @@ pub struct ClientConnection {
 
     // codex-shield patch: what the previous request said about the connection's end
     previous: Option<Arc<crate::request::Ending>>,
+
+    // codex-shield patch: the deadlines of request heads (handler mode only)
+    head: Option<HeadClock>,
+
+    // codex-shield patch: whether a request was read on this connection, and whether a byte
+    // of the current head has arrived
+    served: bool,
+    head_started: bool,
+}
+
+/// codex-shield patch: when a request head must be complete. The first request's head must
+/// arrive within `header` of the connection's start; after a request, an idle connection
+/// may wait `idle` for the next one, whose head then has `header` from its first byte
+/// (nginx's `client_header_timeout` and `keepalive_timeout`).
+pub(crate) struct HeadClock {
+    pub(crate) deadline: Arc<crate::util::Deadline>,
+    pub(crate) accepted: std::time::Instant,
+    pub(crate) header: std::time::Duration,
+    pub(crate) idle: std::time::Duration,
 }
 
 /// codex-shield patch: a closing connection first reads and drops what the client still
@@ -77,7 +97,7 @@ impl ClientConnection {
         write_socket: RefinedTcpStream,
         mut read_socket: RefinedTcpStream,
     ) -> ClientConnection {
-        let remote_addr = read_socket.peer_addr();
+        let remote_addr = read_socket.peer_addr().ok().flatten();
         let secure = read_socket.secure();
 
         let mut source = SequentialReaderBuilder::new(BufReader::with_capacity(1024, read_socket));
@@ -93,7 +113,54 @@ impl ClientConnection {
             probe: None,
             refusal_body: None,
             previous: None,
+            head: None,
+            served: false,
+            head_started: false,
         }
+    }
+
+    /// codex-shield patch: see `HeadClock`; its deadline must be the one the read socket
+    /// was given (`RefinedTcpStream::with_deadline`).
+    pub(crate) fn with_head_clock(mut self, head: Option<HeadClock>) -> Self {
+        self.head = head;
+        self
+    }
+
+    /// codex-shield patch: a head is about to be read: start its clock.
+    fn begin_head(&mut self) {
+        self.head_started = false;
+        if let Some(h) = &self.head {
+            let at = match self.served {
+                false => h.accepted + h.header,
+                true => std::time::Instant::now() + h.idle,
+            };
+            h.deadline.set(Some(at));
+        }
+    }
+
+    /// codex-shield patch: the first byte of a head: after an idle wait, its own clock starts.
+    fn head_byte(&mut self) {
+        self.head_started = true;
+        if let Some(h) = self.head.as_ref().filter(|_| self.served) {
+            h.deadline.set(Some(std::time::Instant::now() + h.header));
+        }
+    }
+
+    /// codex-shield patch: the head is in (or the connection is ending): stop the clock and
+    /// give reads (the body's) the usual timeout back.
+    fn end_head(&mut self, restore: bool) {
+        if let Some(h) = &self.head {
+            h.deadline.set(None);
+            if let Some(socket) = self.probe.as_ref().filter(|_| restore) {
+                socket.set_read_timeout(crate::CLIENT_IO_TIMEOUT);
+            }
+        }
+    }
+
+    /// codex-shield patch: answer a connection the server will not serve (too many open)
+    /// with `refused`, before reading anything, then linger and close.
+    pub(crate) fn turn_away(mut self, refused: Refused) {
+        self.refuse(refused);
     }
 
     /// codex-shield patch: see `RefusalBody`.
@@ -150,6 +217,9 @@ impl ClientConnection {
             }
 
             prev_byte_was_cr = byte == b'\r';
+            if !self.head_started {
+                self.head_byte();
+            }
 
             buf.push(byte);
             if buf.len() > MAX_LINE {
@@ -162,6 +232,7 @@ impl ClientConnection {
     /// Reads a request from the stream.
     /// Blocks until the header has been read.
     fn read(&mut self) -> Result<Request, ReadError> {
+        self.begin_head();
         let (method, path, version, headers) = {
             // reading the request line
             let (method, path, version) = {
@@ -208,6 +279,8 @@ impl ClientConnection {
 
             (method, path, version, headers)
         };
+        self.end_head(true);
+        self.served = true;
 
         // building the writer for the request
         let writer = self.sink.next().unwrap();
@@ -223,7 +296,7 @@ impl ClientConnection {
             path,
             version.clone(),
             headers,
-            *self.remote_addr.as_ref().unwrap(),
+            self.remote_addr,
             data_source,
             writer,
         )
@@ -247,6 +320,7 @@ impl ClientConnection {
     /// `RefusalBody` hook (empty without one), say `Connection: close`, and linger.
     fn refuse(&mut self, refused: Refused) {
         use std::io::Write;
+        self.end_head(false);
         let body = self.refusal_body.as_ref().map(|f| f(&refused)).unwrap_or_default();
         let head = format!(
             "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -284,8 +358,10 @@ impl ClientConnection {
 fn reason_phrase(status: u16) -> &'static str {
     match status {
         400 => "Bad Request",
+        408 => "Request Timeout",
         417 => "Expectation Failed",
         431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
         505 => "HTTP Version Not Supported",
         _ => "Error",
     }
@@ -332,10 +408,18 @@ impl Iterator for ClientConnection {
                     return None;
                 }
 
-                Err(ReadError::ReadIoError(ref err)) if err.kind() == ErrorKind::TimedOut => {
-                    // codex-shield patch: a silent client is closed quietly. Writing a 408 here
-                    // would queue it behind a response still being prepared (a long buffered
-                    // answer), and the client would read it as the answer to its next request.
+                Err(ReadError::ReadIoError(ref err))
+                    if matches!(err.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) =>
+                {
+                    // codex-shield patch: a silent client is closed quietly: a 408 to a client
+                    // that sent nothing may cross its next request and be read as its answer
+                    // (and in `recv()` mode it would queue behind a response still being
+                    // prepared). A head begun and not finished in time (a slowloris) gets a
+                    // 408 in handler mode, where the previous answer is already written.
+                    if self.head_started && self.probe.is_some() {
+                        let refused = Refused { status: 408, reason: "the request head did not arrive in time" };
+                        self.refuse(refused);
+                    }
                     return None; // closing the connection
                 }
 

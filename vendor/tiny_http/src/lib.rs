@@ -102,16 +102,119 @@ use std::io::Error as IoError;
 use std::io::ErrorKind as IoErrorKind;
 use std::io::Result as IoResult;
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::sync::atomic::AtomicBool;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// codex-shield patch: how long a client connection may stay silent (idle keep-alive,
-/// half-sent request) or leave its answer unread before it is closed.
+/// codex-shield patch: how long one read or write of a client connection may wait (a body
+/// sent slowly, an answer left unread) before the connection is closed. Request heads and
+/// idle keep-alive connections have their own deadlines in handler mode (`Limits`).
 const CLIENT_IO_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// codex-shield patch: how long the accept loop waits after an accept error other than an
+/// aborted connection (EMFILE/ENFILE: no descriptor left; ENOBUFS/ENOMEM), instead of
+/// spinning; connections wait in the listen backlog meanwhile and are served as soon as a
+/// descriptor is free.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+
+/// codex-shield patch: the limits of a `Server::http_with_handler` server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections served at once (each holds a thread and a descriptor).
+    pub max_connections: usize,
+    /// Past `max_connections`, this many more connections at once are answered `503` (each
+    /// on a thread of its own, for the few seconds of its linger); any beyond are closed at
+    /// once.
+    pub turn_away: usize,
+    /// A request head must be complete this long after the connection opened (its first
+    /// request) or after its first byte (a later one); past it the client gets a `408` (if it
+    /// had sent part of a head) and the connection closes.
+    pub header_timeout: Duration,
+    /// An idle keep-alive connection is closed after this long without a new request.
+    pub idle_timeout: Duration,
+}
+
+/// codex-shield patch: what to do with a connection just accepted while `open` were open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admission {
+    Serve,
+    /// Answer `503` and close.
+    TurnAway,
+    /// Close at once (the spare connections are taken too).
+    Close,
+}
+
+pub(crate) fn admission(open: usize, limits: &Limits) -> Admission {
+    if open < limits.max_connections {
+        Admission::Serve
+    } else if open < limits.max_connections.saturating_add(limits.turn_away) {
+        Admission::TurnAway
+    } else {
+        Admission::Close
+    }
+}
+
+/// codex-shield patch: what the accept thread has seen (`Server::accepting`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Accepting {
+    /// Connections open now (served, or being turned away).
+    pub open: usize,
+    /// Connections turned away (`503` or closed at once) because `max_connections` were open.
+    pub refused: u64,
+    /// Accept errors (EMFILE...), each followed by a short pause.
+    pub errors: u64,
+    pub last_error: Option<String>,
+    /// Why the accept loop ended while the server still exists (it should never).
+    pub ended: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct AcceptCounters {
+    open: AtomicUsize,
+    refused: AtomicU64,
+    errors: AtomicU64,
+    last_error: Mutex<Option<String>>,
+    ended: Mutex<Option<String>>,
+}
+
+/// codex-shield patch: one open connection, counted until its task ends (or is dropped).
+struct Open(Arc<AcceptCounters>);
+
+impl Open {
+    /// Count a new connection; also returns how many were open before it.
+    fn count(counters: &Arc<AcceptCounters>) -> (Open, usize) {
+        let before = counters.open.fetch_add(1, SeqCst);
+        (Open(Arc::clone(counters)), before)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, SeqCst);
+    }
+}
+
+/// codex-shield patch: records why the accept thread ended (a panic included) unless the
+/// server is being dropped.
+struct AcceptThread {
+    counters: Arc<AcceptCounters>,
+    close: Arc<AtomicBool>,
+}
+
+impl Drop for AcceptThread {
+    fn drop(&mut self) {
+        if !self.close.load(Relaxed) {
+            let why = match thread::panicking() {
+                true => "the accept thread panicked",
+                false => "the accept loop ended",
+            };
+            *self.counters.ended.lock().unwrap_or_else(PoisonError::into_inner) = Some(why.to_string());
+        }
+    }
+}
 
 /// codex-shield patch: the per-request handler of `Server::http_with_handler`.
 type Handler = Arc<dyn Fn(Request) + Send + Sync + 'static>;
@@ -157,6 +260,9 @@ pub struct Server {
 
     // result of TcpListener::local_addr()
     listening_addr: ListenAddr,
+
+    // codex-shield patch: see `Accepting`
+    accepting: Arc<AcceptCounters>,
 }
 
 enum Message {
@@ -250,8 +356,10 @@ impl Server {
     /// own thread (one per connection, from the task pool), instead of queueing requests for
     /// `recv()`. Saves two thread hand-offs per request; `recv()` then never returns anything.
     /// `refusal_body` renders the error answers the server writes itself.
+    /// `limits` bound the connections served at once and the time their heads may take.
     pub fn http_with_handler<A, F, G>(
         addr: A,
+        limits: Limits,
         handler: F,
         refusal_body: G,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>>
@@ -262,7 +370,20 @@ impl Server {
     {
         let listener = ConfigListenAddr::from_socket_addrs(addr)?.bind()?;
         let refusal_body: RefusalBody = Arc::new(refusal_body);
-        Self::from_listener_with(listener, None, Some((Arc::new(handler), refusal_body)))
+        Self::from_listener_with(listener, None, Some((Arc::new(handler), refusal_body, limits)))
+    }
+
+    /// codex-shield patch: what the accept thread has seen so far.
+    pub fn accepting(&self) -> Accepting {
+        let c = &self.accepting;
+        let text = |m: &Mutex<Option<String>>| m.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        Accepting {
+            open: c.open.load(SeqCst),
+            refused: c.refused.load(SeqCst),
+            errors: c.errors.load(SeqCst),
+            last_error: text(&c.last_error),
+            ended: text(&c.ended),
+        }
     }
 
     /// Builds a new server that listens on the specified address.
@@ -285,13 +406,14 @@ impl Server {
     fn from_listener_with<L: Into<Listener>>(
         listener: L,
         ssl_config: Option<SslConfig>,
-        handler: Option<(Handler, RefusalBody)>,
+        handler: Option<(Handler, RefusalBody, Limits)>,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let listener = listener.into();
-        let (handler, refusal_body) = match handler {
-            Some((h, r)) => (Some(h), Some(r)),
-            None => (None, None),
+        let (handler, refusal_body, limits) = match handler {
+            Some((h, r, l)) => (Some(h), Some(r), Some(l)),
+            None => (None, None, None),
         };
+        let counters = Arc::new(AcceptCounters::default());
         // building the "close" variable
         let close_trigger = Arc::new(AtomicBool::new(false));
 
@@ -333,7 +455,10 @@ impl Server {
 
         let inside_close_trigger = close_trigger.clone();
         let inside_messages = messages.clone();
+        let inside_counters = Arc::clone(&counters);
         thread::spawn(move || {
+            // codex-shield patch: however this thread ends, the server's owner can know.
+            let _thread = AcceptThread { counters: Arc::clone(&inside_counters), close: inside_close_trigger.clone() };
             // a tasks pool is used to dispatch the connections into threads
             let tasks_pool = util::TaskPool::new();
 
@@ -342,13 +467,27 @@ impl Server {
                 let new_client = match server.accept() {
                     Ok((sock, _)) => {
                         use util::RefinedTcpStream;
+                        // codex-shield patch: counted while open; past the limit, turned away.
+                        let (open, before) = Open::count(&inside_counters);
+                        let admitted = match limits {
+                            Some(limits) => admission(before, &limits),
+                            None => Admission::Serve,
+                        };
+                        if admitted != Admission::Serve {
+                            inside_counters.refused.fetch_add(1, SeqCst);
+                        }
+                        if admitted == Admission::Close {
+                            continue;
+                        }
                         // codex-shield patch: idle, half-sent and unread connections time out
                         // instead of holding a thread forever.
                         sock.set_timeouts(CLIENT_IO_TIMEOUT);
-                        // codex-shield patch: in handler mode nothing else reads the socket
-                        // while a request is handled, so it can be probed for a hang-up.
+                        // codex-shield patch: one socket shared by both halves and, in handler
+                        // mode (nothing else reads the socket while a request is handled), by
+                        // the hang-up probe: no duplicate descriptor to fail at the limit.
+                        let sock = Arc::new(sock);
                         let probe = match (&handler, &ssl) {
-                            (Some(_), None) => sock.try_clone().ok().map(Arc::new),
+                            (Some(_), None) => Some(Arc::clone(&sock)),
                             _ => None,
                         };
                         let (read_closable, write_closable) = match ssl {
@@ -357,31 +496,57 @@ impl Server {
                             Some(ref ssl) => {
                                 // trying to apply SSL over the connection
                                 // if an error occurs, we just close the socket and resume listening
-                                let sock = match ssl.accept(sock) {
-                                    Ok(s) => s,
-                                    Err(_) => continue,
+                                let sock = match Arc::try_unwrap(sock).map(|s| ssl.accept(s)) {
+                                    Ok(Ok(s)) => s,
+                                    _ => continue,
                                 };
 
                                 RefinedTcpStream::new(sock)
                             }
                             #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-                            Some(ref _ssl) => unreachable!(),
+                            Some(ref _ssl) => {
+                                continue;
+                            }
+                        };
+                        // codex-shield patch: request heads have deadlines (handler mode).
+                        let head = limits.filter(|_| probe.is_some()).map(|l| client::HeadClock {
+                            deadline: Arc::new(util::Deadline::default()),
+                            accepted: Instant::now(),
+                            header: l.header_timeout,
+                            idle: l.idle_timeout,
+                        });
+                        let read_closable = match &head {
+                            Some(h) => read_closable.with_deadline(Arc::clone(&h.deadline)),
+                            None => read_closable,
                         };
 
-                        Ok(ClientConnection::new(write_closable, read_closable)
-                            .with_probe(probe)
-                            .with_refusal_body(refusal_body.clone()))
+                        Ok((
+                            ClientConnection::new(write_closable, read_closable)
+                                .with_probe(probe)
+                                .with_refusal_body(refusal_body.clone())
+                                .with_head_clock(head),
+                            open,
+                            admitted,
+                        ))
                     }
                     Err(e) => Err(e),
                 };
 
                 match new_client {
-                    Ok(client) => {
+                    Ok((client, open, Admission::TurnAway | Admission::Close)) => {
+                        let mut turned = Some((client, open));
+                        tasks_pool.spawn(Box::new(move || {
+                            if let Some((client, _open)) = turned.take() {
+                                client.turn_away(Refused { status: 503, reason: "too many open connections" });
+                            }
+                        }));
+                    }
+                    Ok((client, open, Admission::Serve)) => {
                         let messages = inside_messages.clone();
                         let handler = handler.clone();
-                        let mut client = Some(client);
+                        let mut client = Some((client, open));
                         tasks_pool.spawn(Box::new(move || {
-                            if let Some(client) = client.take() {
+                            if let Some((client, _open)) = client.take() {
                                 // Synchronization is needed for HTTPS requests to avoid a deadlock
                                 if client.secure() {
                                     let (sender, receiver) = mpsc::channel();
@@ -404,9 +569,16 @@ impl Server {
 
                     Err(e) => {
                         // codex-shield patch: an accept error (EMFILE under a connection flood,
-                        // ECONNABORTED) is transient; stopping the accept loop would stop the server.
+                        // ECONNABORTED) is transient; stopping the accept loop would stop the
+                        // server, and retrying at once would spin while no descriptor is free.
                         log::error!("Error accepting new client: {}", e);
-                        thread::sleep(Duration::from_millis(10));
+                        inside_counters.errors.fetch_add(1, SeqCst);
+                        *inside_counters.last_error.lock().unwrap_or_else(PoisonError::into_inner) =
+                            Some(e.to_string());
+                        match e.kind() {
+                            IoErrorKind::ConnectionAborted | IoErrorKind::Interrupted => {}
+                            _ => thread::sleep(ACCEPT_BACKOFF),
+                        }
                     }
                 }
             }
@@ -418,6 +590,7 @@ impl Server {
             messages,
             close: close_trigger,
             listening_addr: local_addr,
+            accepting: counters,
         })
     }
 
@@ -505,6 +678,31 @@ impl Drop for Server {
             if let Some(path) = addr.as_pathname() {
                 let _ = std::fs::remove_file(path);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{admission, Admission, Limits};
+    use std::time::Duration;
+
+    #[test]
+    fn connections_past_the_limit_are_turned_away_then_closed() {
+        let rows = [
+            (0, 1, 4, Admission::Serve),
+            (9, 10, 4, Admission::Serve),
+            (10, 10, 4, Admission::TurnAway),
+            (13, 10, 4, Admission::TurnAway),
+            (14, 10, 4, Admission::Close),
+            (10, 10, 0, Admission::Close),
+            (usize::MAX - 1, usize::MAX, 4, Admission::Serve),
+            (usize::MAX, usize::MAX, 4, Admission::Close),
+        ];
+        for (open, max_connections, turn_away, expected) in rows {
+            let second = Duration::from_secs(1);
+            let limits = Limits { max_connections, turn_away, header_timeout: second, idle_timeout: second };
+            assert_eq!(admission(open, &limits), expected, "{open} open, {limits:?}");
         }
     }
 }

@@ -1,13 +1,17 @@
 use std::io::Result as IoResult;
-use std::io::{Read, Write};
+use std::io::{Error as IoError, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use crate::connection::Connection;
 #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
 use crate::ssl::SslStream;
 
 pub(crate) enum Stream {
-    Http(Connection),
+    /// codex-shield patch: shared, not duplicated: one descriptor for both halves (and the
+    /// hang-up probe), and no `try_clone().unwrap()` to panic the accept loop on EMFILE.
+    Http(Arc<Connection>),
     #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
     Https(SslStream),
 }
@@ -15,7 +19,7 @@ pub(crate) enum Stream {
 impl Clone for Stream {
     fn clone(&self) -> Self {
         match self {
-            Stream::Http(tcp_stream) => Stream::Http(tcp_stream.try_clone().unwrap()),
+            Stream::Http(tcp_stream) => Stream::Http(Arc::clone(tcp_stream)),
             #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
             Stream::Https(ssl_stream) => Stream::Https(ssl_stream.clone()),
         }
@@ -24,6 +28,12 @@ impl Clone for Stream {
 
 impl From<Connection> for Stream {
     fn from(tcp_stream: Connection) -> Self {
+        Stream::Http(Arc::new(tcp_stream))
+    }
+}
+
+impl From<Arc<Connection>> for Stream {
+    fn from(tcp_stream: Arc<Connection>) -> Self {
         Stream::Http(tcp_stream)
     }
 }
@@ -45,6 +55,15 @@ impl Stream {
         }
     }
 
+    /// codex-shield patch: see `Deadline`.
+    fn set_read_timeout(&self, timeout: std::time::Duration) {
+        match self {
+            Stream::Http(tcp_stream) => tcp_stream.set_read_timeout(timeout),
+            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
+            Stream::Https(_) => {}
+        }
+    }
+
     fn shutdown(&mut self, how: Shutdown) -> IoResult<()> {
         match self {
             Stream::Http(tcp_stream) => tcp_stream.shutdown(how),
@@ -57,7 +76,7 @@ impl Stream {
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> IoResult<usize> {
         match self {
-            Stream::Http(tcp_stream) => tcp_stream.read(buf),
+            Stream::Http(tcp_stream) => Read::read(&mut &**tcp_stream, buf),
             #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
             Stream::Https(ssl_stream) => ssl_stream.read(buf),
         }
@@ -67,7 +86,7 @@ impl Read for Stream {
 impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> IoResult<usize> {
         match self {
-            Stream::Http(tcp_stream) => tcp_stream.write(buf),
+            Stream::Http(tcp_stream) => Write::write(&mut &**tcp_stream, buf),
             #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
             Stream::Https(ssl_stream) => ssl_stream.write(buf),
         }
@@ -75,10 +94,27 @@ impl Write for Stream {
 
     fn flush(&mut self) -> IoResult<()> {
         match self {
-            Stream::Http(tcp_stream) => tcp_stream.flush(),
+            Stream::Http(tcp_stream) => Write::flush(&mut &**tcp_stream),
             #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
             Stream::Https(ssl_stream) => ssl_stream.flush(),
         }
+    }
+}
+
+/// codex-shield patch: when the request head being read must be complete. A client
+/// connection sets it (and clears it once the head is in); its socket's read half shortens
+/// each read to it. The socket's read timeout bounds one read; this bounds all the reads of
+/// a head, so a client sending a byte now and then cannot hold a connection for ever.
+#[derive(Debug, Default)]
+pub(crate) struct Deadline(Mutex<Option<Instant>>);
+
+impl Deadline {
+    pub(crate) fn set(&self, at: Option<Instant>) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = at;
+    }
+
+    fn get(&self) -> Option<Instant> {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -86,6 +122,8 @@ pub struct RefinedTcpStream {
     stream: Stream,
     close_read: bool,
     close_write: bool,
+    /// codex-shield patch: the read half's head deadline, if any.
+    deadline: Option<Arc<Deadline>>,
 }
 
 impl RefinedTcpStream {
@@ -101,15 +139,23 @@ impl RefinedTcpStream {
             stream: read,
             close_read: true,
             close_write: false,
+            deadline: None,
         };
 
         let write = RefinedTcpStream {
             stream: write,
             close_read: false,
             close_write: true,
+            deadline: None,
         };
 
         (read, write)
+    }
+
+    /// codex-shield patch: reads through this half stop at `deadline` when it is set.
+    pub(crate) fn with_deadline(mut self, deadline: Arc<Deadline>) -> Self {
+        self.deadline = Some(deadline);
+        self
     }
 
     /// Returns true if this struct wraps around a secure connection.
@@ -137,6 +183,15 @@ impl Drop for RefinedTcpStream {
 
 impl Read for RefinedTcpStream {
     fn read(&mut self, buf: &mut [u8]) -> IoResult<usize> {
+        // codex-shield patch: a read during a head waits no longer than its deadline (the
+        // connection restores the usual timeout when the head is in).
+        if let Some(at) = self.deadline.as_ref().and_then(|d| d.get()) {
+            let left = at.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(IoError::new(ErrorKind::TimedOut, "request head deadline passed"));
+            }
+            self.stream.set_read_timeout(left.min(crate::CLIENT_IO_TIMEOUT));
+        }
         self.stream.read(buf)
     }
 }
