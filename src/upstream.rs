@@ -89,8 +89,11 @@ pub const MAX_EVENT_BYTES: usize = 16 << 20;
 pub const MAX_HEAD_BYTES: usize = 15 * 1024;
 
 /// How often, at most, a read loop asks whether the client is still there (a lock and a
-/// non-blocking peek at its socket).
-const CLIENT_CHECK: Duration = Duration::from_millis(200);
+/// non-blocking peek at its socket; for a client that half-closed its side, a `100 Continue`
+/// written to it), first one `CLIENT_CHECK` after the answer's head: a quick answer is never
+/// asked about, and a client that left holds its attempt one or two seconds more (a closed
+/// socket reads as half-closed until the `100 Continue` probe draws its reset).
+const CLIENT_CHECK: Duration = Duration::from_secs(1);
 
 /// Upstream response headers passed on to the client.
 pub fn is_useful_header(name: &str) -> bool {
@@ -369,7 +372,7 @@ fn read_whole(
     gone: &dyn Fn() -> bool,
 ) -> (Body, Result<(), Error>) {
     let started = clock();
-    let mut watch = Watch::new(gone);
+    let mut watch = Watch::new(gone, started);
     let mut body = Body::new();
     let mut chunk = [0u8; READ_CHUNK];
     loop {
@@ -399,23 +402,24 @@ fn read_all(reader: impl Read, limit: u64, within: Duration) -> Vec<u8> {
     read_whole(reader.take(limit), limit, within, Instant::now, &|| false).0.to_vec()
 }
 
-/// Whether the client has left, asked at most every `CLIENT_CHECK`.
+/// Whether the client has left, asked at most every `CLIENT_CHECK`, from `CLIENT_CHECK`
+/// after the reading started.
 struct Watch<'g> {
     gone: &'g dyn Fn() -> bool,
-    next: Option<Instant>,
+    next: Instant,
 }
 
 impl<'g> Watch<'g> {
-    fn new(gone: &'g dyn Fn() -> bool) -> Self {
-        Watch { gone, next: None }
+    fn new(gone: &'g dyn Fn() -> bool, started: Instant) -> Self {
+        Watch { gone, next: started + CLIENT_CHECK }
     }
 
     /// Whether the client has left, if it is time to ask at `now`.
     fn left(&mut self, now: Instant) -> bool {
-        if self.next.is_some_and(|next| now < next) {
+        if now < self.next {
             return false;
         }
-        self.next = Some(now + CLIENT_CHECK);
+        self.next = now + CLIENT_CHECK;
         (self.gone)()
     }
 }
@@ -561,8 +565,9 @@ fn read_stream(
     mut clock: impl FnMut() -> Instant,
     gone: &dyn Fn() -> bool,
 ) -> Result<(Body, Terminal, bool), Error> {
-    let mut stream = Stream::new(reading, clock());
-    let mut watch = Watch::new(gone);
+    let started = clock();
+    let mut stream = Stream::new(reading, started);
+    let mut watch = Watch::new(gone, started);
     let mut chunk = [0u8; READ_CHUNK];
     loop {
         let n = match reader.read(&mut chunk) {
@@ -842,11 +847,11 @@ mod tests {
             asked.set(asked.get() + 1);
             false
         };
-        let mut watch = Watch::new(&gone);
         let start = Instant::now();
-        let at_ms = [0, 1, 50, 199, 200, 201, 399, 400, 1000];
+        let mut watch = Watch::new(&gone, start);
+        let at_ms = [0, 1, 500, 999, 1000, 1001, 1999, 2500, 3499, 3500, 9000];
         let left: Vec<bool> = at_ms.iter().map(|ms| watch.left(start + Duration::from_millis(*ms))).collect();
-        assert_eq!((asked.get(), left.iter().any(|l| *l)), (4, false), "asked at 0, 200, 400, 1000 ms");
+        assert_eq!((asked.get(), left.iter().any(|l| *l)), (4, false), "asked at 1000, 2500, 3500, 9000 ms");
     }
 
     #[test]

@@ -13,3 +13,4 @@ mod monitoring;
 mod routes;
 mod tls;
 mod translate;
+mod upstream;
