@@ -53,8 +53,8 @@ pub enum Error {
     Stalled { received: usize },
     /// Bytes kept arriving (comments, pings, empty events) but no event for `IDLE_TIMEOUT_SECONDS`.
     EventStall { received: usize },
-    /// Bytes kept arriving but no event completed for twice `IDLE_TIMEOUT_SECONDS`: an
-    /// upstream dripping one event (or lines that make none) to look alive.
+    /// Bytes kept arriving but the head, an event or a body that is not a stream was still
+    /// incomplete after twice `IDLE_TIMEOUT_SECONDS`: an upstream dripping to look alive.
     Dripping { received: usize },
     /// One event grew past `limit` bytes without ending: the stream's framing is broken.
     EventTooLarge { limit: usize },
@@ -248,8 +248,8 @@ impl fmt::Display for Error {
             ),
             Error::Dripping { received } => write!(
                 f,
-                "upstream stalled: bytes trickled in but no event completed for twice IDLE_TIMEOUT_SECONDS \
-                 after {received} bytes"
+                "upstream stalled: bytes trickled in, but its head, an event or its body was still \
+                 incomplete after twice IDLE_TIMEOUT_SECONDS ({received} bytes of body)"
             ),
             Error::EventTooLarge { limit } => {
                 write!(f, "upstream sent an event larger than {limit} bytes without ending it")

@@ -284,6 +284,8 @@ fn connect_error(e: ureq::Error) -> Error {
         ureq::Error::Timeout(ureq::Timeout::Connect | ureq::Timeout::Resolve) => {
             Error::Connect("connect timed out".into())
         }
+        // the head kept coming, a line at a time, past its deadline
+        ureq::Error::Timeout(ureq::Timeout::RecvResponse) => Error::Dripping { received: 0 },
         ureq::Error::Timeout(_) => Error::Stalled { received: 0 },
         ureq::Error::LargeResponseHeader(_, limit) => Error::HeadTooLarge { limit },
         ureq::Error::Rustls(tls @ rustls::Error::InvalidCertificate(_)) => Error::Tls(tls.to_string()),

@@ -150,6 +150,7 @@ fn an_upstream_dripping_its_head_is_cut_off_at_twice_the_idle_timeout() {
     let proxy = Proxy::start(&endpoint, &[("IDLE_TIMEOUT_SECONDS", "1"), ("RETRY_ATTEMPTS", "1")]);
     let (got, took) = timed_post(&proxy);
     assert_eq!((got.status, got.error_code().as_str()), (504, "upstream_timeout"), "{}", got.text());
+    assert!(got.text().contains("its head"), "{}", got.text());
     let lived = lived.recv_timeout(DRIP_FOR + Duration::from_secs(2)).unwrap();
     assert!(lived.seconds() < 3.0, "the attempt lived {:.1}s with IDLE_TIMEOUT_SECONDS=1", lived.seconds());
     assert!(took < 4.0, "took {took:.1}s");
