@@ -42,6 +42,11 @@ pub enum Error {
     ClientGone,
     /// No connection to the upstream: DNS, TCP connect, TLS or proxy failure.
     Connect(String),
+    /// The upstream's TLS certificate was refused (unknown issuer, expired, wrong name): a
+    /// setting to fix, not a moment to wait out.
+    Tls(String),
+    /// The upstream's response head (status line and headers) is larger than the proxy reads.
+    HeadTooLarge { limit: usize },
     /// The upstream answered with a status that is not a success.
     Status(Rejection),
     /// The connection broke or the framing was invalid before the answer was complete.
@@ -50,6 +55,11 @@ pub enum Error {
     Stalled { received: usize },
     /// Bytes kept arriving (comments, pings, empty events) but no event for `IDLE_TIMEOUT_SECONDS`.
     EventStall { received: usize },
+    /// Bytes kept arriving but the head, an event or a body that is not a stream was still
+    /// incomplete after twice `IDLE_TIMEOUT_SECONDS`: an upstream dripping to look alive.
+    Dripping { received: usize },
+    /// One event grew past `limit` bytes without ending: the stream's framing is broken.
+    EventTooLarge { limit: usize },
     /// A success status on a shielded route whose body is not an event stream (an HTML page,
     /// a JSON object, a 204); `head` is the start of the body, printable and short.
     NotAnEventStream { status: u16, content_type: Option<String>, head: String },
@@ -118,12 +128,15 @@ pub enum Outcome {
     Final,
     /// A success status whose body is not an answer (HTML, a redirect, an encoded body).
     Invalid,
-    /// The answer was larger than `MAX_RESPONSE_BYTES`.
+    /// The answer was larger than `MAX_RESPONSE_BYTES` (or one event larger than the proxy
+    /// takes).
     TooLarge,
+    /// The client left while the attempt was under way; the attempt was abandoned.
+    Abandoned,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 11] = [
+    pub const ALL: [Outcome; 12] = [
         Outcome::Ok,
         Outcome::RateLimited,
         Outcome::ServerError,
@@ -135,6 +148,7 @@ impl Outcome {
         Outcome::Final,
         Outcome::Invalid,
         Outcome::TooLarge,
+        Outcome::Abandoned,
     ];
 
     /// The label used in log lines and as the `outcome` metric label.
@@ -151,6 +165,7 @@ impl Outcome {
             Outcome::Final => "final_error",
             Outcome::Invalid => "invalid",
             Outcome::TooLarge => "too_large",
+            Outcome::Abandoned => "client_gone",
         }
     }
 
@@ -209,6 +224,15 @@ impl fmt::Display for Error {
             Error::ShuttingDown => write!(f, "proxy is shutting down"),
             Error::ClientGone => write!(f, "the client closed the connection"),
             Error::Connect(reason) => write!(f, "cannot reach upstream: {reason}"),
+            Error::Tls(reason) => write!(
+                f,
+                "cannot reach upstream: its TLS certificate is refused ({reason}); not retried \
+                 (a private CA goes in UPSTREAM_CA_FILE)"
+            ),
+            Error::HeadTooLarge { limit } => write!(
+                f,
+                "upstream response head (status line and headers) is larger than {limit} bytes; not retried"
+            ),
             Error::Status(r) => {
                 write!(f, "upstream status {}", r.status)?;
                 if let Some(h) = r.hint {
@@ -229,6 +253,14 @@ impl fmt::Display for Error {
                 f,
                 "upstream stalled: only keep-alives, no event, for IDLE_TIMEOUT_SECONDS after {received} bytes"
             ),
+            Error::Dripping { received } => write!(
+                f,
+                "upstream stalled: bytes trickled in, but its head, an event or its body was still \
+                 incomplete after twice IDLE_TIMEOUT_SECONDS ({received} bytes of body)"
+            ),
+            Error::EventTooLarge { limit } => {
+                write!(f, "upstream sent an event larger than {limit} bytes without ending it")
+            }
             Error::NotAnEventStream { status, content_type, head } => {
                 let content_type = content_type.as_deref().unwrap_or("no content type");
                 write!(f, "upstream status {status} ({content_type}) is not an event stream")?;
@@ -287,14 +319,16 @@ impl Error {
             Error::Status(r) if crate::retry::status_is_retryable(r.status) && r.status != 429 => {
                 Outcome::OtherStatus
             }
-            Error::Connect(_) => Outcome::Connect,
+            Error::Connect(_) | Error::Tls(_) => Outcome::Connect,
             Error::Truncated { .. } => Outcome::Cut,
-            Error::Stalled { .. } | Error::EventStall { .. } => Outcome::Stall,
-            Error::NotAnEventStream { .. } | Error::Redirect { .. } | Error::Encoded { .. } => {
-                Outcome::Invalid
-            }
+            Error::Stalled { .. } | Error::EventStall { .. } | Error::Dripping { .. } => Outcome::Stall,
+            Error::NotAnEventStream { .. }
+            | Error::Redirect { .. }
+            | Error::Encoded { .. }
+            | Error::HeadTooLarge { .. } => Outcome::Invalid,
             Error::InStream(e) if e.retryable => Outcome::InStream,
-            Error::ResponseTooLarge { .. } => Outcome::TooLarge,
+            Error::ResponseTooLarge { .. } | Error::EventTooLarge { .. } => Outcome::TooLarge,
+            Error::ClientGone => Outcome::Abandoned,
             _ => Outcome::Final,
         }
     }

@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod pool;
 pub mod reply;
 pub mod retry;
+pub mod scrub;
 pub mod server;
 pub mod shield;
 pub mod sse;
@@ -69,6 +70,7 @@ pub fn run(argv: impl IntoIterator<Item = OsString>) -> Result<(), Error> {
     }
     log::set_level(config.log_level);
     log::set_format(config.log_format);
+    log::set_scrubber(scrub::Scrubber::of(&config));
     server::serve(Arc::new(config), count_signals()?)
 }
 

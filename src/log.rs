@@ -2,15 +2,18 @@
 //! one JSON object per line (`LOG_FORMAT=json`, for journald, Loki, Datadog...).
 //!
 //! Callers pass text that never contains a key (keys are never formatted anywhere; see
-//! ARCHITECTURE.md). The request line has its own fields (`RequestLine`), the same in both
-//! formats. No buffering, no files, no framework.
+//! ARCHITECTURE.md), and every leveled line still goes through the upstream keys' scrubber
+//! (`set_scrubber`), in case an upstream's text quoted one. The request line has its own
+//! fields (`RequestLine`), the same in both formats. No buffering, no files, no framework.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
+
+use crate::scrub::Scrubber;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
@@ -91,10 +94,21 @@ pub fn enabled(level: Level) -> bool {
     level as u8 <= LEVEL.load(Ordering::Relaxed)
 }
 
+static SCRUBBER: OnceLock<Scrubber> = OnceLock::new();
+
+/// The upstream keys that no leveled line may show (set once, at start-up).
+pub fn set_scrubber(scrubber: Scrubber) {
+    let _ = SCRUBBER.set(scrubber);
+}
+
 /// Write one line if `level` is enabled.
 pub fn write(level: Level, args: std::fmt::Arguments) {
     if enabled(level) {
-        emit(&line(format(), &utc(SystemTime::now()), level, args));
+        let line = line(format(), &utc(SystemTime::now()), level, args);
+        match SCRUBBER.get() {
+            Some(scrubber) => emit(&scrubber.text(&line)),
+            None => emit(&line),
+        }
     }
 }
 

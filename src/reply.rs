@@ -162,6 +162,9 @@ fn classify(err: &Error) -> (u16, &'static str, &'static str) {
         // nginx's "client closed request"; nobody reads it, but the log line shows it
         Error::ClientGone => (499, "server_error", "client_closed_request"),
         Error::ResponseTooLarge { .. } => (502, "upstream_error", "response_too_large"),
+        Error::EventTooLarge { .. } => (502, "upstream_error", "upstream_event_too_large"),
+        Error::Tls(_) => (502, "upstream_error", "upstream_tls_error"),
+        Error::HeadTooLarge { .. } => (502, "upstream_error", "upstream_head_too_large"),
         Error::Resting { reason: Some(Outcome::RateLimited), .. } => {
             (429, "upstream_error", "rate_limit_exceeded")
         }
@@ -171,7 +174,11 @@ fn classify(err: &Error) -> (u16, &'static str, &'static str) {
             Error::Status(r) if r.status >= 500 => (r.status, "upstream_error", "upstream_retries_exhausted"),
             Error::Stalled { .. } => (504, "upstream_error", "upstream_timeout"),
             Error::EventStall { .. } => (504, "upstream_error", "upstream_timeout"),
+            Error::Dripping { .. } => (504, "upstream_error", "upstream_timeout"),
             last @ (Error::ResponseTooLarge { .. }
+            | Error::EventTooLarge { .. }
+            | Error::Tls(_)
+            | Error::HeadTooLarge { .. }
             | Error::NotAnEventStream { .. }
             | Error::Redirect { .. }
             | Error::Encoded { .. }) => classify(last),
@@ -183,7 +190,9 @@ fn classify(err: &Error) -> (u16, &'static str, &'static str) {
         Error::Connect(_) | Error::Truncated { .. } | Error::InStream(_) | Error::Status(_) => {
             (502, "upstream_error", "upstream_error")
         }
-        Error::Stalled { .. } | Error::EventStall { .. } => (504, "upstream_error", "upstream_timeout"),
+        Error::Stalled { .. } | Error::EventStall { .. } | Error::Dripping { .. } => {
+            (504, "upstream_error", "upstream_timeout")
+        }
         Error::Usage(_) | Error::Config { .. } | Error::Listen { .. } | Error::Setup(_) => {
             (500, "server_error", "internal_error")
         }
@@ -294,6 +303,26 @@ mod tests {
                 502,
                 "upstream_encoded_body",
                 "gzip-encoded",
+            ),
+            (exhausted(Error::Dripping { received: 7 }), 504, "upstream_timeout", "trickled"),
+            (
+                Error::Tls("invalid peer certificate: UnknownIssuer".into()),
+                502,
+                "upstream_tls_error",
+                "TLS certificate is refused (invalid peer certificate: UnknownIssuer)",
+            ),
+            (
+                exhausted(Error::Tls("invalid peer certificate: Expired".into())),
+                502,
+                "upstream_tls_error",
+                "UPSTREAM_CA_FILE",
+            ),
+            (Error::HeadTooLarge { limit: 15360 }, 502, "upstream_head_too_large", "larger than 15360 bytes"),
+            (
+                exhausted(Error::EventTooLarge { limit: 16 }),
+                502,
+                "upstream_event_too_large",
+                "event larger than 16 bytes",
             ),
         ];
         for (err, status, code, needle) in cases {

@@ -65,7 +65,10 @@ pub fn decide(err: &Error) -> Decision {
         | Error::Truncated { .. }
         | Error::Stalled { .. }
         | Error::EventStall { .. }
+        | Error::Dripping { .. }
         | Error::NotAnEventStream { .. } => Decision::Retry { hint: None },
+        // This upstream's certificate or head will be the same on the next attempt.
+        Error::Tls(_) | Error::HeadTooLarge { .. } => Decision::Elsewhere,
         Error::Status(r) if r.quota_exhausted() || matches!(r.status, 401 | 403 | 404) => Decision::Elsewhere,
         Error::Status(r) if status_is_retryable(r.status) => Decision::Retry { hint: r.hint },
         Error::InStream(e) if e.retryable => Decision::Retry { hint: e.hint },
@@ -244,6 +247,11 @@ mod tests {
             (Error::NotAnEventStream { status: 200, content_type: None, head: String::new() }, retry(None)),
             (Error::Redirect { status: 301, target: "host x".into() }, Decision::GiveUp),
             (Error::Encoded { encoding: "gzip".into() }, Decision::GiveUp),
+            (Error::Dripping { received: 9 }, retry(None)),
+            (Error::Tls("invalid peer certificate: UnknownIssuer".into()), Decision::Elsewhere),
+            (Error::HeadTooLarge { limit: 15 * 1024 }, Decision::Elsewhere),
+            (Error::EventTooLarge { limit: 1 }, Decision::GiveUp),
+            (Error::ClientGone, Decision::GiveUp),
         ];
         for (err, expected) in cases {
             assert_eq!(decide(&err), expected, "{err:?}");

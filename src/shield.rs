@@ -236,7 +236,8 @@ impl Shield<'_> {
             trace.attempts += 1;
             trace.upstream = Some(target.number);
             let attempt_started = Instant::now();
-            let result = self.upstream.attempt(&p.outgoing, &mut || self.pool.answering(i, attempt_started));
+            let answering = &mut || self.pool.answering(i, attempt_started);
+            let result = self.upstream.attempt(&p.outgoing, answering, &|| self.client.gone());
             let outcome = metrics::outcome_of(&result);
             self.metrics.attempt(&mut trace.tally, target.number, outcome, attempt_started.elapsed());
             let err = match result {
@@ -250,6 +251,10 @@ impl Shield<'_> {
             let jitter = jitter();
             self.pool.record(i, Report::of(&err), attempt_started, jitter);
             crate::debug!("attempt {} on upstream {} failed: {err}", trace.attempts, target.number);
+            if err == Error::ClientGone {
+                trace.failures.push((target.number, err.outcome(), Duration::ZERO));
+                return Reply::error(&err).into();
+            }
             let decision = match retry::decide(&err) {
                 Decision::Elsewhere if self.pool.has_alternative(i) => Decision::Retry { hint: None },
                 Decision::Elsewhere => Decision::Deliver,
@@ -323,7 +328,7 @@ pub fn progress_text(upstream: usize, outcome: Outcome, wait: Duration, (next, m
         Outcome::Stall => "stalled",
         Outcome::InStream => "reported an error mid-answer",
         Outcome::Invalid => "sent something that is not an answer",
-        Outcome::Ok | Outcome::Final | Outcome::TooLarge => "failed",
+        Outcome::Ok | Outcome::Final | Outcome::TooLarge | Outcome::Abandoned => "failed",
     };
     let when = if wait < Duration::from_millis(500) {
         "now".to_string()

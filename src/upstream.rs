@@ -14,7 +14,12 @@
 //! an unterminated last event counted (`sse::Parser::finish`). `IDLE_TIMEOUT_SECONDS` bounds
 //! both the wait for a byte (ureq's per-read timeout) and the time without an event or part
 //! of one (this module's clock, checked after each read), so keep-alive comments, empty
-//! events and pings cannot hide a stall.
+//! events and pings cannot hide a stall. Bytes that trickle in cannot hide one either:
+//! whatever must arrive whole (the response head, one event, a body that is not a stream)
+//! has twice `IDLE_TIMEOUT_SECONDS` (`WHOLE`), and one event at most `MAX_EVENT_BYTES`.
+//! Between reads an attempt asks, at most every `CLIENT_CHECK`, whether its client is still
+//! there, and stops if not. Every failure and every answer that reports an error leaves an
+//! attempt through `scrub::Scrubber`: no upstream key in what the client or the log sees.
 
 use std::io::{self, Read};
 use std::sync::Arc;
@@ -30,6 +35,7 @@ use crate::check::{self, Api, Progress, Verdict};
 use crate::config::Config;
 use crate::error::{Error, Rejection, StreamError};
 use crate::retry;
+use crate::scrub::Scrubber;
 use crate::sse::Parser;
 
 mod tail;
@@ -70,7 +76,34 @@ pub struct Answer {
 pub struct Upstream {
     agent: ureq::Agent,
     max_response_bytes: u64,
+    /// `IDLE_TIMEOUT_SECONDS`.
+    idle: Duration,
+    /// The keys of every upstream, out of every text an attempt reports.
+    scrubber: Scrubber,
 }
+
+/// What must arrive whole (the response head, one event, a body that is not a stream) has
+/// `WHOLE` times `IDLE_TIMEOUT_SECONDS`: an honest server writes each at once, so it comes at
+/// link speed (a 1 MB event needs 4.4 KB/s at the default 120 s; 175 KB/s at 3 s), while an
+/// upstream that drips bytes to look alive is caught within `WHOLE * IDLE_TIMEOUT_SECONDS`.
+pub const WHOLE: u32 = 2;
+
+/// The largest single event: 16 times the `response.completed` of a 1 MB answer (which
+/// repeats the whole output), with room for generated images; beyond it the stream's framing
+/// is broken (no blank line ever comes), and reading on would only fill memory.
+pub const MAX_EVENT_BYTES: usize = 16 << 20;
+
+/// The largest response head read. Heads are read into ureq's input buffer (16 KiB, below);
+/// a head that fills it is reported as too large instead of as "Peer disconnected". Real
+/// heads are 1-4 KiB.
+pub const MAX_HEAD_BYTES: usize = 15 * 1024;
+
+/// How often, at most, a read loop asks whether the client is still there (a lock and a
+/// non-blocking peek at its socket; for a client that half-closed its side, a `100 Continue`
+/// written to it), first one `CLIENT_CHECK` after the answer's head: a quick answer is never
+/// asked about, and a client that left holds its attempt one or two seconds more (a closed
+/// socket reads as half-closed until the `100 Continue` probe draws its reset).
+const CLIENT_CHECK: Duration = Duration::from_secs(1);
 
 /// Upstream response headers passed on to the client.
 pub fn is_useful_header(name: &str) -> bool {
@@ -90,6 +123,9 @@ impl Upstream {
             .timeout_connect(Some(u.connect_timeout))
             .timeout_per_read(Some(u.idle_timeout))
             .timeout_per_write(Some(u.idle_timeout))
+            // A head sent one line at a time passes every per-read timeout: it gets a deadline.
+            .timeout_recv_response(Some(u.idle_timeout.saturating_mul(WHOLE)))
+            .max_response_header_size(MAX_HEAD_BYTES)
             // 128 KiB each by default, per connection, zero-filled (so resident) the moment it is
             // used: 256 KiB per answer in flight. The input buffer must hold the response head
             // (real ones are 1-3 KiB) and the body is read through it in 16 KiB pieces; the
@@ -102,13 +138,53 @@ impl Upstream {
             .build();
         // The default chain (TCP, rustls), each transport wrapped so a tail's deadline holds.
         let connector = DefaultConnector::new().chain(tail::Bounded);
-        let agent = ureq::Agent::with_parts(agent_config, connector, DefaultResolver::default());
-        Ok(Upstream { agent, max_response_bytes: config.limits.max_response_bytes })
+        Ok(Upstream {
+            agent: ureq::Agent::with_parts(agent_config, connector, DefaultResolver::default()),
+            max_response_bytes: config.limits.max_response_bytes,
+            idle: u.idle_timeout,
+            scrubber: Scrubber::of(config),
+        })
     }
 
     /// One attempt: send, then read everything (checking SSE on the way). `answering` is
-    /// called once the upstream has answered with a success status, before the body is read.
-    pub fn attempt(&self, out: &Outgoing, answering: &mut dyn FnMut()) -> Result<Answer, Error> {
+    /// called once the upstream has answered with a success status, before the body is read;
+    /// `gone` tells whether the client has left (then the attempt ends with `ClientGone`).
+    /// What it reports carries no upstream key.
+    pub fn attempt(
+        &self,
+        out: &Outgoing,
+        answering: &mut dyn FnMut(),
+        gone: &dyn Fn() -> bool,
+    ) -> Result<Answer, Error> {
+        match self.read_answer(out, answering, gone) {
+            Ok(answer) => Ok(self.scrubbed(answer)),
+            Err(e) => Err(self.scrubber.error(e)),
+        }
+    }
+
+    /// An answer's headers, and its error and bytes when it reports one, without a key. A
+    /// clean answer's body is the model's: it never saw a key, and it is not searched.
+    fn scrubbed(&self, mut answer: Answer) -> Answer {
+        for (_, value) in &mut answer.headers {
+            if let std::borrow::Cow::Owned(clean) = self.scrubber.text(value) {
+                *value = clean;
+            }
+        }
+        if let Some(e) = answer.final_error.take() {
+            answer.final_error = Some(self.scrubber.stream_error(e));
+            if let std::borrow::Cow::Owned(clean) = self.scrubber.bytes(&answer.body.to_vec()) {
+                answer.body = Body::from(clean);
+            }
+        }
+        answer
+    }
+
+    fn read_answer(
+        &self,
+        out: &Outgoing,
+        answering: &mut dyn FnMut(),
+        gone: &dyn Fn() -> bool,
+    ) -> Result<Answer, Error> {
         let response = self.agent.run(self.build(out)?).map_err(connect_error)?;
         let status = response.status().as_u16();
         let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok());
@@ -131,8 +207,9 @@ impl Upstream {
             .filter_map(|(name, v)| Some((name.to_string(), v.to_str().ok()?.to_string())))
             .collect();
         let mut reader = response.into_body().into_with_config().limit(self.max_response_bytes).reader();
+        let within = self.idle.saturating_mul(WHOLE);
         if !(200..300).contains(&status) {
-            let body = read_all(reader, self.max_response_bytes).unwrap_or_else(|partial| partial);
+            let body = read_all(reader, self.max_response_bytes, within);
             // The headers' hint is the precise one; a message's "try again in 20s" only without it.
             let hint = hint.or_else(|| message_hint(&body));
             return Err(Error::Status(Rejection { status, content_type, body, headers, hint }));
@@ -144,13 +221,18 @@ impl Upstream {
         let (body, checked, final_error, tail) = match out.api {
             Some(api) if is_event_stream(content_type.as_deref()) => {
                 let idle = self.agent.config().timeout_per_read().unwrap_or(Duration::MAX);
-                let reading = Reading { api, limit: self.max_response_bytes, idle, length };
-                let (body, final_error, over) = read_stream(&mut reader, &reading, Instant::now)?;
+                let limit = self.max_response_bytes;
+                let reading = Reading { api, limit, idle, length, max_event: MAX_EVENT_BYTES };
+                let (body, final_error, over) = read_stream(&mut reader, &reading, Instant::now, gone)?;
                 let tail = (!over).then(|| Tail::new(reader));
                 (body, true, final_error, tail)
             }
-            Some(_) => return Err(not_an_event_stream(out, status, content_type, reader)),
-            None => (read_body(reader, self.max_response_bytes)?, false, None, None),
+            Some(_) => return Err(not_an_event_stream(status, content_type, reader, within)),
+            None => {
+                let (body, end) = read_whole(reader, self.max_response_bytes, within, Instant::now, gone);
+                end?;
+                (body, false, None, None)
+            }
         };
         Ok(Answer { status, content_type, headers, body, checked, final_error, tail })
     }
@@ -166,25 +248,19 @@ impl Upstream {
 }
 
 /// A success answer on a shielded route that is not SSE: an OpenAI error object in it is
-/// judged like an in-stream error; anything else is described (its start, the key removed).
+/// judged like an in-stream error; anything else is described by its start (keys are
+/// removed on the way out, in `attempt`).
 fn not_an_event_stream(
-    out: &Outgoing,
     status: u16,
     content_type: Option<String>,
     reader: impl Read,
+    within: Duration,
 ) -> Error {
-    let body = read_all(reader, HEAD_READ).unwrap_or_else(|partial| partial);
+    let body = read_all(reader, HEAD_READ, within);
     if let Some(e) = check::body_error(&body) {
         return Error::InStream(e);
     }
-    let mut head = printable_head(&body);
-    for (name, value) in &out.headers {
-        if name == "api-key" || name == "authorization" {
-            let key = value.strip_prefix("Bearer ").unwrap_or(value);
-            head = head.replace(key, "[key]");
-        }
-    }
-    Error::NotAnEventStream { status, content_type, head }
+    Error::NotAnEventStream { status, content_type, head: printable_head(&body) }
 }
 
 /// The bundled Mozilla roots, plus the certificates of `UPSTREAM_CA_FILE` if set.
@@ -212,16 +288,30 @@ fn root_certs(config: &Config) -> Result<RootCerts, Error> {
     Ok(RootCerts::Specific(Arc::new(certs)))
 }
 
-/// A failure before any response: connection, TLS, proxy, or no headers in time.
+/// A failure before any response: connection, TLS, proxy, a head too large, or no
+/// (complete) head in time.
 fn connect_error(e: ureq::Error) -> Error {
     match e {
         ureq::Error::Timeout(ureq::Timeout::Connect | ureq::Timeout::Resolve) => {
             Error::Connect("connect timed out".into())
         }
+        // the head kept coming, a line at a time, past its deadline
+        ureq::Error::Timeout(ureq::Timeout::RecvResponse) => Error::Dripping { received: 0 },
         ureq::Error::Timeout(_) => Error::Stalled { received: 0 },
-        ureq::Error::Io(io) => Error::Connect(io.to_string()),
+        ureq::Error::LargeResponseHeader(_, limit) => Error::HeadTooLarge { limit },
+        ureq::Error::Rustls(tls @ rustls::Error::InvalidCertificate(_)) => Error::Tls(tls.to_string()),
+        ureq::Error::Io(io) => match certificate_error(&io) {
+            Some(tls) => Error::Tls(tls.to_string()),
+            None => Error::Connect(io.to_string()),
+        },
         other => Error::Connect(other.to_string()),
     }
+}
+
+/// The certificate error inside an I/O error (rustls reports a failed handshake that way).
+fn certificate_error(io: &io::Error) -> Option<&rustls::Error> {
+    let tls = io.get_ref()?.downcast_ref::<rustls::Error>()?;
+    matches!(tls, rustls::Error::InvalidCertificate(_)).then_some(tls)
 }
 
 fn message_hint(body: &[u8]) -> Option<std::time::Duration> {
@@ -283,26 +373,67 @@ fn printable_head(body: &[u8]) -> String {
     out
 }
 
-/// Read a whole non-stream body; a broken read is a cut, a silent one a stall.
-fn read_body(mut reader: impl Read, limit: u64) -> Result<Body, Error> {
+/// Read a whole body that is not a stream, and how that ended: at its end (`Ok`), or with a
+/// broken read (a cut), a silent one (a stall), a body still incomplete after `within`
+/// (bytes trickling in), or a client that left. `limit` is `MAX_RESPONSE_BYTES`, for the
+/// message (the reader enforces it); `clock` tells the time after each read.
+fn read_whole(
+    mut reader: impl Read,
+    limit: u64,
+    within: Duration,
+    mut clock: impl FnMut() -> Instant,
+    gone: &dyn Fn() -> bool,
+) -> (Body, Result<(), Error>) {
+    let started = clock();
+    let mut watch = Watch::new(gone, started);
     let mut body = Body::new();
     let mut chunk = [0u8; READ_CHUNK];
     loop {
         match reader.read(&mut chunk) {
-            Ok(0) => return Ok(body),
+            Ok(0) => return (body, Ok(())),
             Ok(n) => body.push(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(read_error(e, body.len(), limit)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                let err = read_error(e, body.len(), limit);
+                return (body, Err(err));
+            }
+        }
+        let now = clock();
+        if now.duration_since(started) >= within {
+            let received = body.len();
+            return (body, Err(Error::Dripping { received }));
+        }
+        if watch.left(now) {
+            return (body, Err(Error::ClientGone));
         }
     }
 }
 
-/// Read what can be read of an error body (`Err` holds the part read before a failure).
-fn read_all(reader: impl Read, limit: u64) -> Result<Vec<u8>, Vec<u8>> {
-    let mut body = Vec::new();
-    match reader.take(limit).read_to_end(&mut body) {
-        Ok(_) => Ok(body),
-        Err(_) => Err(body),
+/// What can be read of an error body, at most `limit` bytes and for at most `within`: the
+/// message it carries is all that is wanted from it.
+fn read_all(reader: impl Read, limit: u64, within: Duration) -> Vec<u8> {
+    read_whole(reader.take(limit), limit, within, Instant::now, &|| false).0.to_vec()
+}
+
+/// Whether the client has left, asked at most every `CLIENT_CHECK`, from `CLIENT_CHECK`
+/// after the reading started.
+struct Watch<'g> {
+    gone: &'g dyn Fn() -> bool,
+    next: Instant,
+}
+
+impl<'g> Watch<'g> {
+    fn new(gone: &'g dyn Fn() -> bool, started: Instant) -> Self {
+        Watch { gone, next: started + CLIENT_CHECK }
+    }
+
+    /// Whether the client has left, if it is time to ask at `now`.
+    fn left(&mut self, now: Instant) -> bool {
+        if now < self.next {
+            return false;
+        }
+        self.next = now + CLIENT_CHECK;
+        (self.gone)()
     }
 }
 
@@ -316,6 +447,8 @@ struct Reading {
     idle: Duration,
     /// The body's `Content-Length`, if it has one.
     length: Option<u64>,
+    /// `MAX_EVENT_BYTES`: the largest event still arriving.
+    max_event: usize,
 }
 
 /// One stream being read: its bytes, the SSE framing and what the events add up to.
@@ -324,7 +457,10 @@ struct Stream<'r> {
     body: Body,
     parser: Parser,
     progress: Progress,
+    /// When the last event (not a keep-alive) completed.
     last_event: Instant,
+    /// When the last sign of an answer came: an event, or bytes of one still arriving.
+    last_progress: Instant,
     /// `Parser::pending_event_bytes` after the previous read.
     pending: usize,
 }
@@ -340,6 +476,7 @@ impl<'r> Stream<'r> {
             parser: Parser::new(),
             progress: Progress::default(),
             last_event: now,
+            last_progress: now,
             pending: 0,
         }
     }
@@ -357,14 +494,27 @@ impl<'r> Stream<'r> {
             outcome = judge(verdict, received);
             matches!(outcome, Ok(None))
         });
-        // An event still arriving (a long one, slowly) is progress too; a comment is not.
+        // An event still arriving (a long one, slowly) is progress too, for a while; a
+        // comment is not.
         let pending = self.parser.pending_event_bytes();
-        if moved || (pending > 0 && pending != self.pending) {
+        if moved {
             self.last_event = now;
         }
+        if moved || (pending > 0 && pending != self.pending) {
+            self.last_progress = now;
+        }
         self.pending = pending;
-        if matches!(outcome, Ok(None)) && now.duration_since(self.last_event) >= self.reading.idle {
-            return Err(Error::EventStall { received });
+        if outcome.as_ref().is_ok_and(Option::is_none) {
+            let idle = self.reading.idle;
+            if pending > self.reading.max_event {
+                return Err(Error::EventTooLarge { limit: self.reading.max_event });
+            }
+            if now.duration_since(self.last_progress) >= idle {
+                return Err(Error::EventStall { received });
+            }
+            if now.duration_since(self.last_event) >= idle.saturating_mul(WHOLE) {
+                return Err(Error::Dripping { received });
+            }
         }
         outcome
     }
@@ -418,14 +568,19 @@ fn judge(verdict: Verdict, received: usize) -> Result<Option<Terminal>, Error> {
 /// the terminal event does not hold the answer. Returns the bytes read (the stream up to and
 /// including the terminal event, plus whatever came in the same read, plus an LF if they end
 /// in a CR, the first half of a CRLF the read split) and a final stream
-/// error if one was reported; a retryable error, a cut, or a stall (no byte, or no event, for
-/// `idle`) is an `Err`. `clock` tells the time after each read.
+/// error if one was reported; a retryable error, a cut, a stall (no byte, or no event, for
+/// `idle`; no complete event for `WHOLE * idle`), an event over `max_event` bytes, or a
+/// client that left (`gone`, asked at most every `CLIENT_CHECK`) is an `Err`. `clock` tells
+/// the time after each read.
 fn read_stream(
     reader: &mut impl Read,
     reading: &Reading,
     mut clock: impl FnMut() -> Instant,
+    gone: &dyn Fn() -> bool,
 ) -> Result<(Body, Terminal, bool), Error> {
-    let mut stream = Stream::new(reading, clock());
+    let started = clock();
+    let mut stream = Stream::new(reading, started);
+    let mut watch = Watch::new(gone, started);
     let mut chunk = [0u8; READ_CHUNK];
     loop {
         let n = match reader.read(&mut chunk) {
@@ -434,7 +589,11 @@ fn read_stream(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(read_error(e, stream.body.len(), reading.limit)),
         };
-        if let Some(terminal) = stream.take(&chunk[..n], clock())? {
+        let now = clock();
+        if watch.left(now) {
+            return Err(Error::ClientGone);
+        }
+        if let Some(terminal) = stream.take(&chunk[..n], now)? {
             if stream.body.chunks().last().and_then(<[u8]>::last) == Some(&b'\r') {
                 // The LF of a CRLF split off by the read is not waited for: it is supplied.
                 stream.body.push(b"\n");
@@ -501,6 +660,9 @@ mod tests {
             Error::Truncated { received, .. } => format!("cut@{received}B"),
             Error::Stalled { .. } => "stall".into(),
             Error::EventStall { .. } => "stall-events".into(),
+            Error::Dripping { received } => format!("drip@{received}B"),
+            Error::EventTooLarge { .. } => "event-too-large".into(),
+            Error::ClientGone => "client-gone".into(),
             Error::NotAnEventStream { status, .. } => format!("not-sse-{status}"),
             Error::Redirect { status, .. } => format!("redirect-{status}"),
             Error::Encoded { .. } => "encoded".into(),
@@ -513,13 +675,38 @@ mod tests {
     /// `ok LEN reads=N` (with `+ENDS` when line ends were added), `final CODE`, or the label
     /// of the error. Pieces arrive at second 0 unless given as `(second, text)`.
     fn run(api: Api, pieces: &[(u64, &str)], end: Option<io::ErrorKind>, length: Option<u64>) -> String {
+        run_with(api, pieces, end, length, Limits::default())
+    }
+
+    /// What `run` reads with beyond the pieces: the idle timeout is 10 s.
+    struct Limits {
+        max_event: usize,
+        /// The client leaves at this second.
+        gone_at: Option<u64>,
+    }
+
+    impl Default for Limits {
+        fn default() -> Self {
+            Limits { max_event: MAX_EVENT_BYTES, gone_at: None }
+        }
+    }
+
+    fn run_with(
+        api: Api,
+        pieces: &[(u64, &str)],
+        end: Option<io::ErrorKind>,
+        length: Option<u64>,
+        limits: Limits,
+    ) -> String {
         let (now, reads) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(0)));
         let pieces = pieces.iter().map(|(at, p)| (*at, p.as_bytes().to_vec())).collect();
         let script = Script { pieces, end, now: Rc::clone(&now), reads: Rc::clone(&reads) };
-        let reading = Reading { api, limit: 1 << 20, idle: Duration::from_secs(10), length };
+        let idle = Duration::from_secs(10);
+        let reading = Reading { api, limit: 1 << 20, idle, length, max_event: limits.max_event };
         let start = Instant::now();
         let mut script = script;
-        let got = read_stream(&mut script, &reading, || start + Duration::from_secs(now.get()));
+        let gone = || limits.gone_at.is_some_and(|at| now.get() >= at);
+        let got = read_stream(&mut script, &reading, || start + Duration::from_secs(now.get()), &gone);
         match got {
             Ok((body, None, _)) => {
                 format!("ok {} reads={}", String::from_utf8_lossy(&body.to_vec()).len(), reads.get())
@@ -591,6 +778,80 @@ mod tests {
         ];
         for (api, pieces, end, length, expected) in cases {
             assert_eq!(run(api, &pieces, end, length), expected, "{pieces:?} then {end:?}");
+        }
+    }
+
+    #[test]
+    #[rustfmt::skip] // one row per case
+    fn what_trickles_in_is_bounded() {
+        use io::ErrorKind::TimedOut;
+        let done = "data: {\"type\":\"response.completed\",\"response\":{\"error\":null}}\n\n";
+        let delta = "data: {\"type\":\"response.output_text.delta\",\"delta\":\"hi\"}\n\n";
+        let big = format!("data: {{\"type\":\"response.output_text.delta\",\"delta\":\"{}\"}}\n\n", "a".repeat(100));
+        let dl = delta.len();
+        // one byte a second inside one event (idle 10 s): ends at second 20, 21 bytes in
+        let drip: Vec<(u64, &str)> = (0..dl).map(|i| (i as u64, &delta[i..=i])).chain([(dl as u64, done)]).collect();
+        // lines that make no event ("x" is an unknown field), each start counted as progress
+        let lines: Vec<(u64, &str)> = (0..12).map(|i| (i * 5, if i % 2 == 0 { "x" } else { "\n" })).collect();
+        let small = || Limits { max_event: 64, ..Limits::default() };
+        let gone_at = |s| Limits { gone_at: Some(s), ..Limits::default() };
+        type Case<'a> = (Vec<(u64, &'a str)>, Option<io::ErrorKind>, Limits, String);
+        let cases: Vec<Case> = vec![
+            (drip, None, Limits::default(), "drip@21B".into()),
+            (lines, None, Limits::default(), "drip@5B".into()),
+            // a long event arriving in pieces is progress while it takes less than twice idle
+            (vec![(0, &delta[..10]), (9, &delta[10..20]), (18, &delta[20..]), (19, done)], None, Limits::default(), format!("ok {} reads=4", dl + done.len())),
+            (vec![(0, &delta[..10]), (9, &delta[10..20]), (18, &delta[20..30]), (20, &delta[30..40])], None, Limits::default(), "drip@40B".into()),
+            // one event past the limit while it arrives; a larger complete one is fine
+            (vec![(0, &big[..80]), (0, &big[80..]), (0, done)], None, small(), "event-too-large".into()),
+            (vec![(0, &big), (0, done)], None, small(), format!("ok {} reads=2", big.len() + done.len())),
+            // the client leaves: noticed at the next read
+            (vec![(0, delta), (1, delta), (2, delta), (3, delta), (4, done)], None, gone_at(3), "client-gone".into()),
+            (vec![(0, delta), (1, delta), (2, done)], Some(TimedOut), gone_at(3), format!("ok {} reads=3", 2 * dl + done.len())),
+        ];
+        for (pieces, end, limits, expected) in cases {
+            assert_eq!(run_with(Api::Responses, &pieces, end, None, limits), expected, "{pieces:?}");
+        }
+    }
+
+    #[test]
+    fn the_client_is_asked_at_most_every_client_check() {
+        let asked = Cell::new(0);
+        let gone = || {
+            asked.set(asked.get() + 1);
+            false
+        };
+        let start = Instant::now();
+        let mut watch = Watch::new(&gone, start);
+        let at_ms = [0, 1, 500, 999, 1000, 1001, 1999, 2500, 3499, 3500, 9000];
+        let left: Vec<bool> = at_ms.iter().map(|ms| watch.left(start + Duration::from_millis(*ms))).collect();
+        assert_eq!((asked.get(), left.iter().any(|l| *l)), (4, false), "asked at 1000, 2500, 3500, 9000 ms");
+    }
+
+    #[test]
+    fn whole_bodies_have_a_deadline() {
+        let (now, reads) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(0)));
+        let body = "{\"data\":[]}";
+        let label = |(body, end): (Body, Result<(), Error>)| match end {
+            Ok(()) => format!("ok {}", body.len()),
+            Err(e) => label(&e),
+        };
+        let cases: &[(&[u64], Option<u64>, &str)] = &[
+            (&[0, 1, 2], None, "ok 3"),
+            (&[0, 10, 19], None, "ok 3"),
+            (&[0, 10, 20], None, "drip@3B"),
+            (&[0, 1, 2], Some(1), "client-gone"),
+        ];
+        for (times, gone_at, expected) in cases {
+            now.set(0);
+            let pieces =
+                times.iter().zip(body.chars()).map(|(t, c)| (*t, c.to_string().into_bytes())).collect();
+            let script = Script { pieces, end: None, now: Rc::clone(&now), reads: Rc::clone(&reads) };
+            let start = Instant::now();
+            let clock = || start + Duration::from_secs(now.get());
+            let gone = || gone_at.is_some_and(|at| now.get() >= at);
+            let got = read_whole(script, 1 << 20, Duration::from_secs(20), clock, &gone);
+            assert_eq!(label(got), *expected, "{times:?} {gone_at:?}");
         }
     }
 

@@ -15,3 +15,4 @@ mod monitoring;
 mod routes;
 mod tls;
 mod translate;
+mod upstream;

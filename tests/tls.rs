@@ -68,14 +68,14 @@ fn free_port() -> u16 {
 }
 
 /// `openssl s_server` answering `GET /v1/models` with a file, killed on drop.
-struct TlsUpstream {
+pub struct TlsUpstream {
     child: Child,
     port: u16,
     dir: PathBuf,
 }
 
 impl TlsUpstream {
-    fn start() -> TlsUpstream {
+    pub fn start() -> TlsUpstream {
         let dir = scratch_dir();
         make_certificates(&dir);
         std::fs::create_dir_all(dir.join("v1")).unwrap();
@@ -101,7 +101,7 @@ impl TlsUpstream {
         panic!("openssl s_server did not start");
     }
 
-    fn endpoint(&self) -> String {
+    pub fn endpoint(&self) -> String {
         format!("https://127.0.0.1:{}/v1", self.port)
     }
 
