@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 
 pub use crate::chunk::Keep;
 use crate::chunk::{self, CallDelta, Chunk};
-use crate::sse::{Event, Parser};
+use crate::sse::{Event, Fed, Parser};
 
 /// A whole chat answer, folded.
 #[derive(Debug, Default)]
@@ -244,7 +244,7 @@ pub fn fold<'a>(pieces: impl IntoIterator<Item = &'a [u8]>) -> Result<Answer, St
     };
     let mut stopped = false;
     for piece in pieces {
-        if !parser.feed(piece, &mut on_event) {
+        if let Fed::Stopped { .. } = parser.feed(piece, &mut on_event) {
             stopped = true;
             break;
         }

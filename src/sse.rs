@@ -37,14 +37,24 @@ pub struct Parser {
     has_data: bool,
 }
 
+/// How far a `feed` went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fed {
+    /// Every byte was read (events it completed were all taken).
+    All,
+    /// An event's taker said stop: the last `unread` bytes come after that event.
+    Stopped { unread: usize },
+}
+
 impl Parser {
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Feed the next bytes of the stream; `on_event` is called for each event they complete,
-    /// and returns `false` to stop. Returns `false` if it was stopped.
-    pub fn feed(&mut self, mut bytes: &[u8], mut on_event: impl FnMut(Event) -> bool) -> bool {
+    /// and returns `false` to stop: then the bytes after that event's last line end are left
+    /// unread (`Fed::Stopped`).
+    pub fn feed(&mut self, mut bytes: &[u8], mut on_event: impl FnMut(Event) -> bool) -> Fed {
         if !self.bom_done {
             bytes = self.skip_bom(bytes);
         }
@@ -55,7 +65,7 @@ impl Parser {
             }
             let Some(end) = memchr::memchr2(b'\n', b'\r', bytes) else {
                 self.line.extend_from_slice(bytes);
-                return true;
+                return Fed::All;
             };
             self.skip_lf = bytes[end] == b'\r';
             let go_on = if self.line.is_empty() {
@@ -70,10 +80,10 @@ impl Parser {
             };
             bytes = &bytes[end + 1..];
             if !go_on {
-                return false;
+                return Fed::Stopped { unread: bytes.len() };
             }
         }
-        true
+        Fed::All
     }
 
     /// Whether the stream stopped in the middle of an event (bytes after the last dispatch).
@@ -325,11 +335,14 @@ mod tests {
     fn stopping_ends_the_feed() {
         let mut parser = Parser::new();
         let mut seen = 0;
-        let finished = parser.feed(b"data: a\n\ndata: b\n\n", |_| {
+        let fed = parser.feed(b"data: a\n\ndata: b\n\n", |_| {
             seen += 1;
             false
         });
-        assert_eq!((finished, seen), (false, 1));
+        assert_eq!((fed, seen), (Fed::Stopped { unread: 9 }, 1));
+        // with CRLF, the stop comes at the CR: its LF is unread
+        let fed = Parser::new().feed(b"data: a\r\n\r\nafter", |_| false);
+        assert_eq!(fed, Fed::Stopped { unread: 6 });
     }
 
     /// Any split of any input parses like the whole: a deterministic sweep over generated

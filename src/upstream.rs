@@ -36,7 +36,7 @@ use crate::config::Config;
 use crate::error::{Error, Rejection, StreamError};
 use crate::retry;
 use crate::scrub::Scrubber;
-use crate::sse::Parser;
+use crate::sse::{Fed, Parser};
 
 mod tail;
 
@@ -463,6 +463,8 @@ struct Stream<'r> {
     last_progress: Instant,
     /// `Parser::pending_event_bytes` after the previous read.
     pending: usize,
+    /// Bytes read from the body: the answer's, and any after its terminal event.
+    received: usize,
 }
 
 /// The end of a stream: the terminal event (with the final error it reported, if any).
@@ -478,22 +480,29 @@ impl<'r> Stream<'r> {
             last_event: now,
             last_progress: now,
             pending: 0,
+            received: 0,
         }
     }
 
     /// The bytes of one read, received at `now`: `Some` once the terminal event is in.
     fn take(&mut self, bytes: &[u8], now: Instant) -> Result<Option<Terminal>, Error> {
-        self.body.push(bytes);
-        let received = self.body.len();
+        self.received += bytes.len();
+        let received = self.received;
         let (api, progress) = (self.reading.api, &mut self.progress);
         let mut outcome = Ok(None);
         let mut moved = false;
-        self.parser.feed(bytes, |event| {
+        let fed = self.parser.feed(bytes, |event| {
             let verdict = progress.observe(api, &event);
             moved |= verdict != Verdict::KeepAlive;
             outcome = judge(verdict, received);
             matches!(outcome, Ok(None))
         });
+        // Nothing after the terminal event belongs to the answer, whatever the read held.
+        let unread = match fed {
+            Fed::All => 0,
+            Fed::Stopped { unread } => unread,
+        };
+        self.body.push(&bytes[..bytes.len() - unread]);
         // An event still arriving (a long one, slowly) is progress too, for a while; a
         // comment is not.
         let pending = self.parser.pending_event_bytes();
@@ -548,7 +557,7 @@ impl<'r> Stream<'r> {
 
     /// Whether the body is known to be over without another read (its length is reached).
     fn body_is_over(&self) -> bool {
-        self.reading.length == Some(self.body.len() as u64)
+        self.reading.length == Some(self.received as u64)
     }
 }
 
@@ -565,9 +574,9 @@ fn judge(verdict: Verdict, received: usize) -> Result<Option<Terminal>, Error> {
 
 /// Read an SSE stream until its terminal event, checking each event as it completes, and
 /// nothing after it: an upstream that keeps the connection open (or sends keep-alives) after
-/// the terminal event does not hold the answer. Returns the bytes read (the stream up to and
-/// including the terminal event, plus whatever came in the same read, plus an LF if they end
-/// in a CR, the first half of a CRLF the read split) and a final stream
+/// the terminal event does not hold the answer. Returns the answer's bytes (the stream up to
+/// and including the terminal event's last line end, never what followed it in the same read,
+/// plus an LF if they end in a CR, the first half of a CRLF) and a final stream
 /// error if one was reported; a retryable error, a cut, a stall (no byte, or no event, for
 /// `idle`; no complete event for `WHOLE * idle`), an event over `max_event` bytes, or a
 /// client that left (`gone`, asked at most every `CLIENT_CHECK`) is an `Err`. `clock` tells
@@ -744,7 +753,8 @@ mod tests {
             (r, vec![(0, delta), (0, done), (5, ping), (9, ping)], Some(TimedOut), None, format!("ok {} reads=2", dl + done.len())),
             // a body whose length is reached is read to its end (its connection is reused)
             (r, vec![(0, delta), (0, done)], None, Some((dl + done.len()) as u64), format!("ok {} reads=3", dl + done.len())),
-            (r, vec![(0, &glued)], Some(TimedOut), None, format!("ok {} reads=1", dl + done.len() + ping.len())),
+            // what follows the terminal event in the same read is not part of the answer
+            (r, vec![(0, &glued)], Some(TimedOut), None, format!("ok {} reads=1", dl + done.len())),
             (r, vec![(0, delta)], None, None, format!("cut@{dl}B")),
             (r, vec![(0, delta)], Some(ConnectionReset), None, format!("cut@{dl}B")),
             (r, vec![(0, delta)], Some(TimedOut), None, "stall".into()),

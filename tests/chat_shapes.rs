@@ -7,7 +7,7 @@
 use serde_json::{json, Value};
 
 use crate::support::mock::{Mock, Piece, Step};
-use crate::support::{post, Proxy, CHAT_PLAIN};
+use crate::support::{post, Proxy, CHAT_PLAIN, CHAT_STREAM};
 
 const RESPONSES: &str = r#"{"model":"m","stream":true,"input":"hi"}"#;
 
@@ -139,15 +139,17 @@ fn malformed_shapes_are_retried() {
 }
 
 /// Nothing after `[DONE]` belongs to the answer, however the reads cut the stream: the same
-/// answer for a split at every byte.
+/// answer for a split at every byte, on both folded paths, and a streaming chat client gets
+/// the stream up to its `[DONE]` and not a byte after it.
 #[test]
 fn data_after_done_is_not_the_answer() {
-    let mut stream = answer(&[text("x")]);
+    let clean = answer(&[text("x")]);
+    let mut stream = clean.clone();
     stream.extend_from_slice(format!("data: {}\n\n", text("after done")).as_bytes());
     let len = stream.len();
     let body = stream.clone();
     let mock = Mock::generated(move |i, _| {
-        let cut = (i / 2).min(len);
+        let cut = (i / 3).min(len);
         let pieces = vec![
             Piece::Bytes(body[..cut].to_vec()),
             Piece::Pause(std::time::Duration::from_micros(200)),
@@ -164,6 +166,12 @@ fn data_after_done_is_not_the_answer() {
             };
             assert_eq!(summary(path, &got), "x", "cut at {cut}, {path:?}");
         }
+        let streamed = post(&proxy.url("/v1/chat/completions"), CHAT_STREAM);
+        assert_eq!(
+            (streamed.status, streamed.text()),
+            (200, String::from_utf8_lossy(&clean).into_owned()),
+            "cut at {cut}"
+        );
     }
-    assert_eq!(mock.attempts(), 2 * (len + 1), "no retries");
+    assert_eq!(mock.attempts(), 3 * (len + 1), "no retries");
 }

@@ -12,7 +12,7 @@ use codex_shield::api::Exchange;
 use codex_shield::check::{self, Api, Verdict};
 use codex_shield::retry;
 use codex_shield::shield;
-use codex_shield::sse::{self, Event, Parser};
+use codex_shield::sse::{self, Event, Fed, Parser};
 use codex_shield::target::{self, Endpoint, Route};
 use codex_shield::translate::events::{to_responses, Ids, Status};
 use codex_shield::translate::ToolMap;
@@ -393,21 +393,18 @@ fn chat_answer() -> impl Strategy<Value = (String, String)> {
     })
 }
 
-/// The bytes the shield keeps of a chat stream given in these reads: every read up to the one
-/// in which the check sees the terminal event (the rest of that read included, and the LF of
-/// a split CRLF), as `upstream.rs` keeps them.
+/// The bytes the shield keeps of a chat stream given in these reads: every read up to the
+/// terminal event (nothing after it, even in the same read), and the LF of a CRLF split at
+/// it, as `upstream.rs` keeps them.
 fn kept_reads(reads: &[&[u8]]) -> Vec<u8> {
     let (mut parser, mut progress, mut kept) = (Parser::new(), check::Progress::default(), Vec::new());
     for read in reads {
-        kept.extend_from_slice(read);
-        let mut done = false;
-        parser.feed(read, |event| {
-            done = progress.observe(Api::Chat, &event) == Verdict::Complete;
-            !done
-        });
-        if done {
+        let fed = parser.feed(read, |event| progress.observe(Api::Chat, &event) != Verdict::Complete);
+        if let Fed::Stopped { unread } = fed {
+            kept.extend_from_slice(&read[..read.len() - unread]);
             break;
         }
+        kept.extend_from_slice(read);
     }
     if kept.last() == Some(&b'\r') {
         kept.push(b'\n'); // the LF of a CRLF the read split off is supplied
