@@ -2,7 +2,7 @@
 CARGO ?= cargo
 MUSL  := x86_64-unknown-linux-musl
 
-.PHONY: run build test check fmt clippy links static image replicas longstreams manifests e2e bench soak monitoring fuzz clean
+.PHONY: run build test check fmt clippy links torture static image replicas longstreams manifests e2e bench soak monitoring fuzz clean
 
 run: ## start the proxy with ./.env (cp .env.example .env first)
 	$(CARGO) run --release --quiet --
@@ -48,6 +48,9 @@ bench: ## benchmark against the floor and nginx; writes bench/RESULTS.md
 
 monitoring: ## a real Prometheus and headless Chromium read /metrics and /status after known faults
 	bash tests/monitoring/run.sh
+
+torture: ## exhaustion at full size: descriptors, slow clients, memory per request, dripping upstreams
+	bash tests/torture/run.sh
 
 soak: ## thousands of requests against a fault-injecting mock
 	bash tests/soak/run.sh
