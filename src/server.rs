@@ -13,7 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::api::Api;
-use crate::client::{self, Slot, Slots};
+use crate::client::{self, Drained, Slot, Slots};
 use crate::config::Config;
 use crate::error::Error;
 use crate::inbound;
@@ -31,6 +31,11 @@ const POLL: Duration = Duration::from_millis(50);
 /// How often the keepalive ticker visits the open requests.
 const TICK: Duration = Duration::from_millis(200);
 
+/// How long the drain's last step comes back to requests that were being written when it
+/// came to them: a keepalive event takes a moment; an answer to a slow client is left to its
+/// own deadline (`client::Pace`), or to the process's exit.
+const LAST_WRITES: Duration = Duration::from_secs(1);
+
 /// Shared by every connection thread.
 struct State {
     config: Arc<Config>,
@@ -44,6 +49,8 @@ struct State {
     stopping: AtomicBool,
     /// Requests being worked on: keepalive events and shutdown answers go through them.
     slots: Slots,
+    /// Set when the drain has answered every open request: the keepalive ticker stops.
+    drained: AtomicBool,
     metrics: Metrics,
 }
 
@@ -56,8 +63,10 @@ impl Drop for Active<'_> {
     }
 }
 
-/// One of the `MAX_CONCURRENT` slots, held from the moment the client's body is in until
-/// just before the reply is written; released however the worker ends.
+/// One of the `MAX_CONCURRENT` slots, held from the moment the client's body is in until its
+/// answer is written or its client is found gone (a client that does not read holds its
+/// slot, its answer's memory and its thread until its write deadline); released however the
+/// worker ends.
 struct InFlight<'a>(&'a State);
 
 impl<'a> InFlight<'a> {
@@ -85,10 +94,20 @@ pub fn serve(config: Arc<Config>, signals: Arc<AtomicUsize>) -> Result<(), Error
     let pool = Pool::new(&config);
     let addr = config.listen_addr();
     let (in_flight, active, next_id) = (AtomicUsize::new(0), AtomicUsize::new(0), AtomicU64::new(1));
-    let (stopping, slots) = (AtomicBool::new(false), Slots::default());
+    let (stopping, slots, drained) = (AtomicBool::new(false), Slots::default(), AtomicBool::new(false));
     let metrics = Metrics::new(config.upstreams.len());
-    let state =
-        Arc::new(State { config, pool, upstream, in_flight, active, next_id, stopping, slots, metrics });
+    let state = Arc::new(State {
+        config,
+        pool,
+        upstream,
+        in_flight,
+        active,
+        next_id,
+        stopping,
+        slots,
+        drained,
+        metrics,
+    });
     let shared = Arc::clone(&state);
     let handler = move |request| on_request(&shared, request);
     let server = tiny_http::Server::http_with_handler(addr.as_str(), handler, refusal_body)
@@ -107,9 +126,10 @@ pub fn serve(config: Arc<Config>, signals: Arc<AtomicUsize>) -> Result<(), Error
     Ok(())
 }
 
-/// Visit the open requests and send the keepalive events that are due, until shutdown.
+/// Visit the open requests and send the keepalive events that are due, until the drain has
+/// answered them all (a client waiting through the drain keeps hearing from the proxy).
 fn keepalive_ticker(state: &State) {
-    while !state.stopping.load(Ordering::SeqCst) {
+    while !state.drained.load(Ordering::SeqCst) {
         thread::sleep(TICK);
         let now = Instant::now();
         for slot in state.slots.all() {
@@ -171,12 +191,12 @@ fn on_request(state: &State, request: tiny_http::Request) {
     let path = request.url().split('?').next().unwrap_or("");
     if let Some(page) = local::route(request.method().as_str(), path) {
         let reply = local_page(state, page, &request);
-        client::send(request, reply);
+        client::send(request, reply, state.config.pace);
         return;
     }
     let route = target::route(request.method().as_str(), path);
     if state.stopping.load(Ordering::SeqCst) {
-        client::send(request, Reply::error(&Error::ShuttingDown));
+        client::send(request, Reply::error(&Error::ShuttingDown), state.config.pace);
         return;
     }
     state.active.fetch_add(1, Ordering::SeqCst);
@@ -229,9 +249,9 @@ fn upstream_health(state: &State) -> Vec<metrics::UpstreamHealth> {
         .collect()
 }
 
-/// One request, start to finish, with its log line. The in-flight slot is released just
-/// before the reply is written, so a client that sends its next request the moment it has
-/// its answer never finds its own finished request still counted.
+/// One request, start to finish, with its log line. The in-flight slot is released once the
+/// answer is written (or the client is found gone); a client's next request on the same
+/// connection is read only after that, so it never finds its own finished request counted.
 fn handle(state: &State, mut request: tiny_http::Request, route: Route) {
     let id = state.next_id.fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
@@ -255,7 +275,7 @@ fn handle(state: &State, mut request: tiny_http::Request, route: Route) {
             }
             let reply = Reply::error(&e);
             let (status, bytes) = (reply.status, reply.body.len());
-            (status, bytes, client::send(request, reply))
+            (status, bytes, client::send(request, reply, state.config.pace))
         }
     };
     let duration = started.elapsed();
@@ -291,6 +311,7 @@ fn run(
         keepalive: state.config.keepalive.filter(|_| streams && http11),
         codex: job.codex,
         progress: state.config.codex_progress,
+        pace: state.config.pace,
     };
     let slot = Slot::new(request, options);
     state.slots.insert(id, Arc::clone(&slot));
@@ -302,16 +323,18 @@ fn run(
         client: &*slot,
     };
     let reply = shield.run(job, trace);
-    drop(in_flight);
     let (status, bytes) = (reply.status, reply.body.len());
     let delivered = slot.finish(reply);
+    drop(in_flight);
     state.slots.remove(id);
     (status, bytes, delivered)
 }
 
 /// Wait for in-flight requests to finish, at most `SHUTDOWN_GRACE_SECONDS` or until a second
 /// signal; then answer every request still open with a 503 (an in-stream error if its head
-/// is already out) so that none is dropped without an answer.
+/// is already out) so that none is dropped without an answer. It never waits for a write in
+/// progress: an answer still being written to a slow client when the drain ends is cut by the
+/// process's exit (its client sees the connection close before the end of the answer).
 fn drain(state: &State, signals: &AtomicUsize) {
     let grace = state.config.shutdown_grace;
     let deadline = Instant::now() + grace;
@@ -332,8 +355,22 @@ fn drain(state: &State, signals: &AtomicUsize) {
     if !open.is_empty() {
         crate::warn!("shutting down: answering {} open request(s) with 503 proxy_shutting_down", open.len());
     }
-    for slot in open {
-        slot.finish(Reply::error(&Error::ShuttingDown));
+    let busy = answer_open(open, Instant::now() + LAST_WRITES);
+    if busy > 0 {
+        crate::warn!("shutting down: {busy} answer(s) still being written to slow clients end with the process");
     }
+    state.drained.store(true, Ordering::SeqCst);
     crate::info!("stopped");
+}
+
+/// Answer each open request with a 503 (or an in-stream error), coming back until `until` to
+/// those being written at the time; returns how many were still being written then.
+fn answer_open(mut open: Vec<Arc<Slot>>, until: Instant) -> usize {
+    loop {
+        open.retain(|slot| slot.finish_unless_busy(Reply::error(&Error::ShuttingDown)) == Drained::Busy);
+        if open.is_empty() || Instant::now() >= until {
+            return open.len();
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
 }

@@ -11,5 +11,6 @@ mod hostile;
 mod lifecycle;
 mod monitoring;
 mod routes;
+mod slow;
 mod tls;
 mod translate;
