@@ -215,14 +215,12 @@ fn a_client_too_slow_for_its_answer_is_cut_off() {
     let proxy = proxy(&mock, &env);
     let reads = read_slowly(client(&proxy, "big", true), Duration::from_millis(100));
     reads.recv_timeout(Duration::from_secs(30)).expect("the start of the answer");
-    let started = Instant::now();
     let cut = || proxy.log().contains("too slow to take its answer");
     wait_for("the slow reader cut off", Duration::from_secs(15), cut);
-    assert!(started.elapsed() >= Duration::from_secs(2), "cut off after {:?}", started.elapsed());
-    assert_eq!(post(&proxy.url("/v1/responses"), RESPONSES_STREAM).status, 200, "{}", proxy.log());
+    let url = proxy.url("/v1/responses");
+    wait_for("a place again", Duration::from_secs(5), || post(&url, RESPONSES_STREAM).status == 200);
     let silent = client(&proxy, "big", true);
     wait_for("its answer started", Duration::from_secs(30), || has_bytes(&silent));
-    let url = proxy.url("/v1/responses");
     wait_for("a place again", Duration::from_secs(15), || post(&url, RESPONSES_STREAM).status == 200);
     let log = proxy.log();
     assert_eq!(log.matches("too slow to take its answer").count(), 2, "{log}");

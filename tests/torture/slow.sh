@@ -19,6 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN="${BIN:-target/release/codex-shield}"
 [ -x "$BIN" ] || { echo "slow.sh: no proxy binary at $BIN (cargo build --release, or set BIN)" >&2; exit 2; }
+BIN="$(readlink -f "$BIN")"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/codex-shield-slow.XXXXXX")"
 cleanup() { # the proxies the driver started, if it could not stop them itself
     local pid
