@@ -175,7 +175,9 @@ impl Slot {
     fn answer(&self, state: &mut State, reply: Reply) -> bool {
         match std::mem::replace(state, State::Done) {
             State::Waiting { request, .. } => send(request, reply, self.options.pace),
-            State::Streaming { mut out, events, .. } => finish_stream(&mut out, reply, events, self.options.codex),
+            State::Streaming { mut out, events, .. } => {
+                finish_stream(&mut out, reply, events, self.options.codex)
+            }
             State::Done => false,
         }
     }
@@ -236,15 +238,23 @@ impl Out {
 
     /// Write `bytes` bytes through `write`, then flush, within the pace's allowance for them.
     /// A failure ends the connection (an answer cut short cannot be followed by another).
-    fn within<T>(&mut self, bytes: usize, write: impl FnOnce(&mut dyn Write) -> io::Result<T>) -> io::Result<T> {
+    fn within<T>(
+        &mut self,
+        bytes: usize,
+        write: impl FnOnce(&mut dyn Write) -> io::Result<T>,
+    ) -> io::Result<T> {
         let deadline = Instant::now() + self.pace.allowance(bytes);
         let (socket, stall) = (self.socket.as_ref(), self.pace.stall);
         let mut paced = Paced { writer: &mut *self.writer, socket, deadline, stall };
         let result = write(&mut paced).and_then(|t| paced.flush().map(|()| t));
-        match (&result, socket) {
-            (Ok(_), Some(socket)) => drop(socket.set_write_timeout(stall)),
-            (Err(_), Some(socket)) => socket.abort(),
-            (_, None) => {}
+        if let Some(socket) = socket {
+            match &result {
+                // the connection's later writes (tiny_http's own answers) get `stall` too
+                Ok(_) => {
+                    let _ = socket.set_write_timeout(stall);
+                }
+                Err(_) => socket.abort(),
+            }
         }
         result
     }
@@ -261,7 +271,10 @@ struct Paced<'a> {
 impl Paced<'_> {
     fn arm(&self) -> io::Result<()> {
         let Some(timeout) = write_timeout(Instant::now(), self.deadline, self.stall) else {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, "the client took too long to read its answer"));
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client took too long to read its answer",
+            ));
         };
         match self.socket {
             Some(socket) => socket.set_write_timeout(timeout),
@@ -273,7 +286,9 @@ impl Paced<'_> {
 /// A write that timed out (`EAGAIN` under `SO_SNDTIMEO`), said so.
 fn timed_out(e: io::Error) -> io::Error {
     match e.kind() {
-        io::ErrorKind::WouldBlock => io::Error::new(io::ErrorKind::TimedOut, "the client stopped reading its answer"),
+        io::ErrorKind::WouldBlock => {
+            io::Error::new(io::ErrorKind::TimedOut, "the client stopped reading its answer")
+        }
         _ => e,
     }
 }
@@ -294,7 +309,9 @@ impl Write for Paced<'_> {
 /// being too slow is worth an info line.
 fn not_delivered(e: &io::Error, bytes: usize) {
     match e.kind() {
-        io::ErrorKind::TimedOut => crate::info!("cut off a client too slow to take its answer ({bytes} bytes): {e}"),
+        io::ErrorKind::TimedOut => {
+            crate::info!("cut off a client too slow to take its answer ({bytes} bytes): {e}")
+        }
         _ => crate::debug!("client went away before its answer was written: {e}"),
     }
 }
@@ -314,7 +331,8 @@ pub fn send(request: tiny_http::Request, reply: Reply, pace: Pace) -> bool {
     let pieces = reply.into_http(head_only, close, SystemTime::now());
     let bytes = pieces.iter().map(Vec::len).sum();
     // each piece is freed once written: a slow client holds less and less of its answer
-    let written = Out::of(request, pace).within(bytes, |w| pieces.into_iter().try_for_each(|p| w.write_all(&p)));
+    let written =
+        Out::of(request, pace).within(bytes, |w| pieces.into_iter().try_for_each(|p| w.write_all(&p)));
     written.map_err(|e| not_delivered(&e, bytes)).is_ok()
 }
 
@@ -430,7 +448,13 @@ mod tests {
             (t0 + secs(200), t0 + secs(158), None),
         ];
         for (now, deadline, expected) in cases {
-            assert_eq!(write_timeout(now, deadline, stall), expected, "{:?} before the deadline", deadline - t0);
+            assert_eq!(
+                write_timeout(now, deadline, stall),
+                expected,
+                "{:?} after the start, deadline at {:?}",
+                now - t0,
+                deadline - t0
+            );
         }
     }
 

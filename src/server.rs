@@ -357,7 +357,9 @@ fn drain(state: &State, signals: &AtomicUsize) {
     }
     let busy = answer_open(open, Instant::now() + LAST_WRITES);
     if busy > 0 {
-        crate::warn!("shutting down: {busy} answer(s) still being written to slow clients end with the process");
+        crate::warn!(
+            "shutting down: {busy} answer(s) still being written to slow clients end with the process"
+        );
     }
     state.drained.store(true, Ordering::SeqCst);
     crate::info!("stopped");

@@ -93,9 +93,10 @@ fn status_of(mut socket: TcpStream) -> Receiver<(u16, Instant)> {
     thread::spawn(move || {
         socket.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
         let mut head = [0u8; 12];
-        let status = socket.read_exact(&mut head).ok().and_then(|()| {
-            std::str::from_utf8(&head[9..12]).ok().and_then(|code| code.parse().ok())
-        });
+        let status = socket
+            .read_exact(&mut head)
+            .ok()
+            .and_then(|()| std::str::from_utf8(&head[9..12]).ok().and_then(|code| code.parse().ok()));
         let _ = tx.send((status.unwrap_or(0), Instant::now()));
     });
     rx
@@ -149,7 +150,8 @@ fn a_slow_reader_does_not_hold_shutdown_past_the_grace() {
     sigterm(&proxy);
     let limit = Duration::from_secs(2 + 8);
     let exited = exit_within(&mut proxy, signalled, limit);
-    let (status, took) = exited.unwrap_or_else(|| panic!("still running {limit:?} after SIGTERM:\n{}", proxy.log()));
+    let (status, took) =
+        exited.unwrap_or_else(|| panic!("still running {limit:?} after SIGTERM:\n{}", proxy.log()));
     assert_eq!(status.code(), Some(0), "{}", proxy.log());
     for answer in waiting {
         let (status, at) = answer.recv_timeout(Duration::from_secs(5)).expect("an answer");
@@ -174,7 +176,8 @@ fn a_second_signal_ends_the_wait_despite_a_slow_reader() {
     sigterm(&proxy);
     let limit = Duration::from_secs(10);
     let exited = exit_within(&mut proxy, signalled, limit);
-    let (status, _) = exited.unwrap_or_else(|| panic!("still running {limit:?} after two signals:\n{}", proxy.log()));
+    let (status, _) =
+        exited.unwrap_or_else(|| panic!("still running {limit:?} after two signals:\n{}", proxy.log()));
     assert_eq!(status.code(), Some(0), "{}", proxy.log());
     let (status, at) = waiting.recv_timeout(Duration::from_secs(5)).expect("an answer");
     assert_eq!((status, at.duration_since(signalled) < limit), (503, true), "{}", proxy.log());
@@ -190,7 +193,8 @@ fn a_request_counts_until_its_answer_is_written() {
     let holding: Vec<_> = (0..2).map(|_| client(&proxy, "big", true)).collect();
     wait_for("both answers started", Duration::from_secs(30), || holding.iter().all(has_bytes));
     for _ in 0..2 {
-        let (status, _) = status_of(client(&proxy, "big", true)).recv_timeout(Duration::from_secs(10)).unwrap();
+        let (status, _) =
+            status_of(client(&proxy, "big", true)).recv_timeout(Duration::from_secs(10)).unwrap();
         assert_eq!(status, 503, "{}", proxy.log());
     }
     assert_eq!(mock.attempts(), 2, "answers fetched for clients over the limit");
