@@ -8,10 +8,16 @@
 //! rest of a chunked body, and a failure can only be an in-stream `response.failed` event.
 //! Keepalive events carry no part of the answer. This module writes to the client; it never
 //! reads the body and never talks to an upstream.
+//!
+//! Every write has a deadline (`Pace`): a client that takes no byte for
+//! `CLIENT_WRITE_TIMEOUT_SECONDS`, or takes its answer slower than `CLIENT_MIN_BYTES_PER_SECOND`
+//! beyond that, is cut off, so a slow reader holds its thread, its answer and its lock for a
+//! bounded time. The shutdown drain never waits for a slot being written
+//! (`finish_unless_busy`): that write's deadline, or the process's exit, ends it.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::io::{self, Write};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
@@ -26,8 +32,32 @@ pub struct Slot {
     progress: Mutex<Option<String>>,
 }
 
-/// How a slot may keep its client waiting.
-#[derive(Debug, Clone, Copy, Default)]
+/// How slowly a client may take its answer: its deadline is `stall` plus its size at
+/// `min_rate`, and no single write may wait longer than `stall` for the client to take a byte.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pace {
+    /// `CLIENT_WRITE_TIMEOUT_SECONDS`: the longest a write waits with no byte taken, and the
+    /// least time any answer gets.
+    pub stall: Duration,
+    /// `CLIENT_MIN_BYTES_PER_SECOND`: the slowest rate an answer may be taken at, beyond `stall`.
+    pub min_rate: u64,
+}
+
+impl Pace {
+    /// How long writing `bytes` may take in all.
+    pub fn allowance(&self, bytes: usize) -> Duration {
+        self.stall + Duration::from_secs_f64(bytes as f64 / self.min_rate.max(1) as f64)
+    }
+}
+
+/// The timeout of the next write: the time left before `deadline`, at most `stall`; `None`
+/// once the deadline has passed.
+fn write_timeout(now: Instant, deadline: Instant, stall: Duration) -> Option<Duration> {
+    Some(deadline.saturating_duration_since(now).min(stall)).filter(|left| !left.is_zero())
+}
+
+/// How a slot may keep its client waiting, and how long its client may take the answer.
+#[derive(Debug, Clone, Copy)]
 pub struct Options {
     /// Send the head and keepalive events this often while the answer is not ready.
     pub keepalive: Option<Duration>,
@@ -36,13 +66,23 @@ pub struct Options {
     pub codex: bool,
     /// Show the shield's progress as a Codex status line.
     pub progress: bool,
+    pub pace: Pace,
+}
+
+/// What the shutdown drain did with a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drained {
+    /// Answered now, or it already was.
+    Answered,
+    /// Being written by another thread (the request's, or the ticker's): left to it.
+    Busy,
 }
 
 enum State {
     /// Nothing sent yet.
     Waiting { request: tiny_http::Request, since: Instant },
     /// The 200 head is out (chunked); keepalive events follow until the answer.
-    Streaming { writer: Box<dyn Write + Send>, events: u64, last: Instant },
+    Streaming { out: Out, events: u64, last: Instant },
     /// Answered, or the client was found gone.
     Done,
 }
@@ -92,13 +132,14 @@ impl Slot {
             if close {
                 request.close_connection();
             }
-            let mut writer = request.into_writer();
-            if writer.write_all(&stream_head(close, SystemTime::now())).is_err() {
+            let mut out = Out::of(request, self.options.pace);
+            let head = stream_head(close, SystemTime::now());
+            if out.within(head.len(), |w| w.write_all(&head)).is_err() {
                 return;
             }
-            *state = State::Streaming { writer, events: 0, last: now };
+            *state = State::Streaming { out, events: 0, last: now };
         }
-        if let State::Streaming { writer, events, last } = &mut *state {
+        if let State::Streaming { out, events, last } = &mut *state {
             let bytes = match &progress {
                 Some(text) => crate::codex::progress_event(text, *events),
                 None if self.options.codex => crate::codex::keepalive_event(*events),
@@ -106,7 +147,7 @@ impl Slot {
             };
             *events += 1;
             *last = now;
-            if write_chunk(writer, &bytes).and_then(|()| writer.flush()).is_err() {
+            if out.within(bytes.len(), |w| write_chunk(w, &bytes)).is_err() {
                 crate::debug!("client went away during keepalive");
                 *state = State::Done;
             }
@@ -116,11 +157,26 @@ impl Slot {
     /// Write the final answer, unless one was already written. `false` if it was not
     /// delivered (the client was gone, or the shutdown answered first).
     pub fn finish(&self, reply: Reply) -> bool {
-        let mut state = self.lock();
-        match std::mem::replace(&mut *state, State::Done) {
-            State::Waiting { request, .. } => send(request, reply),
-            State::Streaming { mut writer, events, .. } => {
-                finish_stream(&mut writer, reply, events, self.options.codex)
+        self.answer(&mut self.lock(), reply)
+    }
+
+    /// For the shutdown drain: write `reply` unless another thread is writing to this client
+    /// right now. The drain never waits for such a write; its deadline bounds it.
+    pub fn finish_unless_busy(&self, reply: Reply) -> Drained {
+        let mut state = match self.state.try_lock() {
+            Ok(state) => state,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => return Drained::Busy,
+        };
+        self.answer(&mut state, reply);
+        Drained::Answered
+    }
+
+    fn answer(&self, state: &mut State, reply: Reply) -> bool {
+        match std::mem::replace(state, State::Done) {
+            State::Waiting { request, .. } => send(request, reply, self.options.pace),
+            State::Streaming { mut out, events, .. } => {
+                finish_stream(&mut out, reply, events, self.options.codex)
             }
             State::Done => false,
         }
@@ -166,12 +222,106 @@ impl Slots {
     }
 }
 
+/// The way back to one client once its answer starts: the response writer, and the socket
+/// whose write timeout `within` sets before each write.
+struct Out {
+    writer: Box<dyn Write + Send>,
+    socket: Option<tiny_http::Socket>,
+    pace: Pace,
+}
+
+impl Out {
+    fn of(request: tiny_http::Request, pace: Pace) -> Out {
+        let socket = request.socket();
+        Out { writer: request.into_writer(), socket, pace }
+    }
+
+    /// Write `bytes` bytes through `write`, then flush, within the pace's allowance for them.
+    /// A failure ends the connection (an answer cut short cannot be followed by another).
+    fn within<T>(
+        &mut self,
+        bytes: usize,
+        write: impl FnOnce(&mut dyn Write) -> io::Result<T>,
+    ) -> io::Result<T> {
+        let deadline = Instant::now() + self.pace.allowance(bytes);
+        let (socket, stall) = (self.socket.as_ref(), self.pace.stall);
+        let mut paced = Paced { writer: &mut *self.writer, socket, deadline, stall };
+        let result = write(&mut paced).and_then(|t| paced.flush().map(|()| t));
+        if let Some(socket) = socket {
+            match &result {
+                // the connection's later writes (tiny_http's own answers) get `stall` too
+                Ok(_) => {
+                    let _ = socket.set_write_timeout(stall);
+                }
+                Err(_) => socket.abort(),
+            }
+        }
+        result
+    }
+}
+
+/// A writer whose every write waits at most until its deadline, and at most `stall`.
+struct Paced<'a> {
+    writer: &'a mut (dyn Write + Send),
+    socket: Option<&'a tiny_http::Socket>,
+    deadline: Instant,
+    stall: Duration,
+}
+
+impl Paced<'_> {
+    fn arm(&self) -> io::Result<()> {
+        let Some(timeout) = write_timeout(Instant::now(), self.deadline, self.stall) else {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client took too long to read its answer",
+            ));
+        };
+        match self.socket {
+            Some(socket) => socket.set_write_timeout(timeout),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A write that timed out (`EAGAIN` under `SO_SNDTIMEO`), said so.
+fn timed_out(e: io::Error) -> io::Error {
+    match e.kind() {
+        io::ErrorKind::WouldBlock => {
+            io::Error::new(io::ErrorKind::TimedOut, "the client stopped reading its answer")
+        }
+        _ => e,
+    }
+}
+
+impl Write for Paced<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.arm()?;
+        self.writer.write(buf).map_err(timed_out)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.arm()?;
+        self.writer.flush().map_err(timed_out)
+    }
+}
+
+/// A failed write to a client: a hang-up is normal (logged quietly), a client cut off for
+/// being too slow is worth an info line.
+fn not_delivered(e: &io::Error, bytes: usize) {
+    match e.kind() {
+        io::ErrorKind::TimedOut => {
+            crate::info!("cut off a client too slow to take its answer ({bytes} bytes): {e}")
+        }
+        _ => crate::debug!("client went away before its answer was written: {e}"),
+    }
+}
+
 /// Write the reply in one piece; `false` if the client was gone (normal, logged quietly).
 /// The connection ends after it when the client asked, speaks HTTP/1.0, left its body unread
 /// (a refusal before the body), or the reply says so (413): the answer says
 /// `Connection: close`, and tiny_http then closes the socket instead of reading the rest as
 /// the next request.
-pub fn send(request: tiny_http::Request, reply: Reply) -> bool {
+pub fn send(request: tiny_http::Request, reply: Reply, pace: Pace) -> bool {
     let head_only = request.method() == &tiny_http::Method::Head;
     let says_close = reply.headers.iter().any(|(n, v)| n == "connection" && v == "close");
     let close = says_close || request.must_close();
@@ -179,15 +329,11 @@ pub fn send(request: tiny_http::Request, reply: Reply) -> bool {
         request.close_connection();
     }
     let pieces = reply.into_http(head_only, close, SystemTime::now());
-    let mut writer = request.into_writer();
-    let written = pieces.iter().try_for_each(|piece| writer.write_all(piece));
-    match written.and_then(|()| writer.flush()) {
-        Ok(()) => true,
-        Err(e) => {
-            crate::debug!("client went away before its answer was written: {e}");
-            false
-        }
-    }
+    let bytes = pieces.iter().map(Vec::len).sum();
+    // each piece is freed once written: a slow client holds less and less of its answer
+    let written =
+        Out::of(request, pace).within(bytes, |w| pieces.into_iter().try_for_each(|p| w.write_all(&p)));
+    written.map_err(|e| not_delivered(&e, bytes)).is_ok()
 }
 
 /// The head of an answer that will be streamed: 200, SSE, chunked.
@@ -212,22 +358,21 @@ fn write_chunk(writer: &mut dyn Write, bytes: &[u8]) -> std::io::Result<()> {
 
 /// The answer after the head: the stream itself, or the failure as an in-stream event; then
 /// the last chunk.
-fn finish_stream(writer: &mut dyn Write, reply: Reply, events: u64, codex: bool) -> bool {
+fn finish_stream(out: &mut Out, reply: Reply, events: u64, codex: bool) -> bool {
     let is_stream = reply.status == 200 && reply.content_type.starts_with("text/event-stream");
-    let written = if is_stream {
-        reply.body.chunks().try_for_each(|chunk| write_chunk(writer, chunk))
+    let rest = if is_stream {
+        reply.body.into_chunks()
     } else if codex {
-        write_chunk(writer, &crate::codex::give_up_event(&message_of(&reply), events))
+        vec![crate::codex::give_up_event(&message_of(&reply), events)]
     } else {
-        write_chunk(writer, &failure_event(&reply, events))
+        vec![failure_event(&reply, events)]
     };
-    match written.and_then(|()| writer.write_all(b"0\r\n\r\n")).and_then(|()| writer.flush()) {
-        Ok(()) => is_stream,
-        Err(e) => {
-            crate::debug!("client went away before its answer was written: {e}");
-            false
-        }
-    }
+    let bytes = rest.iter().map(|chunk| chunk.len() + 16).sum();
+    let written = out.within(bytes, |w| {
+        rest.into_iter().try_for_each(|chunk| write_chunk(w, &chunk))?;
+        w.write_all(b"0\r\n\r\n")
+    });
+    written.map_err(|e| not_delivered(&e, bytes)).is_ok() && is_stream
 }
 
 /// The message of an error reply: its JSON `error.message`, or its text.
@@ -285,5 +430,49 @@ mod tests {
         assert!(data["response"]["error"]["message"].as_str().unwrap().contains("every upstream is resting"));
         let head = String::from_utf8(stream_head(true, SystemTime::UNIX_EPOCH)).unwrap();
         assert!(head.contains("transfer-encoding: chunked\r\nconnection: close\r\n\r\n"), "{head}");
+    }
+
+    #[test]
+    fn write_deadlines() {
+        let pace = Pace { stall: Duration::from_secs(30), min_rate: 65536 };
+        assert_eq!(pace.allowance(0), Duration::from_secs(30));
+        assert_eq!(pace.allowance(8 << 20), Duration::from_secs(30 + 128));
+        let t0 = Instant::now();
+        let secs = Duration::from_secs;
+        let stall = secs(30);
+        // (now, deadline, next write's timeout)
+        let cases = [
+            (t0, t0 + secs(158), Some(stall)),
+            (t0 + secs(150), t0 + secs(158), Some(secs(8))),
+            (t0 + secs(158), t0 + secs(158), None),
+            (t0 + secs(200), t0 + secs(158), None),
+        ];
+        for (now, deadline, expected) in cases {
+            assert_eq!(
+                write_timeout(now, deadline, stall),
+                expected,
+                "{:?} after the start, deadline at {:?}",
+                now - t0,
+                deadline - t0
+            );
+        }
+    }
+
+    /// The shutdown drain never waits for a slot another thread is writing: it reports it
+    /// busy and comes back; a free slot it answers at once.
+    #[test]
+    fn the_drain_leaves_a_slot_being_written_to_its_writer() {
+        let pace = Pace { stall: Duration::from_secs(1), min_rate: 1 };
+        let options = Options { keepalive: None, codex: false, progress: false, pace };
+        let slot = Slot::new(tiny_http::TestRequest::new().into(), options);
+        let writing = slot.lock();
+        let shutting_down = || Reply::error(&Error::ShuttingDown);
+        assert_eq!(slot.finish_unless_busy(shutting_down()), Drained::Busy);
+        assert!(matches!(*writing, State::Waiting { .. }), "the slot is untouched");
+        drop(writing);
+        assert_eq!(slot.finish_unless_busy(shutting_down()), Drained::Answered);
+        assert!(matches!(*slot.lock(), State::Done));
+        assert_eq!(slot.finish_unless_busy(shutting_down()), Drained::Answered, "answered already");
+        assert!(!slot.finish(shutting_down()), "no second answer");
     }
 }

@@ -81,6 +81,16 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "250",
         "on SIGINT/SIGTERM, how long in-flight requests may finish (then each gets a 503)",
     ),
+    (
+        "CLIENT_WRITE_TIMEOUT_SECONDS",
+        "30",
+        "a client that takes no byte of its answer for this long is cut off; also the least time an answer gets",
+    ),
+    (
+        "CLIENT_MIN_BYTES_PER_SECOND",
+        "65536",
+        "beyond CLIENT_WRITE_TIMEOUT_SECONDS, an answer gets its size at this rate (8 MB: 30 s + 128 s)",
+    ),
     ("UPSTREAM_CA_FILE", "", "PEM file of extra CA certificates to trust (added to the bundled roots)"),
     ("LOG_LEVEL", "info", "error | warn | info | debug"),
     ("LOG_FORMAT", "text", "text | json (one JSON object per line)"),
@@ -112,6 +122,8 @@ pub struct Config {
     /// Read-only token for `/metrics` and `/status` (`STATUS_TOKEN`).
     pub status_token: Option<String>,
     pub shutdown_grace: Duration,
+    /// How slowly a client may take its answer.
+    pub pace: crate::client::Pace,
     pub log_level: Level,
     pub log_format: Format,
 }
@@ -310,6 +322,10 @@ impl Config {
             codex_progress,
             status_token: raw.optional("STATUS_TOKEN"),
             shutdown_grace: raw.seconds("SHUTDOWN_GRACE_SECONDS", true)?,
+            pace: crate::client::Pace {
+                stall: raw.seconds("CLIENT_WRITE_TIMEOUT_SECONDS", false)?,
+                min_rate: raw.positive("CLIENT_MIN_BYTES_PER_SECOND")?,
+            },
             log_level,
             log_format,
         };
@@ -379,6 +395,8 @@ impl Config {
             ("PROXY_API_KEY", mask(&self.proxy_key)),
             ("STATUS_TOKEN", mask(&self.status_token)),
             ("SHUTDOWN_GRACE_SECONDS", secs(self.shutdown_grace)),
+            ("CLIENT_WRITE_TIMEOUT_SECONDS", secs(self.pace.stall)),
+            ("CLIENT_MIN_BYTES_PER_SECOND", self.pace.min_rate.to_string()),
             (
                 "UPSTREAM_CA_FILE",
                 self.network
@@ -551,6 +569,8 @@ mod tests {
         assert_eq!(c.limits.header_timeout, Duration::from_secs(30));
         assert_eq!(c.limits.client_idle_timeout, Duration::from_secs(120));
         assert_eq!(c.limits.auth_failure_limit, 20);
+        assert_eq!(c.pace.allowance(8 << 20), Duration::from_secs(30 + 128));
+        assert!(c.pace.allowance(8 << 20) < c.shutdown_grace, "a slow 8 MB answer ends within the grace");
     }
 
     /// `MAX_CONCURRENT` unset follows the descriptor limit; set, it wins (see descriptors.rs).
@@ -658,6 +678,8 @@ mod tests {
             (&[EP, ("UPSTREAM_API", "grpc")], "UPSTREAM_API"),
             (&[EP, ("ROUTING", "random")], "ROUTING"),
             (&[EP, ("KEEPALIVE_SECONDS", "-1")], "KEEPALIVE_SECONDS"),
+            (&[EP, ("CLIENT_WRITE_TIMEOUT_SECONDS", "0")], "CLIENT_WRITE_TIMEOUT_SECONDS"),
+            (&[EP, ("CLIENT_MIN_BYTES_PER_SECOND", "0")], "CLIENT_MIN_BYTES_PER_SECOND"),
             (&[EP, ("AZURE_ENDPOINT_2", "nope")], "AZURE_ENDPOINT_2"),
             (&[EP, ("AZURE_API_KEY_2", "k2")], "AZURE_API_KEY_2"),
             (&[EP, ("FORCED_MODEL_2", "m")], "FORCED_MODEL_2"),

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crate::accept;
 use crate::api::Api;
 use crate::brake::Brake;
-use crate::client::{self, Slot, Slots};
+use crate::client::{self, Drained, Slot, Slots};
 use crate::config::Config;
 use crate::error::Error;
 use crate::inbound;
@@ -33,6 +33,11 @@ const POLL: Duration = Duration::from_millis(50);
 /// How often the keepalive ticker visits the open requests.
 const TICK: Duration = Duration::from_millis(200);
 
+/// How long the drain's last step comes back to requests that were being written when it
+/// came to them: a keepalive event takes a moment; an answer to a slow client is left to its
+/// own deadline (`client::Pace`), or to the process's exit.
+const LAST_WRITES: Duration = Duration::from_secs(1);
+
 /// Shared by every connection thread.
 struct State {
     config: Arc<Config>,
@@ -46,6 +51,8 @@ struct State {
     stopping: AtomicBool,
     /// Requests being worked on: keepalive events and shutdown answers go through them.
     slots: Slots,
+    /// Set when the drain has answered every open request: the keepalive ticker stops.
+    drained: AtomicBool,
     metrics: Metrics,
     /// Wrong inbound keys per peer (`AUTH_FAILURE_LIMIT`).
     brake: Brake,
@@ -60,8 +67,10 @@ impl Drop for Active<'_> {
     }
 }
 
-/// One of the `MAX_CONCURRENT` slots, held from the moment the client's body is in until
-/// just before the reply is written; released however the worker ends.
+/// One of the `MAX_CONCURRENT` slots, held from the moment the client's body is in until its
+/// answer is written or its client is found gone (a client that does not read holds its
+/// slot, its answer's memory and its thread until its write deadline); released however the
+/// worker ends.
 struct InFlight<'a>(&'a State);
 
 impl<'a> InFlight<'a> {
@@ -88,7 +97,7 @@ pub fn serve(config: Arc<Config>, signals: Arc<AtomicUsize>) -> Result<(), Error
     let upstream = Upstream::new(&config)?;
     let pool = Pool::new(&config);
     let (in_flight, active, next_id) = (AtomicUsize::new(0), AtomicUsize::new(0), AtomicU64::new(1));
-    let (stopping, slots) = (AtomicBool::new(false), Slots::default());
+    let (stopping, slots, drained) = (AtomicBool::new(false), Slots::default(), AtomicBool::new(false));
     let metrics = Metrics::new(config.upstreams.len());
     let brake = Brake::new(config.proxy_key.as_ref().map_or(0, |_| config.limits.auth_failure_limit));
     let state = Arc::new(State {
@@ -100,6 +109,7 @@ pub fn serve(config: Arc<Config>, signals: Arc<AtomicUsize>) -> Result<(), Error
         next_id,
         stopping,
         slots,
+        drained,
         metrics,
         brake,
     });
@@ -127,9 +137,10 @@ pub fn serve(config: Arc<Config>, signals: Arc<AtomicUsize>) -> Result<(), Error
     ended
 }
 
-/// Visit the open requests and send the keepalive events that are due, until shutdown.
+/// Visit the open requests and send the keepalive events that are due, until the drain has
+/// answered them all (a client waiting through the drain keeps hearing from the proxy).
 fn keepalive_ticker(state: &State) {
-    while !state.stopping.load(Ordering::SeqCst) {
+    while !state.drained.load(Ordering::SeqCst) {
         thread::sleep(TICK);
         let now = Instant::now();
         for slot in state.slots.all() {
@@ -202,12 +213,12 @@ fn on_request(state: &State, request: tiny_http::Request) {
     let path = request.url().split('?').next().unwrap_or("");
     if let Some(page) = local::route(request.method().as_str(), path) {
         let reply = local_page(state, page, &request);
-        client::send(request, reply);
+        client::send(request, reply, state.config.pace);
         return;
     }
     let route = target::route(request.method().as_str(), path);
     if state.stopping.load(Ordering::SeqCst) {
-        client::send(request, Reply::error(&Error::ShuttingDown));
+        client::send(request, Reply::error(&Error::ShuttingDown), state.config.pace);
         return;
     }
     state.active.fetch_add(1, Ordering::SeqCst);
@@ -247,9 +258,9 @@ fn upstream_health(state: &State) -> Vec<metrics::UpstreamHealth> {
         .collect()
 }
 
-/// One request, start to finish, with its log line. The in-flight slot is released just
-/// before the reply is written, so a client that sends its next request the moment it has
-/// its answer never finds its own finished request still counted.
+/// One request, start to finish, with its log line. The in-flight slot is released once the
+/// answer is written (or the client is found gone); a client's next request on the same
+/// connection is read only after that, so it never finds its own finished request counted.
 fn handle(state: &State, mut request: tiny_http::Request, route: Route) {
     let id = state.next_id.fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
@@ -284,7 +295,7 @@ fn handle(state: &State, mut request: tiny_http::Request, route: Route) {
             }
             let reply = Reply::error(&e);
             let (status, bytes) = (reply.status, reply.body.len());
-            (status, bytes, client::send(request, reply))
+            (status, bytes, client::send(request, reply, state.config.pace))
         }
     };
     let duration = started.elapsed();
@@ -328,6 +339,7 @@ fn run(
         keepalive: state.config.keepalive.filter(|_| streams && http11),
         codex: job.codex,
         progress: state.config.codex_progress,
+        pace: state.config.pace,
     };
     let slot = Slot::new(request, options);
     state.slots.insert(id, Arc::clone(&slot));
@@ -341,16 +353,18 @@ fn run(
     let served = shield.run(job, trace);
     let reply = served.reply;
     *tail = served.tail;
-    drop(in_flight);
     let (status, bytes) = (reply.status, reply.body.len());
     let delivered = slot.finish(reply);
+    drop(in_flight);
     state.slots.remove(id);
     (status, bytes, delivered)
 }
 
 /// Wait for in-flight requests to finish, at most `SHUTDOWN_GRACE_SECONDS` or until a second
 /// signal; then answer every request still open with a 503 (an in-stream error if its head
-/// is already out) so that none is dropped without an answer.
+/// is already out) so that none is dropped without an answer. It never waits for a write in
+/// progress: an answer still being written to a slow client when the drain ends is cut by the
+/// process's exit (its client sees the connection close before the end of the answer).
 fn drain(state: &State, signals: &AtomicUsize) {
     let grace = state.config.shutdown_grace;
     let deadline = Instant::now() + grace;
@@ -371,8 +385,24 @@ fn drain(state: &State, signals: &AtomicUsize) {
     if !open.is_empty() {
         crate::warn!("shutting down: answering {} open request(s) with 503 proxy_shutting_down", open.len());
     }
-    for slot in open {
-        slot.finish(Reply::error(&Error::ShuttingDown));
+    let busy = answer_open(open, Instant::now() + LAST_WRITES);
+    if busy > 0 {
+        crate::warn!(
+            "shutting down: {busy} answer(s) still being written to slow clients end with the process"
+        );
     }
+    state.drained.store(true, Ordering::SeqCst);
     crate::info!("stopped");
+}
+
+/// Answer each open request with a 503 (or an in-stream error), coming back until `until` to
+/// those being written at the time; returns how many were still being written then.
+fn answer_open(mut open: Vec<Arc<Slot>>, until: Instant) -> usize {
+    loop {
+        open.retain(|slot| slot.finish_unless_busy(Reply::error(&Error::ShuttingDown)) == Drained::Busy);
+        if open.is_empty() || Instant::now() >= until {
+            return open.len();
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
 }

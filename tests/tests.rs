@@ -13,6 +13,7 @@ mod hostile;
 mod lifecycle;
 mod monitoring;
 mod routes;
+mod slow;
 mod tls;
 mod translate;
 mod upstream;

@@ -231,7 +231,7 @@ use util::MessagesQueue;
 pub use common::{HTTPVersion, Header, HeaderField, Method, StatusCode};
 pub use framing::Refused;
 pub use connection::{ConfigListenAddr, ListenAddr, Listener};
-pub use request::{ReadWrite, Request};
+pub use request::{ReadWrite, Request, Socket};
 pub use response::{Response, ResponseBox};
 pub use test::TestRequest;
 

@@ -569,6 +569,36 @@ impl Request {
     }
 }
 
+/// codex-shield patch: a handle on a request's socket that outlives the request (it stays
+/// usable after `into_writer`), for the handler that writes the answer: a write timeout it
+/// can shorten for each write (a deadline for the whole answer), and an abort that ends a
+/// connection whose answer could not be written whole, unblocking any write in progress.
+/// Handler mode without TLS only (see `Request::socket`).
+#[derive(Debug, Clone)]
+pub struct Socket(std::sync::Arc<crate::connection::Connection>);
+
+impl Socket {
+    /// Give each following write at most `timeout` (a zero is taken as one millisecond:
+    /// the socket API reads zero as "no timeout").
+    pub fn set_write_timeout(&self, timeout: std::time::Duration) -> io::Result<()> {
+        self.0.set_write_timeout(timeout.max(std::time::Duration::from_millis(1)))
+    }
+
+    /// Shut the connection down both ways: a write blocked on it fails at once, and the
+    /// connection reads no further request.
+    pub fn abort(&self) {
+        let _ = self.0.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+impl Request {
+    /// codex-shield patch: the request's socket (see `Socket`); `None` in queue mode or
+    /// over TLS.
+    pub fn socket(&self) -> Option<Socket> {
+        self.probe.clone().map(Socket)
+    }
+}
+
 impl fmt::Debug for Request {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> Result<(), fmt::Error> {
         write!(
