@@ -308,28 +308,4 @@ impl Error {
             _ => 1,
         }
     }
-
-    /// What this failure of an upstream attempt counts as.
-    pub fn outcome(&self) -> Outcome {
-        match self {
-            Error::Status(r) if r.status == 429 && !r.quota_exhausted() => Outcome::RateLimited,
-            Error::Status(r) if crate::retry::status_is_retryable(r.status) && r.status >= 500 => {
-                Outcome::ServerError
-            }
-            Error::Status(r) if crate::retry::status_is_retryable(r.status) && r.status != 429 => {
-                Outcome::OtherStatus
-            }
-            Error::Connect(_) | Error::Tls(_) => Outcome::Connect,
-            Error::Truncated { .. } => Outcome::Cut,
-            Error::Stalled { .. } | Error::EventStall { .. } | Error::Dripping { .. } => Outcome::Stall,
-            Error::NotAnEventStream { .. }
-            | Error::Redirect { .. }
-            | Error::Encoded { .. }
-            | Error::HeadTooLarge { .. } => Outcome::Invalid,
-            Error::InStream(e) if e.retryable => Outcome::InStream,
-            Error::ResponseTooLarge { .. } | Error::EventTooLarge { .. } => Outcome::TooLarge,
-            Error::ClientGone => Outcome::Abandoned,
-            _ => Outcome::Final,
-        }
-    }
 }

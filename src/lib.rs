@@ -18,6 +18,7 @@ pub mod codex;
 pub mod config;
 pub mod descriptors;
 pub mod error;
+pub mod failure;
 pub mod fold;
 pub mod healthcheck;
 pub mod inbound;

@@ -15,9 +15,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::check::Api;
-use crate::error::{Error, Outcome};
+use crate::error::Outcome;
 use crate::target::Route;
-use crate::upstream::Answer;
 
 const OUTCOMES: usize = Outcome::ALL.len();
 /// Statuses are counted by exact code, 0..=599 (an array index, no map).
@@ -69,16 +68,6 @@ impl RouteKind {
             RouteKind::Other => "other",
             RouteKind::None => "none",
         }
-    }
-}
-
-/// What an attempt's result counts as: a complete answer is `Ok` unless it carries a final
-/// in-stream error (delivered as it is).
-pub fn outcome_of(result: &Result<Answer, Error>) -> Outcome {
-    match result {
-        Ok(answer) if answer.final_error.is_some() => Outcome::Final,
-        Ok(_) => Outcome::Ok,
-        Err(e) => e.outcome(),
     }
 }
 
@@ -849,28 +838,5 @@ mod tests {
         for (v, s) in cases {
             assert_eq!(number(v), s);
         }
-    }
-
-    #[test]
-    fn outcome_of_an_attempt() {
-        let ok = || Answer {
-            status: 200,
-            content_type: None,
-            headers: vec![],
-            body: Default::default(),
-            checked: true,
-            final_error: None,
-            tail: None,
-        };
-        assert_eq!(outcome_of(&Ok(ok())), Outcome::Ok);
-        let final_error = crate::error::StreamError {
-            code: Some("context_length_exceeded".into()),
-            kind: None,
-            message: "too long".into(),
-            retryable: false,
-            hint: None,
-        };
-        assert_eq!(outcome_of(&Ok(Answer { final_error: Some(final_error), ..ok() })), Outcome::Final);
-        assert_eq!(outcome_of(&Err(Error::Stalled { received: 3 })), Outcome::Stall);
     }
 }

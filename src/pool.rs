@@ -14,7 +14,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, Routing, Target};
-use crate::error::{Error, Outcome};
+use crate::error::Outcome;
+use crate::failure::{Failure, Fate};
 use crate::retry::{self, Policy};
 
 /// How long an upstream whose answer was final for it alone (401, 403, 404,
@@ -102,19 +103,15 @@ pub enum Report {
 }
 
 impl Report {
-    /// What an attempt's error says about its upstream.
-    pub fn of(err: &Error) -> Report {
-        let outcome = err.outcome();
-        let shared = matches!(
-            outcome,
-            Outcome::RateLimited | Outcome::ServerError | Outcome::OtherStatus | Outcome::Connect
-        );
-        match retry::decide(err) {
-            retry::Decision::Retry { hint } if shared || hint.is_some() => Report::Failed { outcome, hint },
-            retry::Decision::Retry { .. } => Report::Local,
-            retry::Decision::Elsewhere => Report::Refused { outcome: err.outcome() },
-            retry::Decision::Deliver => Report::Healthy,
-            retry::Decision::GiveUp => Report::Neutral,
+    /// What a failed attempt says about its upstream.
+    pub fn of(failure: &Failure) -> Report {
+        let outcome = failure.outcome;
+        match failure.fate {
+            Fate::Retry { hint } if failure.shared => Report::Failed { outcome, hint },
+            Fate::Retry { .. } => Report::Local,
+            Fate::Elsewhere => Report::Refused { outcome },
+            Fate::Deliver => Report::Healthy,
+            Fate::GiveUp => Report::Neutral,
         }
     }
 }
@@ -294,6 +291,8 @@ impl Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
+    use crate::failure;
 
     fn policy() -> Policy {
         Policy::for_tests()
@@ -479,7 +478,7 @@ mod tests {
             (in_stream(Some(20)), failed(Outcome::InStream, Some(20))),
         ];
         for (err, expected) in cases {
-            assert_eq!(Report::of(&err), expected, "{err:?}");
+            assert_eq!(Report::of(&failure::judge(&err)), expected, "{err:?}");
         }
     }
 }

@@ -182,7 +182,26 @@ fn classify(err: &Error) -> (u16, &'static str, &'static str) {
             | Error::NotAnEventStream { .. }
             | Error::Redirect { .. }
             | Error::Encoded { .. }) => classify(last),
-            _ => (502, "upstream_error", "upstream_retries_exhausted"),
+            Error::Status(_)
+            | Error::Connect(_)
+            | Error::Truncated { .. }
+            | Error::InStream(_)
+            | Error::ClientGone
+            | Error::Usage(_)
+            | Error::Config { .. }
+            | Error::Listen { .. }
+            | Error::Setup(_)
+            | Error::RequestTooLarge { .. }
+            | Error::BadRequest(_)
+            | Error::Unauthorized
+            | Error::Braked { .. }
+            | Error::NotFound { .. }
+            | Error::UnsupportedEncoding(_)
+            | Error::WebSocket
+            | Error::Busy { .. }
+            | Error::ShuttingDown
+            | Error::Resting { .. }
+            | Error::Exhausted { .. } => (502, "upstream_error", "upstream_retries_exhausted"),
         },
         Error::NotAnEventStream { .. } => (502, "upstream_error", "upstream_not_event_stream"),
         Error::Redirect { .. } => (502, "upstream_error", "upstream_redirect"),

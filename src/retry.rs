@@ -8,8 +8,6 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::error::Error;
-
 /// Retry settings, from `RETRY_*` variables.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
@@ -33,48 +31,6 @@ impl Policy {
             max: Duration::from_secs(8),
             deadline: Duration::from_secs(60),
         }
-    }
-}
-
-/// What to do after a failed attempt.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Decision {
-    /// Another attempt may succeed; the upstream asked to wait at least `hint`.
-    Retry { hint: Option<Duration> },
-    /// The upstream's answer is final: hand it to the client unchanged.
-    Deliver,
-    /// Final for this upstream alone (its key, its deployment, its quota): another upstream
-    /// may answer; with none, deliver it.
-    Elsewhere,
-    /// Stop and report the failure.
-    GiveUp,
-}
-
-/// HTTP statuses worth another attempt: timeouts, conflicts, rate limits, gateway and
-/// overload errors (520-524 and 529 are common CDN and overload codes).
-pub fn status_is_retryable(status: u16) -> bool {
-    matches!(status, 408 | 409 | 425 | 429 | 500 | 502 | 503 | 504 | 520..=524 | 529)
-}
-
-/// The decision after an attempt failed with `err`. How long to wait, and where to go next,
-/// is the pool's business (`pool.rs`); how many attempts and how much time a request may
-/// spend is the loop's (`shield.rs`, with `Policy`).
-pub fn decide(err: &Error) -> Decision {
-    match err {
-        Error::Connect(_)
-        | Error::Truncated { .. }
-        | Error::Stalled { .. }
-        | Error::EventStall { .. }
-        | Error::Dripping { .. }
-        | Error::NotAnEventStream { .. } => Decision::Retry { hint: None },
-        // This upstream's certificate or head will be the same on the next attempt.
-        Error::Tls(_) | Error::HeadTooLarge { .. } => Decision::Elsewhere,
-        Error::Status(r) if r.quota_exhausted() || matches!(r.status, 401 | 403 | 404) => Decision::Elsewhere,
-        Error::Status(r) if status_is_retryable(r.status) => Decision::Retry { hint: r.hint },
-        Error::InStream(e) if e.retryable => Decision::Retry { hint: e.hint },
-        Error::InStream(e) if e.code.as_deref() == Some("insufficient_quota") => Decision::Elsewhere,
-        Error::Status(_) | Error::InStream(_) => Decision::Deliver,
-        _ => Decision::GiveUp,
     }
 }
 
@@ -186,91 +142,9 @@ fn parse_wait(text: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::{Rejection, StreamError};
 
     fn policy() -> Policy {
         Policy::for_tests()
-    }
-
-    fn status(code: u16, hint: Option<u64>, body: &str) -> Error {
-        Error::Status(Rejection {
-            status: code,
-            content_type: None,
-            body: body.as_bytes().to_vec(),
-            headers: vec![],
-            hint: hint.map(Duration::from_secs),
-        })
-    }
-
-    fn in_stream(code: &str, retryable: bool) -> Error {
-        Error::InStream(StreamError {
-            code: Some(code.into()),
-            kind: None,
-            message: "m".into(),
-            retryable,
-            hint: None,
-        })
-    }
-
-    #[test]
-    fn decisions() {
-        let s = |n| Some(Duration::from_secs(n));
-        let retry = |hint| Decision::Retry { hint };
-        let cases: Vec<(Error, Decision)> = vec![
-            (status(429, None, ""), retry(None)),
-            (status(429, Some(20), ""), retry(s(20))),
-            (status(503, None, ""), retry(None)),
-            (status(500, Some(2), ""), retry(s(2))),
-            (status(502, None, ""), retry(None)),
-            (status(504, None, ""), retry(None)),
-            (status(408, None, ""), retry(None)),
-            (status(409, None, ""), retry(None)),
-            (status(529, None, ""), retry(None)),
-            (status(400, None, ""), Decision::Deliver),
-            (status(422, None, ""), Decision::Deliver),
-            (status(501, None, ""), Decision::Deliver),
-            (status(401, None, ""), Decision::Elsewhere),
-            (status(403, None, ""), Decision::Elsewhere),
-            (status(404, None, ""), Decision::Elsewhere),
-            (
-                status(429, None, r#"{"error":{"code":"insufficient_quota","message":"x"}}"#),
-                Decision::Elsewhere,
-            ),
-            (Error::Connect("refused".into()), retry(None)),
-            (Error::Truncated { received: 10, reason: "eof".into() }, retry(None)),
-            (Error::Stalled { received: 0 }, retry(None)),
-            (in_stream("rate_limit_exceeded", true), retry(None)),
-            (in_stream("context_length_exceeded", false), Decision::Deliver),
-            (in_stream("insufficient_quota", false), Decision::Elsewhere),
-            (Error::ResponseTooLarge { limit: 1 }, Decision::GiveUp),
-            (Error::EventStall { received: 9 }, retry(None)),
-            (Error::NotAnEventStream { status: 200, content_type: None, head: String::new() }, retry(None)),
-            (Error::Redirect { status: 301, target: "host x".into() }, Decision::GiveUp),
-            (Error::Encoded { encoding: "gzip".into() }, Decision::GiveUp),
-            (Error::Dripping { received: 9 }, retry(None)),
-            (Error::Tls("invalid peer certificate: UnknownIssuer".into()), Decision::Elsewhere),
-            (Error::HeadTooLarge { limit: 15 * 1024 }, Decision::Elsewhere),
-            (Error::EventTooLarge { limit: 1 }, Decision::GiveUp),
-            (Error::ClientGone, Decision::GiveUp),
-        ];
-        for (err, expected) in cases {
-            assert_eq!(decide(&err), expected, "{err:?}");
-        }
-    }
-
-    #[test]
-    fn budget() {
-        let s = Duration::from_secs;
-        // (attempts made, elapsed, wait before the next one, may go on)
-        let cases =
-            [(1, 0, 1, true), (4, 0, 8, true), (5, 0, 0, false), (1, 40, 20, true), (1, 45, 20, false)];
-        for (attempts, elapsed, wait, expected) in cases {
-            assert_eq!(
-                may_continue(attempts, s(elapsed), s(wait), &policy()),
-                expected,
-                "{attempts} {elapsed} {wait}"
-            );
-        }
     }
 
     #[test]

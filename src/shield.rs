@@ -18,10 +18,11 @@ use crate::api::{Api, Exchange};
 use crate::assemble;
 use crate::config::{Config, Target};
 use crate::error::{Error, Outcome, StreamError};
-use crate::metrics::{self, Metrics, Tally};
+use crate::failure::{self, Fate};
+use crate::metrics::{Metrics, Tally};
 use crate::pool::{Choice, Pool, Report};
 use crate::reply::Reply;
-use crate::retry::{self, Decision};
+use crate::retry;
 use crate::target::Auth;
 use crate::translate;
 use crate::upstream::{Answer, Outgoing, Tail, Upstream};
@@ -206,9 +207,9 @@ impl Shield<'_> {
         let mut last: Option<Error> = None;
         // This request's own rests: after a failure it waits its backoff (or the upstream's
         // hint) before it tries that upstream again, whatever other requests do.
-        let mut mine: Vec<Option<Instant>> = vec![None; self.pool.targets.len()];
+        let mut own_rests: Vec<Option<Instant>> = vec![None; self.pool.targets.len()];
         'attempts: loop {
-            let i = match self.pool.choose(start, &mine) {
+            let i = match self.pool.choose(start, &own_rests) {
                 Choice::Go(i) => i,
                 Choice::Wait(wait) => {
                     let elapsed = started.elapsed();
@@ -223,69 +224,65 @@ impl Shield<'_> {
                 }
             };
             let target = &self.pool.targets[i];
-            if prepared[i].is_none() {
-                match prepare(job, target) {
-                    Ok(p) => prepared[i] = Some(p),
+            let p = match prepared[i] {
+                Some(ref p) => p,
+                None => match prepare(job, target) {
+                    Ok(fresh) => prepared[i].insert(fresh),
                     Err(e) => {
                         self.pool.record(i, Report::Neutral, Instant::now(), 0.0);
                         return Reply::error(&e).into();
                     }
-                }
-            }
-            let Some(p) = prepared[i].as_ref() else { unreachable!("prepared above") };
+                },
+            };
             trace.attempts += 1;
             trace.upstream = Some(target.number);
             let attempt_started = Instant::now();
             let answering = &mut || self.pool.answering(i, attempt_started);
             let result = self.upstream.attempt(&p.outgoing, answering, &|| self.client.gone());
-            let outcome = metrics::outcome_of(&result);
-            self.metrics.attempt(&mut trace.tally, target.number, outcome, attempt_started.elapsed());
             let err = match result {
                 Ok(mut answer) => {
+                    let outcome = answer.outcome();
+                    self.metrics.attempt(&mut trace.tally, target.number, outcome, attempt_started.elapsed());
                     self.pool.record(i, Report::Healthy, attempt_started, 0.0);
                     let tail = answer.tail.take();
                     return Served { reply: deliver(answer, job, p), tail };
                 }
                 Err(err) => err,
             };
+            let failure = failure::judge(&err);
+            let outcome = failure.outcome;
+            self.metrics.attempt(&mut trace.tally, target.number, outcome, attempt_started.elapsed());
             let jitter = jitter();
-            self.pool.record(i, Report::of(&err), attempt_started, jitter);
+            self.pool.record(i, Report::of(&failure), attempt_started, jitter);
             crate::debug!("attempt {} on upstream {} failed: {err}", trace.attempts, target.number);
-            if err == Error::ClientGone {
-                trace.failures.push((target.number, err.outcome(), Duration::ZERO));
-                return Reply::error(&err).into();
-            }
-            let decision = match retry::decide(&err) {
-                Decision::Elsewhere if self.pool.has_alternative(i) => Decision::Retry { hint: None },
-                Decision::Elsewhere => Decision::Deliver,
+            let fate = match failure.fate {
+                Fate::Elsewhere if self.pool.has_alternative(i) => Fate::Retry { hint: None },
+                Fate::Elsewhere => Fate::Deliver,
                 other => other,
             };
-            match decision {
-                Decision::Retry { hint } => {
-                    let elapsed = started.elapsed();
-                    if !retry::may_continue(trace.attempts, elapsed, Duration::ZERO, &self.config.retry) {
-                        return self.give_up(job, trace, elapsed, Some(err)).into();
-                    }
-                    let rest = retry::backoff(trace.attempts, &self.config.retry, jitter)
-                        .max(hint.unwrap_or_default());
-                    mine[i] = Some(Instant::now() + rest);
-                    let wait = self.pool.wait_hint(start, &mine);
-                    self.metrics.retry(&mut trace.tally, err.outcome(), wait);
-                    let next = (trace.attempts + 1, self.config.retry.attempts);
-                    self.client.progress(&progress_text(target.number, err.outcome(), wait, next));
-                    trace.failures.push((target.number, err.outcome(), wait));
-                    last = Some(err);
-                    continue 'attempts;
+            let Fate::Retry { hint } = fate else {
+                trace.failures.push((target.number, outcome, Duration::ZERO));
+                return match (fate, err) {
+                    (_, Error::ClientGone) => Reply::error(&Error::ClientGone),
+                    (Fate::Deliver, err) => pass_on(err),
+                    (_, err) => self.give_up(job, trace, started.elapsed(), Some(err)),
                 }
-                Decision::Deliver => {
-                    trace.failures.push((target.number, err.outcome(), Duration::ZERO));
-                    return pass_on(err).into();
-                }
-                Decision::Elsewhere | Decision::GiveUp => {
-                    trace.failures.push((target.number, err.outcome(), Duration::ZERO));
-                    return self.give_up(job, trace, started.elapsed(), Some(err)).into();
-                }
+                .into();
+            };
+            let elapsed = started.elapsed();
+            if !retry::may_continue(trace.attempts, elapsed, Duration::ZERO, &self.config.retry) {
+                trace.failures.push((target.number, outcome, Duration::ZERO));
+                return self.give_up(job, trace, elapsed, Some(err)).into();
             }
+            let rest =
+                retry::backoff(trace.attempts, &self.config.retry, jitter).max(hint.unwrap_or_default());
+            own_rests[i] = Some(Instant::now() + rest);
+            let wait = self.pool.wait_hint(start, &own_rests);
+            self.metrics.retry(&mut trace.tally, outcome, wait);
+            let next = (trace.attempts + 1, self.config.retry.attempts);
+            self.client.progress(&progress_text(target.number, outcome, wait, next));
+            trace.failures.push((target.number, outcome, wait));
+            last = Some(err);
         }
     }
 

@@ -33,7 +33,7 @@ use ureq::unversioned::transport::{Connector, DefaultConnector};
 use crate::body::Body;
 use crate::check::{self, Api, Progress, Verdict};
 use crate::config::Config;
-use crate::error::{Error, Rejection, StreamError};
+use crate::error::{Error, Outcome, Rejection, StreamError};
 use crate::retry;
 use crate::scrub::Scrubber;
 use crate::sse::{Fed, Parser};
@@ -70,6 +70,17 @@ pub struct Answer {
     /// The body's unread rest after the terminal event (usually a chunked body's last
     /// chunk): `Tail::finish` it once the answer is written, so the connection is reused.
     pub tail: Option<Tail>,
+}
+
+impl Answer {
+    /// What the attempt counts as: `Ok`, unless the answer carries a final in-stream error
+    /// (delivered as it is).
+    pub fn outcome(&self) -> Outcome {
+        match self.final_error {
+            Some(_) => Outcome::Final,
+            None => Outcome::Ok,
+        }
+    }
 }
 
 /// The HTTP client shared by every upstream: one agent, one connection pool.
@@ -633,6 +644,28 @@ fn read_error(e: io::Error, received: usize, limit: u64) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_an_answer_counts_as() {
+        let ok = || Answer {
+            status: 200,
+            content_type: None,
+            headers: vec![],
+            body: Default::default(),
+            checked: true,
+            final_error: None,
+            tail: None,
+        };
+        assert_eq!(ok().outcome(), Outcome::Ok);
+        let final_error = StreamError {
+            code: Some("context_length_exceeded".into()),
+            kind: None,
+            message: "too long".into(),
+            retryable: false,
+            hint: None,
+        };
+        assert_eq!(Answer { final_error: Some(final_error), ..ok() }.outcome(), Outcome::Final);
+    }
     use std::cell::Cell;
     use std::rc::Rc;
 
