@@ -57,6 +57,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ("MAX_REQUEST_BYTES", "33554432", "largest client body (413 beyond it)"),
     ("MAX_RESPONSE_BYTES", "67108864", "largest buffered upstream answer (502 beyond it)"),
     ("MAX_CONCURRENT", "256", "requests in flight at once (503 with Retry-After beyond it)"),
+    (
+        "MEMORY_BUDGET_MB",
+        "auto",
+        "auto (the cgroup's memory limit) | off | MiB: new requests get 503 when bodies and answers hold half of it",
+    ),
     ("PROXY_API_KEY", "", "if set, clients must send it (Bearer or api-key); never forwarded"),
     (
         "STATUS_TOKEN",
@@ -146,6 +151,8 @@ pub struct Limits {
     pub max_request_bytes: u64,
     pub max_response_bytes: u64,
     pub max_concurrent: usize,
+    /// `MEMORY_BUDGET_MB`.
+    pub memory_budget: crate::memory::Setting,
 }
 
 /// Reads raw values: the variable if set and not blank, else the default.
@@ -273,6 +280,8 @@ impl Config {
                 max_request_bytes: raw.positive("MAX_REQUEST_BYTES")?,
                 max_response_bytes: raw.positive("MAX_RESPONSE_BYTES")?,
                 max_concurrent: raw.positive("MAX_CONCURRENT")?,
+                memory_budget: crate::memory::Setting::parse(&raw.get("MEMORY_BUDGET_MB"))
+                    .ok_or_else(|| bad("MEMORY_BUDGET_MB", "expected auto, off or a number of MiB".into()))?,
             },
             proxy_key: raw.optional("PROXY_API_KEY"),
             keepalive,
@@ -333,6 +342,7 @@ impl Config {
             ("MAX_REQUEST_BYTES", self.limits.max_request_bytes.to_string()),
             ("MAX_RESPONSE_BYTES", self.limits.max_response_bytes.to_string()),
             ("MAX_CONCURRENT", self.limits.max_concurrent.to_string()),
+            ("MEMORY_BUDGET_MB", self.limits.memory_budget.describe()),
             ("PROXY_API_KEY", mask(&self.proxy_key)),
             ("STATUS_TOKEN", mask(&self.status_token)),
             ("SHUTDOWN_GRACE_SECONDS", secs(self.shutdown_grace)),

@@ -18,7 +18,9 @@ pub mod healthcheck;
 pub mod inbound;
 pub mod local;
 pub mod log;
+pub mod memory;
 pub mod metrics;
+pub mod object;
 pub mod pool;
 pub mod reply;
 pub mod retry;
@@ -63,6 +65,7 @@ pub fn run(argv: impl IntoIterator<Item = OsString>) -> Result<(), Error> {
     }
     log::set_level(config.log_level);
     log::set_format(config.log_format);
+    memory::start(config.limits.memory_budget);
     server::serve(Arc::new(config), count_signals()?)
 }
 

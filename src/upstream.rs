@@ -143,12 +143,12 @@ impl Upstream {
         Ok(Answer { status, content_type, headers, body, checked, final_error })
     }
 
-    fn build(&self, out: &Outgoing) -> Result<http::Request<Vec<u8>>, Error> {
+    fn build<'o>(&self, out: &'o Outgoing) -> Result<http::Request<&'o [u8]>, Error> {
         let mut req = http::Request::builder().method(out.method.as_str()).uri(out.url.as_str());
         for (name, value) in &out.headers {
             req = req.header(name.as_str(), value.as_str());
         }
-        req.body(out.body.clone())
+        req.body(out.body.as_slice())
             .map_err(|e| Error::BadRequest(format!("cannot build the upstream request: {e}")))
     }
 }
@@ -278,7 +278,7 @@ fn read_body(mut reader: impl Read, limit: u64) -> Result<Body, Error> {
     loop {
         match reader.read(&mut chunk) {
             Ok(0) => return Ok(body),
-            Ok(n) => body.push(&chunk[..n]),
+            Ok(n) => body.try_push(&chunk[..n])?,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(read_error(e, body.len(), limit)),
         }
@@ -334,7 +334,7 @@ impl<'r> Stream<'r> {
 
     /// The bytes of one read, received at `now`: `Some` once the terminal event is in.
     fn take(&mut self, bytes: &[u8], now: Instant) -> Result<Option<Terminal>, Error> {
-        self.body.push(bytes);
+        self.body.try_push(bytes)?;
         let received = self.body.len();
         let (api, progress) = (self.reading.api, &mut self.progress);
         let mut outcome = Ok(None);
