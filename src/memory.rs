@@ -33,6 +33,12 @@ pub const HARD: usize = 75;
 /// came, 5x when translated to chat (measured peaks: see `docs/limits.md`).
 pub const PASS_THROUGH_COST: usize = 3;
 pub const TRANSLATED_COST: usize = 5;
+/// What turning a complete answer into the client's form holds for a moment, in multiples
+/// of the answer: the `response` or `chat.completion` object of a client that asked for JSON
+/// (its text as a `Value`, then serialized), or the Responses stream made from a chat answer
+/// (the folded text, its delta and done events, the `response` object).
+pub const ASSEMBLED_ANSWER_COST: usize = 3;
+pub const TRANSLATED_ANSWER_COST: usize = 6;
 
 /// `MEMORY_BUDGET_MB`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +144,12 @@ impl Hold {
         })
         .map(|_| Hold(bytes))
         .map_err(|held| Overdrawn { held, budget })
+    }
+
+    /// Charge `bytes` for work on an answer already in, unless that takes the held bytes over
+    /// the hard limit.
+    pub fn reserve(bytes: usize) -> Result<Hold, Overdrawn> {
+        try_add(bytes).map(|()| Hold(bytes))
     }
 
     /// Charge `bytes` more, if `admits` allows it (a body whose size was not known before).

@@ -312,12 +312,12 @@ impl<'o> Echo<'o> {
         let mut placeholders = Vec::new();
         for (key, span) in object.members.iter().filter(|(k, _)| !skip.contains(&k.as_str())) {
             let raw = &object.bytes[span.clone()];
-            let small = raw.len() <= ECHO_INLINE;
-            match serde_json::from_slice::<Value>(raw) {
-                Ok(v) if small => {
+            let small = (raw.len() <= ECHO_INLINE).then(|| serde_json::from_slice::<Value>(raw).ok());
+            match small.flatten() {
+                Some(v) => {
                     value.insert(key.clone(), v);
                 }
-                _ => {
+                None => {
                     let text = format!("\u{0}codex-shield echo {nonce:016x} {}\u{0}", placeholders.len());
                     let quoted = serde_json::to_vec(&text).unwrap_or_default();
                     placeholders.push((quoted, raw));

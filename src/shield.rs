@@ -85,14 +85,10 @@ pub fn upstream_body(
     model: Option<&str>,
     wants_stream: bool,
 ) -> Result<(Vec<u8>, Option<translate::ToolMap>), Error> {
-    let translated = match exchange.translated() {
-        true => Some(translate::request::chat_body(object).map_err(Error::BadRequest)?),
-        false => None,
-    };
-    let (object, tools) = match translated {
-        Some((chat, tools)) => (std::borrow::Cow::Owned(chat), Some(tools)),
-        None => (std::borrow::Cow::Borrowed(object), None),
-    };
+    if exchange.translated() {
+        let (body, tools) = translate::request::chat_body(object, model).map_err(Error::BadRequest)?;
+        return Ok((body, Some(tools)));
+    }
     let model = model.map(|m| serde_json::to_vec(m).unwrap_or_default());
     let mut overrides: Vec<(&str, &[u8])> = vec![("stream", b"true")];
     if let Some(model) = &model {
@@ -110,7 +106,7 @@ pub fn upstream_body(
     if let Some(options) = &options {
         overrides.push(("stream_options", options));
     }
-    Ok((object.to_vec(&overrides), tools))
+    Ok((object.to_vec(&overrides), None))
 }
 
 /// Resolve `job` for `target`: URL, headers with the upstream's auth, body.
@@ -236,6 +232,11 @@ impl Shield<'_> {
             let err = match result {
                 Ok(answer) => {
                     self.pool.record(i, Report::Healthy, attempt_started, 0.0);
+                    // The bodies prepared for the upstreams are sent or unused: freed before
+                    // the answer is turned into the reply.
+                    let Some(mut p) = prepared.swap_remove(i) else { unreachable!("prepared above") };
+                    drop(prepared);
+                    p.outgoing.body = Vec::new();
                     return deliver(answer, job, p);
                 }
                 Err(err) => err,
@@ -342,12 +343,22 @@ fn pass_on(err: Error) -> Reply {
 
 /// The client's reply for a complete answer: the stream as received, the JSON it asked for,
 /// or, for a translated exchange, the Responses stream or object made from the chat answer.
-fn deliver(mut answer: Answer, job: &Job, p: &Prepared) -> Reply {
+fn deliver(mut answer: Answer, job: &Job, p: Prepared) -> Reply {
     let mut headers = std::mem::take(&mut answer.headers);
     let exchange = p.exchange.filter(|_| answer.checked);
     let Some(exchange) = exchange else {
         let content_type = answer.content_type.unwrap_or_else(|| "application/octet-stream".into());
         return Reply { status: answer.status, content_type, headers, body: answer.body };
+    };
+    // Made into another form, the answer is held a few times over for a moment.
+    let cost = match (exchange.translated(), job.wants_stream) {
+        (true, _) => memory::TRANSLATED_ANSWER_COST,
+        (false, false) => memory::ASSEMBLED_ANSWER_COST,
+        (false, true) => 0,
+    };
+    let _work = match memory::Hold::reserve(answer.body.len() * cost) {
+        Ok(hold) => hold,
+        Err(overdrawn) => return Reply::error(&overdrawn.into()),
     };
     if exchange.translated() {
         return translated(answer, job, p, headers);
@@ -376,18 +387,20 @@ fn deliver(mut answer: Answer, job: &Job, p: &Prepared) -> Reply {
 }
 
 /// A complete chat answer for a Responses client.
-fn translated(answer: Answer, job: &Job, p: &Prepared, mut headers: Vec<(String, String)>) -> Reply {
+fn translated(answer: Answer, job: &Job, p: Prepared, mut headers: Vec<(String, String)>) -> Reply {
     let Body::Json(object) = &job.body else {
         return Reply::error(&Error::BadRequest("a translated request has a JSON body".into()));
     };
-    let pieces: Vec<&[u8]> = answer.body.chunks().collect();
-    let empty = translate::ToolMap::default();
-    let tools = p.tools.as_ref().unwrap_or(&empty);
+    let Answer { body: chat, final_error, .. } = answer;
+    let pieces: Vec<&[u8]> = chat.chunks().collect();
+    let tools = p.tools.unwrap_or_default();
     let mut ids = translate::events::Ids::new(seed());
     // The `response` objects repeat the request's members (`input` aside): big ones (`tools`)
     // go into the output as the client sent them, without a `Value` of them (object.rs).
     let echo = Echo::new(object, &["input"], seed());
-    let synthesis = translate::events::to_responses(&pieces, tools, &echo.value, &mut ids);
+    let synthesis = translate::events::to_responses(&pieces, &tools, &echo.value, &mut ids);
+    drop(pieces);
+    drop((chat, tools)); // only the synthesis is needed from here
     if job.wants_stream {
         headers.push(("cache-control".into(), "no-cache".into()));
         let content_type = "text/event-stream; charset=utf-8".into();
@@ -395,7 +408,7 @@ fn translated(answer: Answer, job: &Job, p: &Prepared, mut headers: Vec<(String,
     }
     let mut reply = match synthesis.status {
         translate::events::Status::Failed { code, message } => {
-            let e = answer.final_error.unwrap_or(StreamError {
+            let e = final_error.unwrap_or(StreamError {
                 code: Some(code),
                 kind: None,
                 message,

@@ -39,16 +39,18 @@ const STATEFUL: &[&str] = &["previous_response_id", "conversation", "prompt"];
 /// small requests; the proxy calls `chat_body`.
 pub fn to_chat(req: &Value) -> Result<(Value, ToolMap), String> {
     let req = Object::from_value(req).map_err(|_| "the request body must be a JSON object".to_string())?;
-    let (chat, map) = chat_body(&req)?;
-    let chat = serde_json::from_slice(&chat.to_vec(&[])).map_err(|e| e.to_string())?;
+    let (chat, map) = chat_body(&req, None)?;
+    let chat = serde_json::from_slice(&chat).map_err(|e| e.to_string())?;
     Ok((chat, map))
 }
 
-/// `to_chat` for a request parsed at its top level (`object.rs`): the input items and tools
-/// are read one at a time and the chat request is written as it goes, so a translation holds
-/// the two requests' bytes and one item, never a `Value` of the conversation. Two passes over
-/// `input`: the system text first (it leads the messages), then the rest.
-pub fn chat_body(req: &Object) -> Result<(Object, ToolMap), String> {
+/// `to_chat` for a request parsed at its top level (`object.rs`), written straight into the
+/// chat body's bytes (with `model` instead of the client's, if given). Input items and tools
+/// are read one at a time, so a translation holds the two bodies, the tool names and one
+/// item, never a `Value` of the conversation: one pass over the tools for their chat names
+/// (the messages name calls by them), one over `input` for the system text (it leads the
+/// messages), then the messages and the tools are written.
+pub fn chat_body(req: &Object, model: Option<&str>) -> Result<(Vec<u8>, ToolMap), String> {
     for field in STATEFUL {
         if req.get(field).is_some_and(|raw| raw != b"null") {
             return Err(format!(
@@ -57,24 +59,8 @@ pub fn chat_body(req: &Object) -> Result<(Object, ToolMap), String> {
         }
     }
     let input = Input::of(req)?;
-    let mut out = Object::default();
     let mut map = ToolMap::default();
-    let (tools, count) = out.write(|buf| {
-        let mut tools = List::new(buf);
-        for tool in req.items("tools").into_iter().flatten() {
-            add_tool(&parse(tool)?, None, &mut map, &mut tools);
-        }
-        // Tools Codex made available during the conversation: by an `additional_tools` item,
-        // or as the result of a tool search the model ran.
-        for item in input.items().filter(|i| offers_tools(i)) {
-            let item = parse(item)?;
-            if item["type"] == "additional_tools" || is_client_search(&item, "tool_search_output") {
-                add_tools(item.get("tools"), &mut map, &mut tools);
-            }
-        }
-        Ok::<usize, String>(tools.finish())
-    });
-    let count = count?;
+    let count = all_tools(req, &input, &mut map, &mut List::counting())?;
     let mut system: Vec<String> = Vec::new();
     if let Some(Value::String(text)) = req.value("instructions").filter(|t| t.as_str() != Some("")) {
         system.push(text);
@@ -82,14 +68,21 @@ pub fn chat_body(req: &Object) -> Result<(Object, ToolMap), String> {
     for item in input.items() {
         system_text(&parse(item)?, &mut system)?;
     }
-    let (messages, written) = out.write(|buf| messages(&input, system, &map, buf));
-    written?;
-    out.insert_raw("model", req.get("model").unwrap_or(b"null"));
-    out.insert_span("messages", messages);
+    let mut out = Members::new(req.len() + 1024);
+    match model {
+        Some(model) => out.value("model", &json!(model)),
+        None => out.raw("model", req.get("model").unwrap_or(b"null")),
+    }
+    out.with("messages", |buf| messages(&input, system, &map, buf))?;
     if count > 0 {
-        out.insert_span("tools", tools);
+        out.with("tools", |buf| {
+            let mut list = List::new(buf);
+            all_tools(req, &input, &mut map, &mut list)?;
+            list.finish();
+            Ok::<(), String>(())
+        })?;
         if let Some(choice) = req.value("tool_choice").and_then(|c| tool_choice(&c, &map)) {
-            out.insert("tool_choice", &choice);
+            out.value("tool_choice", &choice);
         }
         copy(req, "parallel_tool_calls", &mut out, "parallel_tool_calls");
     }
@@ -99,15 +92,32 @@ pub fn chat_body(req: &Object) -> Result<(Object, ToolMap), String> {
     copy(req, "user", &mut out, "user");
     if let Some(reasoning) = req.value("reasoning") {
         if let Some(effort) = reasoning.get("effort").filter(|e| !e.is_null()) {
-            out.insert("reasoning_effort", effort);
+            out.value("reasoning_effort", effort);
         }
     }
     if let Some(format) = req.value("text").and_then(|t| response_format(&t["format"])) {
-        out.insert("response_format", &format);
+        out.value("response_format", &format);
     }
-    out.insert_raw("stream", b"true");
-    out.insert_raw("stream_options", br#"{"include_usage":true}"#);
-    Ok((out, map))
+    out.raw("stream", b"true");
+    out.raw("stream_options", br#"{"include_usage":true}"#);
+    Ok((out.finish(), map))
+}
+
+/// Every tool of the request, registered in `map` and written to `out` (in the same order
+/// each time); how many were written.
+fn all_tools(req: &Object, input: &Input, map: &mut ToolMap, out: &mut List) -> Result<usize, String> {
+    for tool in req.items("tools").into_iter().flatten() {
+        add_tool(&parse(tool)?, None, map, out);
+    }
+    // Tools Codex made available during the conversation: by an `additional_tools` item, or
+    // as the result of a tool search the model ran.
+    for item in input.items().filter(|i| offers_tools(i)) {
+        let item = parse(item)?;
+        if item["type"] == "additional_tools" || is_client_search(&item, "tool_search_output") {
+            add_tools(item.get("tools"), map, out);
+        }
+    }
+    Ok(out.count)
 }
 
 /// The request's `input`: absent, a text, or items (kept raw).
@@ -151,36 +161,77 @@ fn offers_tools(item: &RawValue) -> bool {
     matches!(kind.as_deref(), Some("additional_tools" | "tool_search_output"))
 }
 
-fn copy(from: &Object, key: &str, to: &mut Object, as_key: &str) {
+fn copy(from: &Object, key: &str, to: &mut Members, as_key: &str) {
     if let Some(raw) = from.get(key).filter(|raw| *raw != b"null") {
-        to.insert_raw(as_key, raw);
+        to.raw(as_key, raw);
     }
 }
 
-/// A JSON array written item by item.
+/// A JSON object written member by member.
+struct Members {
+    buf: Vec<u8>,
+}
+
+impl Members {
+    fn new(capacity: usize) -> Members {
+        let mut buf = Vec::with_capacity(capacity);
+        buf.push(b'{');
+        Members { buf }
+    }
+
+    fn with<R>(&mut self, key: &str, f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+        if self.buf.len() > 1 {
+            self.buf.push(b',');
+        }
+        serde_json::to_writer(&mut self.buf, key).unwrap_or_default();
+        self.buf.push(b':');
+        f(&mut self.buf)
+    }
+
+    fn raw(&mut self, key: &str, value: &[u8]) {
+        self.with(key, |buf| buf.extend_from_slice(value));
+    }
+
+    fn value(&mut self, key: &str, value: &Value) {
+        self.with(key, |buf| serde_json::to_writer(buf, value).unwrap_or_default());
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        self.buf.push(b'}');
+        self.buf
+    }
+}
+
+/// A JSON array written item by item (or only counted).
 struct List<'b> {
-    buf: &'b mut Vec<u8>,
+    buf: Option<&'b mut Vec<u8>>,
     count: usize,
 }
 
 impl<'b> List<'b> {
     fn new(buf: &'b mut Vec<u8>) -> List<'b> {
         buf.push(b'[');
-        List { buf, count: 0 }
+        List { buf: Some(buf), count: 0 }
+    }
+
+    fn counting() -> List<'b> {
+        List { buf: None, count: 0 }
     }
 
     fn push(&mut self, value: &Value) {
-        if self.count > 0 {
-            self.buf.push(b',');
+        if let Some(buf) = self.buf.as_deref_mut() {
+            if self.count > 0 {
+                buf.push(b',');
+            }
+            serde_json::to_writer(&mut *buf, value).unwrap_or_default();
         }
-        serde_json::to_writer(&mut *self.buf, value).unwrap_or_default();
         self.count += 1;
     }
 
-    /// Close the array; the number of items.
-    fn finish(self) -> usize {
-        self.buf.push(b']');
-        self.count
+    fn finish(self) {
+        if let Some(buf) = self.buf {
+            buf.push(b']');
+        }
     }
 }
 
