@@ -201,4 +201,28 @@ mod tests {
             assert_eq!(got, *expected, "pieces {:?}", &pieces[..pieces.len().min(3)]);
         }
     }
+
+    /// What the chunks reserve is what is counted as held, copies included; a growth the
+    /// budget refuses leaves the body with what fit.
+    #[test]
+    fn reservations_are_counted() {
+        let mut body = Body::new();
+        body.push(&[1; 100_000]);
+        let reserved = |b: &Body| b.chunks.iter().map(Vec::capacity).sum::<usize>();
+        assert_eq!((body.counted.0, reserved(&body)), (2 * CHUNK, 2 * CHUNK));
+        assert_eq!(body.clone().counted.0, 2 * CHUNK);
+        assert_eq!(Body::from(Vec::with_capacity(10)).counted.0, 10);
+        let mut left = CHUNK + 100;
+        let mut limited = Body::new();
+        let refused = limited.append(&[2; 200_000], |n| match n <= left {
+            true => {
+                left -= n;
+                Ok(())
+            }
+            false => Err(Overdrawn { held: 1, budget: 2 }),
+        });
+        assert_eq!(refused, Err(Overdrawn { held: 1, budget: 2 }));
+        assert_eq!((limited.len(), limited.counted.0, reserved(&limited)), (CHUNK, CHUNK, CHUNK));
+        assert_eq!(limited.to_vec(), vec![2; CHUNK]);
+    }
 }

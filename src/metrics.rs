@@ -500,9 +500,17 @@ pub fn render(s: &Snapshot) -> String {
     out.family("codex_shield_max_concurrent_requests", "gauge", "MAX_CONCURRENT.");
     out.sample("codex_shield_max_concurrent_requests", &[], s.gauges.max_concurrent as f64);
     let (budget, held) = s.memory;
-    out.family("codex_shield_memory_budget_bytes", "gauge", "MEMORY_BUDGET_MB or the cgroup's limit; 0: none.");
+    out.family(
+        "codex_shield_memory_budget_bytes",
+        "gauge",
+        "MEMORY_BUDGET_MB or the cgroup's limit; 0: none.",
+    );
     out.sample("codex_shield_memory_budget_bytes", &[], budget as f64);
-    out.family("codex_shield_memory_held_bytes", "gauge", "Bytes request bodies and answers hold against it.");
+    out.family(
+        "codex_shield_memory_held_bytes",
+        "gauge",
+        "Bytes request bodies and answers hold against it.",
+    );
     out.sample("codex_shield_memory_held_bytes", &[], held as f64);
     out.family(
         "codex_shield_upstream_cooling_down",

@@ -491,6 +491,34 @@ mod tests {
                 None,
                 Ok((r#"{"model":"a","messages":[],"stream":true}"#, true)),
             ),
+            (
+                // the client's values travel as sent: spacing, escapes, numbers as written
+                r#"{"model":"a","input":[ {"role":"user","content":"caf\u00e9 \ud83d\ude00"} ],"n":1.0e2,"model":"b"}"#,
+                Api::Responses,
+                Some("gpt-5"),
+                Ok((
+                    r#"{"model":"gpt-5","input":[ {"role":"user","content":"caf\u00e9 \ud83d\ude00"} ],"n":1.0e2,"stream":true}"#,
+                    false,
+                )),
+            ),
+            (
+                r#" {"stream" : true , "messages":[{"role":"user","content":"hi"}],"stream_options":{"x":1}} "#,
+                Api::Chat,
+                None,
+                Ok((
+                    r#"{"stream":true,"messages":[{"role":"user","content":"hi"}],"stream_options":{"x":1}}"#,
+                    true,
+                )),
+            ),
+            (
+                r#"{"messages":[],"stream_options":{"x":1.50}}"#,
+                Api::Chat,
+                None,
+                Ok((
+                    r#"{"messages":[],"stream_options":{"x":1.5,"include_usage":true},"stream":true}"#,
+                    false,
+                )),
+            ),
             ("[1,2]", Api::Responses, None, Err("invalid request: the body must be a JSON object")),
             ("{\"model\":", Api::Responses, None, Err("invalid request: the body is not valid JSON")),
             ("", Api::Chat, None, Err("invalid request: the body is not valid JSON")),

@@ -9,6 +9,7 @@ mod faults;
 mod fuzz;
 mod hostile;
 mod lifecycle;
+mod memory;
 mod monitoring;
 mod routes;
 mod tls;
