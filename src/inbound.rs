@@ -82,10 +82,14 @@ fn cost(config: &Config, api: Option<Api>) -> usize {
 
 /// Charge the request for its announced body before reading it; refused, its body is read
 /// and dropped (so the client, still sending it, gets the 503 rather than a reset).
+/// A body announced over `MAX_REQUEST_BYTES` is left to `read_body`'s 413.
 fn admit(config: &Config, request: &mut tiny_http::Request, api: Option<Api>) -> Result<Hold, Error> {
-    let announced = request.body_length().unwrap_or(0).min(config.limits.max_request_bytes as usize);
+    let limit = config.limits.max_request_bytes;
+    let announced = request.body_length().unwrap_or(0);
+    if announced as u64 > limit {
+        return Ok(Hold::default());
+    }
     Hold::admit(announced.saturating_mul(cost(config, api))).map_err(|overdrawn| {
-        let limit = config.limits.max_request_bytes;
         let _ = std::io::copy(&mut request.as_reader().take(limit), &mut std::io::sink());
         Error::from(overdrawn)
     })
@@ -283,6 +287,61 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A lite Codex body in the standard shape: only the packed items leave `input` (the others
+    /// keep their bytes), their `functions` tools join `tools`, `reasoning.context` goes;
+    /// a standard body keeps every byte.
+    #[test]
+    fn lite_bodies_in_the_standard_shape() {
+        let lite = (codex::LITE_HEADER, "true");
+        let packed = r#"{"type":"additional_tools","tools":[{"type":"namespace","name":"functions","tools":[{"type":"function","name":"b"}]},{"type":"namespace","name":"web","tools":[]}]}"#;
+        type Case<'a> = (String, Option<(&'a str, &'a str)>, Result<&'a str, &'a str>);
+        let cases: &[Case] = &[
+            (
+                format!(
+                    r#"{{"model":"m","tools":[{{"type":"function","name":"a"}}],"input":[ {{"role":"user","content":"café"}} , {packed}],"reasoning":{{"effort":"low","context":"x"}}}}"#
+                ),
+                Some(lite),
+                Ok(
+                    r#"{"model":"m","tools":[{"type":"function","name":"a"},{"type":"function","name":"b"}],"input":[{"role":"user","content":"café"}],"reasoning":{"effort":"low"}}"#,
+                ),
+            ),
+            (
+                format!(r#"{{"model":"m","input":[{packed}]}}"#),
+                None,
+                Ok(r#"{"model":"m","input":[],"tools":[{"type":"function","name":"b"}]}"#),
+            ),
+            (
+                r#"{"model":"m","input":[ {"role":"user","content":"hi"} ],"reasoning":{"context":"x"}}"#
+                    .into(),
+                Some(lite),
+                Ok(r#"{"model":"m","input":[ {"role":"user","content":"hi"} ],"reasoning":{}}"#),
+            ),
+            (
+                r#"{"model":"m","input":[ {"role":"user","content":"hi"} ],"reasoning":{"context":"x"}}"#
+                    .into(),
+                None,
+                Ok(r#"{"model":"m","input":[ {"role":"user","content":"hi"} ],"reasoning":{"context":"x"}}"#),
+            ),
+            (
+                format!(r#"{{"model":"m","tools":7,"input":[{packed}]}}"#),
+                None,
+                Err("`tools` is not an array"),
+            ),
+        ];
+        for (body, header, expected) in cases {
+            let mut headers: Vec<(String, String)> =
+                header.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+            let object = Object::parse(body.as_bytes().to_vec()).unwrap();
+            let got = standard_shape(object, &mut headers).map(|o| String::from_utf8(o.to_vec(&[])).unwrap());
+            match (expected, &got) {
+                (Ok(e), Ok(g)) => assert_eq!(g, e, "{body}"),
+                (Err(e), Err(g)) => assert!(g.to_string().contains(e), "{g}"),
+                _ => panic!("{body}: expected {expected:?}, got {got:?}"),
+            }
+            assert!(headers.is_empty() || got.is_err(), "the lite header never travels: {headers:?}");
+        }
+    }
 
     #[test]
     fn constant_time_compare() {

@@ -95,10 +95,13 @@ pub fn upstream_body(
         overrides.push(("model", model));
     }
     let mut options = None;
-    if exchange.upstream == Api::Chat && (!wants_stream || exchange.translated()) {
+    if exchange.upstream == Api::Chat && !wants_stream {
         // An existing `stream_options` that is not an object is left as it is.
-        let current = object.get("stream_options").map(|_| object.value("stream_options"));
-        if let Some(Value::Object(mut o)) = current.unwrap_or(Some(Value::Object(Map::new()))) {
+        let current = match object.get("stream_options") {
+            None => Some(Map::new()),
+            Some(_) => object.value("stream_options").and_then(|v| v.as_object().cloned()),
+        };
+        if let Some(mut o) = current {
             o.insert("include_usage".into(), Value::Bool(true));
             options = Some(serde_json::to_vec(&o).unwrap_or_default());
         }
