@@ -7,7 +7,8 @@
 //! the first chunk grows, by powers of two from `FIRST` to `CHUNK`, so that the thousands of
 //! small answers a busy proxy holds at once do not each reserve 64 KiB; every later chunk is
 //! allocated at `CHUNK` and never reallocated. This module only stores bytes; it does not
-//! parse or send them.
+//! parse or send them. What its chunks reserve is counted as held against the memory budget
+//! (`memory.rs`) while the body lives; `try_push` refuses to take the total over the limit.
 
 /// Size of one chunk: large enough that a typical answer is one chunk and one write.
 pub const CHUNK: usize = 64 * 1024;
@@ -16,10 +17,39 @@ pub const CHUNK: usize = 64 * 1024;
 /// `CHUNK` before a second chunk starts.
 pub const FIRST: usize = 4 * 1024;
 
+use crate::memory::{self, Overdrawn};
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Body {
     chunks: Vec<Vec<u8>>,
     len: usize,
+    counted: Counted,
+}
+
+/// The bytes of a body counted as held (its chunks' capacity), given back when it drops.
+#[derive(Debug, Default)]
+struct Counted(usize);
+
+impl Clone for Counted {
+    fn clone(&self) -> Counted {
+        memory::add(self.0);
+        Counted(self.0)
+    }
+}
+
+/// Accounting, not content: two bodies with the same bytes are equal.
+impl PartialEq for Counted {
+    fn eq(&self, _: &Counted) -> bool {
+        true
+    }
+}
+
+impl Eq for Counted {}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        memory::sub(self.0);
+    }
 }
 
 impl Body {
@@ -29,25 +59,56 @@ impl Body {
 
     /// Append bytes, filling the last chunk before starting a new one (the first chunk grows
     /// to `CHUNK` first).
-    pub fn push(&mut self, mut bytes: &[u8]) {
-        self.len += bytes.len();
+    pub fn push(&mut self, bytes: &[u8]) {
+        let always = |n| {
+            memory::add(n);
+            Ok(())
+        };
+        let _ = self.append(bytes, always);
+    }
+
+    /// `push`, unless the chunks it needs would take the bytes held over the memory budget's
+    /// hard limit: then the body keeps what it had room for and says so.
+    pub fn try_push(&mut self, bytes: &[u8]) -> Result<(), Overdrawn> {
+        self.append(bytes, memory::try_add)
+    }
+
+    /// Append, counting each new reservation through `count` first.
+    fn append(
+        &mut self,
+        mut bytes: &[u8],
+        mut count: impl FnMut(usize) -> Result<(), Overdrawn>,
+    ) -> Result<(), Overdrawn> {
         while !bytes.is_empty() {
             let room = self.chunks.last().map_or(0, |c| c.capacity() - c.len());
             if room == 0 {
                 match self.chunks.last_mut() {
                     Some(first) if first.capacity() < CHUNK => {
                         let capacity = grown(first.len() + bytes.len());
+                        count(capacity - first.capacity())?;
+                        self.counted.0 += capacity - first.capacity();
                         first.reserve_exact(capacity - first.len());
                     }
-                    Some(_) => self.chunks.push(Vec::with_capacity(CHUNK)),
-                    None => self.chunks.push(Vec::with_capacity(grown(bytes.len()))),
+                    Some(_) => {
+                        count(CHUNK)?;
+                        self.counted.0 += CHUNK;
+                        self.chunks.push(Vec::with_capacity(CHUNK));
+                    }
+                    None => {
+                        let capacity = grown(bytes.len());
+                        count(capacity)?;
+                        self.counted.0 += capacity;
+                        self.chunks.push(Vec::with_capacity(capacity));
+                    }
                 }
                 continue;
             }
             let (now, later) = bytes.split_at(room.min(bytes.len()));
             self.chunks.last_mut().expect("a chunk with room").extend_from_slice(now);
+            self.len += now.len();
             bytes = later;
         }
+        Ok(())
     }
 
     pub fn len(&self) -> usize {
@@ -82,9 +143,10 @@ fn grown(needed: usize) -> usize {
 impl From<Vec<u8>> for Body {
     /// A body that is already whole stays one chunk, whatever its size; no copy.
     fn from(bytes: Vec<u8>) -> Body {
-        let len = bytes.len();
+        let (len, capacity) = (bytes.len(), bytes.capacity());
+        memory::add(capacity);
         let chunks = if bytes.is_empty() { Vec::new() } else { vec![bytes] };
-        Body { chunks, len }
+        Body { chunks, len, counted: Counted(capacity) }
     }
 }
 
@@ -138,5 +200,29 @@ mod tests {
             let got = capacities(pieces);
             assert_eq!(got, *expected, "pieces {:?}", &pieces[..pieces.len().min(3)]);
         }
+    }
+
+    /// What the chunks reserve is what is counted as held, copies included; a growth the
+    /// budget refuses leaves the body with what fit.
+    #[test]
+    fn reservations_are_counted() {
+        let mut body = Body::new();
+        body.push(&[1; 100_000]);
+        let reserved = |b: &Body| b.chunks.iter().map(Vec::capacity).sum::<usize>();
+        assert_eq!((body.counted.0, reserved(&body)), (2 * CHUNK, 2 * CHUNK));
+        assert_eq!(body.clone().counted.0, 2 * CHUNK);
+        assert_eq!(Body::from(Vec::with_capacity(10)).counted.0, 10);
+        let mut left = CHUNK + 100;
+        let mut limited = Body::new();
+        let refused = limited.append(&[2; 200_000], |n| match n <= left {
+            true => {
+                left -= n;
+                Ok(())
+            }
+            false => Err(Overdrawn { held: 1, budget: 2 }),
+        });
+        assert_eq!(refused, Err(Overdrawn { held: 1, budget: 2 }));
+        assert_eq!((limited.len(), limited.counted.0, reserved(&limited)), (CHUNK, CHUNK, CHUNK));
+        assert_eq!(limited.to_vec(), vec![2; CHUNK]);
     }
 }

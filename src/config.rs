@@ -69,6 +69,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "20",
         "wrong PROXY_API_KEYs from one address within a minute before it gets 429s for a minute (0: no limit)",
     ),
+    (
+        "MEMORY_BUDGET_MB",
+        "auto",
+        "auto (the cgroup's memory limit) | off | MiB: new requests get 503 when bodies and answers hold half of it",
+    ),
     ("PROXY_API_KEY", "", "if set, clients must send it (Bearer or api-key); never forwarded"),
     (
         "STATUS_TOKEN",
@@ -179,6 +184,8 @@ pub struct Limits {
     pub client_idle_timeout: Duration,
     /// `AUTH_FAILURE_LIMIT` (0: no brake).
     pub auth_failure_limit: u32,
+    /// `MEMORY_BUDGET_MB`.
+    pub memory_budget: crate::memory::Setting,
 }
 
 /// Reads raw values: the variable if set and not blank, else the default.
@@ -316,6 +323,8 @@ impl Config {
                 header_timeout: raw.seconds("CLIENT_HEADER_TIMEOUT_SECONDS", false)?,
                 client_idle_timeout: raw.seconds("CLIENT_IDLE_TIMEOUT_SECONDS", false)?,
                 auth_failure_limit: raw.parse("AUTH_FAILURE_LIMIT", "a whole number")?,
+                memory_budget: crate::memory::Setting::parse(&raw.get("MEMORY_BUDGET_MB"))
+                    .ok_or_else(|| bad("MEMORY_BUDGET_MB", "expected auto, off or a number of MiB".into()))?,
             },
             proxy_key: raw.optional("PROXY_API_KEY"),
             keepalive,
@@ -392,6 +401,7 @@ impl Config {
             ("CLIENT_HEADER_TIMEOUT_SECONDS", secs(self.limits.header_timeout)),
             ("CLIENT_IDLE_TIMEOUT_SECONDS", secs(self.limits.client_idle_timeout)),
             ("AUTH_FAILURE_LIMIT", self.limits.auth_failure_limit.to_string()),
+            ("MEMORY_BUDGET_MB", self.limits.memory_budget.describe()),
             ("PROXY_API_KEY", mask(&self.proxy_key)),
             ("STATUS_TOKEN", mask(&self.status_token)),
             ("SHUTDOWN_GRACE_SECONDS", secs(self.shutdown_grace)),

@@ -38,6 +38,9 @@ pub enum Error {
     Busy { limit: usize },
     /// The proxy is shutting down and takes no new work.
     ShuttingDown,
+    /// Requests and answers hold too much of the memory budget (`MEMORY_BUDGET_MB` or the
+    /// cgroup's limit) to take this request, or this answer, now; bytes held and the budget.
+    Overloaded { held: usize, budget: usize },
     /// The client closed its connection while its answer was being prepared.
     ClientGone,
     /// No connection to the upstream: DNS, TCP connect, TLS or proxy failure.
@@ -175,6 +178,12 @@ impl Outcome {
     }
 }
 
+impl From<crate::memory::Overdrawn> for Error {
+    fn from(o: crate::memory::Overdrawn) -> Error {
+        Error::Overloaded { held: o.held, budget: o.budget }
+    }
+}
+
 impl Rejection {
     /// A 429 that says the quota is gone will not get better by waiting.
     pub fn quota_exhausted(&self) -> bool {
@@ -222,6 +231,12 @@ impl fmt::Display for Error {
                 write!(f, "proxy busy: {limit} requests already in flight (MAX_CONCURRENT)")
             }
             Error::ShuttingDown => write!(f, "proxy is shutting down"),
+            Error::Overloaded { held, budget } => write!(
+                f,
+                "proxy overloaded: requests and answers hold {} MiB of its {} MiB memory budget; try again shortly",
+                held >> 20,
+                budget >> 20
+            ),
             Error::ClientGone => write!(f, "the client closed the connection"),
             Error::Connect(reason) => write!(f, "cannot reach upstream: {reason}"),
             Error::Tls(reason) => write!(

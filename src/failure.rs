@@ -70,6 +70,10 @@ pub fn judge(err: &Error) -> Failure {
         Error::ResponseTooLarge { .. } | Error::EventTooLarge { .. } => {
             upstream(Outcome::TooLarge, Fate::GiveUp)
         }
+        // The proxy's own memory budget, not the upstream's fault: nothing to retry now.
+        Error::Overloaded { .. } => {
+            Failure { outcome: Outcome::TooLarge, origin: Origin::Proxy, fate: Fate::GiveUp, shared: false }
+        }
         Error::ClientGone => {
             Failure { outcome: Outcome::Abandoned, origin: Origin::Client, fate: Fate::GiveUp, shared: false }
         }
@@ -197,5 +201,7 @@ mod tests {
         assert_eq!((gone.outcome, gone.origin, gone.fate), (Outcome::Abandoned, Origin::Client, GiveUp));
         assert_eq!(judge(&Error::BadRequest("x".into())).origin, Origin::Client);
         assert_eq!(judge(&Error::Busy { limit: 1 }).origin, Origin::Proxy);
+        let overloaded = judge(&Error::Overloaded { held: 2, budget: 3 });
+        assert_eq!((overloaded.outcome, overloaded.origin, overloaded.fate), (Outcome::TooLarge, Origin::Proxy, GiveUp));
     }
 }

@@ -1,17 +1,21 @@
 //! What arrives from the client, turned into an endpoint-free `Job`: the inbound key, the
-//! body within its limit, the client headers that may travel, the parsed JSON of a shielded
-//! route.
+//! body within its limit and the memory budget, the client headers that may travel, the JSON
+//! object of a shielded route (parsed at its top level only, `object.rs`).
 //!
 //! It reads the request and nothing else: it never writes to the client (that is
 //! `client.rs`) and never chooses an upstream (that is `pool.rs`, per attempt).
 
 use std::io::Read;
 
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use crate::api::Api;
 use crate::codex;
 use crate::config::Config;
 use crate::error::Error;
+use crate::memory::{self, Hold};
+use crate::object::{self, Object};
 use crate::shield::{self, Body, Job};
 use crate::target::Route;
 
@@ -40,13 +44,15 @@ pub fn job(
             return Err(Error::NotFound { method, path });
         }
     };
+    let hold = admit(config, request, api)?;
     let raw = read_body(request, config.limits.max_request_bytes)?;
+    let hold = charge_read(hold, raw.len(), cost(config, api))?;
     let mut headers = forward_headers(request);
     // Codex speaks only the Responses API: its special answer forms are for that route.
-    let codex = api == Some(crate::api::Api::Responses) && codex::is_codex(&headers);
+    let codex = api == Some(Api::Responses) && codex::is_codex(&headers);
     let (body, wants_stream) = match api {
         Some(_) => {
-            let (object, wants_stream) = shield::parse_body(&raw)?;
+            let (object, wants_stream) = shield::parse_body(raw)?;
             (Body::Json(standard_shape(object, &mut headers)?), wants_stream)
         }
         None => (Body::Raw(raw), false),
@@ -60,16 +66,66 @@ pub fn job(
         body,
         wants_stream,
         codex,
+        hold,
     })
+}
+
+/// What a request costs in multiples of its body: more when a Responses request may be
+/// translated for a chat upstream.
+fn cost(config: &Config, api: Option<Api>) -> usize {
+    let translates = api == Some(Api::Responses) && config.upstreams.iter().any(|t| t.api == Api::Chat);
+    match translates {
+        true => memory::TRANSLATED_COST,
+        false => memory::PASS_THROUGH_COST,
+    }
+}
+
+/// Charge the request for its announced body before reading it; refused, its body is read
+/// and dropped (so the client, still sending it, gets the 503 rather than a reset).
+/// A body announced over `MAX_REQUEST_BYTES` is left to `read_body`'s 413.
+fn admit(config: &Config, request: &mut tiny_http::Request, api: Option<Api>) -> Result<Hold, Error> {
+    let limit = config.limits.max_request_bytes;
+    let announced = request.body_length().unwrap_or(0);
+    if announced as u64 > limit {
+        return Ok(Hold::default());
+    }
+    Hold::admit(announced.saturating_mul(cost(config, api))).map_err(|overdrawn| {
+        let _ = std::io::copy(&mut request.as_reader().take(limit), &mut std::io::sink());
+        Error::from(overdrawn)
+    })
+}
+
+/// The charge for a body whose size was not announced (chunked), now that it is read.
+fn charge_read(mut hold: Hold, read: usize, cost: usize) -> Result<Hold, Error> {
+    let more = (read * cost).saturating_sub(hold.bytes());
+    if more > 0 {
+        hold.grow(more)?;
+    }
+    Ok(hold)
 }
 
 /// A Codex "lite" body (tools packed in an `additional_tools` input item) in the standard
 /// Responses shape that every compatible server accepts; other bodies unchanged.
-fn standard_shape(
-    object: Map<String, Value>,
-    headers: &mut Vec<(String, String)>,
-) -> Result<Map<String, Value>, Error> {
-    let mut body = Value::Object(object);
+///
+/// `codex::normalize` works on a `Value`; it is given only what it reads and rewrites
+/// (`tools`, `reasoning` and the packed items of `input`), never the whole conversation, and
+/// `input` loses its packed items here, the other items kept raw.
+fn standard_shape(mut object: Object, headers: &mut Vec<(String, String)>) -> Result<Object, Error> {
+    let lite = headers.iter().any(|(n, v)| n == codex::LITE_HEADER && v.trim().eq_ignore_ascii_case("true"));
+    let items = object.items("input");
+    let packed: Vec<&RawValue> = items.iter().flatten().copied().filter(|item| is_packed(item)).collect();
+    if packed.is_empty() && !lite {
+        return Ok(object);
+    }
+    let mut partial = Map::new();
+    let parse = |raw: &RawValue| serde_json::from_str::<Value>(raw.get()).unwrap_or_default();
+    partial.insert("input".into(), Value::Array(packed.iter().map(|item| parse(item)).collect()));
+    for key in ["tools", "reasoning"] {
+        if let Some(value) = object.value(key) {
+            partial.insert(key.into(), value);
+        }
+    }
+    let mut body = Value::Object(partial);
     match codex::normalize(&mut body, headers) {
         Ok(codex::Normalized::FromLite { dropped_namespaces }) => {
             crate::debug!("a Codex lite body was put in the standard shape; dropped tool namespaces {dropped_namespaces:?}");
@@ -79,10 +135,25 @@ fn standard_shape(
             return Err(Error::BadRequest(format!("a Codex lite body cannot be rewritten: {reason}")))
         }
     }
-    match body {
-        Value::Object(object) => Ok(object),
-        _ => Err(Error::BadRequest("the body must be a JSON object".into())),
+    if !packed.is_empty() {
+        let kept: Vec<&RawValue> = items.iter().flatten().copied().filter(|item| !is_packed(item)).collect();
+        let input = serde_json::to_vec(&kept).unwrap_or_default();
+        drop(items);
+        object.insert_raw("input", &input);
+    } else {
+        drop(items);
     }
+    for key in ["tools", "reasoning"] {
+        if let Some(value) = body.get(key) {
+            object.insert(key, value);
+        }
+    }
+    Ok(object)
+}
+
+/// Whether an input item is an `additional_tools` item (Codex's packed tools).
+fn is_packed(item: &RawValue) -> bool {
+    object::string_member(item.get().as_bytes(), "type").as_deref() == Some("additional_tools")
 }
 
 /// Whether the request offers to switch to WebSocket (`Upgrade: websocket`). Another offer
@@ -113,7 +184,9 @@ fn read_body(request: &mut tiny_http::Request, limit: u64) -> Result<Vec<u8>, Er
     if request.body_length().is_some_and(|n| n as u64 > limit) {
         return Err(Error::RequestTooLarge { limit });
     }
-    let mut body = Vec::with_capacity(request.body_length().unwrap_or(0).min(1 << 20));
+    // The announced length exactly (no doubling: a 23 MB body must not cost 32 + 16 MB),
+    // plus one byte, so that the read that finds the end does not grow the vector.
+    let mut body = Vec::with_capacity(request.body_length().map_or(1 << 16, |n| n + 1));
     request
         .as_reader()
         .take(limit + 1)
@@ -214,6 +287,61 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A lite Codex body in the standard shape: only the packed items leave `input` (the others
+    /// keep their bytes), their `functions` tools join `tools`, `reasoning.context` goes;
+    /// a standard body keeps every byte.
+    #[test]
+    fn lite_bodies_in_the_standard_shape() {
+        let lite = (codex::LITE_HEADER, "true");
+        let packed = r#"{"type":"additional_tools","tools":[{"type":"namespace","name":"functions","tools":[{"type":"function","name":"b"}]},{"type":"namespace","name":"web","tools":[]}]}"#;
+        type Case<'a> = (String, Option<(&'a str, &'a str)>, Result<&'a str, &'a str>);
+        let cases: &[Case] = &[
+            (
+                format!(
+                    r#"{{"model":"m","tools":[{{"type":"function","name":"a"}}],"input":[ {{"role":"user","content":"café"}} , {packed}],"reasoning":{{"effort":"low","context":"x"}}}}"#
+                ),
+                Some(lite),
+                Ok(
+                    r#"{"model":"m","tools":[{"type":"function","name":"a"},{"type":"function","name":"b"}],"input":[{"role":"user","content":"café"}],"reasoning":{"effort":"low"}}"#,
+                ),
+            ),
+            (
+                format!(r#"{{"model":"m","input":[{packed}]}}"#),
+                None,
+                Ok(r#"{"model":"m","input":[],"tools":[{"type":"function","name":"b"}]}"#),
+            ),
+            (
+                r#"{"model":"m","input":[ {"role":"user","content":"hi"} ],"reasoning":{"context":"x"}}"#
+                    .into(),
+                Some(lite),
+                Ok(r#"{"model":"m","input":[ {"role":"user","content":"hi"} ],"reasoning":{}}"#),
+            ),
+            (
+                r#"{"model":"m","input":[ {"role":"user","content":"hi"} ],"reasoning":{"context":"x"}}"#
+                    .into(),
+                None,
+                Ok(r#"{"model":"m","input":[ {"role":"user","content":"hi"} ],"reasoning":{"context":"x"}}"#),
+            ),
+            (
+                format!(r#"{{"model":"m","tools":7,"input":[{packed}]}}"#),
+                None,
+                Err("`tools` is not an array"),
+            ),
+        ];
+        for (body, header, expected) in cases {
+            let mut headers: Vec<(String, String)> =
+                header.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+            let object = Object::parse(body.as_bytes().to_vec()).unwrap();
+            let got = standard_shape(object, &mut headers).map(|o| String::from_utf8(o.to_vec(&[])).unwrap());
+            match (expected, &got) {
+                (Ok(e), Ok(g)) => assert_eq!(g, e, "{body}"),
+                (Err(e), Err(g)) => assert!(g.to_string().contains(e), "{g}"),
+                _ => panic!("{body}: expected {expected:?}, got {got:?}"),
+            }
+            assert!(headers.is_empty() || got.is_err(), "the lite header never travels: {headers:?}");
+        }
+    }
 
     #[test]
     fn constant_time_compare() {

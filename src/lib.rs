@@ -24,7 +24,9 @@ pub mod healthcheck;
 pub mod inbound;
 pub mod local;
 pub mod log;
+pub mod memory;
 pub mod metrics;
+pub mod object;
 pub mod pool;
 pub mod reply;
 pub mod retry;
@@ -72,6 +74,7 @@ pub fn run(argv: impl IntoIterator<Item = OsString>) -> Result<(), Error> {
     log::set_level(config.log_level);
     log::set_format(config.log_format);
     log::set_scrubber(scrub::Scrubber::of(&config));
+    memory::start(config.limits.memory_budget);
     server::serve(Arc::new(config), count_signals()?)
 }
 

@@ -293,6 +293,7 @@ impl Metrics {
             start_unix_ms: unix_ms(self.start_time),
             uptime: self.started.elapsed(),
             gauges,
+            memory: (crate::memory::budget(), crate::memory::held()),
             upstreams: upstreams.to_vec(),
             requests: (0..routes).map(|r| requests[r * STATUSES..(r + 1) * STATUSES].to_vec()).collect(),
             delivered: load_all(&self.delivered),
@@ -377,6 +378,8 @@ pub struct Snapshot {
     pub start_unix_ms: u64,
     pub uptime: Duration,
     pub gauges: Gauges,
+    /// The memory budget and the bytes held against it (`memory.rs`).
+    pub memory: (usize, usize),
     pub upstreams: Vec<UpstreamHealth>,
     /// Per route (`RouteKind::ALL` order), per status code.
     pub requests: Vec<Vec<u64>>,
@@ -485,6 +488,19 @@ pub fn render(s: &Snapshot) -> String {
     out.sample("codex_shield_in_flight_requests", &[], s.gauges.in_flight as f64);
     out.family("codex_shield_max_concurrent_requests", "gauge", "MAX_CONCURRENT.");
     out.sample("codex_shield_max_concurrent_requests", &[], s.gauges.max_concurrent as f64);
+    let (budget, held) = s.memory;
+    out.family(
+        "codex_shield_memory_budget_bytes",
+        "gauge",
+        "MEMORY_BUDGET_MB or the cgroup's limit; 0: none.",
+    );
+    out.sample("codex_shield_memory_budget_bytes", &[], budget as f64);
+    out.family(
+        "codex_shield_memory_held_bytes",
+        "gauge",
+        "Bytes request bodies and answers hold against it.",
+    );
+    out.sample("codex_shield_memory_held_bytes", &[], held as f64);
     out.family(
         "codex_shield_upstream_cooling_down",
         "gauge",
@@ -735,6 +751,7 @@ mod tests {
         let up = UpstreamHealth { number: 1, endpoint: "https://x/v1".into(), cooling_down: None };
         let mut s = m.snapshot(Gauges { in_flight: 2, max_concurrent: 256 }, &[up]);
         s.start_unix_ms = 1_700_000_000_250;
+        s.memory = (512 << 20, 3_000_000);
         s
     }
 
@@ -763,6 +780,10 @@ mod tests {
             "codex_shield_client_hangups_total 0",
             "codex_shield_in_flight_requests 2",
             "codex_shield_max_concurrent_requests 256",
+            "# TYPE codex_shield_memory_budget_bytes gauge",
+            "codex_shield_memory_budget_bytes 536870912",
+            "# TYPE codex_shield_memory_held_bytes gauge",
+            "codex_shield_memory_held_bytes 3000000",
             "codex_shield_upstream_cooling_down{upstream=\"1\"} 0",
             "codex_shield_upstream_cooldown_remaining_seconds{upstream=\"1\"} 0",
             "# TYPE codex_shield_request_duration_seconds histogram",

@@ -38,6 +38,9 @@ impl Reply {
         if matches!(err, Error::Busy { .. } | Error::ShuttingDown) {
             reply.headers.push(("retry-after".into(), "1".into()));
         }
+        if let Error::Overloaded { .. } = overloaded(err) {
+            reply.headers.push(("retry-after".into(), OVERLOADED_RETRY_AFTER.into()));
+        }
         if let Error::Braked { retry_after: wait } | Error::Resting { wait, .. } = err {
             reply.headers.push(("retry-after".into(), wait.as_secs_f64().ceil().max(1.0).to_string()));
         }
@@ -146,6 +149,18 @@ pub fn error_json(message: &str, kind: &str, code: &str) -> Value {
     json!({"error": {"message": message, "type": kind, "code": code, "param": null}})
 }
 
+/// Seconds an overloaded proxy asks a client to wait: long enough for big answers to go out.
+const OVERLOADED_RETRY_AFTER: &str = "2";
+
+/// The memory failure behind `err` (itself, or the last failure of a request given up), or
+/// `err`.
+fn overloaded(err: &Error) -> &Error {
+    match err {
+        Error::Exhausted { last, .. } => last,
+        other => other,
+    }
+}
+
 /// Status, error type and code for each failure.
 fn classify(err: &Error) -> (u16, &'static str, &'static str) {
     match err {
@@ -159,6 +174,7 @@ fn classify(err: &Error) -> (u16, &'static str, &'static str) {
         Error::WebSocket => (426, "invalid_request_error", "websocket_not_supported"),
         Error::Busy { .. } => (503, "server_error", "proxy_busy"),
         Error::ShuttingDown => (503, "server_error", "proxy_shutting_down"),
+        Error::Overloaded { .. } => (503, "server_error", "proxy_overloaded"),
         // nginx's "client closed request"; nobody reads it, but the log line shows it
         Error::ClientGone => (499, "server_error", "client_closed_request"),
         Error::ResponseTooLarge { .. } => (502, "upstream_error", "response_too_large"),
@@ -179,6 +195,7 @@ fn classify(err: &Error) -> (u16, &'static str, &'static str) {
             | Error::EventTooLarge { .. }
             | Error::Tls(_)
             | Error::HeadTooLarge { .. }
+            | Error::Overloaded { .. }
             | Error::NotAnEventStream { .. }
             | Error::Redirect { .. }
             | Error::Encoded { .. }) => classify(last),
@@ -343,6 +360,18 @@ mod tests {
                 "upstream_event_too_large",
                 "event larger than 16 bytes",
             ),
+            (
+                Error::Overloaded { held: 300 << 20, budget: 512 << 20 },
+                503,
+                "proxy_overloaded",
+                "300 MiB of its 512 MiB",
+            ),
+            (
+                exhausted(Error::Overloaded { held: 1 << 20, budget: 2 << 20 }),
+                503,
+                "proxy_overloaded",
+                "memory budget",
+            ),
         ];
         for (err, status, code, needle) in cases {
             let (s, c, m) = parts(err.clone());
@@ -353,6 +382,11 @@ mod tests {
         assert!(braked.headers.contains(&("retry-after".into(), "42".into())));
         let busy = Reply::error(&Error::Busy { limit: 1 });
         assert!(busy.headers.contains(&("retry-after".into(), "1".into())));
+        for err in
+            [Error::Overloaded { held: 1, budget: 2 }, exhausted(Error::Overloaded { held: 1, budget: 2 })]
+        {
+            assert!(Reply::error(&err).headers.contains(&("retry-after".into(), "2".into())), "{err:?}");
+        }
         let encoded = Reply::error(&Error::UnsupportedEncoding("gzip".into()));
         assert!(encoded.headers.contains(&("accept-encoding".into(), "identity".into())));
     }

@@ -108,6 +108,7 @@ impl Scrubber {
             | Error::BadRequest(_)
             | Error::Unauthorized
             | Error::Braked { .. }
+            | Error::Overloaded { .. }
             | Error::NotFound { .. }
             | Error::UnsupportedEncoding(_)
             | Error::WebSocket

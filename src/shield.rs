@@ -19,7 +19,9 @@ use crate::assemble;
 use crate::config::{Config, Target};
 use crate::error::{Error, Outcome, StreamError};
 use crate::failure::{self, Fate};
+use crate::memory;
 use crate::metrics::{Metrics, Tally};
+use crate::object::{Echo, Object};
 use crate::pool::{Choice, Pool, Report};
 use crate::reply::Reply;
 use crate::retry;
@@ -28,7 +30,7 @@ use crate::translate;
 use crate::upstream::{Answer, Outgoing, Tail, Upstream};
 
 /// What the client asked for, before any upstream is chosen.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Job {
     pub method: String,
     /// The client's API on a shielded route; `None` for a forwarded `/v1/...` call.
@@ -43,23 +45,23 @@ pub struct Job {
     pub wants_stream: bool,
     /// The client is Codex CLI: it gets the answer forms Codex shows verbatim (`codex.rs`).
     pub codex: bool,
+    /// What the request is charged against the memory budget while it runs.
+    pub hold: memory::Hold,
 }
 
-/// The client's body: a parsed JSON object on a shielded route, bytes otherwise.
+/// The client's body: a JSON object parsed at its top level on a shielded route, bytes
+/// otherwise.
 #[derive(Debug, Clone)]
 pub enum Body {
-    Json(Map<String, Value>),
+    Json(Object),
     Raw(Vec<u8>),
 }
 
-/// Parse a shielded route's body: a JSON object, and whether the client wants a stream.
-pub fn parse_body(body: &[u8]) -> Result<(Map<String, Value>, bool), Error> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| Error::BadRequest(format!("the body is not valid JSON: {e}")))?;
-    let Value::Object(object) = value else {
-        return Err(Error::BadRequest("the body must be a JSON object".into()));
-    };
-    let wants_stream = object.get("stream") == Some(&Value::Bool(true));
+/// Parse a shielded route's body (taking its bytes): a JSON object, parsed at its top level
+/// only, and whether the client wants a stream.
+pub fn parse_body(body: Vec<u8>) -> Result<(Object, bool), Error> {
+    let object = Object::parse(body).map_err(|e| Error::BadRequest(e.to_string()))?;
+    let wants_stream = object.is_true("stream");
     Ok((object, wants_stream))
 }
 
@@ -74,34 +76,41 @@ struct Prepared {
 /// The upstream body of a shielded request on `exchange`: translated if the APIs differ,
 /// `stream: true`, the forced model, and `stream_options.include_usage` when the chat answer
 /// must be turned into something with usage (a non-streaming chat client, a translation).
+///
+/// The client's members travel as they came (key order, spacing, escapes); only `stream`,
+/// `model` and `stream_options` are written anew. No copy of the request is made but the
+/// body itself (and, translated, the chat request it is written from).
 pub fn upstream_body(
-    object: &Map<String, Value>,
+    object: &Object,
     exchange: Exchange,
     model: Option<&str>,
     wants_stream: bool,
 ) -> Result<(Vec<u8>, Option<translate::ToolMap>), Error> {
-    let (mut object, tools) = if exchange.translated() {
-        let (chat, tools) =
-            translate::request::to_chat(&Value::Object(object.clone())).map_err(Error::BadRequest)?;
-        match chat {
-            Value::Object(chat) => (chat, Some(tools)),
-            _ => return Err(Error::BadRequest("the translated request is not a JSON object".into())),
-        }
-    } else {
-        (object.clone(), None)
-    };
-    object.insert("stream".into(), Value::Bool(true));
-    if let Some(model) = model {
-        object.insert("model".into(), Value::String(model.into()));
+    if exchange.translated() {
+        let (body, tools) = translate::request::chat_body(object, model).map_err(Error::BadRequest)?;
+        return Ok((body, Some(tools)));
     }
-    if exchange.upstream == Api::Chat && (!wants_stream || exchange.translated()) {
-        let options = object.entry("stream_options").or_insert_with(|| Value::Object(Map::new()));
-        if let Some(options) = options.as_object_mut() {
-            options.insert("include_usage".into(), Value::Bool(true));
+    let model = model.map(|m| serde_json::to_vec(m).unwrap_or_default());
+    let mut overrides: Vec<(&str, &[u8])> = vec![("stream", b"true")];
+    if let Some(model) = &model {
+        overrides.push(("model", model));
+    }
+    let mut options = None;
+    if exchange.upstream == Api::Chat && !wants_stream {
+        // An existing `stream_options` that is not an object is left as it is.
+        let current = match object.get("stream_options") {
+            None => Some(Map::new()),
+            Some(_) => object.value("stream_options").and_then(|v| v.as_object().cloned()),
+        };
+        if let Some(mut o) = current {
+            o.insert("include_usage".into(), Value::Bool(true));
+            options = Some(serde_json::to_vec(&o).unwrap_or_default());
         }
     }
-    let body = serde_json::to_vec(&object).map_err(|e| Error::BadRequest(e.to_string()))?;
-    Ok((body, tools))
+    if let Some(options) = &options {
+        overrides.push(("stream_options", options));
+    }
+    Ok((object.to_vec(&overrides), None))
 }
 
 /// Resolve `job` for `target`: URL, headers with the upstream's auth, body.
@@ -109,9 +118,7 @@ fn prepare(job: &Job, target: &Target) -> Result<Prepared, Error> {
     let exchange = job.api.map(|api| Exchange::new(api, target.api));
     let (body, tools) = match (&job.body, exchange) {
         (Body::Json(object), Some(x)) => upstream_body(object, x, target.model.as_deref(), job.wants_stream)?,
-        (Body::Json(object), None) => {
-            (serde_json::to_vec(object).map_err(|e| Error::BadRequest(e.to_string()))?, None)
-        }
+        (Body::Json(object), None) => (object.to_vec(&[]), None),
         (Body::Raw(bytes), _) => (bytes.clone(), None),
     };
     let rest = exchange.map_or(job.rest.as_str(), |x| x.upstream.suffix());
@@ -224,10 +231,11 @@ impl Shield<'_> {
                 }
             };
             let target = &self.pool.targets[i];
-            let p = match prepared[i] {
-                Some(ref p) => p,
+            // Resolved once per upstream, kept between its attempts.
+            let mut p = match prepared[i].take() {
+                Some(p) => p,
                 None => match prepare(job, target) {
-                    Ok(fresh) => prepared[i].insert(fresh),
+                    Ok(fresh) => fresh,
                     Err(e) => {
                         self.pool.record(i, Report::Neutral, Instant::now(), 0.0);
                         return Reply::error(&e).into();
@@ -245,10 +253,15 @@ impl Shield<'_> {
                     self.metrics.attempt(&mut trace.tally, target.number, outcome, attempt_started.elapsed());
                     self.pool.record(i, Report::Healthy, attempt_started, 0.0);
                     let tail = answer.tail.take();
+                    // The bodies prepared for the upstreams are sent or unused: freed before
+                    // the answer is turned into the reply.
+                    drop(prepared);
+                    p.outgoing.body = Vec::new();
                     return Served { reply: deliver(answer, job, p), tail };
                 }
                 Err(err) => err,
             };
+            prepared[i] = Some(p);
             let failure = failure::judge(&err);
             let outcome = failure.outcome;
             self.metrics.attempt(&mut trace.tally, target.number, outcome, attempt_started.elapsed());
@@ -351,12 +364,22 @@ fn pass_on(err: Error) -> Reply {
 
 /// The client's reply for a complete answer: the stream as received, the JSON it asked for,
 /// or, for a translated exchange, the Responses stream or object made from the chat answer.
-fn deliver(mut answer: Answer, job: &Job, p: &Prepared) -> Reply {
+fn deliver(mut answer: Answer, job: &Job, p: Prepared) -> Reply {
     let mut headers = std::mem::take(&mut answer.headers);
     let exchange = p.exchange.filter(|_| answer.checked);
     let Some(exchange) = exchange else {
         let content_type = answer.content_type.unwrap_or_else(|| "application/octet-stream".into());
         return Reply { status: answer.status, content_type, headers, body: answer.body };
+    };
+    // Made into another form, the answer is held a few times over for a moment.
+    let cost = match (exchange.translated(), job.wants_stream) {
+        (true, _) => memory::TRANSLATED_ANSWER_COST,
+        (false, false) => memory::ASSEMBLED_ANSWER_COST,
+        (false, true) => 0,
+    };
+    let _work = match memory::Hold::reserve(answer.body.len() * cost) {
+        Ok(hold) => hold,
+        Err(overdrawn) => return Reply::error(&overdrawn.into()),
     };
     if exchange.translated() {
         return translated(answer, job, p, headers);
@@ -386,25 +409,29 @@ fn deliver(mut answer: Answer, job: &Job, p: &Prepared) -> Reply {
 }
 
 /// A complete chat answer for a Responses client.
-fn translated(answer: Answer, job: &Job, p: &Prepared, mut headers: Vec<(String, String)>) -> Reply {
+fn translated(answer: Answer, job: &Job, p: Prepared, mut headers: Vec<(String, String)>) -> Reply {
     let Body::Json(object) = &job.body else {
         return Reply::error(&Error::BadRequest("a translated request has a JSON body".into()));
     };
-    let pieces: Vec<&[u8]> = answer.body.chunks().collect();
-    let empty = translate::ToolMap::default();
-    let tools = p.tools.as_ref().unwrap_or(&empty);
+    let Answer { body: chat, final_error, .. } = answer;
+    let pieces: Vec<&[u8]> = chat.chunks().collect();
+    let tools = p.tools.unwrap_or_default();
     let mut ids = translate::events::Ids::new(seed());
-    let request = Value::Object(object.clone());
-    let synthesis = translate::events::to_responses(&pieces, tools, &request, &mut ids);
+    // The `response` objects repeat the request's members (`input` aside): big ones (`tools`)
+    // go into the output as the client sent them, without a `Value` of them (object.rs).
+    let echo = Echo::new(object, &["input"], seed());
+    let synthesis = translate::events::to_responses(&pieces, &tools, &echo.value, &mut ids);
     note_repaired(synthesis.repaired);
+    drop(pieces);
+    drop((chat, tools)); // only the synthesis is needed from here
     if job.wants_stream {
         headers.push(("cache-control".into(), "no-cache".into()));
         let content_type = "text/event-stream; charset=utf-8".into();
-        return Reply { status: 200, content_type, headers, body: synthesis.stream.into() };
+        return Reply { status: 200, content_type, headers, body: echo.restore(synthesis.stream).into() };
     }
     let mut reply = match synthesis.status {
         translate::events::Status::Failed { code, message } => {
-            let e = answer.final_error.unwrap_or(StreamError {
+            let e = final_error.unwrap_or(StreamError {
                 code: Some(code),
                 kind: None,
                 message,
@@ -413,7 +440,15 @@ fn translated(answer: Answer, job: &Job, p: &Prepared, mut headers: Vec<(String,
             });
             Reply::stream_error(&e)
         }
-        _ => Reply::json(200, &synthesis.response),
+        _ => {
+            let body = echo.restore(serde_json::to_vec(&synthesis.response).unwrap_or_default());
+            Reply {
+                status: 200,
+                content_type: "application/json".into(),
+                headers: Vec::new(),
+                body: body.into(),
+            }
+        }
     };
     reply.headers = headers;
     reply
@@ -443,7 +478,7 @@ mod tests {
     use super::*;
 
     fn prep(body: &str, api: Api, model: Option<&str>) -> Result<(String, bool), String> {
-        let (object, wants_stream) = parse_body(body.as_bytes()).map_err(|e| e.to_string())?;
+        let (object, wants_stream) = parse_body(body.as_bytes().to_vec()).map_err(|e| e.to_string())?;
         upstream_body(&object, Exchange::new(api, api), model, wants_stream)
             .map(|(b, _)| (String::from_utf8(b).unwrap(), wants_stream))
             .map_err(|e| e.to_string())
@@ -485,6 +520,34 @@ mod tests {
                 Api::Chat,
                 None,
                 Ok((r#"{"model":"a","messages":[],"stream":true}"#, true)),
+            ),
+            (
+                // the client's values travel as sent: spacing, escapes, numbers as written
+                r#"{"model":"a","input":[ {"role":"user","content":"caf\u00e9 \ud83d\ude00"} ],"n":1.0e2,"model":"b"}"#,
+                Api::Responses,
+                Some("gpt-5"),
+                Ok((
+                    r#"{"model":"gpt-5","input":[ {"role":"user","content":"caf\u00e9 \ud83d\ude00"} ],"n":1.0e2,"stream":true}"#,
+                    false,
+                )),
+            ),
+            (
+                r#" {"stream" : true , "messages":[{"role":"user","content":"hi"}],"stream_options":{"x":1}} "#,
+                Api::Chat,
+                None,
+                Ok((
+                    r#"{"stream":true,"messages":[{"role":"user","content":"hi"}],"stream_options":{"x":1}}"#,
+                    true,
+                )),
+            ),
+            (
+                r#"{"messages":[],"stream_options":{"x":1.50}}"#,
+                Api::Chat,
+                None,
+                Ok((
+                    r#"{"messages":[],"stream_options":{"x":1.5,"include_usage":true},"stream":true}"#,
+                    false,
+                )),
             ),
             ("[1,2]", Api::Responses, None, Err("invalid request: the body must be a JSON object")),
             ("{\"model\":", Api::Responses, None, Err("invalid request: the body is not valid JSON")),

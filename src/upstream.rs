@@ -248,12 +248,12 @@ impl Upstream {
         Ok(Answer { status, content_type, headers, body, checked, final_error, tail })
     }
 
-    fn build(&self, out: &Outgoing) -> Result<http::Request<Vec<u8>>, Error> {
+    fn build<'o>(&self, out: &'o Outgoing) -> Result<http::Request<&'o [u8]>, Error> {
         let mut req = http::Request::builder().method(out.method.as_str()).uri(out.url.as_str());
         for (name, value) in &out.headers {
             req = req.header(name.as_str(), value.as_str());
         }
-        req.body(out.body.clone())
+        req.body(out.body.as_slice())
             .map_err(|e| Error::BadRequest(format!("cannot build the upstream request: {e}")))
     }
 }
@@ -402,7 +402,11 @@ fn read_whole(
     loop {
         match reader.read(&mut chunk) {
             Ok(0) => return (body, Ok(())),
-            Ok(n) => body.push(&chunk[..n]),
+            Ok(n) => {
+                if let Err(e) = body.try_push(&chunk[..n]) {
+                    return (body, Err(e.into()));
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 let err = read_error(e, body.len(), limit);
@@ -513,7 +517,7 @@ impl<'r> Stream<'r> {
             Fed::All => 0,
             Fed::Stopped { unread } => unread,
         };
-        self.body.push(&bytes[..bytes.len() - unread]);
+        self.body.try_push(&bytes[..bytes.len() - unread])?;
         // An event still arriving (a long one, slowly) is progress too, for a while; a
         // comment is not.
         let pending = self.parser.pending_event_bytes();

@@ -278,7 +278,7 @@ proptest! {
         forced in proptest::option::of(".{0,8}"),
     ) {
         for api in [Api::Responses, Api::Chat] {
-            let prepared = shield::parse_body(&body).and_then(|(object, wants_stream)| {
+            let prepared = shield::parse_body(body.clone()).and_then(|(object, wants_stream)| {
                 shield::upstream_body(&object, Exchange::new(api, api), forced.as_deref(), wants_stream)
             });
             if let Ok((out, _tools)) = prepared {

@@ -11,6 +11,7 @@ mod fd;
 mod fuzz;
 mod hostile;
 mod lifecycle;
+mod memory;
 mod monitoring;
 mod routes;
 mod slow;

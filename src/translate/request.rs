@@ -11,9 +11,11 @@
 //! templates in llama.cpp and vLLM) reject a system message that is not the first message,
 //! and some reject two. Their text is kept whole and in order; only their position moves.
 
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use super::tools::{ToolKind, ToolMap};
+use crate::object::{self, Object};
 
 /// Tool types with no chat equivalent: executed by the Responses server itself.
 const HOSTED: &[&str] = &[
@@ -33,37 +35,54 @@ const HOSTED: &[&str] = &[
 const STATEFUL: &[&str] = &["previous_response_id", "conversation", "prompt"];
 
 /// Translate `req` (a Responses request object) into a chat request and the tool names used.
-/// `Err` is a message for a 400 `invalid_request_error`.
+/// `Err` is a message for a 400 `invalid_request_error`. `Value`s in and out, for tests and
+/// small requests; the proxy calls `chat_body`.
 pub fn to_chat(req: &Value) -> Result<(Value, ToolMap), String> {
-    let req = req.as_object().ok_or("the request body must be a JSON object")?;
+    let req = Object::from_value(req).map_err(|_| "the request body must be a JSON object".to_string())?;
+    let (chat, map) = chat_body(&req, None)?;
+    let chat = serde_json::from_slice(&chat).map_err(|e| e.to_string())?;
+    Ok((chat, map))
+}
+
+/// `to_chat` for a request parsed at its top level (`object.rs`), written straight into the
+/// chat body's bytes (with `model` instead of the client's, if given). Input items and tools
+/// are read one at a time, so a translation holds the two bodies, the tool names and one
+/// item, never a `Value` of the conversation: one pass over the tools for their chat names
+/// (the messages name calls by them), one over `input` for the system text (it leads the
+/// messages), then the messages and the tools are written.
+pub fn chat_body(req: &Object, model: Option<&str>) -> Result<(Vec<u8>, ToolMap), String> {
     for field in STATEFUL {
-        if !req.get(*field).unwrap_or(&Value::Null).is_null() {
+        if req.get(field).is_some_and(|raw| raw != b"null") {
             return Err(format!(
                 "`{field}` is not supported: the upstream speaks Chat Completions and keeps no state; send the whole conversation in `input`"
             ));
         }
     }
+    let input = Input::of(req)?;
     let mut map = ToolMap::default();
-    let mut tools = Vec::new();
-    add_tools(req.get("tools"), &mut map, &mut tools);
-    if let Some(Value::Array(items)) = req.get("input") {
-        // Tools Codex made available during the conversation: by an `additional_tools` item,
-        // or as the result of a tool search the model ran.
-        for item in items
-            .iter()
-            .filter(|i| i["type"] == "additional_tools" || is_client_search(i, "tool_search_output"))
-        {
-            add_tools(item.get("tools"), &mut map, &mut tools);
-        }
+    let count = all_tools(req, &input, &mut map, &mut List::counting())?;
+    let mut system: Vec<String> = Vec::new();
+    if let Some(Value::String(text)) = req.value("instructions").filter(|t| t.as_str() != Some("")) {
+        system.push(text);
     }
-    let messages = messages(req, &map)?;
-    let mut out = Map::new();
-    out.insert("model".into(), req.get("model").cloned().unwrap_or(Value::Null));
-    out.insert("messages".into(), Value::Array(messages));
-    if !tools.is_empty() {
-        out.insert("tools".into(), Value::Array(tools));
-        if let Some(choice) = req.get("tool_choice").and_then(|c| tool_choice(c, &map)) {
-            out.insert("tool_choice".into(), choice);
+    for item in input.items() {
+        system_text(&parse(item)?, &mut system)?;
+    }
+    let mut out = Members::new(req.len() + 1024);
+    match model {
+        Some(model) => out.value("model", &json!(model)),
+        None => out.raw("model", req.get("model").unwrap_or(b"null")),
+    }
+    out.with("messages", |buf| messages(&input, system, &map, buf))?;
+    if count > 0 {
+        out.with("tools", |buf| {
+            let mut list = List::new(buf);
+            all_tools(req, &input, &mut map, &mut list)?;
+            list.finish();
+            Ok::<(), String>(())
+        })?;
+        if let Some(choice) = req.value("tool_choice").and_then(|c| tool_choice(&c, &map)) {
+            out.value("tool_choice", &choice);
         }
         copy(req, "parallel_tool_calls", &mut out, "parallel_tool_calls");
     }
@@ -71,32 +90,160 @@ pub fn to_chat(req: &Value) -> Result<(Value, ToolMap), String> {
     copy(req, "top_p", &mut out, "top_p");
     copy(req, "max_output_tokens", &mut out, "max_tokens");
     copy(req, "user", &mut out, "user");
-    if let Some(effort) = req.get("reasoning").and_then(|r| r.get("effort")).filter(|e| !e.is_null()) {
-        out.insert("reasoning_effort".into(), effort.clone());
+    if let Some(reasoning) = req.value("reasoning") {
+        if let Some(effort) = reasoning.get("effort").filter(|e| !e.is_null()) {
+            out.value("reasoning_effort", effort);
+        }
     }
-    if let Some(format) = req.get("text").and_then(|t| response_format(&t["format"])) {
-        out.insert("response_format".into(), format);
+    if let Some(format) = req.value("text").and_then(|t| response_format(&t["format"])) {
+        out.value("response_format", &format);
     }
-    out.insert("stream".into(), json!(true));
-    out.insert("stream_options".into(), json!({"include_usage": true}));
-    Ok((Value::Object(out), map))
+    out.raw("stream", b"true");
+    out.raw("stream_options", br#"{"include_usage":true}"#);
+    Ok((out.finish(), map))
 }
 
-fn copy(from: &Map<String, Value>, key: &str, to: &mut Map<String, Value>, as_key: &str) {
-    if let Some(v) = from.get(key).filter(|v| !v.is_null()) {
-        to.insert(as_key.into(), v.clone());
+/// Every tool of the request, registered in `map` and written to `out` (in the same order
+/// each time); how many were written.
+fn all_tools(req: &Object, input: &Input, map: &mut ToolMap, out: &mut List) -> Result<usize, String> {
+    for tool in req.items("tools").into_iter().flatten() {
+        add_tool(&parse(tool)?, None, map, out);
+    }
+    // Tools Codex made available during the conversation: by an `additional_tools` item, or
+    // as the result of a tool search the model ran.
+    for item in input.items().filter(|i| offers_tools(i)) {
+        let item = parse(item)?;
+        if item["type"] == "additional_tools" || is_client_search(&item, "tool_search_output") {
+            add_tools(item.get("tools"), map, out);
+        }
+    }
+    Ok(out.count)
+}
+
+/// The request's `input`: absent, a text, or items (kept raw).
+enum Input<'r> {
+    None,
+    Text(String),
+    Items(Vec<&'r RawValue>),
+}
+
+impl<'r> Input<'r> {
+    fn of(req: &'r Object) -> Result<Input<'r>, String> {
+        let wrong = || "`input` must be a string or an array of items".to_string();
+        match req.get("input") {
+            None | Some(b"null") => Ok(Input::None),
+            Some(raw) if raw.first() == Some(&b'[') => req.items("input").map(Input::Items).ok_or_else(wrong),
+            Some(raw) => match serde_json::from_slice(raw) {
+                Ok(Value::String(text)) => Ok(Input::Text(text)),
+                _ => Err(wrong()),
+            },
+        }
+    }
+
+    fn items(&self) -> impl Iterator<Item = &'r RawValue> + '_ {
+        let items = match self {
+            Input::Items(items) => items.as_slice(),
+            Input::None | Input::Text(_) => &[],
+        };
+        items.iter().copied()
+    }
+}
+
+/// One item of `input` or `tools`, parsed (it was checked to be JSON with the body; only
+/// serde_json's nesting limit can refuse it).
+fn parse(item: &RawValue) -> Result<Value, String> {
+    serde_json::from_str(item.get()).map_err(|e| format!("an item of the request cannot be read: {e}"))
+}
+
+/// Whether an item may carry tools, by its `type` alone (read without parsing the item).
+fn offers_tools(item: &RawValue) -> bool {
+    let kind = object::string_member(item.get().as_bytes(), "type");
+    matches!(kind.as_deref(), Some("additional_tools" | "tool_search_output"))
+}
+
+fn copy(from: &Object, key: &str, to: &mut Members, as_key: &str) {
+    if let Some(raw) = from.get(key).filter(|raw| *raw != b"null") {
+        to.raw(as_key, raw);
+    }
+}
+
+/// A JSON object written member by member.
+struct Members {
+    buf: Vec<u8>,
+}
+
+impl Members {
+    fn new(capacity: usize) -> Members {
+        let mut buf = Vec::with_capacity(capacity);
+        buf.push(b'{');
+        Members { buf }
+    }
+
+    fn with<R>(&mut self, key: &str, f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+        if self.buf.len() > 1 {
+            self.buf.push(b',');
+        }
+        serde_json::to_writer(&mut self.buf, key).unwrap_or_default();
+        self.buf.push(b':');
+        f(&mut self.buf)
+    }
+
+    fn raw(&mut self, key: &str, value: &[u8]) {
+        self.with(key, |buf| buf.extend_from_slice(value));
+    }
+
+    fn value(&mut self, key: &str, value: &Value) {
+        self.with(key, |buf| serde_json::to_writer(buf, value).unwrap_or_default());
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        self.buf.push(b'}');
+        self.buf
+    }
+}
+
+/// A JSON array written item by item (or only counted).
+struct List<'b> {
+    buf: Option<&'b mut Vec<u8>>,
+    count: usize,
+}
+
+impl<'b> List<'b> {
+    fn new(buf: &'b mut Vec<u8>) -> List<'b> {
+        buf.push(b'[');
+        List { buf: Some(buf), count: 0 }
+    }
+
+    fn counting() -> List<'b> {
+        List { buf: None, count: 0 }
+    }
+
+    fn push(&mut self, value: &Value) {
+        if let Some(buf) = self.buf.as_deref_mut() {
+            if self.count > 0 {
+                buf.push(b',');
+            }
+            serde_json::to_writer(&mut *buf, value).unwrap_or_default();
+        }
+        self.count += 1;
+    }
+
+    fn finish(self) {
+        if let Some(buf) = self.buf {
+            buf.push(b']');
+        }
     }
 }
 
 // ---- tools ----------------------------------------------------------------------------------
 
-fn add_tools(tools: Option<&Value>, map: &mut ToolMap, out: &mut Vec<Value>) {
+fn add_tools(tools: Option<&Value>, map: &mut ToolMap, out: &mut List) {
     for tool in tools.and_then(Value::as_array).into_iter().flatten() {
         add_tool(tool, None, map, out);
     }
 }
 
-fn add_tool(tool: &Value, namespace: Option<&str>, map: &mut ToolMap, out: &mut Vec<Value>) {
+fn add_tool(tool: &Value, namespace: Option<&str>, map: &mut ToolMap, out: &mut List) {
     let name = tool["name"].as_str().unwrap_or("");
     match tool["type"].as_str().unwrap_or("") {
         "function" if !name.is_empty() => {
@@ -105,7 +252,7 @@ fn add_tool(tool: &Value, namespace: Option<&str>, map: &mut ToolMap, out: &mut 
                 Value::Null => json!({"type": "object", "properties": {}}),
                 p => p.clone(),
             };
-            out.push(function(&chat, &tool["description"], parameters, tool["strict"] == true));
+            out.push(&function(&chat, &tool["description"], parameters, tool["strict"] == true));
         }
         "custom" if !name.is_empty() => {
             let chat = map.add(namespace, name, ToolKind::Custom);
@@ -116,7 +263,7 @@ fn add_tool(tool: &Value, namespace: Option<&str>, map: &mut ToolMap, out: &mut 
                 "required": ["input"],
                 "additionalProperties": false,
             });
-            out.push(function(&chat, &json!(description), parameters, false));
+            out.push(&function(&chat, &json!(description), parameters, false));
         }
         "namespace" if !name.is_empty() => {
             for inner in tool["tools"].as_array().into_iter().flatten() {
@@ -126,7 +273,7 @@ fn add_tool(tool: &Value, namespace: Option<&str>, map: &mut ToolMap, out: &mut 
         // Codex runs this search itself: the model asks, Codex answers with the tools it found.
         "tool_search" if tool["execution"] == "client" => {
             let chat = map.add(namespace, "tool_search", ToolKind::ToolSearch);
-            out.push(function(&chat, &tool["description"], tool["parameters"].clone(), false));
+            out.push(&function(&chat, &tool["description"], tool["parameters"].clone(), false));
         }
         kind if HOSTED.contains(&kind) => {
             crate::debug!("translate: dropped the hosted `{kind}` tool: a chat server cannot run it")
@@ -198,38 +345,69 @@ fn response_format(format: &Value) -> Option<Value> {
 
 // ---- messages -------------------------------------------------------------------------------
 
-/// The chat messages: one leading system message (see the module doc), then the conversation.
-fn messages(req: &Map<String, Value>, map: &ToolMap) -> Result<Vec<Value>, String> {
-    let mut system: Vec<String> = Vec::new();
-    if let Some(text) = req.get("instructions").and_then(Value::as_str).filter(|t| !t.is_empty()) {
-        system.push(text.to_string());
+/// The chat messages, written into `buf`: one leading system message (see the module doc),
+/// then the conversation.
+fn messages(input: &Input, system: Vec<String>, map: &ToolMap, buf: &mut Vec<u8>) -> Result<(), String> {
+    let mut out = Messages { list: List::new(buf), last: None };
+    if !system.is_empty() {
+        out.push(json!({"role": "system", "content": system.join("\n\n")}));
     }
-    let mut out = Vec::new();
-    match req.get("input") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(text)) => out.push(json!({"role": "user", "content": text})),
-        Some(Value::Array(items)) => {
+    drop(system);
+    match input {
+        Input::None => {}
+        Input::Text(text) => out.push(json!({"role": "user", "content": text})),
+        Input::Items(items) => {
             for item in items {
-                add_item(item, map, &mut system, &mut out)?;
+                add_item(&parse(item)?, map, &mut out)?;
             }
         }
-        Some(_) => return Err("`input` must be a string or an array of items".into()),
     }
-    if !system.is_empty() {
-        out.insert(0, json!({"role": "system", "content": system.join("\n\n")}));
-    }
-    Ok(out)
+    out.finish();
+    Ok(())
 }
 
-fn add_item(
-    item: &Value,
-    map: &ToolMap,
-    system: &mut Vec<String>,
-    out: &mut Vec<Value>,
-) -> Result<(), String> {
-    let kind = item["type"].as_str().unwrap_or(if item.get("role").is_some() { "message" } else { "" });
-    match kind {
-        "message" => message(item, system, out),
+/// The messages being written: each is written once the next one starts, because a tool call
+/// joins the assistant message just before it.
+struct Messages<'b> {
+    list: List<'b>,
+    last: Option<Value>,
+}
+
+impl Messages<'_> {
+    fn push(&mut self, message: Value) {
+        if let Some(last) = self.last.replace(message) {
+            self.list.push(&last);
+        }
+    }
+
+    fn last_mut(&mut self) -> Option<&mut Value> {
+        self.last.as_mut()
+    }
+
+    fn finish(mut self) {
+        if let Some(last) = self.last.take() {
+            self.list.push(&last);
+        }
+        self.list.finish();
+    }
+}
+
+/// What kind of input item this is (a bare `role` is a message).
+fn kind(item: &Value) -> &str {
+    item["type"].as_str().unwrap_or(if item.get("role").is_some() { "message" } else { "" })
+}
+
+/// The text of a system or developer message, gathered for the leading system message.
+fn system_text(item: &Value, system: &mut Vec<String>) -> Result<(), String> {
+    if kind(item) == "message" && matches!(item["role"].as_str(), Some("system" | "developer")) {
+        system.push(text_of(&parts(&item["content"])?));
+    }
+    Ok(())
+}
+
+fn add_item(item: &Value, map: &ToolMap, out: &mut Messages) -> Result<(), String> {
+    match kind(item) {
+        "message" => message(item, out),
         "function_call" => {
             let name = map.chat_name(item["namespace"].as_str(), item["name"].as_str().unwrap_or(""));
             let arguments = item["arguments"].as_str().unwrap_or("{}");
@@ -303,7 +481,7 @@ fn call_id(item: &Value) -> &str {
 }
 
 /// Append a tool call to the assistant message just before (text or calls), or start one.
-fn push_call(out: &mut Vec<Value>, id: &str, name: &str, arguments: &str) {
+fn push_call(out: &mut Messages, id: &str, name: &str, arguments: &str) {
     let call = json!({"id": id, "type": "function", "function": {"name": name, "arguments": arguments}});
     if let Some(last) = out.last_mut().filter(|m| m["role"] == "assistant") {
         match last.get_mut("tool_calls").and_then(Value::as_array_mut) {
@@ -317,13 +495,11 @@ fn push_call(out: &mut Vec<Value>, id: &str, name: &str, arguments: &str) {
     out.push(json!({"role": "assistant", "content": null, "tool_calls": [call]}));
 }
 
-fn message(item: &Value, system: &mut Vec<String>, out: &mut Vec<Value>) -> Result<(), String> {
+fn message(item: &Value, out: &mut Messages) -> Result<(), String> {
     let role = item["role"].as_str().unwrap_or("user");
     let parts = parts(&item["content"])?;
     match role {
-        "system" | "developer" => {
-            system.push(text_of(&parts));
-        }
+        "system" | "developer" => {} // gathered first, by `system_text`
         "assistant" => {
             let text = text_of(&parts);
             // A message after tool calls is a new assistant turn, not part of the calls' message.

@@ -31,10 +31,20 @@ pub struct Tool {
 }
 
 /// Chat function name → the client's tool, for the tools of one request.
+///
+/// Compact, because a request may bring tens of thousands of tools: each tool once, its chat
+/// name only when it differs from its own, and two indexes by 64-bit hash (a hash shared by
+/// two names, which practically never happens, falls back to a search through the tools).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ToolMap {
-    by_chat: HashMap<String, Tool>,
-    by_tool: HashMap<(Option<String>, String), String>,
+    /// The tools, in the order they were added.
+    tools: Vec<Tool>,
+    /// Each tool's chat name, when it is not its own name.
+    renamed: Vec<Option<Box<str>>>,
+    /// Hash of a chat name → the first tool with a chat name of that hash.
+    by_chat: HashMap<u64, u32>,
+    /// Hash of a (namespace, name) pair → the first tool with a pair of that hash.
+    by_tool: HashMap<u64, u32>,
 }
 
 /// The namespace Codex puts its own tools in; its tools keep their short names.
@@ -44,33 +54,33 @@ const MAX_NAME: usize = 64;
 impl ToolMap {
     /// Register a tool and return its chat name (the same name if it was registered before).
     pub fn add(&mut self, namespace: Option<&str>, name: &str, kind: ToolKind) -> String {
-        let key = (namespace.map(str::to_string), name.to_string());
-        if let Some(chat) = self.by_tool.get(&key) {
-            return chat.clone();
+        if let Some(i) = self.find_tool(namespace, name) {
+            return self.chat(i).to_string();
         }
         let mut chat = preferred(namespace, name);
         let mut salt = 0u32;
-        while !valid(&chat) || self.by_chat.contains_key(&chat) {
+        while !valid(&chat) || self.find_chat(&chat).is_some() {
             chat = hashed(namespace, name, salt);
             salt += 1;
         }
-        let tool = Tool { namespace: key.0.clone(), name: name.to_string(), kind };
-        self.by_chat.insert(chat.clone(), tool);
-        self.by_tool.insert(key, chat.clone());
+        let i = self.tools.len() as u32;
+        self.by_chat.entry(chat_hash(&chat)).or_insert(i);
+        self.by_tool.entry(tool_hash(namespace, name)).or_insert(i);
+        self.renamed.push((chat != name).then(|| chat.clone().into_boxed_str()));
+        self.tools.push(Tool { namespace: namespace.map(str::to_string), name: name.to_string(), kind });
         chat
     }
 
     /// The client's tool behind a chat function name.
     pub fn get(&self, chat_name: &str) -> Option<&Tool> {
-        self.by_chat.get(chat_name)
+        self.find_chat(chat_name).map(|i| &self.tools[i])
     }
 
     /// The chat name of a tool named in the history (a call the model made earlier). A tool
     /// that is no longer offered gets the name it would have had, without registering it.
     pub fn chat_name(&self, namespace: Option<&str>, name: &str) -> String {
-        let key = (namespace.map(str::to_string), name.to_string());
-        match self.by_tool.get(&key) {
-            Some(chat) => chat.clone(),
+        match self.find_tool(namespace, name) {
+            Some(i) => self.chat(i).to_string(),
             None => {
                 let chat = preferred(namespace, name);
                 if valid(&chat) {
@@ -83,8 +93,46 @@ impl ToolMap {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_chat.is_empty()
+        self.tools.is_empty()
     }
+
+    fn chat(&self, i: usize) -> &str {
+        self.renamed[i].as_deref().unwrap_or(&self.tools[i].name)
+    }
+
+    fn find_chat(&self, chat: &str) -> Option<usize> {
+        let first = *self.by_chat.get(&chat_hash(chat))? as usize;
+        match self.chat(first) == chat {
+            true => Some(first),
+            false => (0..self.tools.len()).find(|&i| self.chat(i) == chat),
+        }
+    }
+
+    fn find_tool(&self, namespace: Option<&str>, name: &str) -> Option<usize> {
+        let is = |t: &Tool| t.namespace.as_deref() == namespace && t.name == name;
+        let first = *self.by_tool.get(&tool_hash(namespace, name))? as usize;
+        match is(&self.tools[first]) {
+            true => Some(first),
+            false => self.tools.iter().position(is),
+        }
+    }
+}
+
+fn chat_hash(chat: &str) -> u64 {
+    let mut hash = Fnv::default();
+    hash.write(chat.as_bytes());
+    hash.0
+}
+
+fn tool_hash(namespace: Option<&str>, name: &str) -> u64 {
+    let mut hash = Fnv::default();
+    match namespace {
+        Some(ns) => hash.write(ns.as_bytes()),
+        None => hash.write(&[0xfe]), // `None` and `Some("")` are different tools
+    }
+    hash.write(&[0xff]);
+    hash.write(name.as_bytes());
+    hash.0
 }
 
 /// The readable name: `name`, or `namespace__name` (Codex's MCP namespaces already end in `__`).
@@ -184,6 +232,24 @@ mod tests {
         }
         assert_eq!(names[0], "a__b");
         assert_ne!(names[1], "a__b");
+    }
+
+    /// Names whose hashes collide still map both ways (the fallback search).
+    #[test]
+    fn hash_collisions_fall_back_to_a_search() {
+        let mut map = ToolMap::default();
+        let a = map.add(None, "a", ToolKind::Function);
+        // Point both indexes of other names at tool 0, as a colliding hash would.
+        map.by_chat.insert(chat_hash("b"), 0);
+        map.by_tool.insert(tool_hash(Some("ns"), "b"), 0);
+        assert_eq!(map.get("b"), None);
+        assert_eq!(map.chat_name(Some("ns"), "b"), "ns__b");
+        let b = map.add(Some("ns"), "b", ToolKind::Custom);
+        assert_eq!((a.as_str(), b.as_str()), ("a", "ns__b"));
+        assert_eq!(map.get("ns__b").map(|t| (t.name.as_str(), t.kind)), Some(("b", ToolKind::Custom)));
+        assert_eq!(map.add(Some("ns"), "b", ToolKind::Function), "ns__b", "registered once");
+        assert_eq!(map.get("a").map(|t| t.name.as_str()), Some("a"));
+        assert_eq!(map.tools.len(), 2);
     }
 
     #[test]
