@@ -187,7 +187,8 @@ def figure(r, key):
 def compare(by, mem):
     """Every figure of codex-shield next to the baseline's, with the noise: the spread between
     the two copies of the current build on the same row, but never less than the median spread
-    of that figure over all rows (one lucky row does not make a hair trigger). Returns rows
+    of that figure over all rows (one lucky row does not make a hair trigger). The current
+    build's figure is the mean of its two copies. Returns rows
     (scenario, figure, baseline, current, again, ratio, noise, verdict)."""
     rows = []
     for sc, tiers in by.items():
@@ -212,25 +213,26 @@ def compare(by, mem):
         sp = [spread(r[3], r[4]) for r in rows if r[1] == name and spread(r[3], r[4]) is not None]
         floors[name] = statistics.median(sp) if sp else 0.0
     out = []
-    for sc, name, base, cur, again, higher in rows:
-        if base is None or cur is None:
-            out.append((sc, name, base, cur, again, None, None, "n/a"))
+    for sc, name, base, cur1, again, higher in rows:
+        if base is None or cur1 is None:
+            out.append((sc, name, base, cur1, again, None, None, "n/a"))
             continue
+        cur = cur1 if again is None else (cur1 + again) / 2
         if name in ("new upstream conns/req", "errors"):
             # counts: an absolute difference; 0.01 conns/req (1 in 100) and 0 errors are the floor
-            noise = max(abs(cur - again) if again is not None else 0, 0.01 if name != "errors" else 0)
+            noise = max(abs(cur1 - again) if again is not None else 0, 0.01 if name != "errors" else 0)
             worse, better = cur - base > noise, base - cur > noise
             ratio = None
         else:
             if cur <= 0 or base <= 0:
-                out.append((sc, name, base, cur, again, None, None, "n/a"))
+                out.append((sc, name, base, cur1, again, None, None, "n/a"))
                 continue
-            noise = max(spread(cur, again) or 0, floors[name])
+            noise = max(spread(cur1, again) or 0, floors[name])
             ratio = cur / base
             # worse (better) by: the worse (better) one ÷ the other − 1, the measure of the noise
             worse = (1 / ratio if higher else ratio) - 1 > noise
             better = (ratio if higher else 1 / ratio) - 1 > noise
-        out.append((sc, name, base, cur, again, ratio, noise, "worse" if worse else "better" if better else "within noise"))
+        out.append((sc, name, base, cur1, again, ratio, noise, "worse" if worse else "better" if better else "within noise"))
     return out
 
 
@@ -249,7 +251,7 @@ def main():
     by = {sc: {tier: aggregate(rs) for tier, rs in tiers.items()} for sc, tiers in rounds_of.items()}
     mem = mem_per_answer(m)
     base_rev = env("BENCH_BASE_REV") or ""
-    base_short = base_rev.split()[0] if base_rev else "baseline"
+    base_short = base_rev.split()[0] if base_rev else ""
 
     out = []
     w = out.append
@@ -269,8 +271,8 @@ def main():
       "(%s workers, proxy_buffering off, HTTP/1.1 keep-alive to the mock); **baseline** = %s, "
       "from bench/BASELINE, built in a git worktree of its own (bench/baseline.sh); **codex-shield** = "
       "target/release/codex-shield (glibc), LOG_LEVEL=error, metrics on (always counted), same mock; "
-      "**codex-shield (again)** = the same binary as a second tier, run after the baseline in each "
-      "round: its spread from codex-shield is the run-to-run noise; **codex-shield-static** = "
+      "**codex-shield (again)** = the same binary as a second tier, the baseline between the two "
+      "copies in each round (the order reversed every other round): their spread is the run-to-run noise; **codex-shield-static** = "
       "the same source built by scripts/static.sh (musl, static-pie), when present."
       % (env("BENCH_NPROC"), base_rev or "n/a"))
     w("- upstream framing: **Content-Length** = the mock's static files; **chunked** = the same bytes "
@@ -487,7 +489,7 @@ def show(name, x):
 
 def against_baseline(w, by, mem, base):
     """The last section: codex-shield against the baseline of the same run, beyond the noise."""
-    w("## Against the baseline (%s), beyond the noise" % base)
+    w("## Against the baseline%s, beyond the noise" % (" (%s)" % base if base else ""))
     w("")
     rows = compare(by, mem)
     if not rows:
@@ -497,8 +499,9 @@ def against_baseline(w, by, mem, base):
     import statistics
     w("Noise = how far apart the two copies of the current build came out on the same row "
       "(larger ÷ smaller − 1), but never less than that figure's median over all rows; for "
-      "connection and error counts, their difference (at least 0.01 conns/req). A figure is "
-      "worse when codex-shield is further from the baseline, in the worse direction, than the noise.")
+      "connection and error counts, their difference (at least 0.01 conns/req). The current "
+      "build's figure is the mean of its two copies; ÷ baseline is that mean ÷ the baseline's. "
+      "A figure is worse when it is further from the baseline, in the worse direction, than the noise.")
     w("")
     for name in ("req/s", "p99", "CPU/req", "MB per in-flight answer"):
         sp = [spread(r[3], r[4]) for r in rows if r[1] == name and spread(r[3], r[4]) is not None]
@@ -506,7 +509,7 @@ def against_baseline(w, by, mem, base):
             w("- noise in %s: median %s %%, largest %s %% (%d rows)"
               % (name, fmt(100 * statistics.median(sp), 1), fmt(100 * max(sp), 1), len(sp)))
     w("")
-    w("| where | figure | baseline | codex-shield | codex-shield (again) | ÷ baseline | noise | verdict |")
+    w("| where | figure | baseline | codex-shield | codex-shield (again) | mean ÷ baseline | noise | verdict |")
     w("|---|---|--:|--:|--:|--:|--:|---|")
     for sc, name, b, c, a, ratio, noise, verdict in rows:
         if name == "errors" and not (b or c or a):
@@ -519,16 +522,16 @@ def against_baseline(w, by, mem, base):
     w("")
     worse = [r for r in rows if r[7] == "worse"]
     better = [r for r in rows if r[7] == "better"]
-    w("**Regressions vs baseline %s** (worse by more than the noise):%s" % (base, " none." if not worse else ""))
+    w("**Regressions vs baseline%s** (worse by more than the noise):%s" % (" " + base if base else "", " none." if not worse else ""))
     if worse:
         w("")
     for sc, name, b, c, a, ratio, noise, _ in worse:
         w("- %s: %s %s vs %s (%s)" % (
-            where(sc), name, show(name, c), show(name, b),
+            where(sc), name, show(name, c) if a is None else "%s / %s" % (show(name, c), show(name, a)), show(name, b),
             "noise %s" % show(name, noise) if ratio is None else "÷ baseline %s, noise %s %%" % (fmt(ratio, 2), fmt(100 * noise, 1))))
     w("")
     w("Better than the baseline by more than the noise: %s" % (
-        "; ".join("%s %s (%s vs %s)" % (where(sc), name, show(name, c), show(name, b))
+        "; ".join("%s %s (%s / %s vs %s)" % (where(sc), name, show(name, c), show(name, a), show(name, b))
                   for sc, name, b, c, a, ratio, noise, _ in better) or "none."))
     w("")
 

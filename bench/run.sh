@@ -105,7 +105,7 @@ if [[ "${BENCH_BASELINE:-}" != none ]]; then
     BASE_REV=$(git -C "$(dirname "$BASE_BIN")/../.." log -1 --format='%h (%s)')
     log "baseline: $BASE_REV"
   else
-    BASE_NOTE="no baseline: $(grep -v 'a no-op when' "$TMP/baseline.log" | tail -1 | sed 's/^\[bench [0-9:]*\] //')"
+    BASE_NOTE="no baseline: $(grep -v 'a no-op when' "$TMP/baseline.log" | tail -1 | sed 's/^\[bench [0-9:]*\] baseline: //')"
     log "$BASE_NOTE"
     BASE_BIN=""
   fi
@@ -337,8 +337,14 @@ start_tier() { # tier framing: (re)start its process on its port
   START_BIN=${TBIN[$1]} start_shield "${TPORT[$key]}" "${PREFIX[$2]}/v1" || return 1
   TPID[$key]=$SHIELD_PID
 }
-# in each round the tiers run in this order: the baseline between the two copies of the
-# current build, so that a drift during the round shows up in the noise figure
+# the tiers run in this order in odd rounds and in the reverse order in even ones (so no
+# tier always follows the same one), the baseline between the two copies of the current
+# build, so that a drift during the round shows up in the noise figure
+in_round_order() { # round tier... -> the tiers in that round's order, one a line
+  local r=$1
+  shift
+  if ((r % 2)); then printf '%s\n' "$@"; else printf '%s\n' "$@" | tac; fi
+}
 TIERS_cl=(floor nginx) TIERS_chunked=(floor nginx)
 for tier in codex-shield baseline codex-shield-static codex-shield-again; do
   [[ -n "${TBIN[$tier]:-}" ]] || continue
@@ -441,7 +447,7 @@ for s in "${SCENARIOS[@]}"; do
   [[ $path == */chat/completions ]] && body="$FIX/request_chat.json"
   declare -n tiers=TIERS_$framing
   for ((round = 1; round <= ROUNDS; round++)); do
-    for tier in "${tiers[@]}"; do
+    for tier in $(in_round_order "$round" "${tiers[@]}"); do
       SHIELD_PID=""
       if [[ $tier != floor && $tier != nginx ]]; then
         if ! kill -0 "${TPID[$tier/$framing]}" 2>/dev/null; then
@@ -490,7 +496,7 @@ for framing in cl chunked; do
     rec "metric mem_idle=1 tier=$tier framing=$framing idle_kb=$(status_kb "${MPID[$tier]}" VmRSS)"
   done
   for ((round = 1; round <= ROUNDS; round++)); do
-    for tier in "${MEM_TIERS[@]}"; do
+    for tier in $(in_round_order "$round" "${MEM_TIERS[@]}"); do
       [[ -n "${MPID[$tier]:-}" ]] || continue
       pid=${MPID[$tier]} port=${MPORT[$tier]}
       wait_drained "$port"
