@@ -312,7 +312,7 @@ check_answer() { # tier url fixture [framing the answer must have]
     chunked) ((te && !cl)) || { ok=0; why+=" not chunked"; } ;;
   esac
   if [[ $1 != floor && $1 != nginx ]] && ((!cl)); then ok=0; why+=" no Content-Length"; fi
-  if ((ok)); then log "check $1 $2: OK"; else log "check $1 $2: FAILED$why"; rec "check tier=$1 ok=0 why=answer_check_failed:${why// /_}"; fi
+  if ((ok)); then log "check $1 $2: OK${4:+ ($4 framed, same bytes)}"; else log "check $1 $2: FAILED$why"; rec "check tier=$1 ok=0 why=answer_check_failed:${why// /_}"; fi
 }
 for framing in cl chunked; do
   for tier in floor nginx; do
