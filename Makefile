@@ -43,7 +43,7 @@ manifests: ## validate deploy/kubernetes against the Kubernetes schemas, offline
 e2e: ## real clients (Codex CLI, openai Python SDK) through the proxy
 	bash tests/e2e/run.sh
 
-bench: ## benchmark against the floor and nginx; writes bench/RESULTS.md
+bench: ## floor, nginx, the baseline (bench/BASELINE) and this build, Content-Length and chunked upstreams; writes bench/RESULTS.md
 	bash bench/run.sh
 
 monitoring: ## a real Prometheus and headless Chromium read /metrics and /status after known faults

@@ -17,6 +17,8 @@ def parse(path):
             elif kind == "metric":
                 if "mem_round" in d:
                     metrics.setdefault("mem_rounds", []).append(d)
+                elif "mem_idle" in d:
+                    metrics.setdefault("mem_idle", {})[(d["tier"], d["framing"])] = float(d["idle_kb"])
                 elif "fail_mode" in d:
                     metrics.setdefault("fail", {})[d["fail_mode"]] = d
                 else:
@@ -84,9 +86,15 @@ SCEN_LABEL = {
     "c1": "c=1 (1 conn)", "c32": "c=32", "c256": "c=256",
     "chat-c32": "Chat Completions, c=32",
 }
+FRAMING = {"cl": "Content-Length", "chunked": "chunked"}
+# the tiers in the order of the report's rows, and their names there
+TIER_NAMES = (("floor", "floor"), ("nginx", "nginx"), ("baseline", "baseline"),
+              ("codex-shield", "**codex-shield**"), ("codex-shield-again", "codex-shield (again)"),
+              ("codex-shield-static", "**codex-shield-static**"))
 
 
 def label(sc, r):
+    sc = sc[len("chunked-"):] if sc.startswith("chunked-") else sc
     if sc.startswith("rate"):
         return "fixed %s req/s (%s conns)" % (sc[4:], r.get("conns", "?"))
     return SCEN_LABEL.get(sc, sc)
@@ -144,6 +152,90 @@ def translated(runs, m, w):
     w("")
 
 
+def spread(a, b):
+    """How far apart two measurements of the same thing are: larger ÷ smaller − 1."""
+    if a is None or b is None or min(a, b) <= 0:
+        return None
+    return max(a, b) / min(a, b) - 1
+
+
+def mem_per_answer(m):
+    """(tier, framing) -> memory per in-flight 1 MiB answer in MB, and the rows behind it."""
+    out = {}
+    by = {}
+    for d in m.get("mem_rounds", []):
+        by.setdefault((d.get("tier", "codex-shield"), d.get("framing", "cl")), []).append(d)
+    for key, rounds in by.items():
+        idle = m.get("mem_idle", {}).get(key, 0)
+        hwm = max(num(d, "hwm_kb", 0) for d in rounds)
+        inflight = max(num(d, "max_inflight", 0) for d in rounds) or 256
+        out[key] = {"per": (hwm - idle) * 1024 / inflight / MB, "hwm": hwm, "idle": idle,
+                    "inflight": inflight, "rounds": rounds}
+    return out
+
+
+# the figures held against the baseline: (name, key, higher is better)
+COMPARED = (("req/s", "rps", True), ("p99", "p99", False), ("CPU/req", "cpu", False))
+
+
+def figure(r, key):
+    if r is None or r.get("failed"):
+        return None
+    return cpu_us_per_req(r) if key == "cpu" else num(r, key)
+
+
+def compare(by, mem):
+    """Every figure of codex-shield next to the baseline's, with the noise: the spread between
+    the two copies of the current build on the same row, but never less than the median spread
+    of that figure over all rows (one lucky row does not make a hair trigger). The current
+    build's figure is the mean of its two copies. Returns rows
+    (scenario, figure, baseline, current, again, ratio, noise, verdict)."""
+    rows = []
+    for sc, tiers in by.items():
+        b, c, a = tiers.get("baseline"), tiers.get("codex-shield"), tiers.get("codex-shield-again")
+        if not (b and c):
+            continue
+        for name, key, higher in COMPARED:
+            if key == "rps" and sc.startswith("rate"):
+                continue  # a fixed rate: every tier serves it
+            rows.append([sc, name, figure(b, key), figure(c, key), figure(a, key), higher])
+        ur = lambda r: None if r is None or r.get("failed") or not num(r, "up_requests") else num(r, "up_accepts") / num(r, "up_requests")
+        rows.append([sc, "new upstream conns/req", ur(b), ur(c), ur(a), False])
+        e = lambda r: None if r is None or r.get("failed") else float(sum(errs(r)))
+        rows.append([sc, "errors", e(b), e(c), e(a), False])
+    for framing in ("cl", "chunked"):
+        b, c, a = (mem.get((t, framing)) for t in ("baseline", "codex-shield", "codex-shield-again"))
+        if b and c:
+            rows.append(["mem-" + framing, "MB per in-flight answer", b["per"], c["per"], a and a["per"], False])
+    import statistics
+    floors = {}
+    for name in {r[1] for r in rows}:
+        sp = [spread(r[3], r[4]) for r in rows if r[1] == name and spread(r[3], r[4]) is not None]
+        floors[name] = statistics.median(sp) if sp else 0.0
+    out = []
+    for sc, name, base, cur1, again, higher in rows:
+        if base is None or cur1 is None:
+            out.append((sc, name, base, cur1, again, None, None, "n/a"))
+            continue
+        cur = cur1 if again is None else (cur1 + again) / 2
+        if name in ("new upstream conns/req", "errors"):
+            # counts: an absolute difference; 0.01 conns/req (1 in 100) and 0 errors are the floor
+            noise = max(abs(cur1 - again) if again is not None else 0, 0.01 if name != "errors" else 0)
+            worse, better = cur - base > noise, base - cur > noise
+            ratio = None
+        else:
+            if cur <= 0 or base <= 0:
+                out.append((sc, name, base, cur1, again, None, None, "n/a"))
+                continue
+            noise = max(spread(cur1, again) or 0, floors[name])
+            ratio = cur / base
+            # worse (better) by: the worse (better) one ÷ the other − 1, the measure of the noise
+            worse = (1 / ratio if higher else ratio) - 1 > noise
+            better = (ratio if higher else 1 / ratio) - 1 > noise
+        out.append((sc, name, base, cur1, again, ratio, noise, "worse" if worse else "better" if better else "within noise"))
+    return out
+
+
 def main():
     runs, m, checks = parse(sys.argv[1])
     env = os.environ.get
@@ -157,6 +249,9 @@ def main():
             order.append(sc)
         rounds_of.setdefault(sc, {}).setdefault(r["tier"], []).append(r)
     by = {sc: {tier: aggregate(rs) for tier, rs in tiers.items()} for sc, tiers in rounds_of.items()}
+    mem = mem_per_answer(m)
+    base_rev = env("BENCH_BASE_REV") or ""
+    base_short = base_rev.split()[0] if base_rev else ""
 
     out = []
     w = out.append
@@ -173,84 +268,111 @@ def main():
       % (env("BENCH_NPROC"), env("BENCH_ROUNDS"), env("BENCH_RDUR"), env("BENCH_DUR")))
     w("- tiers: **floor** = wrk straight to the nginx mock upstream (1 worker, static ~17.7 KB "
       "Responses stream / ~20 KB Chat stream); **nginx** = nginx streaming reverse proxy "
-      "(%s workers, proxy_buffering off, HTTP/1.1 keep-alive to the mock); **codex-shield** = "
-      "target/release/codex-shield (glibc), LOG_LEVEL=error, metrics on (always counted), same mock; **codex-shield-static** = "
-      "the same source built by scripts/static.sh (musl, static-pie), when present." % env("BENCH_NPROC"))
+      "(%s workers, proxy_buffering off, HTTP/1.1 keep-alive to the mock); **baseline** = %s, "
+      "from bench/BASELINE, built in a git worktree of its own (bench/baseline.sh); **codex-shield** = "
+      "target/release/codex-shield (glibc), LOG_LEVEL=error, metrics on (always counted), same mock; "
+      "**codex-shield (again)** = the same binary as a second tier, the baseline between the two "
+      "copies in each round (the order reversed every other round): their spread is the run-to-run noise; **codex-shield-static** = "
+      "the same source built by scripts/static.sh (musl, static-pie), when present."
+      % (env("BENCH_NPROC"), base_rev or "n/a"))
+    w("- upstream framing: **Content-Length** = the mock's static files; **chunked** = the same bytes "
+      "with `Transfer-Encoding: chunked` (as OpenAI and Azure send; one data chunk and the last "
+      "chunk, nginx's addition filter with an empty `add_after_body`).")
+    w("- the baseline is the reference, not the previous report: figures from another day or "
+      "machine are not comparable. bench/README.md says how to move bench/BASELINE forward.")
     if env("BENCH_BUILD_NOTE"):
         w("- **codex-shield not measured**: %s" % env("BENCH_BUILD_NOTE"))
+    if env("BENCH_BASE_NOTE"):
+        w("- **%s**" % env("BENCH_BASE_NOTE"))
     for c in checks:
         w("- **%s**: %s" % (c.get("tier"), c.get("why", "").replace("_", " ")))
     w("")
     w("## Throughput and latency")
     w("")
-    w("| scenario | tier | req/s | p50 µs | p90 µs | p99 µs | added p50 µs | added p99 µs "
-      "| req/s ÷ floor | req/s ÷ nginx | p99 ÷ nginx | server CPU µs/req | new upstream conns/req | non-2xx | socket errors |")
-    w("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+    w("| scenario | upstream | tier | req/s | req/s ÷ baseline | p50 µs | p99 µs | p99 ÷ baseline "
+      "| server CPU µs/req | CPU ÷ baseline | req/s ÷ nginx | p99 ÷ nginx | added p50 µs "
+      "| new upstream conns/req | non-2xx | socket errors |")
+    w("|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
     for sc in order:
         tiers = by[sc]
-        fl, ng = tiers.get("floor"), tiers.get("nginx")
-        for tier in ("floor", "nginx", "codex-shield", "codex-shield-static"):
+        fl, ng, bl = tiers.get("floor"), tiers.get("nginx"), tiers.get("baseline")
+        bl = None if bl is None or bl.get("failed") else bl
+        for tier, name in TIER_NAMES:
             r = tiers.get(tier)
             if r is None:
                 continue
+            up = FRAMING.get(r.get("framing", "cl"), "?")
             if r.get("failed"):
-                w("| %s | %s | wrk failed | | | | | | | | | | | | |" % (label(sc, r), tier))
+                w("| %s | %s | %s | wrk failed | | | | | | | | | | | | |" % (label(sc, r), up, name))
                 continue
-            rps, p50, p90, p99 = (num(r, k) for k in ("rps", "p50", "p90", "p99"))
-            added50 = added99 = rf = rn = p99n = None
+            rps, p50, p99 = (num(r, k) for k in ("rps", "p50", "p99"))
+            cpu = cpu_us_per_req(r)
+            added50 = rn = p99n = None
             if fl and tier != "floor" and not fl.get("failed"):
-                added50, added99 = p50 - num(fl, "p50"), p99 - num(fl, "p99")
-            if fl and not fl.get("failed"):
-                rf = rps / num(fl, "rps")
+                added50 = p50 - num(fl, "p50")
             if ng and not ng.get("failed"):
                 rn = rps / num(ng, "rps")
                 p99n = p99 / num(ng, "p99")
+            div = lambda x, k: fmt(x / figure(bl, k), 2) if bl and x and figure(bl, k) and tier not in ("floor", "nginx") else "—"
             st, so = errs(r)
             ua, ur = num(r, "up_accepts"), num(r, "up_requests")
-            conns = None if tier == "floor" or not ur else ua / ur
             so_s = "%d" % so + (" (+%s runs failed)" % r["failed_rounds"] if r.get("failed_rounds") else "")
-            w("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d | %s |" % (
-                label(sc, r), "**%s**" % tier if tier.startswith("codex-shield") else tier,
-                fmt(rps), fmt(p50), fmt(p90), fmt(p99),
-                "—" if tier == "floor" else fmt(added50), "—" if tier == "floor" else fmt(added99),
-                fmt(rf, 2), fmt(rn, 2), fmt(p99n, 2), fmt(cpu_us_per_req(r), 1),
-                "—" if tier == "floor" else fmt(conns, 3), st, so_s))
+            w("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d | %s |" % (
+                label(sc, r), up, name, fmt(rps), div(rps, "rps"), fmt(p50), fmt(p99), div(p99, "p99"),
+                fmt(cpu, 1), div(cpu, "cpu"), fmt(rn, 2), fmt(p99n, 2),
+                "—" if tier == "floor" else fmt(added50), fmt(ua / ur if ur else None, 3), st, so_s))
     w("")
-    w("Added latency = tier minus floor at the same percentile and load (at c=32/c=256 the floor "
-      "run saturates both cores with wrk and the mock alone, so its tail can exceed a proxied tier's "
-      "and an added p99 can come out negative). Server CPU = utime+stime "
-      "of the serving process (the mock for the floor, nginx's workers, codex-shield) over the run, "
-      "per request. New upstream conns/req = connections the mock accepted ÷ requests it served (its stub_status), i.e. how well the proxy reuses upstream connections. The fixed-rate row uses wrk with a Lua `delay()` schedule (see wrk_post.lua): "
-      "wrk2 is not packaged in Debian, and a Python load tool would be slower than what it measures.")
+    w("÷ baseline = this tier's figure ÷ the baseline's on the same row (req/s: above 1 is better; "
+      "p99 and CPU: below 1 is better). Added latency = tier minus floor at p50 and the same load. "
+      "Server CPU = utime+stime of the serving process (the mock for the floor, nginx's workers, "
+      "codex-shield) over the run, per request. New upstream conns/req = connections the mock "
+      "accepted ÷ requests it served (its stub_status), i.e. how well the tier reuses upstream "
+      "connections (the floor's are wrk's own). The fixed-rate row uses wrk with a Lua `delay()` "
+      "schedule (see wrk_post.lua): wrk2 is not packaged in Debian, and a Python load tool would be "
+      "slower than what it measures.")
     w("")
 
+    # -------------------------------------------------------------- memory
+    if mem:
+        w("## Memory per in-flight answer")
+        w("")
+        w("256 clients, the mock sends 1 MiB answers at 512 KB/s (~2 s per answer), so that all "
+          "256 answers are in flight at once; a process per tier, rounds interleaved. Per answer = "
+          "(peak RSS − idle RSS) ÷ the most answers sampled in flight at once (established "
+          "connections to the mock).")
+        w("")
+        w("| upstream | tier | idle RSS MB | peak RSS (VmHWM) MB | answers in flight | MB per in-flight answer "
+          "| ÷ baseline | RSS after each round MB | answers per round, non-2xx / socket errors |")
+        w("|---|---|--:|--:|--:|--:|--:|--:|---|")
+        memruns = {}
+        for r in runs:
+            if r["scenario"].startswith("mem-"):
+                memruns.setdefault((r["tier"], r.get("framing", "cl")), []).append(r)
+        for framing in ("cl", "chunked"):
+            bl = mem.get(("baseline", framing))
+            for tier, name in TIER_NAMES:
+                d = mem.get((tier, framing))
+                if not d:
+                    continue
+                w("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                    FRAMING[framing], name, fmt(kb_mb(d["idle"]), 2), fmt(kb_mb(d["hwm"]), 1),
+                    ", ".join(x.get("max_inflight", "?") for x in d["rounds"]), fmt(d["per"], 2),
+                    fmt(d["per"] / bl["per"], 2) if bl and bl["per"] > 0 else "—",
+                    " → ".join(fmt(kb_mb(num(x, "rss_after_kb")), 1) for x in d["rounds"]),
+                    "; ".join("%s, %d / %d" % ((fmt(num(r, "requests")),) + errs(r)) for r in memruns.get((tier, framing), []))))
+        w("")
+
     # ------------------------------------------------------------ resources
-    w("## Memory, start-up, size, cost under failure (codex-shield)")
+    w("## Start-up, size, cost under failure (codex-shield)")
     w("")
     w("| measure | value |")
     w("|---|--:|")
     idle = num(m, "idle_rss_kb")
     w("| idle RSS after start (%s threads) | %s MB |" % (m.get("threads", "?"), fmt(kb_mb(idle), 2)))
+    if "baseline_idle_rss_kb" in m:
+        w("| baseline: idle RSS after start | %s MB |" % fmt(kb_mb(num(m, "baseline_idle_rss_kb")), 2))
     w("| RSS after the load runs above (peak during them) | %s MB (%s MB) |"
       % (fmt(kb_mb(num(m, "rss_after_load_kb")), 2), fmt(kb_mb(num(m, "hwm_after_load_kb")), 2)))
-    rounds = m.get("mem_rounds", [])
-    memruns = {r["scenario"]: r for r in runs if r["scenario"].startswith("mem")}
-    big_idle = num(m, "big_idle_rss_kb")
-    per_answer = None
-    if rounds:
-        hwm = max(num(d, "hwm_kb", 0) for d in rounds)
-        inflight = max(num(d, "max_inflight", 0) for d in rounds) or 256
-        per_answer = (hwm - (big_idle or 0)) * 1024 / inflight / MB
-        w("| 256 clients × 1 MiB answers (mock sends at 512 KB/s, ~2 s per answer): peak RSS (VmHWM) | %s MB |"
-          % fmt(kb_mb(hwm), 1))
-        w("| … upstream answers in flight at once (max sampled, per round) | %s |"
-          % ", ".join(d.get("max_inflight", "?") for d in rounds))
-        w("| … memory per in-flight 1 MiB answer, (VmHWM − idle RSS %s MB) / %d | %s MB |"
-          % (fmt(kb_mb(big_idle), 2), inflight, fmt(per_answer, 2)))
-        w("| … RSS 1 s after each of %d rounds | %s MB |" % (
-            len(rounds), " → ".join(fmt(kb_mb(num(d, "rss_after_kb")), 1) for d in rounds)))
-        w("| … answers per round, errors (non-2xx / socket) | %s |" % "; ".join(
-            "%s, %d / %d" % ((fmt(num(r, "requests")),) + errs(r)) for r in memruns.values()))
     if "startup_median_ms" in m:
         w("| start-up to a ready /healthz, median of %s (min / p90) | %s ms (%s / %s ms) |" % (
             m.get("startup_n"), m["startup_median_ms"], m.get("startup_min_ms"), m.get("startup_p90_ms")))
@@ -282,26 +404,14 @@ def main():
     w("")
 
     # -------------------------------------------------------------- metrics
-    w("## Metrics on: this run against the previous report")
+    w("## Metrics")
     w("")
     if num(m, "metrics_requests") is not None:
         w("Counting is always on (no switch): after the load runs the main codex-shield's own "
-          "`/metrics` reported %s requests and %s upstream attempts. The previous report "
-          "(rev %s) is the reference; runs on this shared 2-core machine move by about 10 %% "
-          "from one to the next, so only a larger gap means something."
-          % (fmt(num(m, "metrics_requests")), fmt(num(m, "metrics_attempts")), m.get("prev_rev", "n/a")))
+          "`/metrics` reported %s requests and %s upstream attempts."
+          % (fmt(num(m, "metrics_requests")), fmt(num(m, "metrics_attempts"))))
     else:
         w("The codex-shield measured here has no `/metrics` (a build before metrics).")
-    w("")
-    w("| codex-shield | req/s (previous → now) | p50 µs (previous → now) | server CPU µs/req (previous → now) |")
-    w("|---|--:|--:|--:|")
-    for sc, key in (("c1", "c=1"), ("c32", "c=32"), ("c256", "c=256")):
-        r = by.get(sc, {}).get("codex-shield")
-        now_cpu = cpu_us_per_req(r) if r else None
-        w("| %s | %s → %s | %s → %s | %s → %s |" % (
-            key, fmt(num(m, "prev_%s_rps" % sc)), fmt(num(r, "rps") if r else None),
-            fmt(num(m, "prev_%s_p50" % sc)), fmt(num(r, "p50") if r else None),
-            fmt(num(m, "prev_%s_cpu" % sc), 1), fmt(now_cpu, 1)))
     cost = env("BENCH_METRICS_COST")
     if cost and os.path.exists(cost):
         w("")
@@ -340,10 +450,11 @@ def main():
         target("p99 at c=32 ≤ 1.2× nginx's", "n/a", None)
     r256 = sh.get("c256")
     if r256:
-        e = [errs(r) for r in [r256] + list(memruns.values())]
+        mine = [r for r in runs if r["scenario"].startswith("mem-") and r["tier"] == "codex-shield"]
+        e = [errs(r) for r in [r256, sh.get("chunked-c256")] + mine if r]
         bad = sum(a + b for a, b in e) + int(r256.get("failed_rounds", 0))
         target("256 concurrent clients served without errors",
-               "%d errors (c=256 run and the 1 MiB rounds)" % bad, bad == 0)
+               "%d errors (c=256 runs and the 1 MiB rounds)" % bad, bad == 0)
     else:
         target("256 concurrent clients served without errors", "n/a", None)
     target("idle RSS < 6 MB", "%s MB" % fmt(kb_mb(idle), 2), None if idle is None else kb_mb(idle) < 6)
@@ -353,7 +464,76 @@ def main():
     target("static binary < 6 MB", ("%s MB" % fmt(sb / MB, 2)) if sb else (env("BENCH_STATIC_NOTE") or "n/a"),
            None if sb is None else sb / MB < 6)
     w("")
+    routing = env("BENCH_ROUTING_MD")
+    if routing and os.path.exists(routing) and os.path.getsize(routing):
+        out.extend(open(routing).read().rstrip("\n").splitlines())
+        w("")
+    against_baseline(w, by, mem, base_short)
     print("\n".join(out))
+
+
+def where(sc):
+    if sc.startswith("mem-"):
+        return "1 MiB answers, %s upstream" % FRAMING[sc[4:]]
+    up = "chunked" if sc.startswith("chunked-") else "Content-Length"
+    return "%s, %s upstream" % (label(sc, {"conns": "32"}), up)
+
+
+def show(name, x):
+    if x is None:
+        return "n/a"
+    if name in ("req/s", "p99", "errors"):
+        return fmt(x)
+    return fmt(x, 3 if name == "new upstream conns/req" else 2 if name.startswith("MB") else 1)
+
+
+def against_baseline(w, by, mem, base):
+    """The last section: codex-shield against the baseline of the same run, beyond the noise."""
+    w("## Against the baseline%s, beyond the noise" % (" (%s)" % base if base else ""))
+    w("")
+    rows = compare(by, mem)
+    if not rows:
+        w("No baseline tier in this run (see the notes at the top): nothing to compare.")
+        w("")
+        return
+    import statistics
+    w("Noise = how far apart the two copies of the current build came out on the same row "
+      "(larger ÷ smaller − 1), but never less than that figure's median over all rows; for "
+      "connection and error counts, their difference (at least 0.01 conns/req). The current "
+      "build's figure is the mean of its two copies; ÷ baseline is that mean ÷ the baseline's. "
+      "A figure is worse when it is further from the baseline, in the worse direction, than the noise.")
+    w("")
+    for name in ("req/s", "p99", "CPU/req", "MB per in-flight answer"):
+        sp = [spread(r[3], r[4]) for r in rows if r[1] == name and spread(r[3], r[4]) is not None]
+        if sp:
+            w("- noise in %s: median %s %%, largest %s %% (%d rows)"
+              % (name, fmt(100 * statistics.median(sp), 1), fmt(100 * max(sp), 1), len(sp)))
+    w("")
+    w("| where | figure | baseline | codex-shield | codex-shield (again) | mean ÷ baseline | noise | verdict |")
+    w("|---|---|--:|--:|--:|--:|--:|---|")
+    for sc, name, b, c, a, ratio, noise, verdict in rows:
+        if name == "errors" and not (b or c or a):
+            continue  # no errors anywhere: nothing to show
+        nz = "n/a" if noise is None else (show(name, noise) if name in ("new upstream conns/req", "errors")
+                                            else "%s %%" % fmt(100 * noise, 1))
+        w("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            where(sc), name, show(name, b), show(name, c), show(name, a), fmt(ratio, 2), nz,
+            "**worse**" if verdict == "worse" else verdict))
+    w("")
+    worse = [r for r in rows if r[7] == "worse"]
+    better = [r for r in rows if r[7] == "better"]
+    w("**Regressions vs baseline%s** (worse by more than the noise):%s" % (" " + base if base else "", " none." if not worse else ""))
+    if worse:
+        w("")
+    for sc, name, b, c, a, ratio, noise, _ in worse:
+        w("- %s: %s %s vs %s (%s)" % (
+            where(sc), name, show(name, c) if a is None else "%s / %s" % (show(name, c), show(name, a)), show(name, b),
+            "noise %s" % show(name, noise) if ratio is None else "÷ baseline %s, noise %s %%" % (fmt(ratio, 2), fmt(100 * noise, 1))))
+    w("")
+    w("Better than the baseline by more than the noise: %s" % (
+        "; ".join("%s %s (%s / %s vs %s)" % (where(sc), name, show(name, c), show(name, a), show(name, b))
+                  for sc, name, b, c, a, ratio, noise, _ in better) or "none."))
+    w("")
 
 
 if __name__ == "__main__":

@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
 # codex-shield benchmark: floor (wrk -> nginx mock upstream), reference (wrk -> nginx
-# streaming reverse proxy -> mock) and codex-shield (wrk -> codex-shield -> mock), all
-# measured side by side in one run on 127.0.0.1; plus memory, start-up, binary size and
-# CPU cost under upstream failures. Prints one markdown report and writes bench/RESULTS.md.
+# streaming reverse proxy -> mock), the baseline build (bench/BASELINE) and the current
+# build, twice (wrk -> codex-shield -> mock), all measured side by side in the same
+# interleaved rounds on 127.0.0.1, against a mock that answers with Content-Length and one
+# that answers chunked; plus memory, start-up, binary size and CPU cost under upstream
+# failures. Figures from different runs are not comparable (other load, other day): the
+# report compares with the baseline of the same run, takes the spread between the two copies
+# of the current build as the noise, and lists every figure worse than the baseline by more
+# than that. Prints one markdown report and writes bench/RESULTS.md. See bench/README.md.
 #
-# Knobs (env): BENCH_ROUNDS=3 and BENCH_ROUND_DURATION=2 (s) for the throughput/latency
+# Knobs (env): BENCH_BASELINE=<git rev> (default: bench/BASELINE; "none": no baseline tier),
+#   BENCH_ROUNDS=3 and BENCH_ROUND_DURATION=2 (s) for the throughput/latency and memory
 #   scenarios, BENCH_DURATION=5 (s per memory/failure run), BENCH_RATE=1000 (fixed-rate req/s),
 #   BENCH_STARTUP_RUNS=30, BENCH_STATIC=1 (0: don't run scripts/static.sh, report what is there),
-#   BENCH_STATIC_TIER=1 (0: don't load-test the static musl binary as a 4th tier),
+#   BENCH_STATIC_TIER=1 (0: do not load-test the static musl binary as one more tier),
 #   BENCH_LOG_LEVEL=error, BENCH_TIMEOUT=2s (wrk --timeout), BENCH_KEEP=1 (keep the temp dir with configs and logs),
 #   BENCH_QUICK=1 (1 s runs, for checking the script itself), BENCH_BIN=path (measure that
-#   binary instead of building target/release/codex-shield).
+#   binary instead of building target/release/codex-shield). How to move bench/BASELINE: bench/README.md.
 set -euo pipefail
 
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -91,6 +97,20 @@ if [[ -z "${BENCH_BIN:-}" ]] && ! (cd "$ROOT" && cargo build --release --quiet) 
   BIN=""
 fi
 
+# the baseline: another rev built in a git worktree of its own (bench/baseline.sh), measured
+# as one more tier in the same rounds
+BASE_BIN="" BASE_REV="" BASE_NOTE=""
+if [[ "${BENCH_BASELINE:-}" != none ]]; then
+  if BASE_BIN=$(bash "$BENCH_DIR/baseline.sh" 2>"$TMP/baseline.log"); then
+    BASE_REV=$(git -C "$(dirname "$BASE_BIN")/../.." log -1 --format='%h (%s)')
+    log "baseline: $BASE_REV"
+  else
+    BASE_NOTE="no baseline: $(grep -v 'a no-op when' "$TMP/baseline.log" | tail -1 | sed 's/^\[bench [0-9:]*\] baseline: //')"
+    log "$BASE_NOTE"
+    BASE_BIN=""
+  fi
+fi
+
 RES="$TMP/results.txt"
 : >"$RES"
 rec() { echo "$*" >>"$RES"; }
@@ -119,7 +139,7 @@ for _ in range(int(sys.argv[1])):
 print(" ".join(str(s.getsockname()[1]) for s in socks))
 EOF
 }
-read -r UP REF SH SH2 SH3 SH4 SHS <<<"$(free_ports 7)"
+read -r UP REF SH3 SH4 <<<"$(free_ports 4)"
 
 wait_http() { # url [timeout_s]
   local url=$1 t=${2:-10} i
@@ -142,7 +162,8 @@ cpu_ticks() {
   echo "$total"
 }
 CLK_TCK=$(getconf CLK_TCK)
-# mock upstream's stub_status counters: "accepted_connections requests"
+# mock upstream's stub_status counters: "accepted_connections requests" (a subrequest, such
+# as the chunked locations' empty add_after_body, is not counted as a request)
 up_status() { curl -s --max-time 2 "http://127.0.0.1:$UP/_status" | awk 'NR==3 {print $1, $3}'; }
 status_kb() { awk -v k="$2:" '$1==k {print $2}' "/proc/$1/status"; }
 
@@ -161,6 +182,10 @@ cat >"$TMP/up/nginx.conf" <<EOF
 # mock upstream (the floor). Static files can't be POSTed to, so every endpoint answers
 # "return 405" and error_page turns that into an internal GET redirect to the fixture
 # with status 200 (the request body is read and discarded, keep-alive works).
+# /chunked/... and /bigchunked/... send the same bytes with Transfer-Encoding: chunked, as
+# OpenAI and Azure do: an (empty) add_after_body makes nginx drop the Content-Length, and
+# the file still goes out by sendfile (sub_filter or ssi would scan every byte: a third of
+# the throughput).
 worker_processes 1;
 pid $TMP/up/nginx.pid;
 events { worker_connections 8192; multi_accept on; }
@@ -179,6 +204,9 @@ $(common_http "$TMP/up")
     # answer), so that all 256 answers are in flight at the same time
     location = /big/v1/responses     { error_page 405 =200 /_slow/responses_1mb.sse; return 405; }
     location = /big/v1/chat/completions { error_page 405 =200 /_slow/chat_1mb.sse; return 405; }
+    location = /chunked/v1/responses        { error_page 405 =200 /_c/responses.sse; return 405; }
+    location = /chunked/v1/chat/completions { error_page 405 =200 /_c/chat.sse; return 405; }
+    location = /bigchunked/v1/responses     { error_page 405 =200 /_slowc/responses_1mb.sse; return 405; }
     # half of the attempts get 429
     location = /flaky/v1/responses {
       access_log $TMP/up/flaky.log st;
@@ -196,6 +224,9 @@ $(common_http "$TMP/up")
     location /_f/    { internal; alias $FIX/; }
     location /_fl/   { internal; alias $FIX/; access_log $TMP/up/flaky.log st; }
     location /_slow/ { internal; alias $FIX/; limit_rate 512k; }
+    location /_c/     { internal; alias $FIX/; addition_types *; add_after_body /_empty; }
+    location /_slowc/ { internal; alias $FIX/; limit_rate 512k; addition_types *; add_after_body /_empty; }
+    location = /_empty { internal; return 200 ""; }
   }
 }
 EOF
@@ -260,7 +291,10 @@ stop_pid() {
 }
 
 # ------------------------------------------------------------ sanity checks ---
-check_answer() { # tier url fixture
+# the mock's two framings: cl = Content-Length (static files), chunked = Transfer-Encoding:
+# chunked (as OpenAI and Azure send), same bytes; a framing is a path prefix on the mock
+declare -A PREFIX=([cl]="" [chunked]=/chunked)
+check_answer() { # tier url fixture [framing the answer must have]
   local hdr="$TMP/hdr" out="$TMP/out" body="$FIX/request_responses.json"
   [[ "$2" == */chat/completions ]] && body="$FIX/request_chat.json"
   local code
@@ -270,36 +304,70 @@ check_answer() { # tier url fixture
   [[ "$code" == 200 ]] || { ok=0; why+=" status=$code"; }
   grep -qi '^content-type: *text/event-stream' "$hdr" || { ok=0; why+=" content-type"; }
   cmp -s "$out" "$FIX/$3" || { ok=0; why+=" body differs ($(stat -c %s "$out") vs $(stat -c %s "$FIX/$3") bytes)"; }
-  if [[ $1 == codex-shield* ]] && ! grep -qi '^content-length:' "$hdr"; then ok=0; why+=" no Content-Length"; fi
-  if ((ok)); then log "check $1 $2: OK"; else log "check $1 $2: FAILED$why"; rec "check tier=$1 ok=0 why=answer_check_failed:${why// /_}"; fi
+  local cl=0 te=0
+  grep -qi '^content-length:' "$hdr" && cl=1
+  grep -qi '^transfer-encoding: *chunked' "$hdr" && te=1
+  case ${4:-} in
+    cl) ((cl && !te)) || { ok=0; why+=" not Content-Length framed"; } ;;
+    chunked) ((te && !cl)) || { ok=0; why+=" not chunked"; } ;;
+  esac
+  if [[ $1 != floor && $1 != nginx ]] && ((!cl)); then ok=0; why+=" no Content-Length"; fi
+  if ((ok)); then log "check $1 $2: OK${4:+ ($4 framed, same bytes)}"; else log "check $1 $2: FAILED$why"; rec "check tier=$1 ok=0 why=answer_check_failed:${why// /_}"; fi
 }
-check_answer floor "http://127.0.0.1:$UP/v1/responses" responses.sse
-check_answer floor "http://127.0.0.1:$UP/v1/chat/completions" chat.sse
-check_answer nginx "http://127.0.0.1:$REF/v1/responses" responses.sse
-check_answer nginx "http://127.0.0.1:$REF/v1/chat/completions" chat.sse
+for framing in cl chunked; do
+  for tier in floor nginx; do
+    port=$UP; [[ $tier == nginx ]] && port=$REF
+    check_answer "$tier" "http://127.0.0.1:$port${PREFIX[$framing]}/v1/responses" responses.sse "$framing"
+    check_answer "$tier" "http://127.0.0.1:$port${PREFIX[$framing]}/v1/chat/completions" chat.sse "$framing"
+  done
+done
 
-SHIELD_MAIN=""
-if [[ -n "$BIN" ]]; then
-  if start_shield "$SH" /v1; then
-    SHIELD_MAIN=$SHIELD_PID
-    sleep 0.3
-    rec "metric idle_rss_kb=$(status_kb "$SHIELD_MAIN" VmRSS) threads=$(status_kb "$SHIELD_MAIN" Threads)"
-    check_answer codex-shield "http://127.0.0.1:$SH/v1/responses" responses.sse
-    check_answer codex-shield "http://127.0.0.1:$SH/v1/chat/completions" chat.sse
-  else
-    BUILD_NOTE="codex-shield did not become ready on /healthz"
-  fi
-fi
-# the static (musl) binary as a fourth tier: what `make static` ships to servers
-STATIC_PID=""
+# the codex-shield tiers: the current build twice (the spread between the two copies is the
+# run-to-run noise), the baseline and the static musl build (what `make static` ships; on
+# the Content-Length upstream only); one process per (tier, framing)
+declare -A TBIN=() TPORT=() TPID=()
+if [[ -n "$BIN" ]]; then TBIN[codex-shield]=$BIN; TBIN[codex-shield-again]=$BIN; fi
+[[ -n "$BASE_BIN" ]] && TBIN[baseline]=$BASE_BIN
 if [[ -n "$BIN" && -x "$MUSL_BIN" && -z "${BENCH_BIN:-}" && "${BENCH_STATIC_TIER:-1}" == 1 ]]; then
-  if START_BIN="$MUSL_BIN" start_shield "$SHS" /v1; then
-    STATIC_PID=$SHIELD_PID
-    sleep 0.3
-    rec "metric static_idle_rss_kb=$(status_kb "$STATIC_PID" VmRSS)"
-    check_answer codex-shield-static "http://127.0.0.1:$SHS/v1/responses" responses.sse
-  fi
+  TBIN[codex-shield-static]=$MUSL_BIN
 fi
+start_tier() { # tier framing: (re)start its process on its port
+  local key=$1/$2
+  [[ -n "${TPORT[$key]:-}" ]] || TPORT[$key]=$(free_ports 1)
+  START_BIN=${TBIN[$1]} start_shield "${TPORT[$key]}" "${PREFIX[$2]}/v1" || return 1
+  TPID[$key]=$SHIELD_PID
+}
+# the tiers run in this order in odd rounds and in the reverse order in even ones (so no
+# tier always follows the same one), the baseline between the two copies of the current
+# build, so that a drift during the round shows up in the noise figure
+in_round_order() { # round tier... -> the tiers in that round's order, one a line
+  local r=$1
+  shift
+  if ((r % 2)); then printf '%s\n' "$@"; else printf '%s\n' "$@" | tac; fi
+}
+TIERS_cl=(floor nginx) TIERS_chunked=(floor nginx)
+for tier in codex-shield baseline codex-shield-static codex-shield-again; do
+  [[ -n "${TBIN[$tier]:-}" ]] || continue
+  for framing in cl chunked; do
+    [[ $tier == codex-shield-static && $framing == chunked ]] && continue
+    start_tier "$tier" "$framing" || continue
+    declare -n tiers=TIERS_$framing
+    tiers+=("$tier")
+    unset -n tiers
+    port=${TPORT[$tier/$framing]}
+    if [[ $tier == codex-shield && $framing == cl ]]; then
+      sleep 0.3
+      rec "metric idle_rss_kb=$(status_kb "${TPID[$tier/$framing]}" VmRSS) threads=$(status_kb "${TPID[$tier/$framing]}" Threads)"
+    fi
+    check_answer "$tier" "http://127.0.0.1:$port/v1/responses" responses.sse
+    [[ $framing == cl ]] && check_answer "$tier" "http://127.0.0.1:$port/v1/chat/completions" chat.sse
+  done
+done
+SHIELD_MAIN=${TPID[codex-shield/cl]:-} SH=${TPORT[codex-shield/cl]:-}
+[[ -n "$BIN" && -z "$SHIELD_MAIN" ]] && BUILD_NOTE="codex-shield did not become ready on /healthz"
+sleep 0.3
+[[ -n "${TPID[codex-shield-static/cl]:-}" ]] && rec "metric static_idle_rss_kb=$(status_kb "${TPID[codex-shield-static/cl]}" VmRSS)"
+[[ -n "${TPID[baseline/cl]:-}" ]] && rec "metric baseline_idle_rss_kb=$(status_kb "${TPID[baseline/cl]}" VmRSS)"
 
 # a codex-shield that vanished: record how it ended (exit status / signal) and its last words
 declare -A REPORTED_DEAD=()
@@ -316,14 +384,13 @@ check_alive() { # pid where
 }
 
 # ----------------------------------------------------------------- load ---
-run_wrk() { # scenario tier url threads conns dur [rate] [body] [timeout]
+run_wrk() { # scenario tier url threads conns dur [rate] [body] [timeout]; FRAMING, ROUND, SHIELD_PID
   local sc=$1 tier=$2 url=$3 t=$4 c=$5 d=$6 rate=${7:-0} body=${8:-$FIX/request_responses.json} to=${9:-$TIMEOUT}
   local pid="" before after out
   case $tier in
     floor) pid=$UP_PID ;;
     nginx) pid=$REF_PID ;;
-    codex-shield-static) pid=$STATIC_PID ;;
-    codex-shield*) pid=$SHIELD_PID ;;
+    *) pid=$SHIELD_PID ;;
   esac
   local st0 st1
   st0=$(up_status)
@@ -332,63 +399,70 @@ run_wrk() { # scenario tier url threads conns dur [rate] [body] [timeout]
     wrk -t"$t" -c"$c" -d"${d}s" --timeout "$to" --latency -s "$BENCH_DIR/wrk_post.lua" "$url" 2>&1) || true
   after=$(cpu_ticks "$pid")
   st1=$(up_status)
-  if [[ $tier == codex-shield* ]]; then check_alive "$pid" "$sc/$tier" || true; fi
+  if [[ $tier != floor && $tier != nginx ]]; then check_alive "$pid" "$sc/$tier" || true; fi
   local line
   line=$(grep '^BENCH ' <<<"$out" | tail -1) || true
   if [[ -z "$line" ]]; then
     log "wrk failed for $sc/$tier: $(tail -3 <<<"$out")"
-    rec "run scenario=$sc tier=$tier failed=1"
+    rec "run scenario=$sc tier=$tier framing=${FRAMING:-cl} round=${ROUND:-1} failed=1"
     return
   fi
-  rec "run scenario=$sc tier=$tier round=${ROUND:-1} threads=$t conns=$c rate=$rate cpu_ticks=$((after - before)) clk_tck=$CLK_TCK up_accepts=$((${st1% *} - ${st0% *} - 1)) up_requests=$((${st1#* } - ${st0#* } - 1)) ${line#BENCH }"
+  rec "run scenario=$sc tier=$tier framing=${FRAMING:-cl} round=${ROUND:-1} threads=$t conns=$c rate=$rate cpu_ticks=$((after - before)) clk_tck=$CLK_TCK up_accepts=$((${st1% *} - ${st0% *} - 1)) up_requests=$((${st1#* } - ${st0#* } - 1)) ${line#BENCH }"
   log "$sc $tier: ${line#BENCH }"
 }
 
-declare -A URL=([floor]="http://127.0.0.1:$UP" [nginx]="http://127.0.0.1:$REF")
-TIERS=(floor nginx)
-if [[ -n "$SHIELD_MAIN" ]]; then URL[codex-shield]="http://127.0.0.1:$SH"; TIERS+=(codex-shield); fi
-if [[ -n "$STATIC_PID" ]]; then URL[codex-shield-static]="http://127.0.0.1:$SHS"; TIERS+=(codex-shield-static); fi
+url_of() { # tier framing path
+  case $1 in
+    floor) echo "http://127.0.0.1:$UP${PREFIX[$2]}$3" ;;
+    nginx) echo "http://127.0.0.1:$REF${PREFIX[$2]}$3" ;;
+    *) echo "http://127.0.0.1:${TPORT[$1/$2]}$3" ;;
+  esac
+}
 
 log "warm-up"
-for tier in "${TIERS[@]}"; do
-  SHIELD_PID=$SHIELD_MAIN
-  BENCH_BODY="$FIX/request_responses.json" timeout 30 wrk -t2 -c32 -d"${WARM}s" -s "$BENCH_DIR/wrk_post.lua" \
-    "${URL[$tier]}/v1/responses" >/dev/null 2>&1 || true
-  if [[ $tier == codex-shield ]]; then check_alive "$SHIELD_MAIN" "warm-up/$tier" || true; fi
-  if [[ $tier == codex-shield-static ]]; then check_alive "$STATIC_PID" "warm-up/$tier" || true; fi
+for framing in cl chunked; do
+  declare -n tiers=TIERS_$framing
+  for tier in "${tiers[@]}"; do
+    BENCH_BODY="$FIX/request_responses.json" timeout 30 wrk -t2 -c32 -d"${WARM}s" -s "$BENCH_DIR/wrk_post.lua" \
+      "$(url_of "$tier" "$framing" /v1/responses)" >/dev/null 2>&1 || true
+    if [[ $tier != floor && $tier != nginx ]]; then check_alive "${TPID[$tier/$framing]}" "warm-up/$tier/$framing" || true; fi
+  done
+  unset -n tiers
 done
 
-# scenario  threads conns rate path
+# scenario  framing threads conns rate path
 SCENARIOS=(
-  "c1 1 1 0 /v1/responses"
-  "c32 2 32 0 /v1/responses"
-  "c256 2 256 0 /v1/responses"
-  "rate$RATE 1 32 $RATE /v1/responses"
-  "chat-c32 2 32 0 /v1/chat/completions"
+  "c1 cl 1 1 0 /v1/responses"
+  "chunked-c1 chunked 1 1 0 /v1/responses"
+  "c32 cl 2 32 0 /v1/responses"
+  "chunked-c32 chunked 2 32 0 /v1/responses"
+  "c256 cl 2 256 0 /v1/responses"
+  "chunked-c256 chunked 2 256 0 /v1/responses"
+  "rate$RATE cl 1 32 $RATE /v1/responses"
+  "chat-c32 cl 2 32 0 /v1/chat/completions"
 )
 for s in "${SCENARIOS[@]}"; do
-  read -r sc t c rate path <<<"$s"
+  read -r sc framing t c rate path <<<"$s"
   body="$FIX/request_responses.json"
   [[ $path == */chat/completions ]] && body="$FIX/request_chat.json"
+  declare -n tiers=TIERS_$framing
   for ((round = 1; round <= ROUNDS; round++)); do
-  for tier in "${TIERS[@]}"; do
-    if [[ $tier == codex-shield ]] && ! kill -0 "$SHIELD_MAIN" 2>/dev/null; then
-      check_alive "$SHIELD_MAIN" "before:$sc/$tier" || true
-      log "restarting codex-shield for $sc"
-      start_shield "$SH" /v1 || continue
-      SHIELD_MAIN=$SHIELD_PID
-    fi
-    if [[ $tier == codex-shield-static ]] && ! kill -0 "$STATIC_PID" 2>/dev/null; then
-      check_alive "$STATIC_PID" "before:$sc/$tier" || true
-      log "restarting codex-shield-static for $sc"
-      START_BIN="$MUSL_BIN" start_shield "$SHS" /v1 || continue
-      STATIC_PID=$SHIELD_PID
-    fi
-    SHIELD_PID=$SHIELD_MAIN
-    ROUND=$round run_wrk "$sc" "$tier" "${URL[$tier]}$path" "$t" "$c" "$RDUR" "$rate" "$body"
+    for tier in $(in_round_order "$round" "${tiers[@]}"); do
+      SHIELD_PID=""
+      if [[ $tier != floor && $tier != nginx ]]; then
+        if ! kill -0 "${TPID[$tier/$framing]}" 2>/dev/null; then
+          check_alive "${TPID[$tier/$framing]}" "before:$sc/$tier" || true
+          log "restarting $tier ($framing) for $sc"
+          start_tier "$tier" "$framing" || continue
+        fi
+        SHIELD_PID=${TPID[$tier/$framing]}
+      fi
+      FRAMING=$framing ROUND=$round run_wrk "$sc" "$tier" "$(url_of "$tier" "$framing" "$path")" "$t" "$c" "$RDUR" "$rate" "$body"
+    done
   done
-  done
+  unset -n tiers
 done
+SHIELD_MAIN=${TPID[codex-shield/cl]:-}
 if [[ -n "$SHIELD_MAIN" ]]; then
   sleep 1
   rec "metric rss_after_load_kb=$(status_kb "$SHIELD_MAIN" VmRSS) hwm_after_load_kb=$(status_kb "$SHIELD_MAIN" VmHWM)"
@@ -397,35 +471,58 @@ if [[ -n "$SHIELD_MAIN" ]]; then
     | awk '/^codex_shield_requests_total\{/ {n += $2} /^codex_shield_upstream_attempts_total\{/ {a += $2} END {printf "%d %d", n, a}') || counted=""
   [[ -n "$counted" ]] && rec "metric metrics_requests=${counted% *} metrics_attempts=${counted#* }"
 fi
+# the load scenarios' other processes are done (the main one serves routing and translated)
+for key in "${!TPID[@]}"; do
+  [[ $key == codex-shield/cl ]] || stop_pid "${TPID[$key]}"
+done
 
 # --------------------------------------------------------------- memory ---
-if [[ -n "$BIN" ]]; then
-  log "memory: 256 in-flight 1 MiB answers"
-  if start_shield "$SH2" /big/v1; then
-    BIG=$SHIELD_PID
-    sleep 0.3
-    rec "metric big_idle_rss_kb=$(status_kb "$BIG" VmRSS)"
-    for round in 1 2 3; do
-      wait_drained "$SH2"
+# 256 clients on a mock that sends 1 MiB answers at 512 KB/s, so that all 256 answers are in
+# flight at once; the current build twice and the baseline, rounds interleaved, on each framing
+MEM_TIERS=()
+for tier in codex-shield baseline codex-shield-again; do [[ -n "${TBIN[$tier]:-}" ]] && MEM_TIERS+=("$tier"); done
+declare -A MEM_PATH=([cl]=/big/v1 [chunked]=/bigchunked/v1)
+for framing in cl chunked; do
+  ((${#MEM_TIERS[@]})) || break
+  log "memory: 256 in-flight 1 MiB answers, $framing upstream (${MEM_TIERS[*]})"
+  declare -A MPID=() MPORT=()
+  for tier in "${MEM_TIERS[@]}"; do
+    port=$(free_ports 1)
+    START_BIN=${TBIN[$tier]} start_shield "$port" "${MEM_PATH[$framing]}" || continue
+    MPID[$tier]=$SHIELD_PID MPORT[$tier]=$port
+  done
+  sleep 0.3
+  for tier in "${!MPID[@]}"; do
+    rec "metric mem_idle=1 tier=$tier framing=$framing idle_kb=$(status_kb "${MPID[$tier]}" VmRSS)"
+  done
+  for ((round = 1; round <= ROUNDS; round++)); do
+    for tier in $(in_round_order "$round" "${MEM_TIERS[@]}"); do
+      [[ -n "${MPID[$tier]:-}" ]] || continue
+      pid=${MPID[$tier]} port=${MPORT[$tier]}
+      wait_drained "$port"
       echo 0 >"$TMP/inflight"
       # sample how many upstream answers are really in flight at once (established
       # connections from this codex-shield to the mock), every 50 ms during the run
       (max=0; while :; do
-        n=$(ss -Htnp state established "( dport = :$UP )" 2>/dev/null | grep -c "pid=$BIG,") || n=0
+        n=$(ss -Htnp state established "( dport = :$UP )" 2>/dev/null | grep -c "pid=$pid,") || n=0
         ((n > max)) && { max=$n; echo "$max" >"$TMP/inflight"; }
         sleep 0.05
       done) &
       SAMPLER=$!
       PIDS+=("$SAMPLER")
-      run_wrk "mem$round" codex-shield-1mb "http://127.0.0.1:$SH2/v1/responses" 2 256 "$((DUR < 3 ? 3 : DUR))" 0 "" 10s
+      SHIELD_PID=$pid FRAMING=$framing ROUND=$round run_wrk "mem-$framing" "$tier" \
+        "http://127.0.0.1:$port/v1/responses" 2 256 "$((DUR < 3 ? 3 : DUR))" 0 "" 10s
       kill "$SAMPLER" 2>/dev/null || true
       wait "$SAMPLER" 2>/dev/null || true
-      wait_drained "$SH2"
-      rec "metric mem_round=$round hwm_kb=$(status_kb "$BIG" VmHWM) rss_after_kb=$(status_kb "$BIG" VmRSS) max_inflight=$(cat "$TMP/inflight")"
+      wait_drained "$port"
+      rec "metric mem_round=$round tier=$tier framing=$framing hwm_kb=$(status_kb "$pid" VmHWM) rss_after_kb=$(status_kb "$pid" VmRSS) max_inflight=$(cat "$TMP/inflight")"
     done
-    stop_pid "$BIG"
-  fi
+  done
+  for pid in "${MPID[@]}"; do stop_pid "$pid"; done
+  unset MPID MPORT
+done
 
+if [[ -n "$BIN" ]]; then
   # ------------------------------------------------------ cost under failure ---
   for mode in flaky flakystream; do
     log "failure cost: $mode"
@@ -513,24 +610,9 @@ if [[ -z "${BENCH_BIN:-}" ]]; then
     || echo "metrics_cost failed: $(tail -1 "$TMP/metrics_cost.log")" >"$TMP/metrics_cost.md"
 fi
 export BENCH_METRICS_COST="$TMP/metrics_cost.md"
-# the previous report's codex-shield rows, to compare with (the run before metrics: rev d5b2eaf)
-if [[ -f "$BENCH_DIR/RESULTS.md" ]]; then
-  python3 - "$BENCH_DIR/RESULTS.md" >>"$RES" <<'PY' || true
-import re, sys
-text = open(sys.argv[1]).read()
-rev = re.search(r"codex-shield rev (\S+)", text)
-out = ["metric prev_rev=%s" % (rev.group(1).rstrip(";") if rev else "unknown")]
-for sc, key in (("c=1 (1 conn)", "c1"), ("c=32", "c32"), ("c=256", "c256")):
-    for line in text.splitlines():
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        if len(cells) > 13 and cells[0] == sc and cells[1] == "**codex-shield**":
-            out.append("metric prev_%s_rps=%s prev_%s_p50=%s prev_%s_cpu=%s"
-                       % (key, cells[2].replace(",", ""), key, cells[3].replace(",", ""), key, cells[11]))
-print("\n".join(out))
-PY
-fi
+# routing's section goes in before the report's last one (the regressions against the baseline)
+export BENCH_ROUTING_MD="$TMP/routing.md" BENCH_BASE_REV="$BASE_REV" BENCH_BASE_NOTE="$BASE_NOTE"
 python3 "$BENCH_DIR/report.py" "$RES" >"$TMP/RESULTS.md"
-if [[ -s "$TMP/routing.md" ]]; then cat "$TMP/routing.md" >>"$TMP/RESULTS.md"; fi
 cat "$TMP/RESULTS.md"
 cp "$TMP/RESULTS.md" "$BENCH_DIR/RESULTS.md"
 log "wrote $BENCH_DIR/RESULTS.md"
