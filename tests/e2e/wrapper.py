@@ -13,6 +13,9 @@ before it reaps the child: a helper that holds a pipe until the child is reaped 
                      the note about the proxy on stderr, and the call returns; the proxy
                      never holds the caller's pipes and the wrapper's helpers never hold its
                      stdout
+  pipe-ctrl-c        Ctrl-C (SIGINT to the process group) during the session: the call
+                     returns, with Codex before the proxy has stopped (it takes its 2 s
+                     shutdown grace for Codex's request in flight)
 
 Leftovers: each run in a private TMPDIR; afterwards no `codex-shield.*` folder is left in
 it and no process of the run is left (zombies ignored), within 6 s of the wrapper's exit.
@@ -285,6 +288,36 @@ def pipe_proxy_died():
     run.leftovers()
 
 
+def pipe_ctrl_c():
+    mock("/__script", "slow,slow")
+    run = Run("pipe-ctrl-c", wait=True)
+    start = time.monotonic()
+    process = subprocess.Popen(run.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env=run.env, cwd=args.project, start_new_session=True)
+    reached = run.in_session()
+    os.killpg(process.pid, signal.SIGINT if reached else signal.SIGKILL)
+    try:
+        stdout, stderr = process.communicate(timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        fail("Ctrl-C through pipes: the wrapper returns", "timed out after %d s" % args.timeout)
+        run.leftovers()
+        return
+    secs = time.monotonic() - start
+    # Codex's request is still in flight at the proxy, which takes its 2 s shutdown grace:
+    # the caller has its EOF before that (the fake client's proxy has nothing in flight)
+    stopping = bool(run.proxies())
+    if reached and process.returncode != 0 and (stopping or args.label == "fake"):
+        ok("Ctrl-C through pipes: exit %d, returned in %.1f s%s" % (
+            process.returncode, secs, ", while the proxy was still stopping" if stopping else ""))
+    else:
+        fail("Ctrl-C through pipes: returns before the proxy has stopped",
+             "session reached: %s, exit %d after %.1f s, proxy still stopping: %s" % (reached, process.returncode, secs, stopping),
+             "stderr: %r" % stderr[-300:])
+    run.leftovers()
+
+
 # --- leftovers --------------------------------------------------------------------------
 def leftover(name, label, expect, env=None, signal_to=None, when=None, reaper=None):
     """Run the wrapper (stdout, stderr to files), signal it if asked, then check that the
@@ -344,6 +377,7 @@ def main():
 
     pipe_answer()
     pipe_proxy_died()
+    pipe_ctrl_c()
 
     reaper = Reaper()
     hold = {"PATH": args.fake_curl_dir + os.pathsep + os.environ["PATH"], "FAKE_CURL": "hang"}
