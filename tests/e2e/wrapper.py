@@ -186,7 +186,7 @@ class Run:
         self.env.update(env)
         self.argv = [args.wrapper, "exec", "--skip-git-repo-check", "--ephemeral", "-s", "read-only",
                      "Reply with the magic words."]
-        self.pid = None
+        self.before = len(self.folders())   # 0: a fresh TMPDIR, counted all the same
 
     def folders(self):
         return glob.glob(os.path.join(self.tmp, "codex-shield.*"))
@@ -204,8 +204,10 @@ class Run:
     def leftovers(self):
         """Wait up to 6 s for the run to be clean; return (seconds waited, what is left)."""
         start = time.monotonic()
-        until(lambda: not self.folders() and not tagged(self.tag), 6)
-        left = ["folder %s" % os.path.basename(f) for f in self.folders()]
+        until(lambda: len(self.folders()) == self.before and not tagged(self.tag), 6)
+        left = ["%d folder(s) more than before: %s" % (len(self.folders()) - self.before,
+                                                    " ".join(os.path.basename(f) for f in self.folders()))]
+        left = left if len(self.folders()) != self.before else []
         left += ["%s (pid %d)" % (comm(pid), pid) for pid in tagged(self.tag)]
         return time.monotonic() - start, left
 
