@@ -215,7 +215,7 @@ cleanup() {
     fi
     [ -n "$state_dir" ] && rm -rf "$state_dir"
 }
-# shellcheck disable=SC2317
+# shellcheck disable=SC2317  # reached from the traps that on_signals sets
 later() { pending="$1"; }   # a signal while the temporary folder is being made
 # shellcheck disable=SC2064  # the handler is chosen now, on purpose
 on_signals() { trap "$1 130" INT; trap "$1 143" TERM; trap "$1 129" HUP; }
@@ -226,8 +226,8 @@ on_signals exit
 command -v "$CLIENT_EXECUTABLE" >/dev/null 2>&1 ||
     { echo "$me: '$CLIENT_EXECUTABLE' not found (npm install -g @openai/codex@0.169.0, or set CLIENT_EXECUTABLE)" >&2; exit 127; }
 proxy_bin="$(find_proxy)"
-# mktemp ignores INT/TERM/HUP and ours wait until $state_dir names what it made, so that
-# no signal lands between the two and leaves the folder behind
+# mktemp runs with INT/TERM/HUP ignored, and a signal to the wrapper meanwhile waits until
+# $state_dir names the folder: none lands between the two and leaves the folder behind
 on_signals later
 state_dir="$(trap '' INT TERM HUP; mktemp -d "${TMPDIR:-/tmp}/codex-shield.XXXXXX")"
 on_signals exit
@@ -281,7 +281,7 @@ mkfifo "$state_dir/tick"
         alive "$proxy_pid" || break
         read -r -t 0.1 -u 3 _tick
     done
-    alive "$proxy_pid" && kill -KILL "$proxy_pid"   # (never a reused PID)
+    alive "$proxy_pid" && kill -KILL "$proxy_pid"   # only if still running: never a reused PID
     rm -rf "$state_dir"
 ) </dev/null >/dev/null &
 watchdog_pid=$!
