@@ -208,7 +208,12 @@ class Run:
         left = ["%d folder(s) more than before: %s" % (len(self.folders()) - self.before,
                                                     " ".join(os.path.basename(f) for f in self.folders()))]
         left = left if len(self.folders()) != self.before else []
-        left += ["%s (pid %d)" % (comm(pid), pid) for pid in tagged(self.tag)]
+        for pid in tagged(self.tag):   # said, then stopped: a failing wrapper leaves nothing either
+            left.append("%s (pid %d)" % (comm(pid), pid))
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
         return time.monotonic() - start, left
 
 
