@@ -263,12 +263,12 @@ proxy_pid=$!
 # stops the proxy and removes the temporary files.  It runs without set -e so that every
 # step is reached whatever fails before it (a proxy already gone makes kill fail).  It
 # ignores INT/HUP/TERM (a Ctrl-C or a closed terminal reaches the whole process group)
-# and ticks with `read -t` on a private FIFO: no sleep child.
+# and PIPE, and ticks with `read -t` on a private FIFO: no sleep child.
 wrapper_pid=$$
 mkfifo "$state_dir/tick"
 (
     set +euo pipefail
-    trap '' INT HUP TERM QUIT
+    trap '' INT HUP TERM QUIT PIPE   # PIPE: a caller that closed stderr only fails the note
     exec 3<>"$state_dir/tick"
     while alive "$wrapper_pid"; do read -r -t 0.1 -u 3 _tick; done
     if [ -f "$state_dir/codex" ] && ! alive "$proxy_pid"; then

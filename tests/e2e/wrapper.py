@@ -13,6 +13,9 @@ before it reaps the child: a helper that holds a pipe until the child is reaped 
                      the note about the proxy on stderr, and the call returns; the proxy
                      never holds the caller's pipes and the wrapper's helpers never hold its
                      stdout
+  pipe-closed        as pipe-proxy-died, but the caller closes its end of stderr first
+                     (`2>&1 | head -n 1`): the note meets a closed pipe, and the folder and
+                     the processes are gone all the same
   pipe-ctrl-c        Ctrl-C (SIGINT to the process group) during the session: the call
                      returns, with Codex before the proxy has stopped (it takes its 2 s
                      shutdown grace for Codex's request in flight)
@@ -117,6 +120,15 @@ def pipe_inodes(pid):
     return inodes
 
 
+def kill(pids):
+    """SIGKILL these processes of ours, by PID; one already gone is fine."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 class Reaper:
     """Make this process the child subreaper of everything it starts, and reap the orphans
     it adopts (never its own direct children, which their Popen waits for)."""
@@ -210,10 +222,7 @@ class Run:
         left = left if len(self.folders()) != self.before else []
         for pid in tagged(self.tag):   # said, then stopped: a failing wrapper leaves nothing either
             left.append("%s (pid %d)" % (comm(pid), pid))
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+            kill([pid])
         return time.monotonic() - start, left
 
 
@@ -266,8 +275,7 @@ def pipe_proxy_died():
                 if (is_proxy and pipes & {out, err}) or out in pipes:
                     held.append("%s (pid %d) holds %s" % (comm(pid), pid, "stdout" if out in pipes else "stderr"))
             proxies = run.proxies()
-            for pid in proxies:
-                os.kill(pid, signal.SIGKILL)
+            kill(proxies)
             if args.label == "fake":
                 open(run.go, "w").close()
             else:   # Codex 0.169 waits "for network" for ever once its provider is gone
@@ -323,6 +331,33 @@ def pipe_ctrl_c():
              "session reached: %s, exit %d after %.1f s, proxy still stopping: %s" % (reached, process.returncode, secs, stopping),
              "stderr: %r" % stderr[-300:])
     run.leftovers()
+
+
+def pipe_closed():
+    """A caller that stops reading stderr during the session (`2>&1 | head -n 1`): the note
+    then meets a closed pipe, and the watchdog must still clean up."""
+    mock("/__script", "slow,slow,slow")
+    run = Run("pipe-closed", wait=True)
+    start = time.monotonic()
+    process = subprocess.Popen(run.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               env=run.env, cwd=args.project)
+    reached = run.in_session()
+    proxies = run.proxies()
+    kill(proxies)
+    process.stderr.close()   # (Codex may die of it at once: exit 101, failed printing to stderr)
+    if args.label == "fake":
+        open(run.go, "w").close()
+    else:
+        until(lambda: not run.proxies(), 5)
+        process.send_signal(signal.SIGINT)
+    try:
+        rc = process.wait(timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        rc = "none (killed after %d s)" % args.timeout
+        process.wait()
+    clean(run, "proxy killed, then the caller's stderr closed: the note meets a closed pipe", rc,
+          time.monotonic() - start, reached and bool(proxies))
 
 
 # --- leftovers --------------------------------------------------------------------------
@@ -385,6 +420,7 @@ def main():
     pipe_answer()
     pipe_proxy_died()
     pipe_ctrl_c()
+    pipe_closed()
 
     reaper = Reaper()
     hold = {"PATH": args.fake_curl_dir + os.pathsep + os.environ["PATH"], "FAKE_CURL": "hang"}
