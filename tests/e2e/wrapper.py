@@ -87,6 +87,14 @@ def comm(pid):
         return "?"
 
 
+def exe(pid):
+    """The binary a process runs (None once it is gone)."""
+    try:
+        return os.path.realpath(os.readlink("/proc/%d/exe" % pid))
+    except OSError:
+        return None
+
+
 def tagged(tag):
     """Live (not zombie) processes started by one run: they carry its tag in their env."""
     pids = []
@@ -211,7 +219,7 @@ class Run:
         return until(lambda: json.loads(mock("/__log")), seconds)
 
     def proxies(self):
-        return [pid for pid in tagged(self.tag) if os.path.realpath("/proc/%d/exe" % pid) == args.proxy]
+        return [pid for pid in tagged(self.tag) if exe(pid) == args.proxy]
 
     def leftovers(self):
         """Wait up to 6 s for the run to be clean; return (seconds waited, what is left)."""
@@ -268,7 +276,7 @@ def pipe_proxy_died():
             out, err = os.fstat(process.stdout.fileno()).st_ino, os.fstat(process.stderr.fileno()).st_ino
             for pid in tagged(run.tag):
                 state = stat(pid)
-                is_proxy = os.path.realpath("/proc/%d/exe" % pid) == args.proxy
+                is_proxy = exe(pid) == args.proxy
                 if not state or state[1] != process.pid or not (is_proxy or comm(pid) == "bash"):
                     continue   # only the wrapper's own helpers: the proxy and the watchdog
                 pipes = pipe_inodes(pid)
