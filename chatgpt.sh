@@ -181,8 +181,24 @@ healthy() {
     fi
 }
 
+# --- is a process still running?  A zombie (state Z: exited, not yet reaped) is not:
+# a caller that reads Codex's output to the end before it reaps it (subprocess.run with
+# capture_output, $(...)) keeps it a zombie until every holder of its pipes lets go, and
+# a proxy whose parent is gone can stay a zombie when init does not reap.  /proc, else ps.
+alive() { # alive PID
+    local stat
+    if [ -r /proc/self/stat ]; then
+        { read -r stat <"/proc/$1/stat"; } 2>/dev/null || return 1
+        stat="${stat##*) }"   # past "PID (comm) ": comm may hold spaces and parentheses
+    else
+        stat="$(ps -o stat= -p "$1" 2>/dev/null)" || return 1
+        stat="${stat#"${stat%%[![:space:]]*}"}"
+    fi
+    case "$stat" in '' | Z* | X* | x*) return 1 ;; esac
+}
+
 # --- cleanup before Codex starts: stop our proxy (and only ours), remove temp files
-state_dir="" proxy_pid="" watchdog_pid=""
+state_dir="" proxy_pid="" watchdog_pid="" pending=""
 # shellcheck disable=SC2317  # reached from the traps below, which shellcheck cannot follow
 cleanup() {
     set +e
@@ -191,7 +207,7 @@ cleanup() {
     if [ -n "$proxy_pid" ]; then
         kill -TERM "$proxy_pid" 2>/dev/null
         for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30; do
-            kill -0 "$proxy_pid" 2>/dev/null || break
+            alive "$proxy_pid" || break
             sleep 0.1
         done
         kill -KILL "$proxy_pid" 2>/dev/null
@@ -199,16 +215,23 @@ cleanup() {
     fi
     [ -n "$state_dir" ] && rm -rf "$state_dir"
 }
+# shellcheck disable=SC2317  # reached from the traps that on_signals sets
+later() { pending="$1"; }   # a signal while the temporary folder is being made
+# shellcheck disable=SC2064  # the handler is chosen now, on purpose
+on_signals() { trap "$1 130" INT; trap "$1 143" TERM; trap "$1 129" HUP; }
 trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
+on_signals exit
 
 # --- start this session's proxy ------------------------------------------------
 command -v "$CLIENT_EXECUTABLE" >/dev/null 2>&1 ||
     { echo "$me: '$CLIENT_EXECUTABLE' not found (npm install -g @openai/codex@0.169.0, or set CLIENT_EXECUTABLE)" >&2; exit 127; }
 proxy_bin="$(find_proxy)"
-state_dir="$(mktemp -d "${TMPDIR:-/tmp}/codex-shield.XXXXXX")"
+# mktemp runs with INT/TERM/HUP ignored, and a signal to the wrapper meanwhile waits until
+# $state_dir names the folder: none lands between the two and leaves the folder behind
+on_signals later
+state_dir="$(trap '' INT TERM HUP; mktemp -d "${TMPDIR:-/tmp}/codex-shield.XXXXXX")"
+on_signals exit
+[ -z "$pending" ] || exit "$pending"
 [ -n "$PROXY_LOG" ] || PROXY_LOG="$state_dir/proxy.log"
 : >>"$PROXY_LOG"
 log_start=$(($(wc -c <"$PROXY_LOG") + 1))
@@ -234,25 +257,31 @@ proxy_pid=$!
 
 # Codex replaces this script (exec, same PID) so that it owns the terminal and its
 # signals exactly as when run directly.  The watchdog outlives the script: once that
-# PID is gone (Codex exited, or anything killed it) it stops the proxy and removes the
-# temporary files.  It ignores INT/HUP/TERM (a Ctrl-C or a closed terminal reaches the
-# whole process group) and ticks with `read -t` on a private FIFO: no sleep child.
+# PID has exited (Codex exited, or anything killed it; a zombie counts as exited) it
+# says if the proxy had died, lets go of the caller's stderr (it never holds stdout or
+# stdin: whoever reads Codex's output to the end sees the end when Codex exits), then
+# stops the proxy and removes the temporary files.  It runs without set -e so that every
+# step is reached whatever fails before it (a proxy already gone makes kill fail).  It
+# ignores INT/HUP/TERM (a Ctrl-C or a closed terminal reaches the whole process group)
+# and PIPE, and ticks with `read -t` on a private FIFO: no sleep child.
 wrapper_pid=$$
 mkfifo "$state_dir/tick"
 (
-    trap '' INT HUP TERM QUIT
+    set +euo pipefail
+    trap '' INT HUP TERM QUIT PIPE   # PIPE: a caller that closed stderr only fails the note
     exec 3<>"$state_dir/tick"
-    while kill -0 "$wrapper_pid" 2>/dev/null; do read -r -t 0.1 -u 3 _tick || true; done
-    if [ -f "$state_dir/codex" ] && ! kill -0 "$proxy_pid" 2>/dev/null; then
+    while alive "$wrapper_pid"; do read -r -t 0.1 -u 3 _tick; done
+    if [ -f "$state_dir/codex" ] && ! alive "$proxy_pid"; then
         echo "$me: note: the codex-shield proxy stopped during the session; its output:" >&2
         tail -c +"$log_start" "$PROXY_LOG" | tail -n 20 | sed 's/^/    /' >&2
     fi
-    kill -TERM "$proxy_pid" 2>/dev/null
+    exec 2>/dev/null   # the caller's stderr: released before the wait below
+    alive "$proxy_pid" && kill -TERM "$proxy_pid"
     for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30; do
-        kill -0 "$proxy_pid" 2>/dev/null || break
-        read -r -t 0.1 -u 3 _tick || true
+        alive "$proxy_pid" || break
+        read -r -t 0.1 -u 3 _tick
     done
-    kill -KILL "$proxy_pid" 2>/dev/null
+    alive "$proxy_pid" && kill -KILL "$proxy_pid"   # only if still running: never a reused PID
     rm -rf "$state_dir"
 ) </dev/null >/dev/null &
 watchdog_pid=$!

@@ -48,6 +48,7 @@ print(eval(sys.argv[1]))' "$1"
 start_proxy() { # start_proxy NAME ENV...: start a proxy with these settings, set PROXY_PORT
     local logf="$WORK/$1.log"
     shift
+    : >"$logf"   # exists before the loop below reads it (the proxy's redirection may come later)
     (cd "$WORK" && exec env -u PROXY_API_KEY -u FORCED_MODEL -u AZURE_ENDPOINT_2 -u AZURE_API_KEY_2 "$@" PORT=0 HOST=127.0.0.1 "$PROXY_BIN") </dev/null 2>"$logf" &
     started_pids+=($!)
     PROXY_PORT=""
