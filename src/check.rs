@@ -13,7 +13,7 @@
 //! llama.cpp, TGI, mistral.rs, some gateways) is complete when every choice that appeared (by
 //! `index`) has a `finish_reason`. Empty events and
 //! `{"type":"keepalive"}` pings are `KeepAlive`: they show the connection is alive, not that
-//! the answer moves on, so they do not reset the event-stall clock in `upstream.rs`.
+//! the answer moves on, so they do not reset the event-stall clock in `upstream/read.rs`.
 
 use std::fmt;
 

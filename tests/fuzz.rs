@@ -395,7 +395,7 @@ fn chat_answer() -> impl Strategy<Value = (String, String)> {
 
 /// The bytes the shield keeps of a chat stream given in these reads: every read up to the
 /// terminal event (nothing after it, even in the same read), and the LF of a CRLF split at
-/// it, as `upstream.rs` keeps them.
+/// it, as `upstream/read.rs` keeps them.
 fn kept_reads(reads: &[&[u8]]) -> Vec<u8> {
     let (mut parser, mut progress, mut kept) = (Parser::new(), check::Progress::default(), Vec::new());
     for read in reads {
