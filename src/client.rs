@@ -22,7 +22,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
 
-use crate::reply::{http_date, Reply};
+use crate::date::http_date;
+use crate::reply::Reply;
 
 /// One request's way back to its client.
 pub struct Slot {

@@ -16,6 +16,7 @@ pub mod cli;
 pub mod client;
 pub mod codex;
 pub mod config;
+pub mod date;
 pub mod descriptors;
 pub mod error;
 pub mod failure;
