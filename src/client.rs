@@ -405,7 +405,7 @@ pub fn failure_event(reply: &Reply, sequence_number: u64) -> Vec<u8> {
                      "status": "failed", "error": {"code": code, "message": message}, "output": []},
         "error": error,
     });
-    format!("event: response.failed\ndata: {data}\n\n").into_bytes()
+    crate::sse::event("response.failed", &data)
 }
 
 #[cfg(test)]

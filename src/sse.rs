@@ -1,4 +1,6 @@
-//! Server-Sent Events framing, as the WHATWG HTML standard defines it, fed piece by piece.
+//! Server-Sent Events framing, as the WHATWG HTML standard defines it: the parser of every
+//! stream an upstream sends, fed piece by piece, and the one writer of the events the proxy
+//! makes itself (`write_event`).
 //!
 //! The parser takes the bytes of a stream in whatever pieces the socket delivers and calls
 //! back for each complete event. It understands `event:`/`data:`/`id:`/`retry:` fields,
@@ -6,6 +8,9 @@
 //! be split across any two pieces. Only a line split across pieces and the current event's
 //! name and data are copied, into buffers reused from event to event. It never touches a
 //! socket and never looks inside `data`: what an event *means* is `check.rs`'s business.
+//! The writer has one form (an `event:` line if named, one `data:` line of compact JSON, a
+//! blank line, LF line ends) for keepalive, progress and failure events and for the Responses
+//! stream made from a chat answer; an upstream's own events are never rewritten.
 //!
 //! One deliberate step beyond the standard: `finish` dispatches an event that a stream left
 //! without its trailing blank line. The standard drops it at end of file; the shield calls
@@ -182,6 +187,27 @@ impl Parser {
     }
 }
 
+/// Append one event to `out`: `event: NAME` when `name` is not empty, `data: ` and `data` as
+/// compact JSON (one line: it never holds a line break), and the blank line that ends it.
+pub fn write_event(out: &mut Vec<u8>, name: &str, data: &impl serde::Serialize) {
+    if !name.is_empty() {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(name.as_bytes());
+        out.push(b'\n');
+    }
+    out.extend_from_slice(b"data: ");
+    // JSON of strings, numbers and maps with string keys always serialises.
+    serde_json::to_writer(&mut *out, data).unwrap_or_default();
+    out.extend_from_slice(b"\n\n");
+}
+
+/// One event as bytes (`write_event` into a new vector).
+pub fn event(name: &str, data: &impl serde::Serialize) -> Vec<u8> {
+    let mut out = Vec::new();
+    write_event(&mut out, name, data);
+    out
+}
+
 /// Every event of a stream given in pieces, as owned strings (the non-stream assembly, tests).
 pub fn events<'a>(pieces: impl IntoIterator<Item = &'a [u8]>) -> Vec<(String, String)> {
     let mut parser = Parser::new();
@@ -244,6 +270,28 @@ mod tests {
         ];
         for (input, expected) in cases {
             check(input, expected);
+        }
+    }
+
+    /// What the proxy writes is read back by a standard parser as the same event.
+    #[test]
+    fn written_events() {
+        let cases: &[(&str, serde_json::Value, &str)] = &[
+            (
+                "response.failed",
+                serde_json::json!({"type": "response.failed", "error": {"message": "a\nb: \"c\""}}),
+                "event: response.failed\ndata: {\"type\":\"response.failed\",\"error\":{\"message\":\"a\\nb: \\\"c\\\"\"}}\n\n",
+            ),
+            (
+                "",
+                serde_json::json!({"type": "keepalive", "sequence_number": 3}),
+                "data: {\"type\":\"keepalive\",\"sequence_number\":3}\n\n",
+            ),
+        ];
+        for (name, data, expected) in cases {
+            let bytes = event(name, data);
+            assert_eq!(String::from_utf8_lossy(&bytes), *expected);
+            check(expected, &[(*name, data.to_string().as_str())]);
         }
     }
 
