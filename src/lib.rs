@@ -35,6 +35,7 @@ pub mod scrub;
 pub mod server;
 pub mod shield;
 pub mod sse;
+pub mod sync;
 pub mod target;
 pub mod translate;
 pub mod upstream;

@@ -8,7 +8,7 @@
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
@@ -158,7 +158,7 @@ impl Throttle {
     /// An event at `now`: `Some(n)` to write its line (`n` events were not logged since the
     /// last one), `None` to count it.
     pub fn tick(&self, now: Instant) -> Option<u64> {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = crate::sync::lock(&self.state);
         let (last, unlogged) = &mut *state;
         if last.is_some_and(|at| now.duration_since(at) < self.every) {
             *unlogged += 1;
