@@ -38,7 +38,7 @@ pub fn job(
     let (api, rest) = match route {
         Route::Shielded(api, rest) => (Some(api), rest),
         Route::Forward(rest) => (None, rest),
-        Route::Health | Route::NotFound => {
+        Route::NotFound => {
             let method = request.method().as_str().to_string();
             let path = request.url().split('?').next().unwrap_or("").to_string();
             return Err(Error::NotFound { method, path });

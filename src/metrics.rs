@@ -57,7 +57,7 @@ impl RouteKind {
             Route::Shielded(Api::Responses, _) => RouteKind::Responses,
             Route::Shielded(Api::Chat, _) => RouteKind::Chat,
             Route::Forward(_) => RouteKind::Other,
-            Route::Health | Route::NotFound => RouteKind::None,
+            Route::NotFound => RouteKind::None,
         }
     }
 

@@ -91,11 +91,6 @@ impl Parser {
         Fed::All
     }
 
-    /// Whether the stream stopped in the middle of an event (bytes after the last dispatch).
-    pub fn has_partial(&self) -> bool {
-        !self.line.is_empty() || self.has_data || self.named || (self.bom_seen > 0 && !self.bom_done)
-    }
-
     /// How many bytes of an event not yet dispatched the parser holds (a comment line in
     /// progress does not count): a reader can tell that an event is still arriving.
     pub fn pending_event_bytes(&self) -> usize {
@@ -295,27 +290,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn partial_event_is_reported() {
-        let cases: &[(&str, bool)] = &[
-            ("data: a\n\n", false),
-            ("data: a\n\ndata: b", true),
-            ("data: a\n", true),
-            ("event: x\n", true),
-            (": comment\n", false),
-            ("\u{feff}", false),
-            ("", false),
-        ];
-        for (input, partial) in cases {
-            let mut parser = Parser::new();
-            parser.feed(input.as_bytes(), |_| true);
-            assert_eq!(parser.has_partial(), *partial, "{input:?}");
-        }
-        let mut parser = Parser::new();
-        parser.feed(&BOM[..2], |_| true);
-        assert!(parser.has_partial(), "half a BOM");
-    }
-
     /// At a clean end, an event without its blank line is dispatched, and `finish` says which
     /// line ends make a standard parser dispatch it too.
     #[test]
@@ -353,7 +327,7 @@ mod tests {
                     (*expected, ends.as_bytes()),
                     "{input:?} in steps of {step}"
                 );
-                assert!(!parser.has_partial(), "{input:?}");
+                assert_eq!(parser.pending_event_bytes(), 0, "{input:?}");
                 let whole = format!("{input}{}", String::from_utf8_lossy(added));
                 let standard = events([whole.as_bytes()]);
                 assert_eq!(standard.len(), events([input.as_bytes()]).len() + expected.len(), "{whole:?}");
@@ -362,7 +336,7 @@ mod tests {
     }
 
     #[test]
-    fn pending_event_bytes_ignore_comments() {
+    fn pending_event_bytes_count_the_event_in_progress() {
         let cases: &[(&str, usize)] = &[
             ("", 0),
             (": keep-alive", 0),
@@ -371,6 +345,10 @@ mod tests {
             ("data: ab", 8),
             ("data: ab\n", 3),
             ("event: x\ndata", 6),
+            ("data: a\n\ndata: b", 7),
+            ("event: x\n", 2),
+            (": comment\n", 0),
+            ("\u{feff}", 0),
         ];
         for (input, expected) in cases {
             let mut parser = Parser::new();
