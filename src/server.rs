@@ -21,12 +21,12 @@ use crate::brake::Brake;
 use crate::client::{self, Drained, Slot, Slots};
 use crate::config::Config;
 use crate::error::Error;
-use crate::inbound;
 use crate::local;
 use crate::metrics::{self, Metrics};
 use crate::pool::Pool;
 use crate::reply::Reply;
-use crate::shield::{Job, Shield, Trace};
+use crate::inbound::{self, Job};
+use crate::shield::{Shield, Trace};
 use crate::target::{self, Route};
 use crate::upstream::{Tail, Upstream};
 

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use codex_shield::api::Exchange;
 use codex_shield::check::{self, Api, Verdict};
+use codex_shield::inbound;
 use codex_shield::retry;
 use codex_shield::shield;
 use codex_shield::sse::{self, Event, Fed, Parser};
@@ -278,7 +279,7 @@ proptest! {
         forced in proptest::option::of(".{0,8}"),
     ) {
         for api in [Api::Responses, Api::Chat] {
-            let prepared = shield::parse_body(body.clone()).and_then(|(object, wants_stream)| {
+            let prepared = inbound::parse_body(body.clone()).and_then(|(object, wants_stream)| {
                 shield::upstream_body(&object, Exchange::new(api, api), forced.as_deref(), wants_stream)
             });
             if let Ok((out, _tools)) = prepared {
