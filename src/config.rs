@@ -221,7 +221,8 @@ impl<F: Fn(&str) -> Option<String>> Raw<F> {
 
     fn boolean(&self, var: &str) -> Result<bool, Error> {
         let raw = self.get(var);
-        parse_bool(&raw).ok_or_else(|| bad(var, format!("expected true or false, got {:?}", raw.to_ascii_lowercase())))
+        parse_bool(&raw)
+            .ok_or_else(|| bad(var, format!("expected true or false, got {:?}", raw.to_ascii_lowercase())))
     }
 
     fn positive<T: std::str::FromStr + PartialOrd + Default>(&self, var: &str) -> Result<T, Error> {

@@ -392,7 +392,8 @@ mod tests {
             ("", Err("invalid request: the body is not valid JSON")),
         ];
         for (body, expected) in cases {
-            let got = parse_body(body.as_bytes().to_vec()).map(|(_, stream)| stream).map_err(|e| e.to_string());
+            let got =
+                parse_body(body.as_bytes().to_vec()).map(|(_, stream)| stream).map_err(|e| e.to_string());
             match (expected, &got) {
                 (Ok(stream), Ok(got)) => assert_eq!(got, stream, "{body}"),
                 (Err(prefix), Err(message)) => assert!(message.starts_with(prefix), "{message:?} for {body}"),
