@@ -30,17 +30,24 @@ pub fn http_date(t: SystemTime) -> String {
 }
 
 /// Unix seconds of an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the form RFC 9110
-/// requires senders to use. The weekday and the zone are not checked.
+/// requires senders to use. The weekday and the zone are not checked; each number has at most
+/// the RFC's digits (four for the year, two for the others), so none can overflow.
 pub fn parse_http_date(s: &str) -> Option<i64> {
     let mut parts = s.split_whitespace();
     let _weekday = parts.next()?;
-    let day: i64 = parts.next()?.parse().ok()?;
+    let day = digits(parts.next()?, 2)?;
     let month = parts.next()?;
-    let year: i64 = parts.next()?.parse().ok()?;
-    let mut hms = parts.next()?.split(':').map(|p| p.parse::<i64>().ok());
+    let year = digits(parts.next()?, 4)?;
+    let mut hms = parts.next()?.split(':').map(|p| digits(p, 2));
     let (h, m, sec) = (hms.next()??, hms.next()??, hms.next()??);
     let month = MONTHS.iter().position(|&name| name == month)? as i64 + 1;
     Some(days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + sec)
+}
+
+/// A number of one to `most` ASCII digits.
+fn digits(text: &str, most: usize) -> Option<i64> {
+    let plain = (1..=most).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit());
+    plain.then(|| text.parse().ok()).flatten()
 }
 
 /// `2026-11-25T14:20:32.123Z` (RFC 3339, UTC, milliseconds); a time before 1970 is 1970.
@@ -133,6 +140,13 @@ mod tests {
             ("Sun, 06 Nov 1994 08:49 GMT", None),
             ("Sunday, 06-Nov-94 08:49:37 GMT", None),
             ("Sun Nov  6 08:49:37 1994", None),
+            // beyond the RFC's digits: refused, not an overflow
+            ("Sun, 06 Nov 99999999999999 08:49:37 GMT", None),
+            ("Sun, 06 Jan 9223372036854775807 08:49:37 GMT", None),
+            ("Sun, 99999999999999999 Nov 1994 08:49:37 GMT", None),
+            ("Sun, 06 Nov 1994 9999999999999999:00:00 GMT", None),
+            ("Sun, 06 Nov -1994 08:49:37 GMT", None),
+            ("Sun, +6 Nov 1994 08:49:37 GMT", None),
             ("garbage", None),
             ("", None),
         ];
