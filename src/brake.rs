@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
@@ -192,7 +192,7 @@ impl Brake {
     }
 
     fn table(&self) -> Option<std::sync::MutexGuard<'_, Table>> {
-        Some(self.0.as_ref()?.lock().unwrap_or_else(PoisonError::into_inner))
+        Some(crate::sync::lock(self.0.as_ref()?))
     }
 
     /// Before the key is checked: an error (429) while `peer` is braked.

@@ -17,12 +17,14 @@
 
 use std::collections::HashMap;
 use std::io::{self, Write};
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
 
-use crate::reply::{http_date, Reply};
+use crate::date::http_date;
+use crate::reply::Reply;
+use crate::sync;
 
 /// One request's way back to its client.
 pub struct Slot {
@@ -96,7 +98,7 @@ impl Slot {
     /// Keep `text` to show as the client's status line at the next tick.
     pub fn set_progress(&self, text: &str) {
         if self.options.progress && self.options.codex && self.options.keepalive.is_some() {
-            *self.progress.lock().unwrap_or_else(|e| e.into_inner()) = Some(text.to_string());
+            *sync::lock(&self.progress) = Some(text.to_string());
         }
     }
 
@@ -114,8 +116,8 @@ impl Slot {
     /// new progress line. Never waits for a slot that is being answered.
     pub fn tick(&self, now: Instant) {
         let Some(every) = self.options.keepalive else { return };
-        let Ok(mut state) = self.state.try_lock() else { return };
-        let progress = self.progress.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let Some(mut state) = sync::try_lock(&self.state) else { return };
+        let progress = sync::lock(&self.progress).take();
         let due = match &*state {
             State::Waiting { since, .. } => now.duration_since(*since) >= every || progress.is_some(),
             State::Streaming { last, .. } => now.duration_since(*last) >= every || progress.is_some(),
@@ -163,11 +165,7 @@ impl Slot {
     /// For the shutdown drain: write `reply` unless another thread is writing to this client
     /// right now. The drain never waits for such a write; its deadline bounds it.
     pub fn finish_unless_busy(&self, reply: Reply) -> Drained {
-        let mut state = match self.state.try_lock() {
-            Ok(state) => state,
-            Err(TryLockError::Poisoned(e)) => e.into_inner(),
-            Err(TryLockError::WouldBlock) => return Drained::Busy,
-        };
+        let Some(mut state) = sync::try_lock(&self.state) else { return Drained::Busy };
         self.answer(&mut state, reply);
         Drained::Answered
     }
@@ -183,8 +181,7 @@ impl Slot {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // Every transition replaces the whole state, so a poisoned lock is still consistent.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        sync::lock(&self.state)
     }
 }
 
@@ -218,7 +215,7 @@ impl Slots {
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<u64, Arc<Slot>>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        sync::lock(&self.0)
     }
 }
 
@@ -404,7 +401,7 @@ pub fn failure_event(reply: &Reply, sequence_number: u64) -> Vec<u8> {
                      "status": "failed", "error": {"code": code, "message": message}, "output": []},
         "error": error,
     });
-    format!("event: response.failed\ndata: {data}\n\n").into_bytes()
+    crate::sse::event("response.failed", &data)
 }
 
 #[cfg(test)]

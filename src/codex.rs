@@ -18,6 +18,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::reply::Reply;
+use crate::sse;
 
 /// The header Codex adds to a "lite" body.
 pub const LITE_HEADER: &str = "x-openai-internal-codex-responses-lite";
@@ -138,9 +139,9 @@ pub fn give_up_event(message: &str, sequence: u64) -> Vec<u8> {
         "id": "resp_codex_shield", "object": "response", "status": "failed", "output": [],
         "error": {"code": "invalid_prompt", "message": message},
     });
-    event(
+    sse::event(
         "response.failed",
-        json!({"type": "response.failed", "sequence_number": sequence, "response": response}),
+        &json!({"type": "response.failed", "sequence_number": sequence, "response": response}),
     )
 }
 
@@ -153,17 +154,18 @@ pub fn give_up_event(message: &str, sequence: u64) -> Vec<u8> {
 pub fn progress_event(text: &str, n: u64) -> Vec<u8> {
     let id = format!("rs_codex_shield_progress_{n}");
     let clean: String = text.chars().map(|c| if c == '*' || c.is_control() { ' ' } else { c }).collect();
-    let mut out = event(
+    let mut out = sse::event(
         "response.output_item.added",
-        json!({"type": "response.output_item.added", "sequence_number": 2 * n, "output_index": 0,
+        &json!({"type": "response.output_item.added", "sequence_number": 2 * n, "output_index": 0,
                "item": {"type": "reasoning", "id": id, "summary": []}}),
     );
-    out.extend(event(
+    sse::write_event(
+        &mut out,
         "response.reasoning_summary_text.delta",
-        json!({"type": "response.reasoning_summary_text.delta", "sequence_number": 2 * n + 1,
+        &json!({"type": "response.reasoning_summary_text.delta", "sequence_number": 2 * n + 1,
                "item_id": id, "output_index": 0, "summary_index": 0,
                "delta": format!("**{}**", clean.trim())}),
-    ));
+    );
     out
 }
 
@@ -171,11 +173,7 @@ pub fn progress_event(text: &str, n: u64) -> Vec<u8> {
 /// counts only data events (SSE comments do not reset it). For other clients use an SSE
 /// comment (`: keepalive\n\n`): the `openai` SDK's stream helper raises on this event.
 pub fn keepalive_event(n: u64) -> Vec<u8> {
-    format!("data: {{\"type\":\"keepalive\",\"sequence_number\":{n}}}\n\n").into_bytes()
-}
-
-fn event(name: &str, data: Value) -> Vec<u8> {
-    format!("event: {name}\ndata: {data}\n\n").into_bytes()
+    sse::event("", &json!({"type": "keepalive", "sequence_number": n}))
 }
 
 #[cfg(test)]

@@ -219,6 +219,12 @@ impl<F: Fn(&str) -> Option<String>> Raw<F> {
         Ok(Duration::from_secs_f64(secs))
     }
 
+    fn boolean(&self, var: &str) -> Result<bool, Error> {
+        let raw = self.get(var);
+        parse_bool(&raw)
+            .ok_or_else(|| bad(var, format!("expected true or false, got {:?}", raw.to_ascii_lowercase())))
+    }
+
     fn positive<T: std::str::FromStr + PartialOrd + Default>(&self, var: &str) -> Result<T, Error> {
         let v: T = self.parse(var, "a positive whole number")?;
         if v <= T::default() {
@@ -243,6 +249,15 @@ pub fn suffixed(name: &str, n: usize) -> String {
         name.to_string()
     } else {
         format!("{name}_{n}")
+    }
+}
+
+/// A yes-or-no variable, in any case: `true`, `1`, `yes`, `on` or `false`, `0`, `no`, `off`.
+fn parse_bool(value: &str) -> Option<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
     }
 }
 
@@ -281,22 +296,14 @@ impl Config {
         }
         let log_level = Level::parse(&raw.get("LOG_LEVEL"))
             .ok_or_else(|| bad("LOG_LEVEL", "expected error, warn, info or debug".into()))?;
-        let allow_open = match raw.get("ALLOW_OPEN_PROXY").to_ascii_lowercase().as_str() {
-            "true" | "1" | "yes" => true,
-            "false" | "0" | "no" => false,
-            other => return Err(bad("ALLOW_OPEN_PROXY", format!("expected true or false, got {other:?}"))),
-        };
+        let allow_open = raw.boolean("ALLOW_OPEN_PROXY")?;
         let routing = match raw.get("ROUTING").to_ascii_lowercase().as_str() {
             "failover" => Routing::Failover,
             "round-robin" | "round_robin" | "roundrobin" => Routing::RoundRobin,
             other => return Err(bad("ROUTING", format!("expected failover or round-robin, got {other:?}"))),
         };
         let keepalive = Some(raw.seconds("KEEPALIVE_SECONDS", true)?).filter(|d| !d.is_zero());
-        let codex_progress = match raw.get("CODEX_PROGRESS").to_ascii_lowercase().as_str() {
-            "true" | "1" | "yes" | "on" => true,
-            "false" | "0" | "no" | "off" => false,
-            other => return Err(bad("CODEX_PROGRESS", format!("expected true or false, got {other:?}"))),
-        };
+        let codex_progress = raw.boolean("CODEX_PROGRESS")?;
         let log_format = Format::parse(&raw.get("LOG_FORMAT"))
             .ok_or_else(|| bad("LOG_FORMAT", "expected text or json".into()))?;
         let max_concurrent = match raw.get("MAX_CONCURRENT").to_ascii_lowercase().as_str() {
@@ -557,6 +564,37 @@ mod tests {
     }
 
     const EP: (&str, &str) = ("AZURE_ENDPOINT", "https://x.openai.azure.com/openai/v1");
+
+    #[test]
+    fn booleans() {
+        let words = [
+            ("true", Some(true)),
+            ("TRUE", Some(true)),
+            ("1", Some(true)),
+            ("yes", Some(true)),
+            ("On", Some(true)),
+            ("false", Some(false)),
+            ("0", Some(false)),
+            ("No", Some(false)),
+            ("off", Some(false)),
+            ("2", None),
+            ("y", None),
+            ("enabled", None),
+            ("", None),
+        ];
+        for (text, expected) in words {
+            assert_eq!(parse_bool(text), expected, "{text:?}");
+        }
+        // Every yes-or-no variable reads the same words.
+        let open = |v| config(&[EP, ("HOST", "0.0.0.0"), ("ALLOW_OPEN_PROXY", v)]).is_ok();
+        let progress = |v| config(&[EP, ("CODEX_PROGRESS", v)]).unwrap().codex_progress;
+        for (text, expected) in [("on", true), ("YES", true), ("off", false), ("no", false)] {
+            assert_eq!((open(text), progress(text)), (expected, expected), "{text:?}");
+        }
+        for var in ["ALLOW_OPEN_PROXY", "CODEX_PROGRESS"] {
+            assert_eq!(failing_var(&[EP, (var, "maybe")]), var);
+        }
+    }
 
     #[test]
     fn defaults() {

@@ -16,8 +16,43 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::memory::{self, Hold};
 use crate::object::{self, Object};
-use crate::shield::{self, Body, Job};
 use crate::target::Route;
+
+/// What the client asked for, before any upstream is chosen.
+#[derive(Debug)]
+pub struct Job {
+    pub method: String,
+    /// The client's API on a shielded route; `None` for a forwarded `/v1/...` call.
+    pub api: Option<Api>,
+    /// The path after `/v1` (`/responses`, `/models`...).
+    pub rest: String,
+    pub query: Option<String>,
+    /// The client's headers that may travel upstream.
+    pub headers: Vec<(String, String)>,
+    pub body: Body,
+    /// The client asked for a stream (`"stream": true`); otherwise it gets one JSON object.
+    pub wants_stream: bool,
+    /// The client is Codex CLI: it gets the answer forms Codex shows verbatim (`codex.rs`).
+    pub codex: bool,
+    /// What the request is charged against the memory budget while it runs.
+    pub hold: memory::Hold,
+}
+
+/// The client's body: a JSON object parsed at its top level on a shielded route, bytes
+/// otherwise.
+#[derive(Debug, Clone)]
+pub enum Body {
+    Json(Object),
+    Raw(Vec<u8>),
+}
+
+/// Parse a shielded route's body (taking its bytes): a JSON object, parsed at its top level
+/// only, and whether the client wants a stream.
+pub fn parse_body(body: Vec<u8>) -> Result<(Object, bool), Error> {
+    let object = Object::parse(body).map_err(|e| Error::BadRequest(e.to_string()))?;
+    let wants_stream = object.is_true("stream");
+    Ok((object, wants_stream))
+}
 
 /// The job for a request on `route` (a shielded or forwarded one), once its key is checked
 /// and its body read.
@@ -38,7 +73,7 @@ pub fn job(
     let (api, rest) = match route {
         Route::Shielded(api, rest) => (Some(api), rest),
         Route::Forward(rest) => (None, rest),
-        Route::Health | Route::NotFound => {
+        Route::NotFound => {
             let method = request.method().as_str().to_string();
             let path = request.url().split('?').next().unwrap_or("").to_string();
             return Err(Error::NotFound { method, path });
@@ -52,7 +87,7 @@ pub fn job(
     let codex = api == Some(Api::Responses) && codex::is_codex(&headers);
     let (body, wants_stream) = match api {
         Some(_) => {
-            let (object, wants_stream) = shield::parse_body(raw)?;
+            let (object, wants_stream) = parse_body(raw)?;
             (Body::Json(standard_shape(object, &mut headers)?), wants_stream)
         }
         None => (Body::Raw(raw), false),
@@ -340,6 +375,30 @@ mod tests {
                 _ => panic!("{body}: expected {expected:?}, got {got:?}"),
             }
             assert!(headers.is_empty() || got.is_err(), "the lite header never travels: {headers:?}");
+        }
+    }
+
+    /// A shielded route's body: a JSON object, and whether it asks for a stream (a JSON `true`).
+    #[test]
+    fn bodies_parsed() {
+        let cases: &[(&str, Result<bool, &str>)] = &[
+            (r#"{"model":"a","input":"hi","stream":true}"#, Ok(true)),
+            (r#" {"stream" : true , "messages":[]} "#, Ok(true)),
+            (r#"{"model":"a","input":"hi"}"#, Ok(false)),
+            (r#"{"stream":false,"model":"a"}"#, Ok(false)),
+            (r#"{"stream":"true"}"#, Ok(false)),
+            ("[1,2]", Err("invalid request: the body must be a JSON object")),
+            ("{\"model\":", Err("invalid request: the body is not valid JSON")),
+            ("", Err("invalid request: the body is not valid JSON")),
+        ];
+        for (body, expected) in cases {
+            let got =
+                parse_body(body.as_bytes().to_vec()).map(|(_, stream)| stream).map_err(|e| e.to_string());
+            match (expected, &got) {
+                (Ok(stream), Ok(got)) => assert_eq!(got, stream, "{body}"),
+                (Err(prefix), Err(message)) => assert!(message.starts_with(prefix), "{message:?} for {body}"),
+                _ => panic!("{body}: expected {expected:?}, got {got:?}"),
+            }
         }
     }
 

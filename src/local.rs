@@ -155,7 +155,7 @@ pub fn status_page(s: &Snapshot) -> String {
          <meta http-equiv=\"refresh\" content=\"{REFRESH_SECONDS}\">\
          <title>codex-shield status</title><style>{STYLE}</style></head><body><main>"
     );
-    let started = &crate::log::utc(UNIX_EPOCH + Duration::from_millis(s.start_unix_ms))[..16];
+    let started = &crate::date::timestamp(UNIX_EPOCH + Duration::from_millis(s.start_unix_ms))[..16];
     let _ = write!(
         h,
         "<header><h1>codex-shield</h1><span class=\"meta\">version <span id=\"version\">{}</span> · \
@@ -275,7 +275,7 @@ fn recent(h: &mut String, recent: &[Recent]) {
          <th class=\"n\">duration</th></tr></thead><tbody>",
     );
     for r in recent {
-        let time = crate::log::utc(UNIX_EPOCH + Duration::from_millis(r.at_ms));
+        let time = crate::date::timestamp(UNIX_EPOCH + Duration::from_millis(r.at_ms));
         let class = match (r.client_gone, r.status / 100) {
             (true, _) => "sx",
             (_, 2) => "s2",

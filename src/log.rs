@@ -8,11 +8,12 @@
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Mutex, OnceLock, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
 
+use crate::date;
 use crate::scrub::Scrubber;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -104,7 +105,7 @@ pub fn set_scrubber(scrubber: Scrubber) {
 /// Write one line if `level` is enabled.
 pub fn write(level: Level, args: std::fmt::Arguments) {
     if enabled(level) {
-        let line = line(format(), &utc(SystemTime::now()), level, args);
+        let line = line(format(), &date::timestamp(SystemTime::now()), level, args);
         match SCRUBBER.get() {
             Some(scrubber) => emit(&scrubber.text(&line)),
             None => emit(&line),
@@ -157,7 +158,7 @@ impl Throttle {
     /// An event at `now`: `Some(n)` to write its line (`n` events were not logged since the
     /// last one), `None` to count it.
     pub fn tick(&self, now: Instant) -> Option<u64> {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = crate::sync::lock(&self.state);
         let (last, unlogged) = &mut *state;
         if last.is_some_and(|at| now.duration_since(at) < self.every) {
             *unlogged += 1;
@@ -191,7 +192,7 @@ pub struct RequestLine<'a> {
 /// The request's line, at level info.
 pub fn request(r: &RequestLine) {
     if enabled(Level::Info) {
-        emit(&request_line(format(), &utc(SystemTime::now()), r));
+        emit(&request_line(format(), &date::timestamp(SystemTime::now()), r));
     }
 }
 
@@ -216,34 +217,6 @@ fn request_line(format: Format, ts: &str, r: &RequestLine) -> String {
     line(Format::Text, ts, Level::Info, text)
 }
 
-/// `2026-11-25T14:20:32.123Z`
-pub fn utc(t: SystemTime) -> String {
-    let now = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = now.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        now.subsec_millis()
-    )
-}
-
-/// Year, month, day of a day count since 1970-01-01 (Howard Hinnant's algorithm).
-pub fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
 #[macro_export]
 macro_rules! error { ($($t:tt)*) => { $crate::log::write($crate::log::Level::Error, format_args!($($t)*)) } }
 #[macro_export]
@@ -256,7 +229,6 @@ macro_rules! debug { ($($t:tt)*) => { $crate::log::write($crate::log::Level::Deb
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::retry::days_from_civil;
 
     fn sample(retries: &[String], client_gone: bool) -> RequestLine<'_> {
         RequestLine {
@@ -331,19 +303,6 @@ mod tests {
             [(0, Some(0)), (1, None), (9_999, None), (10_000, Some(2)), (10_001, None), (30_000, Some(1))];
         for (ms, expected) in script {
             assert_eq!(throttle.tick(start + Duration::from_millis(ms)), expected, "at {ms} ms");
-        }
-    }
-
-    #[test]
-    fn utc_timestamps() {
-        let t = UNIX_EPOCH + std::time::Duration::from_millis(1_764_080_432_123);
-        assert_eq!(utc(t), "2025-11-25T14:20:32.123Z");
-    }
-
-    #[test]
-    fn calendar_round_trip() {
-        for (y, m, d) in [(1970, 1, 1), (2000, 2, 29), (2026, 11, 25), (2100, 12, 31)] {
-            assert_eq!(civil_from_days(days_from_civil(y, m, d)), (y, m, d));
         }
     }
 }

@@ -57,7 +57,7 @@ impl RouteKind {
             Route::Shielded(Api::Responses, _) => RouteKind::Responses,
             Route::Shielded(Api::Chat, _) => RouteKind::Chat,
             Route::Forward(_) => RouteKind::Other,
-            Route::Health | Route::NotFound => RouteKind::None,
+            Route::NotFound => RouteKind::None,
         }
     }
 
@@ -281,7 +281,7 @@ impl Metrics {
             duration_ms: done.duration.as_millis() as u64,
             client_gone,
         };
-        self.recent.lock().unwrap_or_else(|e| e.into_inner()).push(entry);
+        crate::sync::lock(&self.recent).push(entry);
     }
 
     /// Every number, copied; `in_flight` and the upstreams' health come from their owners.
@@ -307,7 +307,7 @@ impl Metrics {
             durations: self.durations.iter().map(|h| h.snapshot(MICROS)).collect(),
             sizes: self.sizes.iter().map(|h| h.snapshot(1.0)).collect(),
             upstream_durations: self.upstream_durations.iter().map(|h| h.snapshot(MICROS)).collect(),
-            recent: self.recent.lock().unwrap_or_else(|e| e.into_inner()).newest_first(),
+            recent: crate::sync::lock(&self.recent).newest_first(),
         }
     }
 }

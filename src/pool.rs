@@ -282,9 +282,7 @@ impl Pool {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Health>> {
-        // A panic while holding this lock cannot leave the table half-written (every update
-        // replaces one element), so a poisoned lock is still good to use.
-        self.health.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.health)
     }
 }
 

@@ -5,7 +5,7 @@
 //! failure it was. Messages come from `Error`'s `Display`, which never contains a key.
 
 use std::io::Write;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use serde_json::{json, Value};
 
@@ -87,7 +87,7 @@ impl Reply {
     fn head(&self, close: bool, now: SystemTime) -> Vec<u8> {
         let mut out = Vec::with_capacity(256 + self.headers.len() * 64);
         let _ = write!(out, "HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
-        let _ = write!(out, "date: {}\r\nserver: codex-shield\r\n", http_date(now));
+        let _ = write!(out, "date: {}\r\nserver: codex-shield\r\n", crate::date::http_date(now));
         let _ = write!(out, "content-type: {}\r\ncontent-length: {}\r\n", self.content_type, self.body.len());
         for (name, value) in &self.headers {
             let clean = |s: &str| !s.bytes().any(|b| b == b'\r' || b == b'\n');
@@ -124,24 +124,6 @@ fn reason(status: u16) -> &'static str {
         504 => "Gateway Timeout",
         _ => "Status",
     }
-}
-
-/// `Wed, 25 Nov 2026 14:20:32 GMT` (RFC 9110 IMF-fixdate).
-pub fn http_date(now: SystemTime) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] =
-        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    let secs = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = crate::log::civil_from_days(days);
-    format!(
-        "{}, {d:02} {} {y} {:02}:{:02}:{:02} GMT",
-        DAYS[days.rem_euclid(7) as usize],
-        MONTHS[(m - 1) as usize],
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
 }
 
 /// `{"error": {"message", "type", "code", "param"}}`
@@ -251,8 +233,7 @@ mod tests {
 
     #[test]
     fn http_serialisation() {
-        let at = UNIX_EPOCH + Duration::from_secs(784_111_777);
-        assert_eq!(http_date(at), "Sun, 06 Nov 1994 08:49:37 GMT");
+        let at = std::time::UNIX_EPOCH + Duration::from_secs(784_111_777);
         let reply = Reply {
             status: 200,
             content_type: "text/event-stream".into(),

@@ -73,34 +73,9 @@ fn parse_seconds(v: &str) -> Option<f64> {
 
 /// Seconds from `now` until an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`); 0 if past.
 fn seconds_until(date: &str, now: SystemTime) -> Option<f64> {
-    let at = parse_http_date(date)?;
+    let at = crate::date::parse_http_date(date)?;
     let now = now.duration_since(UNIX_EPOCH).ok()?.as_secs_f64();
     Some((at as f64 - now).max(0.0))
-}
-
-/// Unix seconds of an IMF-fixdate, the form RFC 9110 requires senders to use.
-fn parse_http_date(s: &str) -> Option<i64> {
-    let mut parts = s.split_whitespace();
-    let _weekday = parts.next()?;
-    let day: i64 = parts.next()?.parse().ok()?;
-    let month = parts.next()?;
-    let year: i64 = parts.next()?.parse().ok()?;
-    let mut hms = parts.next()?.split(':').map(|p| p.parse::<i64>().ok());
-    let (h, m, sec) = (hms.next()??, hms.next()??, hms.next()??);
-    const MONTHS: [&str; 12] =
-        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    let month = MONTHS.iter().position(|&name| name == month)? as i64 + 1;
-    Some(days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + sec)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// A wait named in an error message: "Please try again in 20s.", "try again in 1.898s",
@@ -207,13 +182,5 @@ mod tests {
             let got = hint_from_message(message).map(|d| (d.as_secs_f64() * 1000.0).round() as u128);
             assert_eq!(got, *expected_ms, "{message:?}");
         }
-    }
-
-    #[test]
-    fn civil_days() {
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
-        assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"), Some(784_111_777));
-        assert_eq!(parse_http_date("garbage"), None);
     }
 }

@@ -1,11 +1,14 @@
-//! The client side: tiny_http's accept loop hands each connection to a pooled thread, which
-//! runs `on_request` for each of its requests.
+//! The server: tiny_http's accept loop (`accept.rs`) hands each connection to a pooled thread,
+//! which runs `on_request` for each of its requests.
 //!
-//! This module owns the client side of every exchange: routing, the inbound key, reading the
-//! body within its limit, choosing which client headers travel, writing the reply, the log
-//! line, the in-flight limit and graceful shutdown. A slow or retrying request never blocks
-//! another: each connection has its own thread (a client sends its next request on a
-//! connection only after the answer to the previous one). It never talks to the upstream.
+//! This module owns what surrounds a request: the proxy's own pages (`local.rs`) answered on
+//! the spot, the 503 once shutdown has begun, the auth brake's admission, the `MAX_CONCURRENT`
+//! limit, the request's `Slot` and its run through the shield, its metrics and log line, the
+//! keepalive ticker, the banner and the graceful drain. It does not route (`target.rs`), read
+//! the request (`inbound.rs`: key, body, headers), write to the client (`client.rs`, which it
+//! hands every answer) or talk to the upstream (`shield.rs`, `upstream.rs`). A slow or retrying
+//! request never blocks another: each connection has its own thread (a client sends its next
+//! request on a connection only after the answer to the previous one).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -18,12 +21,12 @@ use crate::brake::Brake;
 use crate::client::{self, Drained, Slot, Slots};
 use crate::config::Config;
 use crate::error::Error;
-use crate::inbound;
+use crate::inbound::{self, Job};
 use crate::local;
 use crate::metrics::{self, Metrics};
 use crate::pool::Pool;
 use crate::reply::Reply;
-use crate::shield::{Job, Shield, Trace};
+use crate::shield::{Shield, Trace};
 use crate::target::{self, Route};
 use crate::upstream::{Tail, Upstream};
 

@@ -1,13 +1,14 @@
 //! The main loop: choose an upstream, attempt, check, decide, wait, attempt again; then build
 //! the client's reply.
 //!
-//! A `Job` is what the client asked for, free of any endpoint. Each attempt resolves it
-//! against the upstream the pool chooses (URL, auth header, model, and the request
-//! translated when a Responses client meets a chat-only upstream), asks `upstream.rs` to
-//! read the whole answer, tells the pool how it went, and asks `retry.rs` what the failure
-//! means. The loop sleeps only when no upstream is ready. What the client receives is decided
-//! in `deliver` and `reply.rs`; no byte of an answer reaches the client before the loop has a
-//! complete one or has given up (keepalive events, `client.rs`, carry no answer).
+//! A `Job` (`inbound.rs` makes it) is what the client asked for, free of any endpoint. Each
+//! attempt resolves it against the upstream the pool chooses (URL, auth header, model, and the
+//! request translated when a Responses client meets a chat-only upstream), asks `upstream.rs`
+//! to read the whole answer, has `failure.rs` judge a failure once, tells the pool, and waits
+//! what `retry.rs` and the pool say. The loop sleeps only when no upstream is ready. What the
+//! client receives is decided in `deliver` and `reply.rs`; no byte of an answer reaches the
+//! client before the loop has a complete one or has given up (keepalive events, `client.rs`,
+//! carry no answer).
 
 use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, Instant};
@@ -19,6 +20,7 @@ use crate::assemble;
 use crate::config::{Config, Target};
 use crate::error::{Error, Outcome, StreamError};
 use crate::failure::{self, Fate};
+use crate::inbound::{Body, Job};
 use crate::memory;
 use crate::metrics::{Metrics, Tally};
 use crate::object::{Echo, Object};
@@ -28,42 +30,6 @@ use crate::retry;
 use crate::target::Auth;
 use crate::translate;
 use crate::upstream::{Answer, Outgoing, Tail, Upstream};
-
-/// What the client asked for, before any upstream is chosen.
-#[derive(Debug)]
-pub struct Job {
-    pub method: String,
-    /// The client's API on a shielded route; `None` for a forwarded `/v1/...` call.
-    pub api: Option<Api>,
-    /// The path after `/v1` (`/responses`, `/models`...).
-    pub rest: String,
-    pub query: Option<String>,
-    /// The client's headers that may travel upstream.
-    pub headers: Vec<(String, String)>,
-    pub body: Body,
-    /// The client asked for a stream (`"stream": true`); otherwise it gets one JSON object.
-    pub wants_stream: bool,
-    /// The client is Codex CLI: it gets the answer forms Codex shows verbatim (`codex.rs`).
-    pub codex: bool,
-    /// What the request is charged against the memory budget while it runs.
-    pub hold: memory::Hold,
-}
-
-/// The client's body: a JSON object parsed at its top level on a shielded route, bytes
-/// otherwise.
-#[derive(Debug, Clone)]
-pub enum Body {
-    Json(Object),
-    Raw(Vec<u8>),
-}
-
-/// Parse a shielded route's body (taking its bytes): a JSON object, parsed at its top level
-/// only, and whether the client wants a stream.
-pub fn parse_body(body: Vec<u8>) -> Result<(Object, bool), Error> {
-    let object = Object::parse(body).map_err(|e| Error::BadRequest(e.to_string()))?;
-    let wants_stream = object.is_true("stream");
-    Ok((object, wants_stream))
-}
 
 /// A job resolved for one upstream: what to send, and how to read the answer back.
 struct Prepared {
@@ -478,7 +444,8 @@ mod tests {
     use super::*;
 
     fn prep(body: &str, api: Api, model: Option<&str>) -> Result<(String, bool), String> {
-        let (object, wants_stream) = parse_body(body.as_bytes().to_vec()).map_err(|e| e.to_string())?;
+        let (object, wants_stream) =
+            crate::inbound::parse_body(body.as_bytes().to_vec()).map_err(|e| e.to_string())?;
         upstream_body(&object, Exchange::new(api, api), model, wants_stream)
             .map(|(b, _)| (String::from_utf8(b).unwrap(), wants_stream))
             .map_err(|e| e.to_string())
@@ -549,9 +516,6 @@ mod tests {
                     false,
                 )),
             ),
-            ("[1,2]", Api::Responses, None, Err("invalid request: the body must be a JSON object")),
-            ("{\"model\":", Api::Responses, None, Err("invalid request: the body is not valid JSON")),
-            ("", Api::Chat, None, Err("invalid request: the body is not valid JSON")),
         ];
         for (body, api, model, expected) in cases {
             let got = prep(body, *api, *model);

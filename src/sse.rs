@@ -1,4 +1,6 @@
-//! Server-Sent Events framing, as the WHATWG HTML standard defines it, fed piece by piece.
+//! Server-Sent Events framing, as the WHATWG HTML standard defines it: the parser of every
+//! stream an upstream sends, fed piece by piece, and the one writer of the events the proxy
+//! makes itself (`write_event`).
 //!
 //! The parser takes the bytes of a stream in whatever pieces the socket delivers and calls
 //! back for each complete event. It understands `event:`/`data:`/`id:`/`retry:` fields,
@@ -6,6 +8,9 @@
 //! be split across any two pieces. Only a line split across pieces and the current event's
 //! name and data are copied, into buffers reused from event to event. It never touches a
 //! socket and never looks inside `data`: what an event *means* is `check.rs`'s business.
+//! The writer has one form (an `event:` line if named, one `data:` line of compact JSON, a
+//! blank line, LF line ends) for keepalive, progress and failure events and for the Responses
+//! stream made from a chat answer; an upstream's own events are never rewritten.
 //!
 //! One deliberate step beyond the standard: `finish` dispatches an event that a stream left
 //! without its trailing blank line. The standard drops it at end of file; the shield calls
@@ -84,11 +89,6 @@ impl Parser {
             }
         }
         Fed::All
-    }
-
-    /// Whether the stream stopped in the middle of an event (bytes after the last dispatch).
-    pub fn has_partial(&self) -> bool {
-        !self.line.is_empty() || self.has_data || self.named || (self.bom_seen > 0 && !self.bom_done)
     }
 
     /// How many bytes of an event not yet dispatched the parser holds (a comment line in
@@ -182,6 +182,27 @@ impl Parser {
     }
 }
 
+/// Append one event to `out`: `event: NAME` when `name` is not empty, `data: ` and `data` as
+/// compact JSON (one line: it never holds a line break), and the blank line that ends it.
+pub fn write_event(out: &mut Vec<u8>, name: &str, data: &impl serde::Serialize) {
+    if !name.is_empty() {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(name.as_bytes());
+        out.push(b'\n');
+    }
+    out.extend_from_slice(b"data: ");
+    // JSON of strings, numbers and maps with string keys always serialises.
+    serde_json::to_writer(&mut *out, data).unwrap_or_default();
+    out.extend_from_slice(b"\n\n");
+}
+
+/// One event as bytes (`write_event` into a new vector).
+pub fn event(name: &str, data: &impl serde::Serialize) -> Vec<u8> {
+    let mut out = Vec::new();
+    write_event(&mut out, name, data);
+    out
+}
+
 /// Every event of a stream given in pieces, as owned strings (the non-stream assembly, tests).
 pub fn events<'a>(pieces: impl IntoIterator<Item = &'a [u8]>) -> Vec<(String, String)> {
     let mut parser = Parser::new();
@@ -247,25 +268,26 @@ mod tests {
         }
     }
 
+    /// What the proxy writes is read back by a standard parser as the same event.
     #[test]
-    fn partial_event_is_reported() {
-        let cases: &[(&str, bool)] = &[
-            ("data: a\n\n", false),
-            ("data: a\n\ndata: b", true),
-            ("data: a\n", true),
-            ("event: x\n", true),
-            (": comment\n", false),
-            ("\u{feff}", false),
-            ("", false),
+    fn written_events() {
+        let cases: &[(&str, serde_json::Value, &str)] = &[
+            (
+                "response.failed",
+                serde_json::json!({"type": "response.failed", "error": {"message": "a\nb: \"c\""}}),
+                "event: response.failed\ndata: {\"type\":\"response.failed\",\"error\":{\"message\":\"a\\nb: \\\"c\\\"\"}}\n\n",
+            ),
+            (
+                "",
+                serde_json::json!({"type": "keepalive", "sequence_number": 3}),
+                "data: {\"type\":\"keepalive\",\"sequence_number\":3}\n\n",
+            ),
         ];
-        for (input, partial) in cases {
-            let mut parser = Parser::new();
-            parser.feed(input.as_bytes(), |_| true);
-            assert_eq!(parser.has_partial(), *partial, "{input:?}");
+        for (name, data, expected) in cases {
+            let bytes = event(name, data);
+            assert_eq!(String::from_utf8_lossy(&bytes), *expected);
+            check(expected, &[(*name, data.to_string().as_str())]);
         }
-        let mut parser = Parser::new();
-        parser.feed(&BOM[..2], |_| true);
-        assert!(parser.has_partial(), "half a BOM");
     }
 
     /// At a clean end, an event without its blank line is dispatched, and `finish` says which
@@ -305,7 +327,7 @@ mod tests {
                     (*expected, ends.as_bytes()),
                     "{input:?} in steps of {step}"
                 );
-                assert!(!parser.has_partial(), "{input:?}");
+                assert_eq!(parser.pending_event_bytes(), 0, "{input:?}");
                 let whole = format!("{input}{}", String::from_utf8_lossy(added));
                 let standard = events([whole.as_bytes()]);
                 assert_eq!(standard.len(), events([input.as_bytes()]).len() + expected.len(), "{whole:?}");
@@ -314,7 +336,7 @@ mod tests {
     }
 
     #[test]
-    fn pending_event_bytes_ignore_comments() {
+    fn pending_event_bytes_count_the_event_in_progress() {
         let cases: &[(&str, usize)] = &[
             ("", 0),
             (": keep-alive", 0),
@@ -323,6 +345,10 @@ mod tests {
             ("data: ab", 8),
             ("data: ab\n", 3),
             ("event: x\ndata", 6),
+            ("data: a\n\ndata: b", 7),
+            ("event: x\n", 2),
+            (": comment\n", 0),
+            ("\u{feff}", 0),
         ];
         for (input, expected) in cases {
             let mut parser = Parser::new();

@@ -35,8 +35,6 @@ pub enum Auth {
 /// What the proxy does with a request, from its method and path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
-    /// `GET /healthz`, answered locally.
-    Health,
     /// A streamed API call: buffered, checked and retried. Holds the path after `/v1`.
     Shielded(Api, String),
     /// Any other `/v1/...` call, forwarded as-is. Holds the path after `/v1`.
@@ -136,11 +134,9 @@ fn host_of(authority: &str) -> &str {
     authority.split(':').next().unwrap_or("")
 }
 
-/// The route for a method and a path (without its query).
+/// The route for a method and a path (without its query). The proxy's own pages (`/healthz`,
+/// `/metrics`, `/status`) are `local::route`'s, asked first.
 pub fn route(method: &str, path: &str) -> Route {
-    if path == "/healthz" {
-        return if method == "GET" || method == "HEAD" { Route::Health } else { Route::NotFound };
-    }
     let (rest, versioned) = match path.strip_prefix("/v1") {
         Some(rest) if rest.starts_with('/') => (rest, true),
         _ => (path, false),
@@ -274,7 +270,8 @@ mod tests {
             ("GET", "/v1/responses/resp_1", f("/responses/resp_1")),
             ("POST", "/v1/responses/compact", f("/responses/compact")),
             ("GET", "/v1/responses", f("/responses")),
-            ("GET", "/healthz", Route::Health),
+            // answered by `local::route` before this one is asked
+            ("GET", "/healthz", Route::NotFound),
             ("POST", "/healthz", Route::NotFound),
             ("GET", "/", Route::NotFound),
             ("GET", "/models", Route::NotFound),

@@ -200,10 +200,7 @@ impl Writer {
         }
         body.insert("sequence_number".into(), json!(self.seq));
         self.seq += 1;
-        self.bytes.extend_from_slice(format!("event: {kind}\ndata: ").as_bytes());
-        // A Value of strings and numbers always serialises.
-        serde_json::to_writer(&mut self.bytes, &body).unwrap_or_default();
-        self.bytes.extend_from_slice(b"\n\n");
+        crate::sse::write_event(&mut self.bytes, kind, &body);
     }
 }
 
