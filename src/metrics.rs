@@ -755,6 +755,81 @@ mod tests {
         s
     }
 
+    /// A snapshot with every family populated: every route, statuses at both ends, two
+    /// upstreams (one cooling down), distinct values per outcome including on `Ok`, which
+    /// the failure families must leave out, fractional sums and gauges, and a version label
+    /// that needs escaping. Built by hand, so it reads no clock and no global.
+    fn rich_snapshot() -> Snapshot {
+        let histogram = |bounds: usize, seed: u64, sum: f64| HistogramSnapshot {
+            counts: (0..=bounds as u64).map(|i| (i * 7 + seed) % 5).collect(),
+            sum,
+        };
+        let per_outcome = |base: u64| (0..OUTCOMES as u64).map(|i| base + i).collect::<Vec<u64>>();
+        let mut requests = vec![vec![0; STATUSES]; RouteKind::ALL.len()];
+        // (route index, status, count): statuses at both ends, some routes with several
+        for (route, status, n) in [
+            (0, 200, 41),
+            (0, 499, 2),
+            (0, 502, 3),
+            (1, 200, 7),
+            (1, 400, 1),
+            (2, 0, 1),
+            (2, 599, 5),
+            (3, 404, 9),
+        ] {
+            requests[route][status] = n;
+        }
+        let cooling = Some(Duration::from_millis(12_500));
+        Snapshot {
+            version: "9.9.9-golden \"q\" \\ \n",
+            start_unix_ms: 1_700_000_000_250,
+            uptime: Duration::from_secs(3600),
+            gauges: Gauges { in_flight: 3, max_concurrent: 256 },
+            memory: (512 << 20, 3_000_000),
+            upstreams: vec![
+                UpstreamHealth { number: 1, endpoint: "https://a/v1".into(), cooling_down: None },
+                UpstreamHealth { number: 2, endpoint: "https://b/v1".into(), cooling_down: cooling },
+            ],
+            requests,
+            delivered: vec![40, 7, 1, 0],
+            given_up: per_outcome(10),
+            attempts: vec![per_outcome(100), per_outcome(200)],
+            absorbed: per_outcome(20),
+            retries: per_outcome(30),
+            waited_seconds: 1.75,
+            busy: 4,
+            hangups: 2,
+            durations: (0..4).map(|r| histogram(DURATION_BUCKETS.len(), r, 12.25 + r as f64)).collect(),
+            sizes: (0..4).map(|r| histogram(SIZE_BUCKETS.len(), r + 1, 17_700.0 * (r + 1) as f64)).collect(),
+            upstream_durations: (0..2)
+                .map(|u| histogram(DURATION_BUCKETS.len(), u + 2, 0.5 + u as f64))
+                .collect(),
+            recent: vec![],
+        }
+    }
+
+    /// The whole exposition of a rich snapshot, byte for byte, against a golden file: a
+    /// changed name, help text, label, order or number format shows here. `UPDATE_GOLDEN=1`
+    /// rewrites the file, to be read before committing.
+    #[test]
+    fn exposition_matches_the_golden_file() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/metrics.prom");
+        let text = render(&rich_snapshot());
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::write(path, &text).unwrap();
+        }
+        let golden = std::fs::read_to_string(path).unwrap_or_default();
+        let first = text.lines().zip(golden.lines()).position(|(a, b)| a != b);
+        let first = first.unwrap_or(text.lines().count().min(golden.lines().count()));
+        assert!(
+            text == golden,
+            "{path}, line {}: got {:?}, golden {:?}; the whole rendering:\n{text}",
+            first + 1,
+            text.lines().nth(first),
+            golden.lines().nth(first)
+        );
+    }
+
     /// Exact lines of the exposition for a known snapshot.
     #[test]
     fn exposition_lines() {
