@@ -1,15 +1,15 @@
 //! What the shield did, counted: lock-free counters, fixed-bucket histograms, the last 50
-//! requests, and the Prometheus text exposition format (0.0.4) rendered from a snapshot.
+//! requests, and a `Snapshot` of them all as plain numbers, which `/metrics` (the Prometheus
+//! text format, `metrics/exposition.rs`) and `/status` (`local.rs`) render.
 //!
 //! The request path only touches atomics (relaxed `fetch_add`) and, once per request, a
 //! short mutex around the ring of recent requests: no allocation, no string formatting. A
 //! request's own story (its attempts, each retry's reason and wait) travels in a `Tally`, a
-//! fixed-size value carried by the request and folded in by `request_done`. Rendering works
-//! on a `Snapshot` of plain numbers, so the format is tested as a pure function. Label values
-//! all come from fixed sets (routes, statuses, `Outcome` labels, upstream numbers): never a
-//! request id, a client-chosen model, a path or a key. This module does no I/O.
+//! fixed-size value carried by the request and folded in by `request_done`. Every dimension
+//! is a fixed set (routes, statuses, `Outcome`s, upstream numbers), so counters are arrays
+//! indexed by it and a label value is never a request id, a client-chosen model, a path or a
+//! key. This module does no I/O and formats nothing.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -17,6 +17,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::check::Api;
 use crate::error::Outcome;
 use crate::target::Route;
+
+mod exposition;
+
+pub use exposition::{render, CONTENT_TYPE};
 
 const OUTCOMES: usize = Outcome::ALL.len();
 /// Statuses are counted by exact code, 0..=599 (an array index, no map).
@@ -406,230 +410,6 @@ impl Snapshot {
     }
 }
 
-/// `Content-Type` of the exposition.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// The Prometheus text exposition format, version 0.0.4.
-pub fn render(s: &Snapshot) -> String {
-    let mut out = Exposition(String::with_capacity(16 * 1024));
-    out.family("codex_shield_build_info", "gauge", "Always 1; the version is a label.");
-    out.sample("codex_shield_build_info", &[("version", s.version)], 1.0);
-    out.family("codex_shield_start_time_seconds", "gauge", "Start time of the process since the Unix epoch.");
-    out.sample("codex_shield_start_time_seconds", &[], s.start_unix_ms as f64 / 1000.0);
-
-    out.family(
-        "codex_shield_requests_total",
-        "counter",
-        "Client requests answered, by route and final status.",
-    );
-    for (route, by_status) in RouteKind::ALL.iter().zip(&s.requests) {
-        for (status, &n) in by_status.iter().enumerate().filter(|(_, &n)| n > 0) {
-            let status = status.to_string();
-            out.sample(
-                "codex_shield_requests_total",
-                &[("route", route.label()), ("status", &status)],
-                n as f64,
-            );
-        }
-    }
-    out.family(
-        "codex_shield_answers_delivered_total",
-        "counter",
-        "Complete, checked answers delivered to clients, by route.",
-    );
-    for (route, &n) in RouteKind::ALL.iter().zip(&s.delivered) {
-        out.sample("codex_shield_answers_delivered_total", &[("route", route.label())], n as f64);
-    }
-    out.family(
-        "codex_shield_requests_given_up_total",
-        "counter",
-        "Requests that ended in an error after failed attempts (retries spent, or too large), by the last failure.",
-    );
-    per_outcome(&mut out, "codex_shield_requests_given_up_total", "reason", &s.given_up, failures());
-    out.family(
-        "codex_shield_upstream_attempts_total",
-        "counter",
-        "Upstream attempts, by upstream and outcome.",
-    );
-    for (u, by_outcome) in s.attempts.iter().enumerate() {
-        let upstream = (u + 1).to_string();
-        for o in Outcome::ALL {
-            let labels = [("upstream", upstream.as_str()), ("outcome", o.label())];
-            out.sample("codex_shield_upstream_attempts_total", &labels, by_outcome[o.index()] as f64);
-        }
-    }
-    out.family(
-        "codex_shield_failures_absorbed_total",
-        "counter",
-        "Failed upstream attempts whose request was still answered completely, by outcome.",
-    );
-    per_outcome(&mut out, "codex_shield_failures_absorbed_total", "outcome", &s.absorbed, failures());
-    out.family("codex_shield_retries_total", "counter", "Retries, by the failure that caused them.");
-    per_outcome(&mut out, "codex_shield_retries_total", "reason", &s.retries, failures());
-    out.family("codex_shield_retry_wait_seconds_total", "counter", "Time spent waiting between attempts.");
-    out.sample("codex_shield_retry_wait_seconds_total", &[], s.waited_seconds);
-    out.family(
-        "codex_shield_busy_rejections_total",
-        "counter",
-        "Requests refused with 503 because MAX_CONCURRENT requests were in flight.",
-    );
-    out.sample("codex_shield_busy_rejections_total", &[], s.busy as f64);
-    out.family(
-        "codex_shield_client_hangups_total",
-        "counter",
-        "Clients that closed their connection before their answer was written.",
-    );
-    out.sample("codex_shield_client_hangups_total", &[], s.hangups as f64);
-    out.family(
-        "codex_shield_in_flight_requests",
-        "gauge",
-        "Requests being worked on (counted against MAX_CONCURRENT).",
-    );
-    out.sample("codex_shield_in_flight_requests", &[], s.gauges.in_flight as f64);
-    out.family("codex_shield_max_concurrent_requests", "gauge", "MAX_CONCURRENT.");
-    out.sample("codex_shield_max_concurrent_requests", &[], s.gauges.max_concurrent as f64);
-    let (budget, held) = s.memory;
-    out.family(
-        "codex_shield_memory_budget_bytes",
-        "gauge",
-        "MEMORY_BUDGET_MB or the cgroup's limit; 0: none.",
-    );
-    out.sample("codex_shield_memory_budget_bytes", &[], budget as f64);
-    out.family(
-        "codex_shield_memory_held_bytes",
-        "gauge",
-        "Bytes request bodies and answers hold against it.",
-    );
-    out.sample("codex_shield_memory_held_bytes", &[], held as f64);
-    out.family(
-        "codex_shield_upstream_cooling_down",
-        "gauge",
-        "1 while the upstream is cooling down, else 0.",
-    );
-    for u in &s.upstreams {
-        let n = u.number.to_string();
-        out.sample(
-            "codex_shield_upstream_cooling_down",
-            &[("upstream", &n)],
-            f64::from(u8::from(u.cooling_down.is_some())),
-        );
-    }
-    out.family(
-        "codex_shield_upstream_cooldown_remaining_seconds",
-        "gauge",
-        "Seconds until the upstream is tried again (0 when it is not cooling down).",
-    );
-    for u in &s.upstreams {
-        let n = u.number.to_string();
-        let left = u.cooling_down.map_or(0.0, |d| d.as_secs_f64());
-        out.sample("codex_shield_upstream_cooldown_remaining_seconds", &[("upstream", &n)], left);
-    }
-
-    out.family(
-        "codex_shield_request_duration_seconds",
-        "histogram",
-        "Time from a request's arrival to its reply, by route.",
-    );
-    for (route, h) in RouteKind::ALL.iter().zip(&s.durations) {
-        out.histogram(
-            "codex_shield_request_duration_seconds",
-            ("route", route.label()),
-            &DURATION_BUCKETS,
-            h,
-        );
-    }
-    out.family(
-        "codex_shield_response_size_bytes",
-        "histogram",
-        "Size of the reply body sent to the client, by route.",
-    );
-    for (route, h) in RouteKind::ALL.iter().zip(&s.sizes) {
-        out.histogram("codex_shield_response_size_bytes", ("route", route.label()), &SIZE_BUCKETS, h);
-    }
-    out.family(
-        "codex_shield_upstream_attempt_duration_seconds",
-        "histogram",
-        "Time for one upstream attempt to complete or fail, by upstream.",
-    );
-    for (u, h) in s.upstream_durations.iter().enumerate() {
-        let n = (u + 1).to_string();
-        out.histogram(
-            "codex_shield_upstream_attempt_duration_seconds",
-            ("upstream", &n),
-            &DURATION_BUCKETS,
-            h,
-        );
-    }
-    out.0
-}
-
-/// The outcomes that are failures (every one but `Ok`).
-fn failures() -> impl Iterator<Item = Outcome> {
-    Outcome::ALL.into_iter().filter(|o| *o != Outcome::Ok)
-}
-
-fn per_outcome(
-    out: &mut Exposition,
-    name: &str,
-    label: &str,
-    values: &[u64],
-    which: impl Iterator<Item = Outcome>,
-) {
-    for o in which {
-        out.sample(name, &[(label, o.label())], values[o.index()] as f64);
-    }
-}
-
-/// The text being written, one line at a time.
-struct Exposition(String);
-
-impl Exposition {
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    }
-
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
-        self.0.push_str(name);
-        if !labels.is_empty() {
-            self.0.push('{');
-            for (i, (k, v)) in labels.iter().enumerate() {
-                let sep = if i == 0 { "" } else { "," };
-                let _ = write!(self.0, "{sep}{k}=\"{}\"", escape(v));
-            }
-            self.0.push('}');
-        }
-        let _ = writeln!(self.0, " {}", number(value));
-    }
-
-    fn histogram(&mut self, name: &str, label: (&str, &str), bounds: &[f64], h: &HistogramSnapshot) {
-        let bucket = format!("{name}_bucket");
-        let mut cumulative = 0;
-        for (i, n) in h.counts.iter().enumerate() {
-            cumulative += n;
-            let le = bounds.get(i).map_or("+Inf".to_string(), |b| number(*b));
-            self.sample(&bucket, &[label, ("le", &le)], cumulative as f64);
-        }
-        self.sample(&format!("{name}_sum"), &[label], h.sum);
-        self.sample(&format!("{name}_count"), &[label], cumulative as f64);
-    }
-}
-
-/// A sample value: integers without a fraction, others as Rust prints them (`0.05`).
-fn number(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v.is_infinite() {
-        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
-    } else {
-        format!("{v}")
-    }
-}
-
-/// A label value with `\`, `"` and newlines escaped.
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -732,132 +512,5 @@ mod tests {
         assert_eq!(s.counts[DURATION_BUCKETS.len() - 1], 1, "exactly 300 s");
         assert_eq!(s.counts[DURATION_BUCKETS.len()], 1, "+Inf");
         assert!((s.sum - 600.100001).abs() < 1e-6, "{}", s.sum);
-    }
-
-    fn sample_snapshot() -> Snapshot {
-        let m = Metrics::new(1);
-        let mut t = Tally::default();
-        m.attempt(&mut t, 1, Outcome::RateLimited, Duration::from_millis(20));
-        m.retry(&mut t, Outcome::RateLimited, Duration::from_millis(1500));
-        m.attempt(&mut t, 1, Outcome::Ok, Duration::from_millis(700));
-        m.request_done(&Done {
-            route: RouteKind::Responses,
-            status: 200,
-            bytes: 17_700,
-            duration: Duration::from_millis(2300),
-            tally: t,
-            delivered: true,
-        });
-        let up = UpstreamHealth { number: 1, endpoint: "https://x/v1".into(), cooling_down: None };
-        let mut s = m.snapshot(Gauges { in_flight: 2, max_concurrent: 256 }, &[up]);
-        s.start_unix_ms = 1_700_000_000_250;
-        s.memory = (512 << 20, 3_000_000);
-        s
-    }
-
-    /// Exact lines of the exposition for a known snapshot.
-    #[test]
-    fn exposition_lines() {
-        let text = render(&sample_snapshot());
-        let expected = [
-            "# HELP codex_shield_build_info Always 1; the version is a label.",
-            "# TYPE codex_shield_build_info gauge",
-            &format!("codex_shield_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION")),
-            "codex_shield_start_time_seconds 1700000000.25",
-            "# TYPE codex_shield_requests_total counter",
-            "codex_shield_requests_total{route=\"responses\",status=\"200\"} 1",
-            "codex_shield_answers_delivered_total{route=\"responses\"} 1",
-            "codex_shield_answers_delivered_total{route=\"chat\"} 0",
-            "codex_shield_requests_given_up_total{reason=\"429\"} 0",
-            "codex_shield_upstream_attempts_total{upstream=\"1\",outcome=\"429\"} 1",
-            "codex_shield_upstream_attempts_total{upstream=\"1\",outcome=\"ok\"} 1",
-            "codex_shield_upstream_attempts_total{upstream=\"1\",outcome=\"cut\"} 0",
-            "codex_shield_failures_absorbed_total{outcome=\"429\"} 1",
-            "codex_shield_failures_absorbed_total{outcome=\"5xx\"} 0",
-            "codex_shield_retries_total{reason=\"429\"} 1",
-            "codex_shield_retry_wait_seconds_total 1.5",
-            "codex_shield_busy_rejections_total 0",
-            "codex_shield_client_hangups_total 0",
-            "codex_shield_in_flight_requests 2",
-            "codex_shield_max_concurrent_requests 256",
-            "# TYPE codex_shield_memory_budget_bytes gauge",
-            "codex_shield_memory_budget_bytes 536870912",
-            "# TYPE codex_shield_memory_held_bytes gauge",
-            "codex_shield_memory_held_bytes 3000000",
-            "codex_shield_upstream_cooling_down{upstream=\"1\"} 0",
-            "codex_shield_upstream_cooldown_remaining_seconds{upstream=\"1\"} 0",
-            "# TYPE codex_shield_request_duration_seconds histogram",
-            "codex_shield_request_duration_seconds_bucket{route=\"responses\",le=\"1\"} 0",
-            "codex_shield_request_duration_seconds_bucket{route=\"responses\",le=\"2.5\"} 1",
-            "codex_shield_request_duration_seconds_bucket{route=\"responses\",le=\"+Inf\"} 1",
-            "codex_shield_request_duration_seconds_sum{route=\"responses\"} 2.3",
-            "codex_shield_request_duration_seconds_count{route=\"responses\"} 1",
-            "codex_shield_request_duration_seconds_count{route=\"chat\"} 0",
-            "codex_shield_response_size_bytes_bucket{route=\"responses\",le=\"16384\"} 0",
-            "codex_shield_response_size_bytes_bucket{route=\"responses\",le=\"65536\"} 1",
-            "codex_shield_response_size_bytes_sum{route=\"responses\"} 17700",
-            "codex_shield_upstream_attempt_duration_seconds_bucket{upstream=\"1\",le=\"0.05\"} 1",
-            "codex_shield_upstream_attempt_duration_seconds_bucket{upstream=\"1\",le=\"0.5\"} 1",
-            "codex_shield_upstream_attempt_duration_seconds_bucket{upstream=\"1\",le=\"1\"} 2",
-            "codex_shield_upstream_attempt_duration_seconds_count{upstream=\"1\"} 2",
-        ];
-        let lines: Vec<&str> = text.lines().collect();
-        for line in expected {
-            assert!(lines.contains(&line), "missing {line:?} in:\n{text}");
-        }
-        // the upstream's retry outcome "ok" is never a failure label
-        assert!(!text.contains("codex_shield_failures_absorbed_total{outcome=\"ok\"}"));
-        assert!(!text.contains("codex_shield_requests_total{route=\"chat\""), "zero statuses are left out");
-    }
-
-    /// The format's rules, line by line: every sample belongs to the family announced just
-    /// before it, every family has HELP then TYPE once, values parse, buckets never decrease.
-    #[test]
-    fn exposition_is_well_formed() {
-        let text = render(&sample_snapshot());
-        assert!(text.ends_with('\n'));
-        let mut families = std::collections::HashSet::new();
-        let mut current = String::new();
-        let mut last_bucket: Option<(String, f64)> = None;
-        for line in text.lines() {
-            if let Some(rest) = line.strip_prefix("# HELP ") {
-                current = rest.split(' ').next().unwrap().to_string();
-                assert!(families.insert(current.clone()), "family {current} twice");
-                assert!(current.starts_with("codex_shield_"), "{current}");
-                continue;
-            }
-            if let Some(rest) = line.strip_prefix("# TYPE ") {
-                let (name, kind) = rest.split_once(' ').unwrap();
-                assert_eq!(name, current);
-                assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
-                assert_eq!(kind == "counter", name.ends_with("_total"), "{line}");
-                continue;
-            }
-            let (series, value) = line.rsplit_once(' ').unwrap();
-            let v: f64 = value.parse().unwrap_or_else(|_| panic!("bad value in {line:?}"));
-            let name = series.split('{').next().unwrap();
-            let base = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s));
-            assert!(name == current || base == Some(current.as_str()), "{line} outside {current}");
-            if name.ends_with("_bucket") {
-                let key = series.split(",le=").next().unwrap().to_string();
-                if let Some((k, prev)) = &last_bucket {
-                    if *k == key {
-                        assert!(v >= *prev, "bucket decreased: {line}");
-                    }
-                }
-                last_bucket = Some((key, v));
-            }
-        }
-        assert!(families.len() >= 18, "{families:?}");
-    }
-
-    #[test]
-    fn label_values_are_escaped_and_numbers_plain() {
-        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
-        let cases =
-            [(1.0, "1"), (0.05, "0.05"), (300.0, "300"), (1.5e9, "1500000000"), (f64::INFINITY, "+Inf")];
-        for (v, s) in cases {
-            assert_eq!(number(v), s);
-        }
     }
 }
