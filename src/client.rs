@@ -185,7 +185,7 @@ impl Slot {
     }
 }
 
-impl crate::shield::Client for Slot {
+impl crate::shield::Caller for Slot {
     fn gone(&self) -> bool {
         Slot::gone(self)
     }

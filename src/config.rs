@@ -13,7 +13,7 @@ use crate::descriptors::{self, Room, Source};
 use crate::error::Error;
 use crate::log::{Format, Level};
 use crate::retry::Policy;
-use crate::target::{Auth, Endpoint};
+use crate::route::{Auth, Endpoint};
 
 /// Every variable, its default and its meaning: the source of `--help`, `--check`, the README
 /// table and `.env.example` (a test keeps those two in step with this list). The first five
@@ -113,7 +113,7 @@ pub const MAX_UPSTREAMS: usize = 16;
 pub struct Config {
     pub listen: Listen,
     /// Upstream 1 first; at least one.
-    pub upstreams: Vec<Target>,
+    pub upstreams: Vec<Upstream>,
     pub routing: Routing,
     pub network: Network,
     pub retry: Policy,
@@ -141,7 +141,7 @@ pub struct Listen {
 
 /// One upstream: where it is, how to authenticate, which model and API it gets.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub struct Upstream {
     /// 1-based, as in the variables' suffixes and the log lines.
     pub number: usize,
     pub endpoint: Endpoint,
@@ -433,7 +433,7 @@ impl Config {
     }
 }
 
-impl Target {
+impl Upstream {
     /// `--check` rows for this upstream, keys masked.
     fn describe(&self) -> Vec<(String, String)> {
         let n = self.number;
@@ -468,7 +468,7 @@ fn upstream_number(var: &str) -> Option<usize> {
 
 /// Upstream 1 from the plain variables, then 2, 3, ... while `AZURE_ENDPOINT_N` is set. A
 /// setting for an upstream past the last one (a gap, or a key without an endpoint) is an error.
-fn targets<F: Fn(&str) -> Option<String>>(raw: &Raw<F>) -> Result<Vec<Target>, Error> {
+fn targets<F: Fn(&str) -> Option<String>>(raw: &Raw<F>) -> Result<Vec<Upstream>, Error> {
     let mut targets = vec![target(raw, 1)?];
     while targets.len() < MAX_UPSTREAMS && raw.set(&suffixed("AZURE_ENDPOINT", targets.len() + 1)).is_some() {
         targets.push(target(raw, targets.len() + 1)?);
@@ -523,7 +523,7 @@ fn key<F: Fn(&str) -> Option<String>>(
     ))
 }
 
-fn target<F: Fn(&str) -> Option<String>>(raw: &Raw<F>, n: usize) -> Result<Target, Error> {
+fn target<F: Fn(&str) -> Option<String>>(raw: &Raw<F>, n: usize) -> Result<Upstream, Error> {
     let (var, text) = raw.of("AZURE_ENDPOINT", n);
     let text = text.ok_or_else(|| {
         bad(&var, "is required (the upstream URL, e.g. https://NAME.openai.azure.com/openai/v1)".into())
@@ -544,7 +544,7 @@ fn target<F: Fn(&str) -> Option<String>>(raw: &Raw<F>, n: usize) -> Result<Targe
         other => return Err(bad(&var, format!("expected auto, responses or chat, got {other:?}"))),
     };
     let key = key(raw, n, &endpoint)?;
-    Ok(Target { number: n, endpoint, key, auth, model: raw.of("FORCED_MODEL", n).1, api })
+    Ok(Upstream { number: n, endpoint, key, auth, model: raw.of("FORCED_MODEL", n).1, api })
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::memory::{self, Hold};
 use crate::object::{self, Object};
-use crate::target::Route;
+use crate::route::Route;
 
 /// What the client asked for, before any upstream is chosen.
 #[derive(Debug)]

@@ -31,12 +31,12 @@ pub mod object;
 pub mod pool;
 pub mod reply;
 pub mod retry;
+pub mod route;
 pub mod scrub;
 pub mod server;
 pub mod shield;
 pub mod sse;
 pub mod sync;
-pub mod target;
 pub mod translate;
 pub mod upstream;
 

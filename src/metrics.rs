@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::check::Api;
 use crate::error::Outcome;
-use crate::target::Route;
+use crate::route::Route;
 
 mod exposition;
 

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, Routing, Target};
+use crate::config::{Config, Routing, Upstream};
 use crate::error::Outcome;
 use crate::failure::{Failure, Fate};
 use crate::retry::{self, Policy};
@@ -182,7 +182,7 @@ pub fn with_own_rests(health: &[Health], mine: &[Option<Instant>]) -> Vec<Health
 
 /// The configured upstreams with their shared health.
 pub struct Pool {
-    pub targets: Vec<Target>,
+    pub targets: Vec<Upstream>,
     health: Mutex<Vec<Health>>,
     routing: Routing,
     /// Round-robin: where the next request starts.

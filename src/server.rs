@@ -4,7 +4,7 @@
 //! This module owns what surrounds a request: the proxy's own pages (`local.rs`) answered on
 //! the spot, the 503 once shutdown has begun, the auth brake's admission, the `MAX_CONCURRENT`
 //! limit, the request's `Slot` and its run through the shield, its metrics and log line, the
-//! keepalive ticker, the banner and the graceful drain. It does not route (`target.rs`), read
+//! keepalive ticker, the banner and the graceful drain. It does not route (`route.rs`), read
 //! the request (`inbound.rs`: key, body, headers), write to the client (`client.rs`, which it
 //! hands every answer) or talk to the upstream (`shield.rs`, `upstream.rs`). A slow or retrying
 //! request never blocks another: each connection has its own thread (a client sends its next
@@ -26,9 +26,9 @@ use crate::local;
 use crate::metrics::{self, Metrics};
 use crate::pool::Pool;
 use crate::reply::Reply;
+use crate::route::{self, Route};
 use crate::shield::{Shield, Trace};
-use crate::target::{self, Route};
-use crate::upstream::{Tail, Upstream};
+use crate::upstream::{Agent, Tail};
 
 /// How often the main thread looks at the signal count.
 const POLL: Duration = Duration::from_millis(50);
@@ -45,7 +45,7 @@ const LAST_WRITES: Duration = Duration::from_secs(1);
 struct State {
     config: Arc<Config>,
     pool: Pool,
-    upstream: Upstream,
+    upstream: Agent,
     in_flight: AtomicUsize,
     /// Requests received and not yet answered (what shutdown waits for).
     active: AtomicUsize,
@@ -97,7 +97,7 @@ impl Drop for InFlight<'_> {
 /// (a second signal ends it at once), and whatever is still open then is answered with a 503
 /// (or an in-stream error) before the process ends.
 pub fn serve(config: Arc<Config>, signals: Arc<AtomicUsize>) -> Result<(), Error> {
-    let upstream = Upstream::new(&config)?;
+    let upstream = Agent::new(&config)?;
     let pool = Pool::new(&config);
     let (in_flight, active, next_id) = (AtomicUsize::new(0), AtomicUsize::new(0), AtomicU64::new(1));
     let (stopping, slots, drained) = (AtomicBool::new(false), Slots::default(), AtomicBool::new(false));
@@ -201,11 +201,11 @@ fn banner(config: &Config, bound: &str) {
     }
 }
 
-fn auth_name(t: &crate::config::Target) -> &'static str {
+fn auth_name(t: &crate::config::Upstream) -> &'static str {
     match (&t.key, t.auth) {
         (None, _) => "none",
-        (Some(_), target::Auth::ApiKey) => "api-key header",
-        (Some(_), target::Auth::Bearer) => "Authorization: Bearer",
+        (Some(_), route::Auth::ApiKey) => "api-key header",
+        (Some(_), route::Auth::Bearer) => "Authorization: Bearer",
     }
 }
 
@@ -219,7 +219,7 @@ fn on_request(state: &State, request: tiny_http::Request) {
         client::send(request, reply, state.config.pace);
         return;
     }
-    let route = target::route(request.method().as_str(), path);
+    let route = route::route(request.method().as_str(), path);
     if state.stopping.load(Ordering::SeqCst) {
         client::send(request, Reply::error(&Error::ShuttingDown), state.config.pace);
         return;
@@ -351,7 +351,7 @@ fn run(
         pool: &state.pool,
         upstream: &state.upstream,
         metrics: &state.metrics,
-        client: &*slot,
+        caller: &*slot,
     };
     let served = shield.run(job, trace);
     let reply = served.reply;

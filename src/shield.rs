@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 
 use crate::api::{Api, Exchange};
 use crate::assemble;
-use crate::config::{Config, Target};
+use crate::config::{Config, Upstream};
 use crate::error::{Error, Outcome, StreamError};
 use crate::failure::{self, Fate};
 use crate::inbound::{Body, Job};
@@ -27,9 +27,9 @@ use crate::object::{Echo, Object};
 use crate::pool::{Choice, Pool, Report};
 use crate::reply::Reply;
 use crate::retry;
-use crate::target::Auth;
+use crate::route::Auth;
 use crate::translate;
-use crate::upstream::{Answer, Outgoing, Tail, Upstream};
+use crate::upstream::{Agent, Answer, Outgoing, Tail};
 
 /// A job resolved for one upstream: what to send, and how to read the answer back.
 struct Prepared {
@@ -80,7 +80,7 @@ pub fn upstream_body(
 }
 
 /// Resolve `job` for `target`: URL, headers with the upstream's auth, body.
-fn prepare(job: &Job, target: &Target) -> Result<Prepared, Error> {
+fn prepare(job: &Job, target: &Upstream) -> Result<Prepared, Error> {
     let exchange = job.api.map(|api| Exchange::new(api, target.api));
     let (body, tools) = match (&job.body, exchange) {
         (Body::Json(object), Some(x)) => upstream_body(object, x, target.model.as_deref(), job.wants_stream)?,
@@ -135,9 +135,10 @@ impl Trace {
     }
 }
 
-/// The client's side while the shield works: whether it is still there, and a way to keep
-/// it waiting (keepalive events) during long sleeps.
-pub trait Client {
+/// Whoever is waiting for the answer, as the loop sees it (`client::Slot` is the one): whether
+/// it is still there, and what it may be shown while the shield works. Not the client side
+/// itself, which is `client.rs`.
+pub trait Caller {
     /// Whether the client has hung up (then there is nobody to retry for).
     fn gone(&self) -> bool;
     /// What the shield is doing now, for a client that can show it without it entering the
@@ -149,9 +150,9 @@ pub trait Client {
 pub struct Shield<'a> {
     pub config: &'a Config,
     pub pool: &'a Pool,
-    pub upstream: &'a Upstream,
+    pub upstream: &'a Agent,
     pub metrics: &'a Metrics,
-    pub client: &'a dyn Client,
+    pub caller: &'a dyn Caller,
 }
 
 /// What the loop ends with: the client's reply, and the unread rest of the upstream body it
@@ -212,7 +213,7 @@ impl Shield<'_> {
             trace.upstream = Some(target.number);
             let attempt_started = Instant::now();
             let answering = &mut || self.pool.answering(i, attempt_started);
-            let result = self.upstream.attempt(&p.outgoing, answering, &|| self.client.gone());
+            let result = self.upstream.attempt(&p.outgoing, answering, &|| self.caller.gone());
             let err = match result {
                 Ok(mut answer) => {
                     let outcome = answer.outcome();
@@ -259,7 +260,7 @@ impl Shield<'_> {
             let wait = self.pool.wait_hint(start, &own_rests);
             self.metrics.retry(&mut trace.tally, outcome, wait);
             let next = (trace.attempts + 1, self.config.retry.attempts);
-            self.client.progress(&progress_text(target.number, outcome, wait, next));
+            self.caller.progress(&progress_text(target.number, outcome, wait, next));
             trace.failures.push((target.number, outcome, wait));
             last = Some(err);
         }
@@ -285,11 +286,11 @@ impl Shield<'_> {
     /// Sleep `wait` (at most `POLL`), unless the client has hung up: `false` if it has,
     /// before or during the sleep.
     fn sleep_unless_gone(&self, wait: Duration) -> bool {
-        if self.client.gone() {
+        if self.caller.gone() {
             return false;
         }
         std::thread::sleep(wait);
-        !self.client.gone()
+        !self.caller.gone()
     }
 }
 

@@ -88,7 +88,7 @@ impl Answer {
 }
 
 /// The HTTP client shared by every upstream: one agent, one connection pool.
-pub struct Upstream {
+pub struct Agent {
     agent: ureq::Agent,
     max_response_bytes: u64,
     /// `IDLE_TIMEOUT_SECONDS`.
@@ -120,8 +120,8 @@ pub fn is_useful_header(name: &str) -> bool {
     EXACT.contains(&name) || name.starts_with("x-ratelimit-") || name.starts_with("openai-")
 }
 
-impl Upstream {
-    pub fn new(config: &Config) -> Result<Upstream, Error> {
+impl Agent {
+    pub fn new(config: &Config) -> Result<Agent, Error> {
         let u = &config.network;
         let tls = TlsConfig::builder().root_certs(root_certs(config)?).build();
         let agent_config = ureq::Agent::config_builder()
@@ -146,7 +146,7 @@ impl Upstream {
             .build();
         // The default chain (TCP, rustls), each transport wrapped so a tail's deadline holds.
         let connector = DefaultConnector::new().chain(tail::Bounded);
-        Ok(Upstream {
+        Ok(Agent {
             agent: ureq::Agent::with_parts(agent_config, connector, DefaultResolver::default()),
             max_response_bytes: config.limits.max_response_bytes,
             idle: u.idle_timeout,

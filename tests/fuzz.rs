@@ -12,9 +12,9 @@ use codex_shield::api::Exchange;
 use codex_shield::check::{self, Api, Verdict};
 use codex_shield::inbound;
 use codex_shield::retry;
+use codex_shield::route::{self, Endpoint, Route};
 use codex_shield::shield;
 use codex_shield::sse::{self, Event, Fed, Parser};
-use codex_shield::target::{self, Endpoint, Route};
 use codex_shield::translate::events::{to_responses, Ids, Status};
 use codex_shield::translate::ToolMap;
 use proptest::prelude::*;
@@ -302,7 +302,7 @@ proptest! {
         path in url_text(),
         query in proptest::option::of(url_text()),
     ) {
-        let (api, rest) = match target::route(method, &path) {
+        let (api, rest) = match route::route(method, &path) {
             Route::Shielded(api, rest) => (Some(api), rest),
             Route::Forward(rest) => (None, rest),
             Route::NotFound => return Ok(()),
@@ -318,8 +318,8 @@ proptest! {
     /// Arbitrary strings: `route`, `Endpoint::parse` and `url_for` never panic.
     #[test]
     fn target_never_panics(a in url_text(), b in url_text(), c in proptest::option::of(url_text())) {
-        let _ = target::route("POST", &a);
-        let _ = target::route(&b, &a);
+        let _ = route::route("POST", &a);
+        let _ = route::route(&b, &a);
         if let Ok(ep) = Endpoint::parse(&a) {
             prop_assert!(ep.url_for(&b, None, c.as_deref()).starts_with(&ep.origin));
             prop_assert!(ep.url_for(&b, Some(Api::Chat), c.as_deref()).starts_with(&ep.origin));
