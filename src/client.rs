@@ -22,6 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
 
+use crate::config::Pace;
 use crate::date::http_date;
 use crate::reply::Reply;
 use crate::sync;
@@ -32,24 +33,6 @@ pub struct Slot {
     options: Options,
     /// The newest progress line not yet sent (Codex with `CODEX_PROGRESS`).
     progress: Mutex<Option<String>>,
-}
-
-/// How slowly a client may take its answer: its deadline is `stall` plus its size at
-/// `min_rate`, and no single write may wait longer than `stall` for the client to take a byte.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Pace {
-    /// `CLIENT_WRITE_TIMEOUT_SECONDS`: the longest a write waits with no byte taken, and the
-    /// least time any answer gets.
-    pub stall: Duration,
-    /// `CLIENT_MIN_BYTES_PER_SECOND`: the slowest rate an answer may be taken at, beyond `stall`.
-    pub min_rate: u64,
-}
-
-impl Pace {
-    /// How long writing `bytes` may take in all.
-    pub fn allowance(&self, bytes: usize) -> Duration {
-        self.stall + Duration::from_secs_f64(bytes as f64 / self.min_rate.max(1) as f64)
-    }
 }
 
 /// The timeout of the next write: the time left before `deadline`, at most `stall`; `None`

@@ -128,7 +128,7 @@ pub struct Config {
     pub status_token: Option<String>,
     pub shutdown_grace: Duration,
     /// How slowly a client may take its answer.
-    pub pace: crate::client::Pace,
+    pub pace: Pace,
     pub log_level: Level,
     pub log_format: Format,
 }
@@ -338,7 +338,7 @@ impl Config {
             codex_progress,
             status_token: raw.optional("STATUS_TOKEN"),
             shutdown_grace: raw.seconds("SHUTDOWN_GRACE_SECONDS", true)?,
-            pace: crate::client::Pace {
+            pace: Pace {
                 stall: raw.seconds("CLIENT_WRITE_TIMEOUT_SECONDS", false)?,
                 min_rate: raw.positive("CLIENT_MIN_BYTES_PER_SECOND")?,
             },
@@ -430,6 +430,32 @@ impl Config {
             text.push_str(&format!("WARNING: {warning}\n"));
         }
         text
+    }
+}
+
+/// How slowly a client may take its answer (`client.rs` enforces it): its deadline is `stall`
+/// plus its size at `min_rate`, and no single write may wait longer than `stall` for the
+/// client to take a byte.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pace {
+    /// `CLIENT_WRITE_TIMEOUT_SECONDS`: the longest a write waits with no byte taken, and the
+    /// least time any answer gets.
+    pub stall: Duration,
+    /// `CLIENT_MIN_BYTES_PER_SECOND`: the slowest rate an answer may be taken at, beyond `stall`.
+    pub min_rate: u64,
+}
+
+impl Pace {
+    /// How long writing `bytes` may take in all.
+    pub fn allowance(&self, bytes: usize) -> Duration {
+        self.stall + Duration::from_secs_f64(bytes as f64 / self.min_rate.max(1) as f64)
+    }
+}
+
+impl Config {
+    /// The key of every upstream that has one (for the scrubber: `Scrubber::new(config.keys())`).
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.upstreams.iter().filter_map(|u| u.key.as_deref())
     }
 }
 

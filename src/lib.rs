@@ -75,7 +75,7 @@ pub fn run(argv: impl IntoIterator<Item = OsString>) -> Result<(), Error> {
     }
     log::set_level(config.log_level);
     log::set_format(config.log_format);
-    log::set_scrubber(scrub::Scrubber::of(&config));
+    log::set_scrubber(scrub::Scrubber::new(config.keys()));
     memory::start(config.limits.memory_budget);
     server::serve(Arc::new(config), count_signals()?)
 }

@@ -12,7 +12,6 @@
 
 use std::borrow::Cow;
 
-use crate::config::Config;
 use crate::error::{Error, Rejection, StreamError};
 
 /// What a key is replaced with.
@@ -33,11 +32,6 @@ impl Scrubber {
         keys.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
         keys.dedup();
         Scrubber { keys }
-    }
-
-    /// The keys of every upstream in `config`.
-    pub fn of(config: &Config) -> Scrubber {
-        Scrubber::new(config.upstreams.iter().filter_map(|t| t.key.as_deref()))
     }
 
     /// `text` with every key replaced by `[key]` (borrowed when there is none).

@@ -150,7 +150,7 @@ impl Agent {
             agent: ureq::Agent::with_parts(agent_config, connector, DefaultResolver::default()),
             max_response_bytes: config.limits.max_response_bytes,
             idle: u.idle_timeout,
-            scrubber: Scrubber::of(config),
+            scrubber: Scrubber::new(config.keys()),
         })
     }
 
