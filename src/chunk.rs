@@ -733,6 +733,7 @@ impl Visitor<'_> for Key {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
 
     /// The chunk's content, reasoning and calls as one short line, or `malformed`.
@@ -830,5 +831,114 @@ mod tests {
         assert_eq!(shape.choices[0].delta.content.as_deref(), Some(""), "judged, not kept");
         let ping = parse(br#"{"type":"keepalive"}"#, Keep::Shape).unwrap();
         assert!(ping.keepalive);
+    }
+
+    /// Whether each keep understands `data`: `Shape` (the read-time check) and `Everything`
+    /// (every consumer) must never disagree, or a chunk passes the check and fails the answer.
+    fn judged(data: &[u8]) -> (bool, bool) {
+        (parse(data, Keep::Shape).is_ok(), parse(data, Keep::Everything).is_ok())
+    }
+
+    #[test]
+    #[rustfmt::skip] // one row per case
+    fn shape_and_everything_judge_alike() {
+        let deep = format!(r#"{{"usage":{}1{},"choices":[]}}"#, "[".repeat(200), "]".repeat(200));
+        let cases: &[(&[u8], bool)] = &[
+            (br#"{"choices":[{"delta":{"content":"a","role":"assistant"},"logprobs":null}]}"#, true),
+            (br#"{"id":"\ud83d","choices":[{"delta":{"reasoning":"\udc00"}}]}"#, true),
+            (br#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"x","type":"function","function":{"name":"f","arguments":{"a":[1e3]}}}]}}]}"#, true),
+            (br#"{"choices":[{"delta":{"content":7}}]}"#, false),
+            (br#"{"choices":[{"delta":{"role":{}}}]}"#, false),
+            (br#"{"choices":[{"finish_reason":1}]}"#, false),
+            (br#"{"choices":[{"delta":{"function_call":{"name":"f","arguments":true}}}]}"#, false),
+            (br#"{"choices":[{"delta":{"tool_calls":[{"type":[],"function":{"name":"f"}}]}}]}"#, false),
+            (b"{\"choices\":[{\"delta\":{\"content\":\"\xff\"}}]}", false),
+            (b"{\"choices\":[{\"delta\":{\"refusal\":\"\xc3\"}}]}", false),
+            (b"{\"choices\":[{\"delta\":{\"tool_calls\":[{\"function\":{\"name\":\"f\",\"arguments\":\"\xff\"}}]}}]}", false),
+            (b"{\"choices\":[{\"delt\xe1\":{}}]}", false),
+            // fields the fold keeps whole: judged as a `Value` in either keep
+            (b"{\"id\":\"\xff\",\"choices\":[]}", false),
+            (br#"{"created":1e400,"choices":[]}"#, false),
+            (br#"{"choices":[{"logprobs":-1e999}]}"#, false),
+            (deep.as_bytes(), false),
+            (br#"{"usage":{"$serde_json::private::RawValue":"[1"},"choices":[]}"#, false),
+            (br#"{"usage":{"$serde_json::private::RawValue":"[1]"},"choices":[]}"#, true),
+            (br#"{"choices":[{"delta":{"tool_calls":[{"function":{"name":"f","arguments":{"$serde_json::private::RawValue":"5"}}}]}}]}"#, false),
+            // skipped in either keep: not judged
+            (b"{\"object\":\"\xff\",\"x\":1e400,\"choices\":[]}", true),
+        ];
+        for (data, understood) in cases {
+            assert_eq!(judged(data), (*understood, *understood), "{}", String::from_utf8_lossy(data));
+        }
+    }
+
+    /// Any JSON value, the shapes that a field's judgement turns on among them.
+    fn any_value() -> impl Strategy<Value = String> {
+        let leaf = prop_oneof![
+            Just("null".to_string()),
+            Just("true".to_string()),
+            Just("-1".to_string()),
+            Just("2.5e400".to_string()),
+            Just(r#""x""#.to_string()),
+            Just(r#""""#.to_string()),
+            Just(r#""\ud83d""#.to_string()),
+            Just(r#""\ud83d\ude00\n""#.to_string()),
+            Just("\"\u{e9}\"".to_string()),
+            Just("\"\\u00e9\\\"\"".to_string()),
+            Just(r#""$serde_json::private::RawValue""#.to_string()),
+            Just(r#""7""#.to_string()),
+        ];
+        leaf.prop_recursive(3, 12, 3, |inner| {
+            let key = prop_oneof![
+                Just("type"),
+                Just("text"),
+                Just("thinking"),
+                Just("a"),
+                Just("$serde_json::private::RawValue")
+            ];
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..3).prop_map(|v| format!("[{}]", v.join(","))),
+                proptest::collection::vec((key, inner), 0..3).prop_map(|kv| {
+                    let fields: Vec<String> = kv.iter().map(|(k, v)| format!("{k:?}:{v}")).collect();
+                    format!("{{{}}}", fields.join(","))
+                }),
+            ]
+        })
+    }
+
+    /// An object of some of these fields, each holding `value` or any value.
+    fn object(
+        names: &'static [&'static str],
+        value: impl Strategy<Value = String> + Clone + 'static,
+    ) -> BoxedStrategy<String> {
+        let field = (proptest::sample::select(names), prop_oneof![3 => value, 1 => any_value()]);
+        proptest::collection::vec(field, 0..4)
+            .prop_map(|fields| {
+                let fields: Vec<String> = fields.iter().map(|(k, v)| format!("{k:?}:{v}")).collect();
+                format!("{{{}}}", fields.join(","))
+            })
+            .boxed()
+    }
+
+    /// A chat chunk whose every read field holds a likely value or any value at all.
+    fn any_chunk() -> impl Strategy<Value = String> {
+        let text =
+            prop_oneof![Just(r#""hi""#.to_string()), Just("null".to_string()), Just(r#""""#.to_string())];
+        let call = object(CALL, prop_oneof![text.clone(), object(CALL, text.clone()), Just("0".to_string())]);
+        let calls = proptest::collection::vec(call.clone(), 0..3).prop_map(|c| format!("[{}]", c.join(",")));
+        let delta = object(DELTA, prop_oneof![text.clone(), calls, call]);
+        let choice = object(CHOICE, prop_oneof![text.clone(), delta, Just("0".to_string())]);
+        let choices = proptest::collection::vec(choice, 0..3).prop_map(|c| format!("[{}]", c.join(",")));
+        object(CHUNK, prop_oneof![text, choices])
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn shape_and_everything_judge_every_chunk_alike(chunk in any_chunk()) {
+            let (shape, everything) = judged(chunk.as_bytes());
+            prop_assert_eq!(shape, everything, "{}", chunk);
+        }
     }
 }

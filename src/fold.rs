@@ -166,7 +166,8 @@ impl Fold {
             }
         }
         answer.usage = chunk.usage.map(|v| *v).or(answer.usage.take());
-        answer.prompt_filter_results = chunk.prompt_filter_results.map(|v| *v).or(answer.prompt_filter_results.take());
+        answer.prompt_filter_results =
+            chunk.prompt_filter_results.map(|v| *v).or(answer.prompt_filter_results.take());
         answer.error = chunk.error.map(|v| *v).or(answer.error.take());
         let keep = self.keep == Keep::Everything;
         for c in chunk.choices {
