@@ -14,6 +14,7 @@
 
 use std::fmt;
 
+use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
 use serde::de::{
     self, Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
 };
@@ -26,10 +27,11 @@ pub struct Chunk {
     pub keepalive: bool,
     /// `id`, `created`, `model`, `system_fingerprint`, `service_tier`, as given, when not null.
     pub meta: Vec<(&'static str, Value)>,
-    pub usage: Option<Value>,
-    pub prompt_filter_results: Option<Value>,
+    /// Boxed, as the other rare values: a chunk is moved a few times on its way.
+    pub usage: Option<Box<Value>>,
+    pub prompt_filter_results: Option<Box<Value>>,
     /// `error`, when present and not null.
-    pub error: Option<Value>,
+    pub error: Option<Box<Value>>,
     pub choices: Vec<Choice>,
     /// How many lone surrogate escapes were read as U+FFFD.
     pub repaired: usize,
@@ -41,7 +43,8 @@ pub struct Choice {
     /// `index`, 0 when absent.
     pub index: u64,
     pub finish_reason: Option<String>,
-    pub logprobs: Option<Value>,
+    /// Boxed, as `function_call`: a choice is moved a few times per chunk, and these are rare.
+    pub logprobs: Option<Box<Value>>,
     pub delta: Delta,
 }
 
@@ -55,7 +58,7 @@ pub struct Delta {
     pub refusal: Option<String>,
     pub tool_calls: Vec<CallDelta>,
     /// The legacy `function_call`.
-    pub function_call: Option<CallDelta>,
+    pub function_call: Option<Box<CallDelta>>,
 }
 
 /// One entry of `tool_calls` (or a legacy `function_call`): its pieces, as given.
@@ -74,9 +77,12 @@ pub struct CallDelta {
 pub enum Keep {
     /// Everything the answer says.
     Everything,
-    /// What the rules need, every field still judged: the read-time check, which must not
-    /// hold the answer twice (`meta`, `usage`, `prompt_filter_results` and `logprobs` are
-    /// skipped, texts are not kept by the fold).
+    /// What the rules need, every field still judged exactly as `Everything` judges it: the
+    /// read-time check, which must not hold the answer twice. `meta`, `usage`,
+    /// `prompt_filter_results` and `logprobs` are judged and dropped; the texts (`role`,
+    /// `content`, `reasoning`, `refusal`, `finish_reason`, a call's `type` and `arguments`)
+    /// are judged and read as `""` (present, not allocated); a call's `id` and `name` are
+    /// kept (the fold tells calls apart by id and judges whether a name came).
     Shape,
 }
 
@@ -154,8 +160,6 @@ const CHUNK: &[&str] = &[
     "error",
     "choices",
 ];
-/// The keys of `CHUNK` that the rules read.
-const CHUNK_SHAPE: &[&str] = &["type", "error", "choices"];
 const CHOICE: &[&str] = &["index", "finish_reason", "logprobs", "delta"];
 const DELTA: &[&str] =
     &["role", "content", "reasoning_content", "reasoning", "refusal", "tool_calls", "function_call"];
@@ -189,17 +193,19 @@ impl<'de> Visitor<'de> for ChunkVisitor {
     }
 
     fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<Chunk, M::Error> {
+        let keep = self.0;
         let mut chunk = Chunk::default();
-        let keep = if self.0 == Keep::Everything { CHUNK } else { CHUNK_SHAPE };
-        fields(map, keep, |name, map| {
+        fields(map, CHUNK, |name, map| {
             match name {
                 "type" => chunk.keepalive = map.next_value::<Value>()? == "keepalive",
-                "usage" => chunk.usage = map.next_value()?,
-                "prompt_filter_results" => chunk.prompt_filter_results = map.next_value()?,
+                "usage" => chunk.usage = map.next_value_seed(Kept(keep))?.map(Box::new),
+                "prompt_filter_results" => {
+                    chunk.prompt_filter_results = map.next_value_seed(Kept(keep))?.map(Box::new)
+                }
                 "error" => chunk.error = map.next_value()?,
-                "choices" => chunk.choices = map.next_value::<Option<Vec<Choice>>>()?.unwrap_or_default(),
+                "choices" => chunk.choices = map.next_value_seed(List(ChoiceVisitor(keep)))?,
                 meta => {
-                    if let Some(value) = map.next_value::<Option<Value>>()? {
+                    if let Some(value) = map.next_value_seed(Kept(keep))? {
                         chunk.meta.push((meta, value));
                     }
                 }
@@ -210,13 +216,8 @@ impl<'de> Visitor<'de> for ChunkVisitor {
     }
 }
 
-impl<'de> Deserialize<'de> for Choice {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_map(ChoiceVisitor)
-    }
-}
-
-struct ChoiceVisitor;
+#[derive(Clone, Copy)]
+struct ChoiceVisitor(Keep);
 
 impl<'de> Visitor<'de> for ChoiceVisitor {
     type Value = Choice;
@@ -226,13 +227,14 @@ impl<'de> Visitor<'de> for ChoiceVisitor {
     }
 
     fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<Choice, M::Error> {
+        let keep = self.0;
         let mut choice = Choice::default();
         fields(map, CHOICE, |name, map| {
             match name {
                 "index" => choice.index = map.next_value::<Option<Index>>()?.map_or(0, |i| i.0),
-                "finish_reason" => choice.finish_reason = map.next_value()?,
-                "logprobs" => choice.logprobs = map.next_value()?,
-                _ => choice.delta = map.next_value::<Option<Delta>>()?.unwrap_or_default(),
+                "finish_reason" => choice.finish_reason = map.next_value_seed(Maybe(Text(keep)))?,
+                "logprobs" => choice.logprobs = map.next_value_seed(Kept(keep))?.map(Box::new),
+                _ => choice.delta = map.next_value_seed(Maybe(DeltaVisitor(keep)))?.unwrap_or_default(),
             }
             Ok(())
         })?;
@@ -240,13 +242,8 @@ impl<'de> Visitor<'de> for ChoiceVisitor {
     }
 }
 
-impl<'de> Deserialize<'de> for Delta {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_map(DeltaVisitor)
-    }
-}
-
-struct DeltaVisitor;
+#[derive(Clone, Copy)]
+struct DeltaVisitor(Keep);
 
 impl<'de> Visitor<'de> for DeltaVisitor {
     type Value = Delta;
@@ -256,25 +253,24 @@ impl<'de> Visitor<'de> for DeltaVisitor {
     }
 
     fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<Delta, M::Error> {
+        let keep = self.0;
         let mut delta = Delta::default();
         // Some servers send the same text under both names: `reasoning_content` wins.
         let (mut named, mut other, mut thinking) = (None, None, None);
         fields(map, DELTA, |name, map| {
             match name {
-                "role" => delta.role = map.next_value()?,
+                "role" => delta.role = map.next_value_seed(Maybe(Text(keep)))?,
                 "content" => {
-                    if let Some(content) = map.next_value::<Option<Content>>()? {
+                    if let Some(content) = map.next_value_seed(Maybe(ContentVisitor(keep)))? {
                         delta.content = Some(content.text);
                         thinking = content.thinking;
                     }
                 }
-                "reasoning_content" => named = map.next_value()?,
-                "reasoning" => other = map.next_value()?,
-                "refusal" => delta.refusal = map.next_value()?,
-                "tool_calls" => {
-                    delta.tool_calls = map.next_value::<Option<Vec<CallDelta>>>()?.unwrap_or_default()
-                }
-                _ => delta.function_call = map.next_value()?,
+                "reasoning_content" => named = map.next_value_seed(Maybe(Text(keep)))?,
+                "reasoning" => other = map.next_value_seed(Maybe(Text(keep)))?,
+                "refusal" => delta.refusal = map.next_value_seed(Maybe(Text(keep)))?,
+                "tool_calls" => delta.tool_calls = map.next_value_seed(List(CallVisitor(keep)))?,
+                _ => delta.function_call = map.next_value_seed(Maybe(CallVisitor(keep)))?.map(Box::new),
             }
             Ok(())
         })?;
@@ -292,15 +288,11 @@ fn append(target: &mut Option<String>, text: Option<String>) {
     }
 }
 
-impl<'de> Deserialize<'de> for CallDelta {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_map(CallVisitor)
-    }
-}
-
 /// A tool call, or its `function` object (whose `name` and `arguments` are read into the same
-/// `CallDelta`).
-struct CallVisitor;
+/// `CallDelta`). Its `id` and `name` are kept in a `Keep::Shape` parse too: the fold tells
+/// calls apart by id and judges whether a name came (both come once per call, not per piece).
+#[derive(Clone, Copy)]
+struct CallVisitor(Keep);
 
 impl<'de> Visitor<'de> for CallVisitor {
     type Value = CallDelta;
@@ -310,24 +302,267 @@ impl<'de> Visitor<'de> for CallVisitor {
     }
 
     fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<CallDelta, M::Error> {
+        let keep = self.0;
         let mut call = CallDelta::default();
         fields(map, CALL, |name, map| {
             match name {
                 "index" => call.index = map.next_value::<Option<Index>>()?.map(|i| i.0),
-                "id" => call.id = map.next_value()?,
-                "type" => call.kind = map.next_value()?,
+                "id" => call.id = map.next_value_seed(Maybe(Text(Keep::Everything)))?,
+                "type" => call.kind = map.next_value_seed(Maybe(Text(keep)))?,
                 "function" => {
-                    if let Some(function) = map.next_value::<Option<CallDelta>>()? {
+                    if let Some(function) = map.next_value_seed(Maybe(self))? {
                         call.name = function.name;
                         call.arguments = function.arguments;
                     }
                 }
-                "name" => call.name = map.next_value()?,
-                _ => call.arguments = map.next_value::<Option<Arguments>>()?.map(|a| a.0),
+                "name" => call.name = map.next_value_seed(Maybe(Text(Keep::Everything)))?,
+                _ => call.arguments = map.next_value_seed(Maybe(Arguments(keep)))?,
             }
             Ok(())
         })?;
         Ok(call)
+    }
+}
+
+/// The seed of each object visitor: the value is an object.
+macro_rules! object_seed {
+    ($($visitor:ident),*) => {$(
+        impl<'de> DeserializeSeed<'de> for $visitor {
+            type Value = <$visitor as Visitor<'de>>::Value;
+            fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+                d.deserialize_map(self)
+            }
+        }
+    )*};
+}
+object_seed!(ChoiceVisitor, DeltaVisitor, CallVisitor);
+
+/// `null` (`None`) or what the seed reads.
+struct Maybe<S>(S);
+
+impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Maybe<S> {
+    type Value = Option<S::Value>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de, S: DeserializeSeed<'de>> Visitor<'de> for Maybe<S> {
+    type Value = Option<S::Value>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("null or a value")
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        self.0.deserialize(d).map(Some)
+    }
+}
+
+/// A list of what the seed reads (`null`: an empty list).
+struct List<S>(S);
+
+impl<'de, S: DeserializeSeed<'de> + Copy> DeserializeSeed<'de> for List<S> {
+    type Value = Vec<S::Value>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        Ok(Maybe(Items(self.0)).deserialize(d)?.unwrap_or_default())
+    }
+}
+
+/// The items of a list, each read by the seed.
+struct Items<S>(S);
+
+impl<'de, S: DeserializeSeed<'de> + Copy> DeserializeSeed<'de> for Items<S> {
+    type Value = Vec<S::Value>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, S: DeserializeSeed<'de> + Copy> Visitor<'de> for Items<S> {
+    type Value = Vec<S::Value>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut list = Vec::new();
+        while let Some(item) = seq.next_element_seed(self.0)? {
+            list.push(item);
+        }
+        Ok(list)
+    }
+}
+
+/// A string: as given, or in a `Keep::Shape` parse judged the same (valid UTF-8, no lone
+/// surrogate: serde_json checks both before the visitor sees it) and read as `""`.
+#[derive(Clone, Copy)]
+struct Text(Keep);
+
+impl<'de> DeserializeSeed<'de> for Text {
+    type Value = String;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for Text {
+    type Value = String;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+        Ok(kept(self.0, v))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<String, E> {
+        Ok(match self.0 {
+            Keep::Everything => v,
+            Keep::Shape => String::new(),
+        })
+    }
+}
+
+/// `text` as kept: itself, or nothing in a `Keep::Shape` parse (an empty string never allocates).
+fn kept(keep: Keep, text: &str) -> String {
+    match keep {
+        Keep::Everything => text.to_string(),
+        Keep::Shape => String::new(),
+    }
+}
+
+/// A value the fold keeps only whole (`usage`, `logprobs`, `id`...): any JSON value, as a
+/// `Value`; in a `Keep::Shape` parse judged as a `Value` would be and dropped (`None`).
+#[derive(Clone, Copy)]
+struct Kept(Keep);
+
+impl<'de> DeserializeSeed<'de> for Kept {
+    type Value = Option<Value>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<Value>, D::Error> {
+        match self.0 {
+            Keep::Everything => Option::<Value>::deserialize(d),
+            Keep::Shape => d.deserialize_any(Judged).map(|()| None),
+        }
+    }
+}
+
+/// Any JSON value, judged as a `Value` would judge it but kept only when it is an object or a
+/// list (which a `Value` reads by rules of its own, the raw-value key among them): scalars, the
+/// common case (`"id"`, `"created"`, `null`), are not allocated. The strings serde_json checks
+/// before the visitor sees them, the numbers before it picks the visitor's method.
+struct Judged;
+
+impl<'de> Visitor<'de> for Judged {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
+        Value::deserialize(SeqAccessDeserializer::new(seq)).map(drop)
+    }
+
+    fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<(), M::Error> {
+        Value::deserialize(MapAccessDeserializer::new(map)).map(drop)
+    }
+}
+
+/// Tool-call `arguments`: a string as given, a JSON object or array serialised (read as a
+/// `Value` first, in either keep: the rare form, and so judged exactly as a `Value`).
+#[derive(Clone, Copy)]
+struct Arguments(Keep);
+
+impl<'de> DeserializeSeed<'de> for Arguments {
+    type Value = String;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl Arguments {
+    fn of<E: de::Error>(self, value: Value) -> Result<String, E> {
+        match value {
+            Value::String(s) => Ok(kept(self.0, &s)),
+            v @ (Value::Object(_) | Value::Array(_)) => Ok(match self.0 {
+                Keep::Everything => v.to_string(),
+                Keep::Shape => String::new(),
+            }),
+            v @ (Value::Null | Value::Bool(_) | Value::Number(_)) => {
+                Err(E::custom(format!("tool-call arguments are {v}, not a string or an object")))
+            }
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for Arguments {
+    type Value = String;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string or an object")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+        Ok(kept(self.0, v))
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<String, E> {
+        self.of(Value::from(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<String, E> {
+        self.of(Value::from(v))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<String, E> {
+        self.of(Value::from(v))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<String, E> {
+        self.of(Value::from(v))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<String, E> {
+        self.of(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<String, A::Error> {
+        self.of(Value::deserialize(SeqAccessDeserializer::new(seq))?)
+    }
+
+    fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<String, M::Error> {
+        self.of(Value::deserialize(MapAccessDeserializer::new(map))?)
     }
 }
 
@@ -358,36 +593,23 @@ impl Visitor<'_> for IndexVisitor {
     }
 }
 
-/// Tool-call `arguments`: a string as given, a JSON object or array serialised.
-struct Arguments(String);
-
-impl<'de> Deserialize<'de> for Arguments {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match Value::deserialize(d)? {
-            Value::String(s) => Ok(Arguments(s)),
-            v @ (Value::Object(_) | Value::Array(_)) => Ok(Arguments(v.to_string())),
-            v @ (Value::Null | Value::Bool(_) | Value::Number(_)) => {
-                Err(de::Error::custom(format!("tool-call arguments are {v}, not a string or an object")))
-            }
-        }
-    }
-}
-
 /// A delta's `content`: a string, or a list of parts (`text` parts joined; the text parts of
-/// `thinking` parts, in `thinking`).
+/// `thinking` parts, in `thinking`). A list, the rare form, is read whole in either keep.
 #[derive(Default)]
 struct Content {
     text: String,
     thinking: Option<String>,
 }
 
-impl<'de> Deserialize<'de> for Content {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(ContentVisitor)
+#[derive(Clone, Copy)]
+struct ContentVisitor(Keep);
+
+impl<'de> DeserializeSeed<'de> for ContentVisitor {
+    type Value = Content;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Content, D::Error> {
+        d.deserialize_any(self)
     }
 }
-
-struct ContentVisitor;
 
 impl<'de> Visitor<'de> for ContentVisitor {
     type Value = Content;
@@ -397,11 +619,7 @@ impl<'de> Visitor<'de> for ContentVisitor {
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Content, E> {
-        Ok(Content { text: v.to_string(), thinking: None })
-    }
-
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Content, E> {
-        Ok(Content { text: v, thinking: None })
+        Ok(Content { text: kept(self.0, v), thinking: None })
     }
 
     fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<Content, S::Error> {
@@ -478,12 +696,15 @@ impl<'de> Visitor<'de> for PartVisitor {
 }
 
 /// A key as one of the listed names, or `None` for a key to skip (no allocation either way).
+/// Read as bytes: a listed name is plainly valid, so only a skipped key is checked to be a
+/// string, as serde_json checks one (its escapes decoded, a lone surrogate among them, are
+/// not UTF-8).
 struct Key(&'static [&'static str]);
 
 impl<'de> DeserializeSeed<'de> for Key {
     type Value = Option<&'static str>;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_str(self)
+        d.deserialize_bytes(self)
     }
 }
 
@@ -494,7 +715,17 @@ impl Visitor<'_> for Key {
         f.write_str("an object key")
     }
 
-    fn visit_str<E>(self, key: &str) -> Result<Self::Value, E> {
+    fn visit_bytes<E: de::Error>(self, key: &[u8]) -> Result<Self::Value, E> {
+        if let Some(name) = self.0.iter().copied().find(|k| k.as_bytes() == key) {
+            return Ok(Some(name));
+        }
+        match std::str::from_utf8(key) {
+            Ok(_) => Ok(None),
+            Err(e) => Err(E::custom(format!("an object key that is not a string: {e}"))),
+        }
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
         Ok(self.0.iter().copied().find(|k| *k == key))
     }
 }
@@ -502,6 +733,7 @@ impl Visitor<'_> for Key {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
 
     /// The chunk's content, reasoning and calls as one short line, or `malformed`.
@@ -590,14 +822,123 @@ mod tests {
         let meta: Vec<&str> = all.meta.iter().map(|(k, _)| *k).collect();
         assert_eq!(meta, ["id", "created", "model"]);
         assert_eq!(
-            (all.usage, all.prompt_filter_results, all.error),
-            (Some(json!({"total_tokens":3})), Some(json!([])), None)
+            (all.usage.as_deref(), all.prompt_filter_results.as_deref(), all.error),
+            (Some(&json!({"total_tokens":3})), Some(&json!([])), None)
         );
-        assert_eq!(all.choices[0].logprobs, Some(json!({"content": []})));
+        assert_eq!(all.choices[0].logprobs.as_deref(), Some(&json!({"content": []})));
         let shape = parse(data, Keep::Shape).unwrap();
         assert!(shape.meta.is_empty() && shape.usage.is_none() && shape.prompt_filter_results.is_none());
-        assert_eq!(shape.choices[0].delta.content.as_deref(), Some("a"));
+        assert_eq!(shape.choices[0].delta.content.as_deref(), Some(""), "judged, not kept");
         let ping = parse(br#"{"type":"keepalive"}"#, Keep::Shape).unwrap();
         assert!(ping.keepalive);
+    }
+
+    /// Whether each keep understands `data`: `Shape` (the read-time check) and `Everything`
+    /// (every consumer) must never disagree, or a chunk passes the check and fails the answer.
+    fn judged(data: &[u8]) -> (bool, bool) {
+        (parse(data, Keep::Shape).is_ok(), parse(data, Keep::Everything).is_ok())
+    }
+
+    #[test]
+    #[rustfmt::skip] // one row per case
+    fn shape_and_everything_judge_alike() {
+        let deep = format!(r#"{{"usage":{}1{},"choices":[]}}"#, "[".repeat(200), "]".repeat(200));
+        let cases: &[(&[u8], bool)] = &[
+            (br#"{"choices":[{"delta":{"content":"a","role":"assistant"},"logprobs":null}]}"#, true),
+            (br#"{"id":"\ud83d","choices":[{"delta":{"reasoning":"\udc00"}}]}"#, true),
+            (br#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"x","type":"function","function":{"name":"f","arguments":{"a":[1e3]}}}]}}]}"#, true),
+            (br#"{"choices":[{"delta":{"content":7}}]}"#, false),
+            (br#"{"choices":[{"delta":{"role":{}}}]}"#, false),
+            (br#"{"choices":[{"finish_reason":1}]}"#, false),
+            (br#"{"choices":[{"delta":{"function_call":{"name":"f","arguments":true}}}]}"#, false),
+            (br#"{"choices":[{"delta":{"tool_calls":[{"type":[],"function":{"name":"f"}}]}}]}"#, false),
+            (b"{\"choices\":[{\"delta\":{\"content\":\"\xff\"}}]}", false),
+            (b"{\"choices\":[{\"delta\":{\"refusal\":\"\xc3\"}}]}", false),
+            (b"{\"choices\":[{\"delta\":{\"tool_calls\":[{\"function\":{\"name\":\"f\",\"arguments\":\"\xff\"}}]}}]}", false),
+            (b"{\"choices\":[{\"delt\xe1\":{}}]}", false),
+            // fields the fold keeps whole: judged as a `Value` in either keep
+            (b"{\"id\":\"\xff\",\"choices\":[]}", false),
+            (br#"{"created":1e400,"choices":[]}"#, false),
+            (br#"{"choices":[{"logprobs":-1e999}]}"#, false),
+            (deep.as_bytes(), false),
+            (br#"{"usage":{"$serde_json::private::RawValue":"[1"},"choices":[]}"#, false),
+            (br#"{"usage":{"$serde_json::private::RawValue":"[1]"},"choices":[]}"#, true),
+            (br#"{"choices":[{"delta":{"tool_calls":[{"function":{"name":"f","arguments":{"$serde_json::private::RawValue":"5"}}}]}}]}"#, false),
+            // skipped in either keep: not judged
+            (b"{\"object\":\"\xff\",\"x\":1e400,\"choices\":[]}", true),
+        ];
+        for (data, understood) in cases {
+            assert_eq!(judged(data), (*understood, *understood), "{}", String::from_utf8_lossy(data));
+        }
+    }
+
+    /// Any JSON value, the shapes that a field's judgement turns on among them.
+    fn any_value() -> impl Strategy<Value = String> {
+        let leaf = prop_oneof![
+            Just("null".to_string()),
+            Just("true".to_string()),
+            Just("-1".to_string()),
+            Just("2.5e400".to_string()),
+            Just(r#""x""#.to_string()),
+            Just(r#""""#.to_string()),
+            Just(r#""\ud83d""#.to_string()),
+            Just(r#""\ud83d\ude00\n""#.to_string()),
+            Just("\"\u{e9}\"".to_string()),
+            Just("\"\\u00e9\\\"\"".to_string()),
+            Just(r#""$serde_json::private::RawValue""#.to_string()),
+            Just(r#""7""#.to_string()),
+        ];
+        leaf.prop_recursive(3, 12, 3, |inner| {
+            let key = prop_oneof![
+                Just("type"),
+                Just("text"),
+                Just("thinking"),
+                Just("a"),
+                Just("$serde_json::private::RawValue")
+            ];
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..3).prop_map(|v| format!("[{}]", v.join(","))),
+                proptest::collection::vec((key, inner), 0..3).prop_map(|kv| {
+                    let fields: Vec<String> = kv.iter().map(|(k, v)| format!("{k:?}:{v}")).collect();
+                    format!("{{{}}}", fields.join(","))
+                }),
+            ]
+        })
+    }
+
+    /// An object of some of these fields, each holding `value` or any value.
+    fn object(
+        names: &'static [&'static str],
+        value: impl Strategy<Value = String> + Clone + 'static,
+    ) -> BoxedStrategy<String> {
+        let field = (proptest::sample::select(names), prop_oneof![3 => value, 1 => any_value()]);
+        proptest::collection::vec(field, 0..4)
+            .prop_map(|fields| {
+                let fields: Vec<String> = fields.iter().map(|(k, v)| format!("{k:?}:{v}")).collect();
+                format!("{{{}}}", fields.join(","))
+            })
+            .boxed()
+    }
+
+    /// A chat chunk whose every read field holds a likely value or any value at all.
+    fn any_chunk() -> impl Strategy<Value = String> {
+        let text =
+            prop_oneof![Just(r#""hi""#.to_string()), Just("null".to_string()), Just(r#""""#.to_string())];
+        let call = object(CALL, prop_oneof![text.clone(), object(CALL, text.clone()), Just("0".to_string())]);
+        let calls = proptest::collection::vec(call.clone(), 0..3).prop_map(|c| format!("[{}]", c.join(",")));
+        let delta = object(DELTA, prop_oneof![text.clone(), calls, call]);
+        let choice = object(CHOICE, prop_oneof![text.clone(), delta, Just("0".to_string())]);
+        let choices = proptest::collection::vec(choice, 0..3).prop_map(|c| format!("[{}]", c.join(",")));
+        object(CHUNK, prop_oneof![text, choices])
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn shape_and_everything_judge_every_chunk_alike(chunk in any_chunk()) {
+            let (shape, everything) = judged(chunk.as_bytes());
+            prop_assert_eq!(shape, everything, "{}", chunk);
+        }
     }
 }

@@ -130,7 +130,7 @@ impl Fold {
         if chunk.keepalive {
             return Ok(Step::KeepAlive);
         }
-        let error = chunk.error.clone();
+        let error = chunk.error.as_deref().cloned();
         self.chunk(chunk)?;
         Ok(Step::Chunk(error))
     }
@@ -165,9 +165,10 @@ impl Fold {
                 answer.meta.insert(key.to_string(), value);
             }
         }
-        answer.usage = chunk.usage.or(answer.usage.take());
-        answer.prompt_filter_results = chunk.prompt_filter_results.or(answer.prompt_filter_results.take());
-        answer.error = chunk.error.or(answer.error.take());
+        answer.usage = chunk.usage.map(|v| *v).or(answer.usage.take());
+        answer.prompt_filter_results =
+            chunk.prompt_filter_results.map(|v| *v).or(answer.prompt_filter_results.take());
+        answer.error = chunk.error.map(|v| *v).or(answer.error.take());
         let keep = self.keep == Keep::Everything;
         for c in chunk.choices {
             let choice = answer.choices.entry(c.index).or_default();
@@ -183,7 +184,7 @@ impl Fold {
                 merge_call(choice.tool_calls.entry(index).or_default(), call, keep)?;
             }
             if let Some(call) = delta.function_call {
-                merge_call(choice.function_call.get_or_insert_with(Call::default), call, keep)?;
+                merge_call(choice.function_call.get_or_insert_with(Call::default), *call, keep)?;
             }
             if c.finish_reason.is_some() {
                 choice.finish_reason = c.finish_reason;
