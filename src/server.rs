@@ -304,21 +304,20 @@ fn handle(state: &State, mut request: tiny_http::Request, route: Route) {
     let duration = started.elapsed();
     let tally = trace.tally;
     state.metrics.request_done(&metrics::Done { route: kind, status, bytes, duration, tally, delivered });
-    if !logged {
-        return;
+    if logged {
+        crate::log::request(&crate::log::RequestLine {
+            id,
+            method: &method,
+            path: &path,
+            status,
+            attempts: trace.attempts,
+            upstream: trace.upstream,
+            retries: &trace.retries(),
+            bytes,
+            ms: duration.as_millis(),
+            client_gone: !delivered,
+        });
     }
-    crate::log::request(&crate::log::RequestLine {
-        id,
-        method: &method,
-        path: &path,
-        status,
-        attempts: trace.attempts,
-        upstream: trace.upstream,
-        retries: &trace.retries(),
-        bytes,
-        ms: duration.as_millis(),
-        client_gone: !delivered,
-    });
     // The answer is out: the rest of its upstream body, read now, lets the connection be reused.
     if let Some(tail) = tail {
         tail.finish();

@@ -19,7 +19,7 @@ use crate::api::{Api, Exchange};
 use crate::assemble;
 use crate::config::{Config, Upstream};
 use crate::error::{Error, Outcome, StreamError};
-use crate::failure::{self, Fate};
+use crate::failure::{self, Fate, Origin};
 use crate::inbound::{Body, Job};
 use crate::memory;
 use crate::metrics::{Metrics, Tally};
@@ -242,10 +242,11 @@ impl Shield<'_> {
             };
             let Fate::Retry { hint } = fate else {
                 trace.failures.push((target.number, outcome, Duration::ZERO));
-                return match (fate, err) {
-                    (_, Error::ClientGone) => Reply::error(&Error::ClientGone),
-                    (Fate::Deliver, err) => pass_on(err),
-                    (_, err) => self.give_up(job, trace, started.elapsed(), Some(err)),
+                // A client that left is nobody's failure to report as the upstream's.
+                return match (failure.origin, fate) {
+                    (Origin::Client, _) => Reply::error(&err),
+                    (_, Fate::Deliver) => pass_on(err),
+                    _ => self.give_up(job, trace, started.elapsed(), Some(err)),
                 }
                 .into();
             };
