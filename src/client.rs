@@ -225,15 +225,15 @@ impl Out {
     ) -> io::Result<T> {
         let deadline = Instant::now() + self.pace.allowance(bytes);
         let (socket, stall) = (self.socket.as_ref(), self.pace.stall);
-        let mut paced = Paced { writer: &mut *self.writer, socket, deadline, stall };
+        let mut paced = Paced { writer: &mut *self.writer, socket, deadline, stall, armed: None };
         let result = write(&mut paced).and_then(|t| paced.flush().map(|()| t));
-        if let Some(socket) = socket {
+        if socket.is_some() {
             match &result {
                 // the connection's later writes (tiny_http's own answers) get `stall` too
                 Ok(_) => {
-                    let _ = socket.set_write_timeout(stall);
+                    let _ = paced.set(stall);
                 }
-                Err(_) => socket.abort(),
+                Err(_) => paced.abort(),
             }
         }
         result
@@ -246,19 +246,37 @@ struct Paced<'a> {
     socket: Option<&'a tiny_http::Socket>,
     deadline: Instant,
     stall: Duration,
+    /// The write timeout last set on the socket: a write that needs the same one (`stall`,
+    /// while the deadline is further away) makes no system call for it.
+    armed: Option<Duration>,
 }
 
 impl Paced<'_> {
-    fn arm(&self) -> io::Result<()> {
+    fn arm(&mut self) -> io::Result<()> {
         let Some(timeout) = write_timeout(Instant::now(), self.deadline, self.stall) else {
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "the client took too long to read its answer",
             ));
         };
-        match self.socket {
-            Some(socket) => socket.set_write_timeout(timeout),
-            None => Ok(()),
+        self.set(timeout)
+    }
+
+    /// Give the socket's following writes `timeout`, unless it has it already.
+    fn set(&mut self, timeout: Duration) -> io::Result<()> {
+        let Some(socket) = self.socket else {
+            return Ok(());
+        };
+        if self.armed != Some(timeout) {
+            socket.set_write_timeout(timeout)?;
+            self.armed = Some(timeout);
+        }
+        Ok(())
+    }
+
+    fn abort(&self) {
+        if let Some(socket) = self.socket {
+            socket.abort();
         }
     }
 }
