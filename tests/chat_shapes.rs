@@ -89,7 +89,9 @@ fn ask(path: Path, steps: Vec<Step>) -> (String, usize, String) {
         Path::Adapter => post(&proxy.url("/v1/responses"), RESPONSES),
         Path::Chat => post(&proxy.url("/v1/chat/completions"), CHAT_PLAIN),
     };
-    (summary(path, &got), mock.attempts(), proxy.log())
+    // The request's log line comes after its answer and every line written on the way to it
+    // (the proxy's stderr reaches the test through a pipe read by another thread).
+    (summary(path, &got), mock.attempts(), proxy.wait_for_log("req=1 "))
 }
 
 /// Shapes the real servers send, understood at the first attempt.

@@ -229,6 +229,9 @@ fn a_client_too_slow_for_its_answer_is_cut_off() {
         .find(|silent| status_peeked(silent) == 200)
         .expect("the silent client never got in");
     wait_for("a place again", Duration::from_secs(15), || post(&url, RESPONSES_STREAM).status == 200);
+    // the log reaches the test through a pipe read by another thread: wait for the lines
+    let cuts = || proxy.log().matches("too slow to take its answer").count();
+    wait_for("both cuts logged", Duration::from_secs(5), || cuts() >= 2);
     let log = proxy.log();
     assert_eq!(log.matches("too slow to take its answer").count(), 2, "{log}");
     drop((reads, silent));
