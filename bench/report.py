@@ -8,12 +8,17 @@ MB = 1_000_000  # targets are in MB = 10^6 bytes (stricter than MiB)
 
 def parse(path):
     runs, metrics, checks = [], {}, []
+    metrics["perf"], metrics["long"] = [], {}
     with open(path) as f:
         for line in f:
             kind, *kvs = line.split()
             d = dict(kv.split("=", 1) for kv in kvs if "=" in kv)
             if kind == "run":
                 runs.append(d)
+            elif kind == "perf":
+                metrics["perf"].append(d)
+            elif kind == "metric" and "long" in d:
+                metrics["long"][d["tier"]] = d
             elif kind == "metric":
                 if "mem_round" in d:
                     metrics.setdefault("mem_rounds", []).append(d)
@@ -236,6 +241,128 @@ def compare(by, mem):
     return out
 
 
+PER_TIERS = (("nginx1", "nginx (1 worker)"), ("baseline", "baseline"), ("codex-shield", "**codex-shield**"),
+             ("codex-shield-again", "codex-shield (again)"))
+PER_STREAMS = (("per-responses", "Responses stream (responses.sse)"), ("per-chat", "Chat Completions stream (chat.sse)"))
+
+
+def per_request(runs, m):
+    """{(scenario, tier): {"rps", "p99", "cpu", "sys", "cs"}}: req/s and p99 the median of the
+    plain rounds, CPU µs, syscalls and context switches per request the median of the perf
+    rounds."""
+    import statistics
+    plain, perf = {}, {}
+    for r in runs:
+        if r["scenario"].startswith("per-") and not r.get("failed"):
+            plain.setdefault((r["scenario"], r["tier"]), []).append(r)
+    for d in m.get("perf", []):
+        n = num(d, "requests", 0)
+        if n and all(k in d for k in ("task_ms", "syscalls", "cs")):
+            perf.setdefault((d["scenario"], d["tier"]), []).append(
+                (num(d, "task_ms") * 1000 / n, num(d, "syscalls") / n, num(d, "cs") / n))
+    out = {}
+    for key in set(plain) | set(perf):
+        row = {}
+        if key in plain:
+            row["rps"] = statistics.median(num(r, "rps") for r in plain[key])
+            row["p99"] = statistics.median(num(r, "p99") for r in plain[key])
+            row["p50"] = statistics.median(num(r, "p50") for r in plain[key])
+        if key in perf:
+            for i, k in enumerate(("cpu", "sys", "cs")):
+                row[k] = statistics.median(x[i] for x in perf[key])
+        out[key] = row
+    return out
+
+
+def per_request_section(w, runs, m, by):
+    """The issue 19 table: per request against nginx with one worker, and the targets."""
+    per = per_request(runs, m)
+    if not per:
+        return
+    w("## Per request against nginx (1 worker), chunked upstream, c=32")
+    w("")
+    w("wrk -t2 -c32, the chunked mock; each round runs every tier once plain (req/s, p99) and once "
+      "under `perf stat -e raw_syscalls:sys_enter,context-switches,task-clock -p PID` (the whole "
+      "process, every thread; nginx: master and worker), divided by the requests served; medians "
+      "over %s rounds. nginx has one worker here, as the proxy is one process." % os.environ.get("BENCH_ROUNDS", "?"))
+    w("")
+    w("| stream | per request | " + " | ".join(n for _, n in PER_TIERS) + " | codex-shield ÷ nginx | ÷ baseline |")
+    w("|---|---|" + "--:|" * (len(PER_TIERS) + 2))
+    for sc, lab in PER_STREAMS:
+        for k, what, nd in (("cpu", "CPU (task-clock) µs", 1), ("sys", "syscalls", 1), ("cs", "context switches", 2),
+                            ("rps", "throughput req/s", 0), ("p99", "p99 µs", 0)):
+            vals = [per.get((sc, t), {}).get(k) for t, _ in PER_TIERS]
+            ng, bl, me = (per.get((sc, t), {}).get(k) for t in ("nginx1", "baseline", "codex-shield"))
+            w("| %s | %s | %s | %s | %s |" % (lab, what, " | ".join(fmt(v, nd) for v in vals),
+                                          fmt(me / ng if me and ng else None, 2), fmt(me / bl if me and bl else None, 2)))
+    w("")
+
+    # targets of issue 19, each with its figure
+    w("### Targets (issue 19)")
+    w("")
+    w("| target | measured | result |")
+    w("|---|---|---|")
+
+    def target(name, measured, ok):
+        w("| %s | %s | %s |" % (name, measured, "n/a" if ok is None else ("met" if ok else "**missed**")))
+
+    r = per.get(("per-responses", "codex-shield"), {})
+    n = per.get(("per-responses", "nginx1"), {})
+
+    def ratio_target(name, k, limit, nd, unit):
+        if k in r and k in n and n[k]:
+            q = r[k] / n[k]
+            target(name, "%s vs %s %s (%s×)" % (fmt(r[k], nd), fmt(n[k], nd), unit, fmt(q, 2)), q <= limit)
+        else:
+            target(name, "n/a", None)
+
+    ratio_target("CPU per request ≤ 1.5× nginx's", "cpu", 1.5, 1, "µs")
+    ratio_target("syscalls per request ≤ nginx's", "sys", 1.0, 1, "")
+    if "cs" in r:
+        target("context switches per request ≤ 2", fmt(r["cs"], 2), r["cs"] <= 2)
+    else:
+        target("context switches per request ≤ 2", "n/a", None)
+    if "rps" in r and n.get("rps"):
+        q = r["rps"] / n["rps"]
+        target("c=32 throughput ≥ 1.0× nginx", "%s vs %s req/s (%s×)" % (fmt(r["rps"]), fmt(n["rps"]), fmt(q, 2)), q >= 1.0)
+    else:
+        target("c=32 throughput ≥ 1.0× nginx", "n/a", None)
+    ratio_target("c=32 p99 ≤ 1.2× nginx's", "p99", 1.2, 0, "µs")
+    c1 = by.get("chunked-c1", {})
+    me1, fl1 = c1.get("codex-shield"), c1.get("floor")
+    if me1 and fl1 and not me1.get("failed") and not fl1.get("failed"):
+        a = num(me1, "p50") - num(fl1, "p50")
+        target("c=1 added p50 ≤ 0.05 ms over the floor (chunked)", "%s µs (%s vs %s)" % (
+            fmt(a), fmt(num(me1, "p50")), fmt(num(fl1, "p50"))), a <= 50)
+    else:
+        target("c=1 added p50 ≤ 0.05 ms over the floor (chunked)", "n/a", None)
+    long = m.get("long", {})
+    for tier, name in (("codex-shield", "glibc build"), ("codex-shield-static", "static musl build")):
+        d = long.get(tier)
+        if d:
+            kb, bl = num(d, "kb_per"), long.get("baseline")
+            extra = " (baseline %s KB)" % fmt(num(bl, "kb_per")) if bl else ""
+            bad = int(num(d, "errors", 0) or 0)
+            target("memory per small in-flight answer ≤ 64 KB, %s" % name,
+                   "%s KB at %s concurrent 10 s answers, %d errors%s" % (fmt(kb), d.get("n"), bad, extra),
+                   kb <= 64 and bad == 0)
+        else:
+            target("memory per small in-flight answer ≤ 64 KB, %s" % name, "n/a (not measured)", None)
+    tr = {}
+    for x in runs:
+        if x["scenario"] == "translate-c32":
+            tr.setdefault(x["tier"], []).append(x)
+    t, c = tr.get("codex-shield-translated"), tr.get("codex-shield-chat")
+    tc = cpu_us_per_req(aggregate(t)) if t else None
+    cc = cpu_us_per_req(aggregate(c)) if c else None
+    if tc and cc:
+        target("translated CPU ≤ 1.5× chat pass-through (c=32)", "%s vs %s µs (%s×)" % (fmt(tc, 1), fmt(cc, 1), fmt(tc / cc, 2)),
+               tc / cc <= 1.5)
+    else:
+        target("translated CPU ≤ 1.5× chat pass-through (c=32)", "n/a", None)
+    w("")
+
+
 def main():
     runs, m, checks = parse(sys.argv[1])
     env = os.environ.get
@@ -243,7 +370,7 @@ def main():
     order = []
     for r in runs:
         sc = r["scenario"]
-        if sc.startswith("mem") or sc.startswith("fail-") or sc.startswith("translate-"):
+        if sc.startswith(("mem", "fail-", "translate-", "per-")):
             continue  # their own sections
         if sc not in rounds_of:
             order.append(sc)
@@ -287,6 +414,7 @@ def main():
     for c in checks:
         w("- **%s**: %s" % (c.get("tier"), c.get("why", "").replace("_", " ")))
     w("")
+    per_request_section(w, runs, m, by)
     w("## Throughput and latency")
     w("")
     w("| scenario | upstream | tier | req/s | req/s ÷ baseline | p50 µs | p99 µs | p99 ÷ baseline "

@@ -15,6 +15,7 @@
 #   BENCH_STARTUP_RUNS=30, BENCH_STATIC=1 (0: don't run scripts/static.sh, report what is there),
 #   BENCH_STATIC_TIER=1 (0: do not load-test the static musl binary as one more tier),
 #   BENCH_LOG_LEVEL=error, BENCH_TIMEOUT=2s (wrk --timeout), BENCH_KEEP=1 (keep the temp dir with configs and logs),
+#   BENCH_LONG=2000 (concurrent 10 s answers for memory per in-flight answer; 0 skips),
 #   BENCH_QUICK=1 (1 s runs, for checking the script itself), BENCH_BIN=path (measure that
 #   binary instead of building target/release/codex-shield). How to move bench/BASELINE: bench/README.md.
 set -euo pipefail
@@ -69,6 +70,8 @@ command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || need_install+=(n
 command -v wrk >/dev/null 2>&1 || need_install+=(wrk)
 command -v python3 >/dev/null 2>&1 || need_install+=(python3)
 command -v curl >/dev/null 2>&1 || need_install+=(curl)
+# perf: syscalls, context switches and CPU per request (the per-request table)
+command -v perf >/dev/null 2>&1 || need_install+=(linux-perf)
 if ((${#need_install[@]})); then
   log "installing ${need_install[*]} from Debian's packages"
   SUDO=""; [[ $(id -u) == 0 ]] || SUDO="sudo"
@@ -139,7 +142,7 @@ for _ in range(int(sys.argv[1])):
 print(" ".join(str(s.getsockname()[1]) for s in socks))
 EOF
 }
-read -r UP REF SH3 SH4 <<<"$(free_ports 4)"
+read -r UP REF SH3 SH4 NG1 <<<"$(free_ports 5)"
 
 wait_http() { # url [timeout_s]
   local url=$1 t=${2:-10} i
@@ -250,6 +253,12 @@ $(common_http "$TMP/ref")
 }
 EOF
 
+# the per-request reference: the same reverse proxy with one worker (one process, as the
+# proxy is one process), so that CPU, syscalls and wake-ups per request compare like for like
+mkdir -p "$TMP/ng1"
+sed -e "s/^worker_processes .*/worker_processes 1;/" -e "s#$TMP/ref#$TMP/ng1#g" -e "s/127.0.0.1:$REF /127.0.0.1:$NG1 /" \
+  "$TMP/ref/nginx.conf" >"$TMP/ng1/nginx.conf"
+
 start_nginx() { # name
   "$NGINX" -p "$TMP/$1" -c "$TMP/$1/nginx.conf" -e "$TMP/$1/error.log" -g 'daemon off;' &
   PIDS+=($!)
@@ -257,8 +266,10 @@ start_nginx() { # name
 }
 start_nginx up
 start_nginx ref
+start_nginx ng1
 wait_http "http://127.0.0.1:$UP/" 10 || die "mock upstream did not start: $(cat "$TMP/up/error.log")"
 wait_http "http://127.0.0.1:$REF/" 10 || die "nginx reference did not start: $(cat "$TMP/ref/error.log")"
+wait_http "http://127.0.0.1:$NG1/" 10 || die "nginx 1-worker reference did not start: $(cat "$TMP/ng1/error.log")"
 
 start_shield() { # port endpoint_path extra_env... ; sets SHIELD_PID
   local port=$1 path=$2
@@ -462,6 +473,66 @@ for s in "${SCENARIOS[@]}"; do
   done
   unset -n tiers
 done
+# ------------------------------------------------------ per request (issue 19) ---
+# The same chunked upstream and c=32 load, for nginx with one worker, the baseline and the
+# current build (twice): each round runs every tier once plain (req/s, p99) and once under
+# `perf stat` (task-clock, syscalls, context switches of the whole process, all threads),
+# counted from just before wrk starts to just after it ends, divided by the requests served.
+# (A counted tracepoint slows every syscall a little, so req/s and p99 come from the plain run.)
+PERF_EVENTS=raw_syscalls:sys_enter,context-switches,task-clock
+PERF_OK=0
+if command -v perf >/dev/null 2>&1 && perf stat -x, -e "$PERF_EVENTS" -- true >/dev/null 2>&1; then PERF_OK=1; else
+  log "perf stat unavailable (no perf, or no access to the raw_syscalls tracepoint): the per-request table will say n/a"
+  rec "check tier=perf ok=0 why=perf_stat_unavailable:_the_per-request_table_is_n/a"
+fi
+run_perf() { # scenario tier url pids body: one wrk run with perf stat on the pids
+  local sc=$1 tier=$2 url=$3 pids=$4 body=$5 out perfout="$TMP/perf.out"
+  rm -f "$perfout"
+  perf stat -x, -e "$PERF_EVENTS" -p "$pids" -o "$perfout" >/dev/null 2>&1 &
+  local pp=$!
+  sleep 0.3 # attached (an idle process adds nothing meanwhile)
+  out=$(BENCH_BODY="$body" BENCH_RATE=0 BENCH_THREADS=2 timeout $((RDUR + 30)) \
+    wrk -t2 -c32 -d"${RDUR}s" --timeout "$TIMEOUT" -s "$BENCH_DIR/wrk_post.lua" "$url" 2>&1) || true
+  kill -INT "$pp" 2>/dev/null || true
+  wait "$pp" 2>/dev/null || true
+  local line n
+  line=$(grep '^BENCH ' <<<"$out" | tail -1) || true
+  n=$(grep -o 'requests=[0-9]*' <<<"$line" | cut -d= -f2) || n=""
+  if [[ -z "$n" || ! -s "$perfout" ]]; then
+    log "perf run failed for $sc/$tier"
+    return
+  fi
+  rec "perf scenario=$sc tier=$tier round=${ROUND:-1} requests=$n $(awk -F, '
+    $3 == "task-clock" {printf "task_ms=%s ", $1}
+    $3 == "raw_syscalls:sys_enter" {printf "syscalls=%s ", $1}
+    $3 == "context-switches" {printf "cs=%s ", $1}' "$perfout")"
+}
+PR_TIERS=(nginx1)
+for tier in codex-shield baseline codex-shield-again; do [[ -n "${TPID[$tier/chunked]:-}" ]] && PR_TIERS+=("$tier"); done
+NG1_PIDS="$NG1_PID$(ps -o pid= --ppid "$NG1_PID" | tr -d ' ' | sed 's/^/,/' | tr -d '\n')"
+if ((${#PR_TIERS[@]} > 1)); then
+  log "per request: ${PR_TIERS[*]}, chunked upstream, c=32"
+  BENCH_BODY="$FIX/request_responses.json" timeout 30 wrk -t2 -c32 -d"${WARM}s" -s "$BENCH_DIR/wrk_post.lua" \
+    "http://127.0.0.1:$NG1/chunked/v1/responses" >/dev/null 2>&1 || true
+  for s in "per-responses /v1/responses request_responses.json" "per-chat /v1/chat/completions request_chat.json"; do
+    read -r sc path body <<<"$s"
+    for ((round = 1; round <= ROUNDS; round++)); do
+      for tier in $(in_round_order "$round" "${PR_TIERS[@]}"); do
+        if [[ $tier == nginx1 ]]; then
+          url="http://127.0.0.1:$NG1/chunked$path" SHIELD_PID=$NG1_PID pids=$NG1_PIDS
+        else
+          url="http://127.0.0.1:${TPORT[$tier/chunked]}$path" SHIELD_PID=${TPID[$tier/chunked]} pids=${TPID[$tier/chunked]}
+          kill -0 "$SHIELD_PID" 2>/dev/null || { check_alive "$SHIELD_PID" "$sc/$tier" || true; continue; }
+          wait_drained "${TPORT[$tier/chunked]}"
+        fi
+        FRAMING=chunked ROUND=$round run_wrk "$sc" "$tier" "$url" 2 32 "$RDUR" 0 "$FIX/$body"
+        [[ $tier == nginx1 ]] || wait_drained "${TPORT[$tier/chunked]}"
+        ((PERF_OK)) && ROUND=$round run_perf "$sc" "$tier" "$url" "$pids" "$FIX/$body"
+      done
+    done
+  done
+fi
+
 SHIELD_MAIN=${TPID[codex-shield/cl]:-}
 if [[ -n "$SHIELD_MAIN" ]]; then
   sleep 1
@@ -590,6 +661,30 @@ if [[ -n "$BIN" && -n "$SHIELD_MAIN" ]]; then
     rec "metric translate_big_hwm_kb=$(status_kb "$TBIG" VmHWM) translate_big_rss_after_kb=$(status_kb "$TBIG" VmRSS)"
     stop_pid "$TBIG"
   fi
+fi
+
+# ------------------------------------------ small in-flight answers (issue 19) ---
+# BENCH_LONG (2000; 0 skips) concurrent answers that each take 10 s upstream, on one process:
+# RSS per in-flight answer for the glibc build, the static build and the baseline, by the
+# `make longstreams` load generator (examples/longstreams.rs) at one level.
+LONG_N="${BENCH_LONG:-2000}"
+[[ "${BENCH_QUICK:-0}" == 1 && -z "${BENCH_LONG:-}" ]] && LONG_N=200
+if [[ "$LONG_N" != 0 ]] && (cd "$ROOT" && cargo build --quiet --example longstreams) >"$TMP/long-build.log" 2>&1; then
+  for tier in codex-shield codex-shield-static baseline; do
+    [[ -n "${TBIN[$tier]:-}" ]] || continue
+    log "memory: $LONG_N concurrent 10 s answers, $tier"
+    row=$( (ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"; cd "$ROOT" && \
+      SHIELD_BIN="${TBIN[$tier]}" LONG_LEVELS="$LONG_N" timeout --signal=KILL 300s target/debug/examples/longstreams) 2>"$TMP/long-$tier.log" \
+      | grep "^| $LONG_N |" | head -1) || true
+    if [[ -z "$row" ]]; then
+      log "longstreams failed for $tier: $(tail -2 "$TMP/long-$tier.log")"
+      continue
+    fi
+    IFS='|' read -r _ n ok errors wall idle peak per threads fds cpu _ <<<"$row"
+    rec "metric long=1 tier=$tier n=${n// /} ok=${ok// /} errors=${errors// /} idle_mb=${idle// /} peak_mb=${peak// /} kb_per=${per// /} threads=${threads// /}"
+  done
+elif [[ "$LONG_N" != 0 ]]; then
+  log "examples/longstreams did not build: $(tail -1 "$TMP/long-build.log")"
 fi
 
 # --------------------------------------------------------------- report ---
