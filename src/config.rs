@@ -637,6 +637,12 @@ mod tests {
         for var in ["ALLOW_OPEN_PROXY", "CODEX_PROGRESS"] {
             assert_eq!(failing_var(&[EP, (var, "maybe")]), var);
         }
+        // A HOST other than loopback needs a key: PROXY_API_KEY or CLIENT_KEYS_FILE.
+        let keyed = |k: &'static str| config(&[EP, ("HOST", "0.0.0.0"), (k, "x")]).is_ok();
+        assert_eq!(
+            (keyed("PROXY_API_KEY"), keyed("CLIENT_KEYS_FILE"), keyed("STATUS_TOKEN")),
+            (true, true, false)
+        );
     }
 
     #[test]

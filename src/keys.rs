@@ -16,13 +16,16 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::error::Error;
 use crate::inbound::{constant_time_eq, Credentials};
 
 /// How often `watch` looks at the file.
-pub const WATCH_EVERY: Duration = Duration::from_secs(1);
+pub const WATCH_EVERY: Duration = Duration::from_millis(250);
+/// A version of the file is read once it has not changed for this long: a file rewritten in
+/// place is not read between its truncation and its last write.
+pub const QUIET: Duration = Duration::from_millis(100);
 /// Longest name: a label value and a log field, kept short.
 pub const MAX_NAME: usize = 64;
 
@@ -179,7 +182,8 @@ impl Keys {
 
     /// The entry for a request's credentials (Bearer or `api-key`).
     pub fn of(&self, c: &Credentials) -> Option<&Entry> {
-        let offered: Vec<&[u8]> = [&c.bearer, &c.api_key].into_iter().flatten().map(|k| k.as_bytes()).collect();
+        let offered: Vec<&[u8]> =
+            [&c.bearer, &c.api_key].into_iter().flatten().map(|k| k.as_bytes()).collect();
         self.identify(&offered)
     }
 
@@ -203,7 +207,11 @@ fn matching(entries: &[Entry], offered: usize, mut eq: impl FnMut(&Entry, usize)
 }
 
 /// Who the client is, once its key is checked.
-pub fn check(proxy_key: Option<&str>, keys: Option<&Keys>, c: &Credentials) -> Result<Option<Arc<str>>, Error> {
+pub fn check(
+    proxy_key: Option<&str>,
+    keys: Option<&Keys>,
+    c: &Credentials,
+) -> Result<Option<Arc<str>>, Error> {
     if proxy_key.is_none() && keys.is_none() {
         return Ok(None);
     }
@@ -222,19 +230,19 @@ struct Stamp {
     dev: u64,
     inode: u64,
     size: u64,
-    modified: (i64, i64),
+    modified: SystemTime,
 }
 
 fn stamp(path: &Path) -> std::io::Result<Stamp> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path)?;
-    Ok(Stamp { dev: m.dev(), inode: m.ino(), size: m.size(), modified: (m.mtime(), m.mtime_nsec()) })
+    Ok(Stamp { dev: m.dev(), inode: m.ino(), size: m.size(), modified: m.modified()? })
 }
 
 /// The version of the file the last look found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Seen {
-    /// None yet, or one read while it changed: read it again.
+    /// None yet.
     Nothing,
     Version(Stamp),
     /// No file, or one that cannot be read.
@@ -263,8 +271,12 @@ impl Store {
     /// The keys of `path` at start-up; a malformed or unreadable file is a configuration error
     /// naming its line. No path: no keys.
     pub fn open(path: Option<&Path>) -> Result<Store, Error> {
-        let store = Store { path: path.map(Path::to_path_buf), current: Mutex::new(None), seen: Mutex::new(Seen::Nothing) };
-        match store.reload() {
+        let store = Store {
+            path: path.map(Path::to_path_buf),
+            current: Mutex::new(None),
+            seen: Mutex::new(Seen::Nothing),
+        };
+        match store.reload(SystemTime::now(), Duration::ZERO) {
             Reload::Kept(reason) => Err(Error::Config { var: "CLIENT_KEYS_FILE".into(), reason }),
             Reload::Unchanged | Reload::Loaded(_) => Ok(store),
         }
@@ -279,10 +291,10 @@ impl Store {
         self.path.as_deref()
     }
 
-    /// Read the file again if it changed; the new keys take effect for the requests that
-    /// arrive from now on. A version read while it was being written (its stamp moved during
-    /// the read) is read again at the next look.
-    pub fn reload(&self) -> Reload {
+    /// Read the file again if it changed and has been left alone for `quiet` at `now`; the
+    /// new keys take effect for the requests that arrive from then on. A version still being
+    /// written (younger than `quiet`, or changed during the read) is read at a later look.
+    pub fn reload(&self, now: SystemTime, quiet: Duration) -> Reload {
         let Some(path) = &self.path else {
             return Reload::Unchanged;
         };
@@ -291,17 +303,18 @@ impl Store {
             Ok(s) => s,
             Err(e) => return self.refuse(Seen::Unreadable, describe(e)),
         };
-        if *crate::sync::lock(&self.seen) == Seen::Version(before) {
+        let young = now.duration_since(before.modified).map_or(true, |age| age < quiet);
+        if *crate::sync::lock(&self.seen) == Seen::Version(before) || young {
             return Reload::Unchanged;
         }
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
             Err(e) => return self.refuse(Seen::Unreadable, describe(e)),
         };
-        let seen = match stamp(path).ok() == Some(before) {
-            true => Seen::Version(before),
-            false => Seen::Nothing,
-        };
+        if stamp(path).ok() != Some(before) {
+            return Reload::Unchanged;
+        }
+        let seen = Seen::Version(before);
         let keys = match parse(&text) {
             Ok(keys) => keys,
             Err(malformed) => return self.refuse(seen, format!("{}: {malformed}", path.display())),
@@ -312,11 +325,10 @@ impl Store {
         Reload::Loaded(n)
     }
 
-    /// A version that cannot be used, reported once (a version read while it changed is read
-    /// again at the next look).
+    /// A version that cannot be used, reported once.
     fn refuse(&self, now: Seen, reason: String) -> Reload {
         let mut seen = crate::sync::lock(&self.seen);
-        if now != Seen::Nothing && *seen == now {
+        if *seen == now {
             return Reload::Unchanged;
         }
         *seen = now;
@@ -328,10 +340,12 @@ impl Store {
 pub fn watch(store: Arc<Store>) {
     std::thread::spawn(move || loop {
         std::thread::sleep(WATCH_EVERY);
-        match store.reload() {
+        match store.reload(SystemTime::now(), QUIET) {
             Reload::Unchanged => {}
             Reload::Loaded(n) => crate::info!("CLIENT_KEYS_FILE reloaded: {n} key(s) in effect"),
-            Reload::Kept(reason) => crate::error!("CLIENT_KEYS_FILE not reloaded, the previous keys stay: {reason}"),
+            Reload::Kept(reason) => {
+                crate::error!("CLIENT_KEYS_FILE not reloaded, the previous keys stay: {reason}")
+            }
         }
     });
 }
@@ -392,7 +406,10 @@ mod tests {
         let cases: Vec<(String, Parsed)> = vec![
             ("".into(), Ok(vec![])),
             ("# team keys\n\n   \nalice: k-alice\n".into(), Ok(vec![("alice", None)])),
-            ("alice: k-alice max=4\r\nci-bot@build: k-ci\n".into(), Ok(vec![("alice", Some(4)), ("ci-bot@build", None)])),
+            (
+                "alice: k-alice max=4\r\nci-bot@build: k-ci\n".into(),
+                Ok(vec![("alice", Some(4)), ("ci-bot@build", None)]),
+            ),
             (format!("alice: {ALICE_SHA}"), Ok(vec![("alice", None)])),
             ("  bob :  k-bob   # laptop\n".into(), Ok(vec![("bob", None)])),
             ("bob: k-bob max=2 # two at once\n".into(), Ok(vec![("bob", Some(2))])),
@@ -417,7 +434,8 @@ mod tests {
             let got = parse(&text);
             match (&expected, &got) {
                 (Ok(names), Ok(keys)) => {
-                    let got: Vec<(&str, Option<usize>)> = keys.entries.iter().map(|e| (&*e.name, e.max)).collect();
+                    let got: Vec<(&str, Option<usize>)> =
+                        keys.entries.iter().map(|e| (&*e.name, e.max)).collect();
                     assert_eq!(&got, names, "{text:?}");
                 }
                 (Err((line, reason)), Err(m)) => {
@@ -432,7 +450,11 @@ mod tests {
     /// Plain and hashed entries each accept their key and only it, by Bearer or api-key.
     #[test]
     fn keys_identify_their_names() {
-        assert_eq!(ALICE_SHA[7..], hex(&sha256(b"k-alice")), "the digest `printf %s k-alice | sha256sum` prints");
+        assert_eq!(
+            ALICE_SHA[7..],
+            hex(&sha256(b"k-alice")),
+            "the digest `printf %s k-alice | sha256sum` prints"
+        );
         let keys = parse(&format!("alice: {ALICE_SHA}\nbob: k-bob max=1\n")).unwrap();
         let cases: [(&[&[u8]], Option<&str>); 7] = [
             (&[b"k-alice"], Some("alice")),
@@ -505,17 +527,19 @@ mod tests {
         let _unlimited: Vec<_> = (0..5).map(|_| limiter.acquire(&bob, None).unwrap()).collect();
     }
 
-    /// A changed file takes effect at the next look; a malformed one keeps the previous keys
-    /// and is reported once; a missing one too.
+    /// A changed file takes effect at the first look once it is `QUIET`; a malformed one keeps
+    /// the previous keys and is reported once; a missing one too.
     #[test]
     fn the_store_reloads_and_keeps_the_last_good_keys() {
         let dir = std::env::temp_dir().join(format!("codex-shield-keys-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("keys");
-        let names = |s: &Store| s.current().unwrap().entries.iter().map(|e| e.name.to_string()).collect::<Vec<_>>();
+        let names =
+            |s: &Store| s.current().unwrap().entries.iter().map(|e| e.name.to_string()).collect::<Vec<_>>();
         std::fs::write(&path, "alice: k1\n").unwrap();
         let store = Store::open(Some(&path)).unwrap();
-        assert_eq!(store.reload(), Reload::Unchanged);
+        let later = || store.reload(SystemTime::now() + Duration::from_secs(1), QUIET);
+        assert_eq!(later(), Reload::Unchanged);
         // (new content, or None to delete the file; what the look finds; the names after it)
         let steps: [(Option<&str>, Result<usize, &str>, &[&str]); 5] = [
             (Some("alice: k1\nbob: k2\n"), Ok(2), &["alice", "bob"]),
@@ -526,16 +550,20 @@ mod tests {
         ];
         for (i, (content, expected, after)) in steps.into_iter().enumerate() {
             match content {
-                Some(text) => std::fs::write(&path, text).unwrap(),
+                Some(text) => {
+                    std::fs::write(&path, text).unwrap();
+                    let at_once = store.reload(SystemTime::now(), QUIET);
+                    assert_eq!(at_once, Reload::Unchanged, "step {i}: read only once quiet");
+                }
                 None => std::fs::remove_file(&path).unwrap(),
             }
-            let got = store.reload();
+            let got = later();
             match (expected, &got) {
                 (Ok(n), Reload::Loaded(m)) => assert_eq!(*m, n, "step {i}"),
                 (Err(reason), Reload::Kept(why)) => assert!(why.contains(reason), "step {i}: {why}"),
                 _ => panic!("step {i}: expected {expected:?}, got {got:?}"),
             }
-            assert_eq!(store.reload(), Reload::Unchanged, "step {i}: reported once");
+            assert_eq!(later(), Reload::Unchanged, "step {i}: reported once");
             assert_eq!(names(&store), after, "step {i}");
         }
         std::fs::write(&path, "x y\n").unwrap();

@@ -18,7 +18,9 @@ use crate::config::Config;
 use crate::error::{Error, Outcome};
 use crate::inbound::{constant_time_eq, Credentials};
 use crate::keys::Keys;
-use crate::metrics::{self, ClientGauge, ClientRow, Gauges, Metrics, Recent, RouteKind, Snapshot, UpstreamHealth};
+use crate::metrics::{
+    self, ClientGauge, ClientRow, Gauges, Metrics, Recent, RouteKind, Snapshot, UpstreamHealth,
+};
 use crate::reply::Reply;
 
 /// A locally answered route.

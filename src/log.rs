@@ -279,7 +279,8 @@ mod tests {
     #[test]
     fn request_line_as_json() {
         let retries = ["429 +1.00s".to_string(), "event:\"quoted\"\n +0.50s".to_string()];
-        let text = request_line(Format::Json, TS, &RequestLine { client: Some("alice"), ..sample(&retries, true) });
+        let text =
+            request_line(Format::Json, TS, &RequestLine { client: Some("alice"), ..sample(&retries, true) });
         assert!(text.ends_with('\n') && text.matches('\n').count() == 1, "one line: {text:?}");
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         let expected = json!({

@@ -285,7 +285,12 @@ mod tests {
             (Error::UnsupportedEncoding("gzip".into()), 415, "unsupported_content_encoding", "\"gzip\""),
             (Error::WebSocket, 426, "websocket_not_supported", "HTTP"),
             (Error::Busy { limit: 2 }, 503, "proxy_busy", "MAX_CONCURRENT"),
-            (Error::ClientLimit { limit: 4 }, 429, "rate_limit_exceeded", "already has 4 request(s) in flight"),
+            (
+                Error::ClientLimit { limit: 4 },
+                429,
+                "rate_limit_exceeded",
+                "already has 4 request(s) in flight",
+            ),
             (exhausted(rejection(429)), 429, "rate_limit_exceeded", "3 attempt(s) over 4.5s"),
             (exhausted(rejection(503)), 503, "upstream_retries_exhausted", "retry after 20 seconds"),
             (exhausted(Error::Stalled { received: 5 }), 504, "upstream_timeout", "stalled"),

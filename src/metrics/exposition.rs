@@ -7,8 +7,8 @@
 use std::fmt::Write as _;
 
 use super::{
-    ClientRow, HistogramSnapshot, RouteKind, Snapshot, UpstreamHealth, DURATION_BUCKETS, NO_CLIENT, SIZE_BUCKETS,
-    STATUS_CLASSES,
+    ClientRow, HistogramSnapshot, RouteKind, Snapshot, UpstreamHealth, DURATION_BUCKETS, NO_CLIENT,
+    SIZE_BUCKETS, STATUS_CLASSES,
 };
 use crate::error::Outcome;
 use Kind::{Counter, Gauge, Histogram};
