@@ -124,10 +124,11 @@ fn parse_line(line: &str) -> Result<Entry, String> {
     Ok(Entry { name: name.into(), secret, max })
 }
 
-/// A word of a malformed line as an error may quote it: short, in case it was a key.
+/// A word of a malformed line as an error may quote it: its first 4 characters, in case it
+/// was a key.
 fn shown(word: &str) -> String {
     match word.chars().count() {
-        0..=12 => word.to_string(),
+        0..=4 => word.to_string(),
         _ => word.chars().take(4).chain("…".chars()).collect(),
     }
 }
@@ -140,8 +141,9 @@ fn check_name(name: &str) -> Result<(), String> {
         "" => Err("the name before `:` is empty".into()),
         "-" => Err("`-` is reserved (requests without a name)".into()),
         _ if name.len() > MAX_NAME => Err(format!("the name is longer than {MAX_NAME} characters")),
+        // Not quoted: a key written in the wrong place must not reach the log.
         _ if !name.chars().all(allowed) => {
-            Err(format!("the name {name:?} may hold only letters, digits, `.`, `_`, `-` and `@`"))
+            Err("a name may hold only letters, digits, `.`, `_`, `-` and `@`".into())
         }
         _ => Ok(()),
     }
@@ -425,6 +427,9 @@ mod tests {
             (format!("alice: sha256:{}\n", "g".repeat(64)), Err((1, "64 hex digits"))),
             ("alice: k max=0\n".into(), Err((1, "above 0"))),
             ("alice: k max=lots\n".into(), Err((1, "above 0, got \"lots\""))),
+            ("alice: k max=12345678\n".into(), Ok(vec![("alice", Some(12345678))])),
+            ("alice: k max=x12345678\n".into(), Err((1, "got \"x123…\""))),
+            ("alice sk-secret: k\n".into(), Err((1, "may hold only letters"))),
             ("alice: k max=1 max=2\n".into(), Err((1, "given twice"))),
             ("alice: k-alice sk-stray-secret-here\n".into(), Err((1, "unexpected \"sk-s…\""))),
             ("alice: k1\n\nalice: k2\n".into(), Err((3, "already on line 1"))),
@@ -441,6 +446,7 @@ mod tests {
                 (Err((line, reason)), Err(m)) => {
                     assert_eq!(m.line, *line, "{text:?}: {m}");
                     assert!(m.reason.contains(reason), "{text:?}: {m}");
+                    assert!(!m.reason.contains("secret"), "no key quoted: {m}");
                 }
                 _ => panic!("{text:?}: expected {expected:?}, got {got:?}"),
             }
