@@ -175,7 +175,8 @@ impl Keys {
     /// The entry whose key is among `offered`, comparing every offered key with every entry.
     pub fn identify(&self, offered: &[&[u8]]) -> Option<&Entry> {
         let hashed = self.entries.iter().any(|e| matches!(e.secret, Secret::Sha256(_)));
-        let digests: Vec<[u8; 32]> = offered.iter().map(|k| if hashed { sha256(k) } else { [0; 32] }).collect();
+        let digests: Vec<[u8; 32]> =
+            offered.iter().map(|k| if hashed { sha256(k) } else { [0; 32] }).collect();
         let found = matching(&self.entries, offered.len(), |entry, i| match &entry.secret {
             Secret::Plain(key) => constant_time_eq(offered[i], key),
             Secret::Sha256(digest) => constant_time_eq(&digests[i], digest),

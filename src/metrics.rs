@@ -561,6 +561,33 @@ mod tests {
         assert!(s.recent[1].client_gone);
     }
 
+    /// Requests per client by status class, refusals past `max=`, and the live numbers merged
+    /// in: a name of the file without requests gets a row of zeros, rows sorted by name.
+    #[test]
+    fn clients_counted_and_merged() {
+        let m = Metrics::new(1);
+        for (client, status) in
+            [(Some("bob"), 200), (Some("bob"), 429), (None, 401), (Some("bob"), 502), (None, 200)]
+        {
+            m.client_done(client, status);
+        }
+        m.client_limited("bob");
+        let gauge = |name: &str, in_flight, limit| ClientGauge { name: name.into(), in_flight, limit };
+        let live = [gauge("carol", 0, None), gauge("bob", 2, Some(3))];
+        let s = m.snapshot(Gauges::default(), &[]).with_clients(&live);
+        let rows: Vec<(&str, [u64; 5], u64, usize, Option<usize>)> = s
+            .clients
+            .iter()
+            .map(|c| (&*c.name, c.counts.requests, c.counts.limited, c.in_flight, c.limit))
+            .collect();
+        let expected = vec![
+            ("-", [0, 1, 0, 1, 0], 0, 0, None),
+            ("bob", [0, 1, 0, 1, 1], 1, 2, Some(3)),
+            ("carol", [0; 5], 0, 0, None),
+        ];
+        assert_eq!(rows, expected);
+    }
+
     #[test]
     fn ring_keeps_the_last_fifty_newest_first() {
         let mut ring = Ring::default();
