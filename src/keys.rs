@@ -549,7 +549,8 @@ mod tests {
         let later = || store.reload(SystemTime::now() + Duration::from_secs(1), QUIET);
         assert_eq!(later(), Reload::Unchanged);
         // (new content, or None to delete the file; what the look finds; the names after it)
-        let steps: [(Option<&str>, Result<usize, &str>, &[&str]); 5] = [
+        type Step<'a> = (Option<&'a str>, Result<usize, &'a str>, &'a [&'a str]);
+        let steps: [Step; 5] = [
             (Some("alice: k1\nbob: k2\n"), Ok(2), &["alice", "bob"]),
             (Some("alice: k1\nbob k2\n"), Err("line 2: expected `name: key`"), &["alice", "bob"]),
             (None, Err("cannot read"), &["alice", "bob"]),

@@ -575,7 +575,8 @@ mod tests {
         let gauge = |name: &str, in_flight, limit| ClientGauge { name: name.into(), in_flight, limit };
         let live = [gauge("carol", 0, None), gauge("bob", 2, Some(3))];
         let s = m.snapshot(Gauges::default(), &[]).with_clients(&live);
-        let rows: Vec<(&str, [u64; 5], u64, usize, Option<usize>)> = s
+        type Row<'a> = (&'a str, [u64; 5], u64, usize, Option<usize>);
+        let rows: Vec<Row> = s
             .clients
             .iter()
             .map(|c| (&*c.name, c.counts.requests, c.counts.limited, c.in_flight, c.limit))
