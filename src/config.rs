@@ -76,6 +76,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ),
     ("PROXY_API_KEY", "", "if set, clients must send it (Bearer or api-key); never forwarded"),
     (
+        "CLIENT_KEYS_FILE",
+        "",
+        "file of named client keys (`name: key [max=N]` per line, see docs/keys.md), re-read when it changes",
+    ),
+    (
         "STATUS_TOKEN",
         "",
         "read-only token for /metrics (Bearer) and /status (also ?token=); grants no API call",
@@ -120,6 +125,8 @@ pub struct Config {
     pub limits: Limits,
     /// Inbound key clients must present (`PROXY_API_KEY`).
     pub proxy_key: Option<String>,
+    /// Named client keys (`CLIENT_KEYS_FILE`, read by `keys.rs`).
+    pub keys_file: Option<PathBuf>,
     /// `KEEPALIVE_SECONDS`, when on.
     pub keepalive: Option<Duration>,
     /// `CODEX_PROGRESS`: progress lines for Codex clients while they wait.
@@ -334,6 +341,7 @@ impl Config {
                     .ok_or_else(|| bad("MEMORY_BUDGET_MB", "expected auto, off or a number of MiB".into()))?,
             },
             proxy_key: raw.optional("PROXY_API_KEY"),
+            keys_file: raw.optional("CLIENT_KEYS_FILE").map(PathBuf::from),
             keepalive,
             codex_progress,
             status_token: raw.optional("STATUS_TOKEN"),
@@ -345,9 +353,9 @@ impl Config {
             log_level,
             log_format,
         };
-        if !config.is_loopback() && config.proxy_key.is_none() && !allow_open {
+        if !config.is_loopback() && !config.has_keys() && !allow_open {
             let reason = format!(
-                "{:?} is reachable from other machines: set PROXY_API_KEY (or ALLOW_OPEN_PROXY=true)",
+                "{:?} is reachable from other machines: set PROXY_API_KEY or CLIENT_KEYS_FILE (or ALLOW_OPEN_PROXY=true)",
                 config.listen.host
             );
             return Err(bad("HOST", reason));
@@ -370,6 +378,11 @@ impl Config {
         } else {
             format!("{}:{}", self.listen.host, self.listen.port)
         }
+    }
+
+    /// Whether clients must present a key (`PROXY_API_KEY` or `CLIENT_KEYS_FILE`).
+    pub fn has_keys(&self) -> bool {
+        self.proxy_key.is_some() || self.keys_file.is_some()
     }
 
     /// Whether the listening address is reachable only from this machine.
@@ -410,6 +423,10 @@ impl Config {
             ("AUTH_FAILURE_LIMIT", self.limits.auth_failure_limit.to_string()),
             ("MEMORY_BUDGET_MB", self.limits.memory_budget.describe()),
             ("PROXY_API_KEY", mask(&self.proxy_key)),
+            (
+                "CLIENT_KEYS_FILE",
+                self.keys_file.as_ref().map_or("(none)".into(), |p| p.display().to_string()),
+            ),
             ("STATUS_TOKEN", mask(&self.status_token)),
             ("SHUTDOWN_GRACE_SECONDS", secs(self.shutdown_grace)),
             ("CLIENT_WRITE_TIMEOUT_SECONDS", secs(self.pace.stall)),
@@ -620,6 +637,12 @@ mod tests {
         for var in ["ALLOW_OPEN_PROXY", "CODEX_PROGRESS"] {
             assert_eq!(failing_var(&[EP, (var, "maybe")]), var);
         }
+        // A HOST other than loopback needs a key: PROXY_API_KEY or CLIENT_KEYS_FILE.
+        let keyed = |k: &'static str| config(&[EP, ("HOST", "0.0.0.0"), (k, "x")]).is_ok();
+        assert_eq!(
+            (keyed("PROXY_API_KEY"), keyed("CLIENT_KEYS_FILE"), keyed("STATUS_TOKEN")),
+            (true, true, false)
+        );
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub enum Error {
     WebSocket,
     /// `MAX_CONCURRENT` requests are already in flight.
     Busy { limit: usize },
+    /// The client's key (`CLIENT_KEYS_FILE`, `max=`) already has this many requests in flight.
+    ClientLimit { limit: usize },
     /// The proxy is shutting down and takes no new work.
     ShuttingDown,
     /// Requests and answers hold too much of the memory budget (`MEMORY_BUDGET_MB` or the
@@ -230,6 +232,10 @@ impl fmt::Display for Error {
             Error::Busy { limit } => {
                 write!(f, "proxy busy: {limit} requests already in flight (MAX_CONCURRENT)")
             }
+            Error::ClientLimit { limit } => write!(
+                f,
+                "this key already has {limit} request(s) in flight, its limit (max= in CLIENT_KEYS_FILE); retry when one ends"
+            ),
             Error::ShuttingDown => write!(f, "proxy is shutting down"),
             Error::Overloaded { held, budget } => write!(
                 f,

@@ -84,6 +84,7 @@ pub fn judge(err: &Error) -> Failure {
         | Error::Braked { .. }
         | Error::NotFound { .. }
         | Error::UnsupportedEncoding(_)
+        | Error::ClientLimit { .. }
         | Error::WebSocket => {
             Failure { outcome: Outcome::Final, origin: Origin::Client, fate: Fate::GiveUp, shared: false }
         }

@@ -1,6 +1,7 @@
-//! What arrives from the client, turned into an endpoint-free `Job`: the inbound key, the
-//! body within its limit and the memory budget, the client headers that may travel, the JSON
-//! object of a shielded route (parsed at its top level only, `object.rs`).
+//! What arrives from the client, turned into an endpoint-free `Job`: the inbound key and the
+//! client's name (`keys.rs`), the body within its limit and the memory budget, the client
+//! headers that may travel, the JSON object of a shielded route (parsed at its top level only,
+//! `object.rs`).
 //!
 //! It reads the request and nothing else: it never writes to the client (that is
 //! `client.rs`) and never chooses an upstream (that is `pool.rs`, per attempt).
@@ -14,6 +15,7 @@ use crate::api::Api;
 use crate::codex;
 use crate::config::Config;
 use crate::error::Error;
+use crate::keys::{self, Keys};
 use crate::memory::{self, Hold};
 use crate::object::{self, Object};
 use crate::route::Route;
@@ -34,6 +36,8 @@ pub struct Job {
     pub wants_stream: bool,
     /// The client is Codex CLI: it gets the answer forms Codex shows verbatim (`codex.rs`).
     pub codex: bool,
+    /// The client's name from CLIENT_KEYS_FILE; `None` for PROXY_API_KEY or an open proxy.
+    pub client: Option<std::sync::Arc<str>>,
     /// What the request is charged against the memory budget while it runs.
     pub hold: memory::Hold,
 }
@@ -55,18 +59,15 @@ pub fn parse_body(body: Vec<u8>) -> Result<(Object, bool), Error> {
 }
 
 /// The job for a request on `route` (a shielded or forwarded one), once its key is checked
-/// and its body read.
+/// (`PROXY_API_KEY`, or one of the named `keys` in effect) and its body read.
 pub fn job(
     config: &Config,
+    keys: Option<&Keys>,
     request: &mut tiny_http::Request,
     route: Route,
     query: Option<&str>,
 ) -> Result<Job, Error> {
-    if let Some(key) = &config.proxy_key {
-        if !Credentials::of(request).present(key) {
-            return Err(Error::Unauthorized);
-        }
-    }
+    let client = keys::check(config.proxy_key.as_deref(), keys, &Credentials::of(request))?;
     if asks_for_websocket(request) {
         return Err(Error::WebSocket);
     }
@@ -101,6 +102,7 @@ pub fn job(
         body,
         wants_stream,
         codex,
+        client,
         hold,
     })
 }

@@ -23,6 +23,7 @@ pub mod failure;
 pub mod fold;
 pub mod healthcheck;
 pub mod inbound;
+pub mod keys;
 pub mod local;
 pub mod log;
 pub mod memory;
@@ -69,6 +70,7 @@ pub fn run(argv: impl IntoIterator<Item = OsString>) -> Result<(), Error> {
     load_env_file(&args)?;
     let mut config = Config::from_env()?;
     config.fit(descriptors::raise());
+    let keys = keys::Store::open(config.keys_file.as_deref())?;
     if args.check {
         log::stdout(&config.describe());
         return Ok(());
@@ -77,7 +79,7 @@ pub fn run(argv: impl IntoIterator<Item = OsString>) -> Result<(), Error> {
     log::set_format(config.log_format);
     log::set_scrubber(scrub::Scrubber::new(config.keys()));
     memory::start(config.limits.memory_budget);
-    server::serve(Arc::new(config), count_signals()?)
+    server::serve(Arc::new(config), Arc::new(keys), count_signals()?)
 }
 
 /// Count SIGINT, SIGTERM and SIGHUP: the first starts the graceful shutdown, the second ends

@@ -1,10 +1,11 @@
 //! The routes the proxy answers itself: `/healthz`, `/metrics` (Prometheus) and `/status`
 //! (a small HTML page for people), all rendered from a snapshot of `metrics.rs`.
 //!
-//! Who may read them: `/healthz` anyone. `/metrics` and `/status` anyone while neither
-//! `PROXY_API_KEY` nor `STATUS_TOKEN` is set; otherwise a request must carry one of them as
-//! `Authorization: Bearer` or `api-key`, and `/status` also accepts `?token=STATUS_TOKEN` so
-//! that a browser can open it (the proxy key itself is never accepted in a URL). These routes
+//! Who may read them: `/healthz` anyone. `/metrics` and `/status` anyone while none of
+//! `PROXY_API_KEY`, `CLIENT_KEYS_FILE` and `STATUS_TOKEN` is set; otherwise a request must
+//! carry one of those keys as `Authorization: Bearer` or `api-key`, and `/status` also accepts
+//! `?token=STATUS_TOKEN` so that a browser can open it (a client key is never accepted in a
+//! URL). These routes
 //! write no log line, so a token in a query never reaches a log. This module builds replies;
 //! writing them is `server.rs`'s job. It never shows a key, a prompt or a path.
 
@@ -16,7 +17,10 @@ use serde_json::json;
 use crate::config::Config;
 use crate::error::{Error, Outcome};
 use crate::inbound::{constant_time_eq, Credentials};
-use crate::metrics::{self, Gauges, Metrics, Recent, RouteKind, Snapshot, UpstreamHealth};
+use crate::keys::Keys;
+use crate::metrics::{
+    self, ClientGauge, ClientRow, Gauges, Metrics, Recent, RouteKind, Snapshot, UpstreamHealth,
+};
 use crate::reply::Reply;
 
 /// A locally answered route.
@@ -40,11 +44,19 @@ pub fn route(method: &str, path: &str) -> Option<Page> {
     }
 }
 
-/// Whether `page` may be read with these credentials (constant-time compares).
-pub fn allowed(page: Page, proxy_key: Option<&str>, status_token: Option<&str>, c: &Credentials) -> bool {
-    if page == Page::Health || (proxy_key.is_none() && status_token.is_none()) {
+/// Whether `page` may be read with these credentials (constant-time compares); `keys`, the
+/// named client keys in effect.
+pub fn allowed(
+    page: Page,
+    proxy_key: Option<&str>,
+    keys: Option<&Keys>,
+    status_token: Option<&str>,
+    c: &Credentials,
+) -> bool {
+    if page == Page::Health || (proxy_key.is_none() && keys.is_none() && status_token.is_none()) {
         return true;
     }
+    let named = keys.is_some_and(|k| k.of(c).is_some());
     let matches = |offered: &Option<String>, secret: Option<&str>| match (offered, secret) {
         (Some(o), Some(s)) => constant_time_eq(o.as_bytes(), s.as_bytes()),
         _ => false,
@@ -52,7 +64,7 @@ pub fn allowed(page: Page, proxy_key: Option<&str>, status_token: Option<&str>, 
     let headers = [&c.bearer, &c.api_key];
     let by_header = headers.iter().fold(false, |ok, h| ok | matches(h, proxy_key) | matches(h, status_token));
     let by_query = page == Page::Status && matches(&c.query_token, status_token);
-    by_header || by_query
+    by_header || by_query || named
 }
 
 /// What a local page needs besides the counters.
@@ -66,15 +78,19 @@ pub struct Context<'a> {
     pub open_requests: usize,
     /// Filled by the caller; `server::upstream_health` today.
     pub upstreams: &'a [UpstreamHealth],
+    /// The named client keys in effect (`CLIENT_KEYS_FILE`).
+    pub keys: Option<&'a Keys>,
+    /// Each named client's requests in flight and limit, filled by the caller.
+    pub clients: &'a [ClientGauge],
 }
 
 /// The reply for a local page.
 pub fn answer(page: Page, credentials: &Credentials, ctx: &Context) -> Reply {
     let config = ctx.config;
-    if !allowed(page, config.proxy_key.as_deref(), config.status_token.as_deref(), credentials) {
+    if !allowed(page, config.proxy_key.as_deref(), ctx.keys, config.status_token.as_deref(), credentials) {
         return Reply::error(&Error::Unauthorized);
     }
-    let snapshot = || ctx.metrics.snapshot(ctx.gauges, ctx.upstreams);
+    let snapshot = || ctx.metrics.snapshot(ctx.gauges, ctx.upstreams).with_clients(ctx.clients);
     match page {
         Page::Health => health(ctx),
         Page::Metrics => text(metrics::CONTENT_TYPE, metrics::render(&snapshot())),
@@ -166,6 +182,7 @@ pub fn status_page(s: &Snapshot) -> String {
     );
     cards(&mut h, s);
     upstreams(&mut h, s);
+    clients(&mut h, &s.clients);
     outcomes(&mut h, s);
     recent(&mut h, &s.recent);
     h.push_str("</main></body></html>\n");
@@ -236,6 +253,39 @@ fn upstreams(h: &mut String, s: &Snapshot) {
             u.number,
             html(&u.endpoint),
             total - ok
+        );
+    }
+    h.push_str("</tbody></table></div>");
+}
+
+/// One row per client name (`CLIENT_KEYS_FILE`), and `-` for requests without one; no table
+/// before the first request of a proxy without a keys file.
+fn clients(h: &mut String, clients: &[ClientRow]) {
+    if clients.is_empty() {
+        return;
+    }
+    h.push_str(
+        "<h2>Clients</h2><div class=\"wrap\"><table class=\"stack\"><thead><tr><th>client</th>\
+         <th class=\"n\">in flight</th><th class=\"n\">requests</th><th class=\"n\">2xx</th>\
+         <th class=\"n\">4xx</th><th class=\"n\">5xx</th><th class=\"n\">over max</th></tr></thead><tbody>",
+    );
+    for c in clients {
+        let name = html(&c.name);
+        let total: u64 = c.counts.requests.iter().sum();
+        let [_, ok, _, client_errors, errors] = c.counts.requests;
+        let in_flight = match c.limit {
+            Some(max) => format!("{} of {max}", c.in_flight),
+            None => c.in_flight.to_string(),
+        };
+        let _ = write!(
+            h,
+            "<tr id=\"client-{name}\"><td data-label=\"client\"><code>{name}</code></td>\
+             <td class=\"n\" data-label=\"in flight\">{in_flight}</td>\
+             <td class=\"n\" data-label=\"requests\" id=\"client-{name}-requests\">{total}</td>\
+             <td class=\"n\" data-label=\"2xx\">{ok}</td><td class=\"n\" data-label=\"4xx\">{client_errors}</td>\
+             <td class=\"n\" data-label=\"5xx\">{errors}</td>\
+             <td class=\"n\" data-label=\"over max\">{}</td></tr>",
+            c.counts.limited
         );
     }
     h.push_str("</tbody></table></div>");
@@ -404,27 +454,37 @@ mod tests {
         };
         let none = c(None, None, None);
         let (key, token) = (Some("pk"), Some("st"));
-        // (page, PROXY_API_KEY, STATUS_TOKEN, credentials, allowed)
+        let named = crate::keys::parse("alice: k-alice\n").unwrap();
+        let file = Some(&named);
+        // (page, PROXY_API_KEY, CLIENT_KEYS_FILE, STATUS_TOKEN, credentials, allowed)
         let cases = [
-            (Page::Metrics, None, None, none.clone(), true),
-            (Page::Status, None, None, none.clone(), true),
-            (Page::Health, key, token, none.clone(), true),
-            (Page::Metrics, key, None, none.clone(), false),
-            (Page::Metrics, key, None, c(Some("pk"), None, None), true),
-            (Page::Metrics, key, None, c(None, Some("pk"), None), true),
-            (Page::Metrics, key, None, c(Some("wrong"), None, None), false),
-            (Page::Metrics, key, token, c(Some("st"), None, None), true),
-            (Page::Metrics, key, token, c(None, None, Some("st")), false),
-            (Page::Status, key, token, c(None, None, Some("st")), true),
-            (Page::Status, key, token, c(None, None, Some("pk")), false),
-            (Page::Status, key, token, c(None, None, Some("s")), false),
-            (Page::Status, None, token, none.clone(), false),
-            (Page::Status, None, token, c(None, None, Some("st")), true),
-            (Page::Status, key, None, c(None, None, Some("pk")), false),
-            (Page::Status, key, token, c(Some("pk"), None, None), true),
+            (Page::Metrics, None, None, None, none.clone(), true),
+            (Page::Status, None, None, None, none.clone(), true),
+            (Page::Health, key, None, token, none.clone(), true),
+            (Page::Metrics, key, None, None, none.clone(), false),
+            (Page::Metrics, key, None, None, c(Some("pk"), None, None), true),
+            (Page::Metrics, key, None, None, c(None, Some("pk"), None), true),
+            (Page::Metrics, key, None, None, c(Some("wrong"), None, None), false),
+            (Page::Metrics, key, None, token, c(Some("st"), None, None), true),
+            (Page::Metrics, key, None, token, c(None, None, Some("st")), false),
+            (Page::Status, key, None, token, c(None, None, Some("st")), true),
+            (Page::Status, key, None, token, c(None, None, Some("pk")), false),
+            (Page::Status, key, None, token, c(None, None, Some("s")), false),
+            (Page::Status, None, None, token, none.clone(), false),
+            (Page::Status, None, None, token, c(None, None, Some("st")), true),
+            (Page::Status, key, None, None, c(None, None, Some("pk")), false),
+            (Page::Status, key, None, token, c(Some("pk"), None, None), true),
+            (Page::Metrics, None, file, None, none.clone(), false),
+            (Page::Metrics, None, file, None, c(Some("k-alice"), None, None), true),
+            (Page::Status, None, file, None, c(None, Some("k-alice"), None), true),
+            (Page::Status, None, file, None, c(None, None, Some("k-alice")), false),
+            (Page::Status, None, file, None, c(Some("k-bob"), None, None), false),
+            (Page::Metrics, key, file, None, c(Some("pk"), None, None), true),
+            (Page::Status, None, file, token, c(None, None, Some("st")), true),
+            (Page::Status, None, file, token, c(None, None, Some("k-alice")), false),
         ];
-        for (i, (page, k, t, creds, expected)) in cases.into_iter().enumerate() {
-            assert_eq!(allowed(page, k, t, &creds), expected, "row {i}: {page:?} {k:?} {t:?} {creds:?}");
+        for (i, (page, k, f, t, creds, expected)) in cases.into_iter().enumerate() {
+            assert_eq!(allowed(page, k, f, t, &creds), expected, "row {i}: {page:?} {k:?} {t:?} {creds:?}");
         }
     }
 

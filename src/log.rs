@@ -176,6 +176,8 @@ pub struct RequestLine<'a> {
     pub method: &'a str,
     /// The path without its query.
     pub path: &'a str,
+    /// The client's name from `CLIENT_KEYS_FILE` (never its key).
+    pub client: Option<&'a str>,
     pub status: u16,
     pub attempts: u32,
     /// The upstream (1-based) of the last attempt.
@@ -200,7 +202,7 @@ fn request_line(format: Format, ts: &str, r: &RequestLine) -> String {
     if format == Format::Json {
         let v = json!({
             "ts": ts, "level": "info", "msg": "request", "req": r.id, "method": r.method,
-            "path": r.path, "status": r.status, "attempts": r.attempts, "upstream": r.upstream,
+            "path": r.path, "client": r.client, "status": r.status, "attempts": r.attempts, "upstream": r.upstream,
             "retries": r.retries,
             "bytes": r.bytes, "ms": r.ms as u64, "client_gone": r.client_gone,
         });
@@ -210,8 +212,9 @@ fn request_line(format: Format, ts: &str, r: &RequestLine) -> String {
         if r.retries.is_empty() { String::new() } else { format!(" retries=[{}]", r.retries.join(", ")) };
     let gone = if r.client_gone { " client-gone" } else { "" };
     let upstream = r.upstream.map_or(String::new(), |n| format!(" upstream={n}"));
+    let client = r.client.map_or(String::new(), |name| format!(" client={name}"));
     let text = format_args!(
-        "req={} {} {} status={} attempts={}{upstream}{retries} bytes={} ms={}{gone}",
+        "req={} {} {}{client} status={} attempts={}{upstream}{retries} bytes={} ms={}{gone}",
         r.id, r.method, r.path, r.status, r.attempts, r.bytes, r.ms
     );
     line(Format::Text, ts, Level::Info, text)
@@ -235,6 +238,7 @@ mod tests {
             id: 7,
             method: "POST",
             path: "/v1/responses",
+            client: None,
             status: 200,
             attempts: 3,
             upstream: Some(2),
@@ -261,6 +265,11 @@ mod tests {
                 "2026-11-25T14:20:32.123Z INFO  req=7 POST /v1/responses status=200 attempts=3 upstream=2 \
                  bytes=17700 ms=2345 client-gone\n",
             ),
+            (
+                RequestLine { client: Some("ci-bot"), ..sample(&[], false) },
+                "2026-11-25T14:20:32.123Z INFO  req=7 POST /v1/responses client=ci-bot status=200 attempts=3 \
+                 upstream=2 bytes=17700 ms=2345\n",
+            ),
         ];
         for (r, expected) in cases {
             assert_eq!(request_line(Format::Text, TS, &r), expected);
@@ -270,12 +279,13 @@ mod tests {
     #[test]
     fn request_line_as_json() {
         let retries = ["429 +1.00s".to_string(), "event:\"quoted\"\n +0.50s".to_string()];
-        let text = request_line(Format::Json, TS, &sample(&retries, true));
+        let text =
+            request_line(Format::Json, TS, &RequestLine { client: Some("alice"), ..sample(&retries, true) });
         assert!(text.ends_with('\n') && text.matches('\n').count() == 1, "one line: {text:?}");
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         let expected = json!({
             "ts": TS, "level": "info", "msg": "request", "req": 7, "method": "POST",
-            "path": "/v1/responses", "status": 200, "attempts": 3, "upstream": 2,
+            "path": "/v1/responses", "client": "alice", "status": 200, "attempts": 3, "upstream": 2,
             "retries": ["429 +1.00s", "event:\"quoted\"\n +0.50s"], "bytes": 17700, "ms": 2345,
             "client_gone": true,
         });

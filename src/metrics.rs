@@ -8,10 +8,13 @@
 //! fixed-size value carried by the request and folded in by `request_done`. Every dimension
 //! is a fixed set (routes, statuses, `Outcome`s, upstream numbers), so counters are arrays
 //! indexed by it and a label value is never a request id, a client-chosen model, a path or a
-//! key. This module does no I/O and formats nothing.
+//! key. The one exception is the client's name, a name of `CLIENT_KEYS_FILE` (or `-`): its
+//! counters live in a small map under a short lock, allocated once per name. This module does
+//! no I/O and formats nothing.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::check::Api;
@@ -185,6 +188,41 @@ pub struct Metrics {
     sizes: Vec<Histogram>,
     upstream_durations: Vec<Histogram>,
     recent: Mutex<Ring>,
+    /// Per client name (`-`: none), requests by status class and refusals past `max=`.
+    clients: Mutex<BTreeMap<Arc<str>, ClientCounts>>,
+}
+
+/// The status classes counted per client: 1xx to 5xx.
+pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The label of requests without a client name (`PROXY_API_KEY`, an open proxy, a wrong key).
+pub const NO_CLIENT: &str = "-";
+
+/// One client's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientCounts {
+    /// Requests answered, by status class (`STATUS_CLASSES` order).
+    pub requests: [u64; 5],
+    /// Requests refused with 429 because the client's key had `max=` requests in flight.
+    pub limited: u64,
+}
+
+/// A client as `/metrics` and `/status` show it: its counters, and what `server.rs` knows now.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClientRow {
+    pub name: String,
+    pub counts: ClientCounts,
+    /// Its requests in flight now, and its `max=` (named clients of the file in effect).
+    pub in_flight: usize,
+    pub limit: Option<usize>,
+}
+
+/// A named client's live numbers, from `server.rs` at scrape time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientGauge {
+    pub name: Arc<str>,
+    pub in_flight: usize,
+    pub limit: Option<usize>,
 }
 
 const MICROS: f64 = 1e-6;
@@ -226,6 +264,27 @@ impl Metrics {
             sizes: (0..routes).map(|_| Histogram::new(&SIZE_BUCKETS, 1.0)).collect(),
             upstream_durations: (0..upstreams).map(|_| Histogram::new(&DURATION_BUCKETS, MICROS)).collect(),
             recent: Mutex::new(Ring::default()),
+            clients: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// A request of `client` (`None`: no name) was answered with `status`.
+    pub fn client_done(&self, client: Option<&str>, status: u16) {
+        let class = usize::from(status / 100).clamp(1, STATUS_CLASSES.len()) - 1;
+        self.with_client(client.unwrap_or(NO_CLIENT), |c| c.requests[class] += 1);
+    }
+
+    /// A request of `client` was refused past its `max=` (it is also counted by `client_done`).
+    pub fn client_limited(&self, client: &str) {
+        self.with_client(client, |c| c.limited += 1);
+    }
+
+    /// Change one client's counters; the name is copied only the first time it is seen.
+    fn with_client(&self, name: &str, change: impl FnOnce(&mut ClientCounts)) {
+        let mut clients = crate::sync::lock(&self.clients);
+        match clients.get_mut(name) {
+            Some(counts) => change(counts),
+            None => change(clients.entry(Arc::from(name)).or_default()),
         }
     }
 
@@ -312,6 +371,10 @@ impl Metrics {
             sizes: self.sizes.iter().map(|h| h.snapshot(1.0)).collect(),
             upstream_durations: self.upstream_durations.iter().map(|h| h.snapshot(MICROS)).collect(),
             recent: crate::sync::lock(&self.recent).newest_first(),
+            clients: crate::sync::lock(&self.clients)
+                .iter()
+                .map(|(name, &counts)| ClientRow { name: name.to_string(), counts, ..ClientRow::default() })
+                .collect(),
         }
     }
 }
@@ -402,11 +465,30 @@ pub struct Snapshot {
     pub sizes: Vec<HistogramSnapshot>,
     pub upstream_durations: Vec<HistogramSnapshot>,
     pub recent: Vec<Recent>,
+    /// Every client name seen or in the file in effect, by name (`-` among them).
+    pub clients: Vec<ClientRow>,
 }
 
 impl Snapshot {
     pub fn total_requests(&self) -> u64 {
         self.requests.iter().flatten().sum()
+    }
+
+    /// The clients' live numbers merged in: a name of the file without requests yet gets a
+    /// row of zeros.
+    pub fn with_clients(mut self, live: &[ClientGauge]) -> Snapshot {
+        for gauge in live {
+            let row = match self.clients.iter().position(|r| r.name == *gauge.name) {
+                Some(i) => &mut self.clients[i],
+                None => {
+                    self.clients.push(ClientRow { name: gauge.name.to_string(), ..ClientRow::default() });
+                    self.clients.last_mut().expect("just pushed")
+                }
+            };
+            (row.in_flight, row.limit) = (gauge.in_flight, gauge.limit);
+        }
+        self.clients.sort_by(|a, b| a.name.cmp(&b.name));
+        self
     }
 }
 
@@ -477,6 +559,34 @@ mod tests {
         assert_eq!(first.retries[0], Some((Outcome::RateLimited, 1000)));
         assert_eq!(first.retries[1], Some((Outcome::Cut, 500)));
         assert!(s.recent[1].client_gone);
+    }
+
+    /// Requests per client by status class, refusals past `max=`, and the live numbers merged
+    /// in: a name of the file without requests gets a row of zeros, rows sorted by name.
+    #[test]
+    fn clients_counted_and_merged() {
+        let m = Metrics::new(1);
+        for (client, status) in
+            [(Some("bob"), 200), (Some("bob"), 429), (None, 401), (Some("bob"), 502), (None, 200)]
+        {
+            m.client_done(client, status);
+        }
+        m.client_limited("bob");
+        let gauge = |name: &str, in_flight, limit| ClientGauge { name: name.into(), in_flight, limit };
+        let live = [gauge("carol", 0, None), gauge("bob", 2, Some(3))];
+        let s = m.snapshot(Gauges::default(), &[]).with_clients(&live);
+        type Row<'a> = (&'a str, [u64; 5], u64, usize, Option<usize>);
+        let rows: Vec<Row> = s
+            .clients
+            .iter()
+            .map(|c| (&*c.name, c.counts.requests, c.counts.limited, c.in_flight, c.limit))
+            .collect();
+        let expected = vec![
+            ("-", [0, 1, 0, 1, 0], 0, 0, None),
+            ("bob", [0, 1, 0, 1, 1], 1, 2, Some(3)),
+            ("carol", [0; 5], 0, 0, None),
+        ];
+        assert_eq!(rows, expected);
     }
 
     #[test]

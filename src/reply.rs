@@ -35,7 +35,7 @@ impl Reply {
     pub fn error(err: &Error) -> Reply {
         let (status, kind, code) = classify(err);
         let mut reply = Reply::json(status, &error_json(&format!("codex-shield: {err}"), kind, code));
-        if matches!(err, Error::Busy { .. } | Error::ShuttingDown) {
+        if matches!(err, Error::Busy { .. } | Error::ClientLimit { .. } | Error::ShuttingDown) {
             reply.headers.push(("retry-after".into(), "1".into()));
         }
         if let Error::Overloaded { .. } = overloaded(err) {
@@ -155,6 +155,7 @@ fn classify(err: &Error) -> (u16, &'static str, &'static str) {
         // Codex falls back from its WebSocket transport to HTTP at once on a 426 (and only then)
         Error::WebSocket => (426, "invalid_request_error", "websocket_not_supported"),
         Error::Busy { .. } => (503, "server_error", "proxy_busy"),
+        Error::ClientLimit { .. } => (429, "rate_limit_error", "rate_limit_exceeded"),
         Error::ShuttingDown => (503, "server_error", "proxy_shutting_down"),
         Error::Overloaded { .. } => (503, "server_error", "proxy_overloaded"),
         // nginx's "client closed request"; nobody reads it, but the log line shows it
@@ -198,6 +199,7 @@ fn classify(err: &Error) -> (u16, &'static str, &'static str) {
             | Error::UnsupportedEncoding(_)
             | Error::WebSocket
             | Error::Busy { .. }
+            | Error::ClientLimit { .. }
             | Error::ShuttingDown
             | Error::Resting { .. }
             | Error::Exhausted { .. } => (502, "upstream_error", "upstream_retries_exhausted"),
@@ -283,6 +285,12 @@ mod tests {
             (Error::UnsupportedEncoding("gzip".into()), 415, "unsupported_content_encoding", "\"gzip\""),
             (Error::WebSocket, 426, "websocket_not_supported", "HTTP"),
             (Error::Busy { limit: 2 }, 503, "proxy_busy", "MAX_CONCURRENT"),
+            (
+                Error::ClientLimit { limit: 4 },
+                429,
+                "rate_limit_exceeded",
+                "already has 4 request(s) in flight",
+            ),
             (exhausted(rejection(429)), 429, "rate_limit_exceeded", "3 attempt(s) over 4.5s"),
             (exhausted(rejection(503)), 503, "upstream_retries_exhausted", "retry after 20 seconds"),
             (exhausted(Error::Stalled { received: 5 }), 504, "upstream_timeout", "stalled"),
@@ -363,6 +371,8 @@ mod tests {
         assert!(braked.headers.contains(&("retry-after".into(), "42".into())));
         let busy = Reply::error(&Error::Busy { limit: 1 });
         assert!(busy.headers.contains(&("retry-after".into(), "1".into())));
+        let limited = Reply::error(&Error::ClientLimit { limit: 1 });
+        assert!(limited.headers.contains(&("retry-after".into(), "1".into())));
         for err in
             [Error::Overloaded { held: 1, budget: 2 }, exhausted(Error::Overloaded { held: 1, budget: 2 })]
         {

@@ -107,6 +107,7 @@ impl Scrubber {
             | Error::UnsupportedEncoding(_)
             | Error::WebSocket
             | Error::Busy { .. }
+            | Error::ClientLimit { .. }
             | Error::ShuttingDown
             | Error::ClientGone
             | Error::Stalled { .. }

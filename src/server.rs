@@ -3,7 +3,7 @@
 //!
 //! This module owns what surrounds a request: the proxy's own pages (`local.rs`) answered on
 //! the spot, the 503 once shutdown has begun, the auth brake's admission, the `MAX_CONCURRENT`
-//! limit, the request's `Slot` and its run through the shield, its metrics and log line, the
+//! limit and each named key's `max=` (`keys.rs`), the request's `Slot` and its run through the shield, its metrics and log line, the
 //! keepalive ticker, the banner and the graceful drain. It does not route (`route.rs`), read
 //! the request (`inbound.rs`: key, body, headers), write to the client (`client.rs`, which it
 //! hands every answer) or talk to the upstream (`shield.rs`, `upstream.rs`). A slow or retrying
@@ -22,6 +22,7 @@ use crate::client::{self, Drained, Slot, Slots};
 use crate::config::Config;
 use crate::error::Error;
 use crate::inbound::{self, Job};
+use crate::keys::{self, Keys, Limiter, Permit, Store};
 use crate::local;
 use crate::metrics::{self, Metrics};
 use crate::pool::Pool;
@@ -59,6 +60,10 @@ struct State {
     metrics: Metrics,
     /// Wrong inbound keys per peer (`AUTH_FAILURE_LIMIT`).
     brake: Brake,
+    /// The named client keys in effect (`CLIENT_KEYS_FILE`).
+    keys: Arc<Store>,
+    /// Each named client's requests in flight (`max=`).
+    limiter: Limiter,
 }
 
 /// Counts a request until its reply is written, however its handler ends.
@@ -73,36 +78,46 @@ impl Drop for Active<'_> {
 /// One of the `MAX_CONCURRENT` slots, held from the moment the client's body is in until its
 /// answer is written or its client is found gone (a client that does not read holds its
 /// slot, its answer's memory and its thread until its write deadline); released however the
-/// worker ends.
-struct InFlight<'a>(&'a State);
+/// worker ends. A named client's place under its `max=` is held and released with it.
+struct InFlight<'a> {
+    state: &'a State,
+    /// Released when the place is.
+    _permit: Option<Permit<'a>>,
+}
 
 impl<'a> InFlight<'a> {
-    fn acquire(state: &'a State) -> Result<InFlight<'a>, Error> {
+    /// A place for `job`: first under its client's `max=` (429 past it), then under
+    /// `MAX_CONCURRENT` (503 past it).
+    fn acquire(state: &'a State, job: &Job, keys: Option<&Keys>) -> Result<InFlight<'a>, Error> {
+        let permit = match &job.client {
+            Some(name) => Some(state.limiter.acquire(name, keys.and_then(|k| k.max(name)))?),
+            None => None,
+        };
         let limit = state.config.limits.max_concurrent;
         if state.in_flight.fetch_add(1, Ordering::SeqCst) >= limit {
             state.in_flight.fetch_sub(1, Ordering::SeqCst);
             return Err(Error::Busy { limit });
         }
-        Ok(InFlight(state))
+        Ok(InFlight { state, _permit: permit })
     }
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.state.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
 /// Serve until the first signal, then drain: in-flight requests get up to the grace period
 /// (a second signal ends it at once), and whatever is still open then is answered with a 503
 /// (or an in-stream error) before the process ends.
-pub fn serve(config: Arc<Config>, signals: Arc<AtomicUsize>) -> Result<(), Error> {
+pub fn serve(config: Arc<Config>, keys: Arc<Store>, signals: Arc<AtomicUsize>) -> Result<(), Error> {
     let upstream = Agent::new(&config)?;
     let pool = Pool::new(&config);
     let (in_flight, active, next_id) = (AtomicUsize::new(0), AtomicUsize::new(0), AtomicU64::new(1));
     let (stopping, slots, drained) = (AtomicBool::new(false), Slots::default(), AtomicBool::new(false));
     let metrics = Metrics::new(config.upstreams.len());
-    let brake = Brake::new(config.proxy_key.as_ref().map_or(0, |_| config.limits.auth_failure_limit));
+    let brake = Brake::new(if config.has_keys() { config.limits.auth_failure_limit } else { 0 });
     let state = Arc::new(State {
         config,
         pool,
@@ -115,10 +130,15 @@ pub fn serve(config: Arc<Config>, signals: Arc<AtomicUsize>) -> Result<(), Error
         drained,
         metrics,
         brake,
+        keys,
+        limiter: Limiter::default(),
     });
     let shared = Arc::clone(&state);
     let server = accept::listen(&state.config, move |request| on_request(&shared, request))?;
     banner(&state.config, &server.server_addr().to_string());
+    if state.keys.path().is_some() {
+        keys::watch(Arc::clone(&state.keys));
+    }
     if state.config.keepalive.is_some() {
         let ticking = Arc::clone(&state);
         thread::spawn(move || keepalive_ticker(&ticking));
@@ -190,7 +210,10 @@ fn banner(config: &Config, bound: &str) {
     if let Some(every) = config.keepalive {
         lines.push(format!("  keepalive: every {}s for streaming Responses clients", every.as_secs_f64()));
     }
-    if !config.is_loopback() && config.proxy_key.is_none() {
+    if let Some(path) = &config.keys_file {
+        lines.push(format!("  client keys: {} (re-read when it changes)", path.display()));
+    }
+    if !config.is_loopback() && !config.has_keys() {
         lines.push(format!(
             "WARNING: listening on {bound}, reachable from other machines, without PROXY_API_KEY: \
              anyone who can connect spends your upstream key. Set PROXY_API_KEY or HOST=127.0.0.1."
@@ -233,6 +256,8 @@ fn local_page(state: &State, page: local::Page, request: &tiny_http::Request) ->
     let in_flight = state.in_flight.load(Ordering::Relaxed);
     let gauges = metrics::Gauges { in_flight, max_concurrent: state.config.limits.max_concurrent };
     let upstreams = upstream_health(state);
+    let keys = state.keys.current();
+    let clients = client_gauges(state, keys.as_deref());
     let ctx = local::Context {
         config: &state.config,
         metrics: &state.metrics,
@@ -240,8 +265,28 @@ fn local_page(state: &State, page: local::Page, request: &tiny_http::Request) ->
         draining: state.stopping.load(Ordering::SeqCst),
         open_requests: state.active.load(Ordering::Relaxed),
         upstreams: &upstreams,
+        keys: keys.as_deref(),
+        clients: &clients,
     };
     local::answer(page, &inbound::Credentials::of(request), &ctx)
+}
+
+/// Each named client's requests in flight and `max=`: the names of the file in effect, and
+/// those of requests still running under a name since removed.
+fn client_gauges(state: &State, keys: Option<&Keys>) -> Vec<metrics::ClientGauge> {
+    let in_flight = state.limiter.in_flight();
+    let count = |name: &str| in_flight.iter().find(|(n, _)| &**n == name).map_or(0, |(_, c)| *c);
+    let entries = keys.map_or(&[][..], |k| &k.entries[..]);
+    let mut gauges: Vec<metrics::ClientGauge> = entries
+        .iter()
+        .map(|e| metrics::ClientGauge { name: Arc::clone(&e.name), in_flight: count(&e.name), limit: e.max })
+        .collect();
+    for (name, n) in &in_flight {
+        if !gauges.iter().any(|g| g.name == *name) {
+            gauges.push(metrics::ClientGauge { name: Arc::clone(name), in_flight: *n, limit: None });
+        }
+    }
+    gauges
 }
 
 /// How each upstream is doing, for `/metrics` and `/status`, from the pool's health table.
@@ -276,10 +321,12 @@ fn handle(state: &State, mut request: tiny_http::Request, route: Route) {
     let mut trace = Trace::default();
     let kind = metrics::RouteKind::of(&route);
     let peer = request.remote_addr().map(|a| a.ip());
+    let keys = state.keys.current();
     let job = state
         .brake
         .admit(peer)
-        .and_then(|()| inbound::job(&state.config, &mut request, route, query.as_deref()));
+        .and_then(|()| inbound::job(&state.config, keys.as_deref(), &mut request, route, query.as_deref()));
+    let client = job.as_ref().ok().and_then(|job| job.client.clone());
     // A peer trying keys gets one line per window, not one per try (brake.rs).
     let logged = match &job {
         Err(Error::Unauthorized) => state.brake.failed(peer),
@@ -287,14 +334,17 @@ fn handle(state: &State, mut request: tiny_http::Request, route: Route) {
         _ => true,
     };
     // Counted from here: a client still sending its body holds a thread, not a slot.
-    let ready = job.and_then(|job| Ok((job, InFlight::acquire(state)?)));
+    let ready = job.and_then(|job| Ok((InFlight::acquire(state, &job, keys.as_deref())?, job)));
     let mut tail = None;
     let (status, bytes, delivered) = match ready {
-        Ok((job, in_flight)) => run(state, id, request, &job, in_flight, &mut trace, &mut tail),
+        Ok((in_flight, job)) => run(state, id, request, &job, in_flight, &mut trace, &mut tail),
         Err(e) => {
             if let Error::Busy { .. } = e {
                 state.metrics.busy();
                 crate::warn!("refused {method} {path}: {e}");
+            }
+            if let (Error::ClientLimit { .. }, Some(name)) = (&e, &client) {
+                state.metrics.client_limited(name);
             }
             let reply = Reply::error(&e);
             let (status, bytes) = (reply.status, reply.body.len());
@@ -304,11 +354,13 @@ fn handle(state: &State, mut request: tiny_http::Request, route: Route) {
     let duration = started.elapsed();
     let tally = trace.tally;
     state.metrics.request_done(&metrics::Done { route: kind, status, bytes, duration, tally, delivered });
+    state.metrics.client_done(client.as_deref(), status);
     if logged {
         crate::log::request(&crate::log::RequestLine {
             id,
             method: &method,
             path: &path,
+            client: client.as_deref(),
             status,
             attempts: trace.attempts,
             upstream: trace.upstream,

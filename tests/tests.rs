@@ -10,6 +10,7 @@ mod faults;
 mod fd;
 mod fuzz;
 mod hostile;
+mod keys;
 mod lifecycle;
 mod memory;
 mod monitoring;

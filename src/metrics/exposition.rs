@@ -6,7 +6,10 @@
 
 use std::fmt::Write as _;
 
-use super::{HistogramSnapshot, RouteKind, Snapshot, UpstreamHealth, DURATION_BUCKETS, SIZE_BUCKETS};
+use super::{
+    ClientRow, HistogramSnapshot, RouteKind, Snapshot, UpstreamHealth, DURATION_BUCKETS, NO_CLIENT,
+    SIZE_BUCKETS, STATUS_CLASSES,
+};
 use crate::error::Outcome;
 use Kind::{Counter, Gauge, Histogram};
 
@@ -122,6 +125,21 @@ const FAMILIES: &[Family] = &[
         kind: Gauge(|s| per_upstream(s, |u| u.cooling_down.map_or(0.0, |d| d.as_secs_f64()))),
     },
     Family {
+        name: "codex_shield_client_requests_total",
+        help: "Client requests answered, by client name (CLIENT_KEYS_FILE; -: none) and status class.",
+        kind: Counter(client_requests),
+    },
+    Family {
+        name: "codex_shield_client_limited_total",
+        help: "Requests refused with 429 because the client's key had its max= requests in flight.",
+        kind: Counter(|s| per_client(s, |c| c.counts.limited as f64)),
+    },
+    Family {
+        name: "codex_shield_client_in_flight_requests",
+        help: "Requests of the client being worked on now.",
+        kind: Gauge(|s| per_client(s, |c| c.in_flight as f64)),
+    },
+    Family {
         name: "codex_shield_request_duration_seconds",
         help: "Time from a request's arrival to its reply, by route.",
         kind: Histogram(&DURATION_BUCKETS, |s| by_route(&s.durations)),
@@ -167,6 +185,28 @@ fn attempts(s: &Snapshot) -> Vec<Sample> {
         }
     }
     samples
+}
+
+/// Requests by client and status class; a class never seen is left out.
+fn client_requests(s: &Snapshot) -> Vec<Sample> {
+    let mut samples = Vec::new();
+    for c in &s.clients {
+        for (class, &n) in STATUS_CLASSES.iter().zip(&c.counts.requests).filter(|(_, &n)| n > 0) {
+            samples.push(Sample(vec![client(&c.name), ("status_class", class.to_string())], n as f64));
+        }
+    }
+    samples
+}
+
+/// One sample per named client (not `-`).
+fn per_client(s: &Snapshot, value: fn(&ClientRow) -> f64) -> Vec<Sample> {
+    let named = s.clients.iter().filter(|c| c.name != NO_CLIENT);
+    named.map(|c| Sample(vec![client(&c.name)], value(c))).collect()
+}
+
+/// The `client` label: a name of `CLIENT_KEYS_FILE`, or `-`.
+fn client(name: &str) -> Label {
+    ("client", name.to_string())
 }
 
 /// One sample without labels.
@@ -296,7 +336,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::metrics::{Done, Gauges, Metrics, Tally, OUTCOMES, STATUSES};
+    use crate::metrics::{ClientCounts, Done, Gauges, Metrics, Tally, OUTCOMES, STATUSES};
 
     fn sample_snapshot() -> Snapshot {
         let m = Metrics::new(1);
@@ -369,6 +409,20 @@ mod tests {
                 .map(|u| histogram(DURATION_BUCKETS.len(), u + 2, 0.5 + u as f64))
                 .collect(),
             recent: vec![],
+            clients: vec![
+                ClientRow {
+                    name: "-".into(),
+                    counts: ClientCounts { requests: [0, 3, 0, 12, 0], limited: 0 },
+                    ..ClientRow::default()
+                },
+                ClientRow {
+                    name: "alice".into(),
+                    counts: ClientCounts { requests: [0, 40, 0, 2, 1], limited: 2 },
+                    in_flight: 3,
+                    limit: Some(4),
+                },
+                ClientRow { name: "ci-bot@build".into(), ..ClientRow::default() },
+            ],
         }
     }
 
