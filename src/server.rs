@@ -28,6 +28,7 @@ use crate::pool::Pool;
 use crate::reply::Reply;
 use crate::route::{self, Route};
 use crate::shield::{Shield, Trace};
+use crate::traceparent;
 use crate::upstream::{Agent, Tail};
 
 /// How often the main thread looks at the signal count.
@@ -216,12 +217,20 @@ fn on_request(state: &State, request: tiny_http::Request) {
     let path = request.url().split('?').next().unwrap_or("");
     if let Some(page) = local::route(request.method().as_str(), path) {
         let reply = local_page(state, page, &request);
-        client::send(request, reply, state.config.pace);
+        client::send(
+            request,
+            stamped(reply, &traceparent::Context::new(None, traceparent::random)),
+            state.config.pace,
+        );
         return;
     }
     let route = route::route(request.method().as_str(), path);
     if state.stopping.load(Ordering::SeqCst) {
-        client::send(request, Reply::error(&Error::ShuttingDown), state.config.pace);
+        let reply = stamped(
+            Reply::error(&Error::ShuttingDown),
+            &traceparent::Context::new(None, traceparent::random),
+        );
+        client::send(request, reply, state.config.pace);
         return;
     }
     state.active.fetch_add(1, Ordering::SeqCst);
@@ -274,6 +283,9 @@ fn handle(state: &State, mut request: tiny_http::Request, route: Route) {
         None => (url.clone(), None),
     };
     let mut trace = Trace::default();
+    let incoming =
+        request.headers().iter().find(|h| h.field.equiv(traceparent::HEADER)).map(|h| h.value.as_str());
+    let context = traceparent::Context::new(incoming, traceparent::random);
     let kind = metrics::RouteKind::of(&route);
     let peer = request.remote_addr().map(|a| a.ip());
     let job = state
@@ -289,14 +301,18 @@ fn handle(state: &State, mut request: tiny_http::Request, route: Route) {
     // Counted from here: a client still sending its body holds a thread, not a slot.
     let ready = job.and_then(|job| Ok((job, InFlight::acquire(state)?)));
     let mut tail = None;
+    let mut upstream_rid = None;
     let (status, bytes, delivered) = match ready {
-        Ok((job, in_flight)) => run(state, id, request, &job, in_flight, &mut trace, &mut tail),
+        Ok((job, in_flight)) => {
+            let ran = Ran { trace: &mut trace, tail: &mut tail, upstream_rid: &mut upstream_rid };
+            run(state, id, request, &job, in_flight, context, ran)
+        }
         Err(e) => {
             if let Error::Busy { .. } = e {
                 state.metrics.busy();
                 crate::warn!("refused {method} {path}: {e}");
             }
-            let reply = Reply::error(&e);
+            let reply = stamped(Reply::error(&e), &context);
             let (status, bytes) = (reply.status, reply.body.len());
             (status, bytes, client::send(request, reply, state.config.pace))
         }
@@ -316,12 +332,29 @@ fn handle(state: &State, mut request: tiny_http::Request, route: Route) {
             bytes,
             ms: duration.as_millis(),
             client_gone: !delivered,
+            rid: &context.request_id(),
+            trace: &context.trace_id(),
+            upstream_rid: upstream_rid.as_deref(),
         });
     }
     // The answer is out: the rest of its upstream body, read now, lets the connection be reused.
     if let Some(tail) = tail {
         tail.finish();
     }
+}
+
+/// An answer the proxy writes without a Slot, with its request id.
+fn stamped(mut reply: Reply, context: &traceparent::Context) -> Reply {
+    traceparent::stamp(&mut reply.headers, &context.request_id());
+    reply
+}
+
+/// What a run leaves for the request's log line and tail.
+struct Ran<'a> {
+    trace: &'a mut Trace,
+    tail: &'a mut Option<Tail>,
+    /// The upstream's own `x-request-id` on the answer, if any.
+    upstream_rid: &'a mut Option<String>,
 }
 
 /// Run a job whose body is in: the shield's loop, then the one answer through its slot.
@@ -332,9 +365,10 @@ fn run(
     request: tiny_http::Request,
     job: &Job,
     in_flight: InFlight,
-    trace: &mut Trace,
-    tail: &mut Option<Tail>,
+    context: traceparent::Context,
+    ran: Ran,
 ) -> (u16, usize, bool) {
+    let Ran { trace, tail, upstream_rid } = ran;
     let streams = job.api == Some(Api::Responses) && job.wants_stream;
     let http11 = *request.http_version() >= tiny_http::HTTPVersion(1, 1);
     let options = client::Options {
@@ -342,6 +376,7 @@ fn run(
         codex: job.codex,
         progress: state.config.codex_progress,
         pace: state.config.pace,
+        trace: context,
     };
     let slot = Slot::new(request, options);
     state.slots.insert(id, Arc::clone(&slot));
@@ -351,10 +386,12 @@ fn run(
         upstream: &state.upstream,
         metrics: &state.metrics,
         caller: &*slot,
+        trace: context,
     };
     let served = shield.run(job, trace);
     let reply = served.reply;
     *tail = served.tail;
+    *upstream_rid = reply.headers.iter().find(|(n, _)| n == traceparent::REQUEST_ID).map(|(_, v)| v.clone());
     let (status, bytes) = (reply.status, reply.body.len());
     let delivered = slot.finish(reply);
     drop(in_flight);
