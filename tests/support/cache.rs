@@ -77,14 +77,18 @@ pub fn start() -> Mock {
 fn the_cache_counts_like_the_apis() {
     let body = |items: usize| {
         let input: Vec<Value> =
-            (0..items).map(|i| serde_json::json!({"n": i, "text": "x".repeat(1000)})).collect();
-        serde_json::json!({"instructions": "y".repeat(2000), "input": input})
+            (0..items).map(|i| serde_json::json!({"n": i, "text": "x".repeat(2000)})).collect();
+        serde_json::json!({"instructions": "y".repeat(6000), "input": input})
     };
     let first = prefix_ends(&body(2));
     let longer = prefix_ends(&body(4));
     assert_eq!(cached(&[], &first), 0, "nothing seen");
     let expected = first.last().unwrap().1 / STEP * STEP;
+    assert!(first.last().unwrap().1 % STEP != 0 && expected >= MIN_CACHED, "a case that rounds");
     assert_eq!(cached(&[first.clone()], &longer), expected, "the earlier input, whole items, in steps");
+    let mut changed = longer.clone();
+    changed[2].0.push('!');
+    assert_eq!(cached(&[first.clone()], &changed), first[1].1 / STEP * STEP, "up to the first change");
     let short = prefix_ends(&serde_json::json!({"instructions": "z", "input": []}));
     assert_eq!(cached(&[short.clone()], &short), 0, "under 1024 tokens nothing is cached");
     let other = prefix_ends(&serde_json::json!({"instructions": "w".repeat(2000), "input": []}));
