@@ -97,8 +97,6 @@ fn prepare(job: &Job, target: &Upstream) -> Result<Prepared, Error> {
     };
     let rest = exchange.map_or(job.rest.as_str(), |x| x.upstream.suffix());
     let mut headers = job.headers.clone();
-    // Each attempt sends its own (`Shield::run`), in the client's trace.
-    headers.retain(|(name, _)| name != traceparent::HEADER);
     if exchange.is_some() {
         headers.retain(|(name, _)| name != "content-type" && name != "accept");
         headers.push(("content-type".into(), "application/json".into()));
