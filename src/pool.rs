@@ -357,7 +357,9 @@ mod tests {
     #[test]
     fn orders_and_sticky_choices() {
         let rr = Routing::RoundRobin;
-        let cases: Vec<(&str, Routing, Option<&str>, usize, Vec<usize>)> = vec![
+        // (name, routing, session, turn, expected order)
+        type Case<'a> = (&'a str, Routing, Option<&'a str>, usize, Vec<usize>);
+        let cases: Vec<Case> = vec![
             ("failover", Routing::Failover, None, 5, vec![0, 1, 2]),
             ("failover ignores sessions", Routing::Failover, Some("s"), 5, vec![0, 1, 2]),
             ("round-robin turn", rr, None, 4, vec![1, 2, 0]),

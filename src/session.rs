@@ -148,8 +148,9 @@ mod tests {
                 moved_to[chosen] += 1;
             }
         }
+        println!("10,000 sessions over 3 upstreams: {counts:?}; upstream 2's moved to {moved_to:?}");
         for (i, n) in counts.iter().enumerate() {
-            assert!((3_133..=3_533).contains(n), "upstream {i}: {n} of 10000 sessions ({counts:?})");
+            assert!((3_233..=3_433).contains(n), "upstream {i}: {n} of 10000 sessions ({counts:?})");
         }
         let moved = counts[1];
         assert_eq!(moved_to[0] + moved_to[2], moved);

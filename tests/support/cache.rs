@@ -18,8 +18,12 @@ use super::mock::{Mock, Seen, Step};
 const MIN_CACHED: u64 = 1024;
 const STEP: u64 = 128;
 
-/// The token counts of one request's input: each piece's cumulative end, in tokens.
-fn prefix_ends(body: &Value) -> Vec<(String, u64)> {
+/// One request's input as pieces (the instructions, then each item's JSON), each with the
+/// token count of the input up to its end.
+type Input = Vec<(String, u64)>;
+
+/// The pieces of a request's input.
+fn prefix_ends(body: &Value) -> Input {
     let mut pieces: Vec<String> = vec![body["instructions"].to_string()];
     if let Some(items) = body["input"].as_array() {
         pieces.extend(items.iter().map(Value::to_string));
@@ -36,7 +40,7 @@ fn prefix_ends(body: &Value) -> Vec<(String, u64)> {
 
 /// What the cache reports for `input` after having seen `seen`: the longest common prefix
 /// of whole pieces with any input seen, in tokens, rounded down to a step, 0 below the least.
-fn cached(seen: &[Vec<(String, u64)>], input: &[(String, u64)]) -> u64 {
+fn cached(seen: &[Input], input: &[(String, u64)]) -> u64 {
     let best = seen
         .iter()
         .map(|old| old.iter().zip(input).take_while(|(a, b)| a.0 == b.0).last().map_or(0, |(_, b)| b.1))
@@ -62,7 +66,7 @@ fn answer(text: &str, input_tokens: u64, cached_tokens: u64) -> Vec<u8> {
 
 /// Start an upstream with its own prompt cache.
 pub fn start() -> Mock {
-    let seen: Arc<Mutex<Vec<Vec<(String, u64)>>>> = Arc::default();
+    let seen: Arc<Mutex<Vec<Input>>> = Arc::default();
     Mock::generated(move |_, request: &Seen| {
         let input = prefix_ends(&request.json());
         let total = input.last().map_or(0, |(_, end)| *end);
@@ -85,12 +89,20 @@ fn the_cache_counts_like_the_apis() {
     assert_eq!(cached(&[], &first), 0, "nothing seen");
     let expected = first.last().unwrap().1 / STEP * STEP;
     assert!(first.last().unwrap().1 % STEP != 0 && expected >= MIN_CACHED, "a case that rounds");
-    assert_eq!(cached(&[first.clone()], &longer), expected, "the earlier input, whole items, in steps");
+    assert_eq!(
+        cached(std::slice::from_ref(&first), &longer),
+        expected,
+        "the earlier input, whole items, in steps"
+    );
     let mut changed = longer.clone();
     changed[2].0.push('!');
-    assert_eq!(cached(&[first.clone()], &changed), first[1].1 / STEP * STEP, "up to the first change");
+    assert_eq!(
+        cached(std::slice::from_ref(&first), &changed),
+        first[1].1 / STEP * STEP,
+        "up to the first change"
+    );
     let short = prefix_ends(&serde_json::json!({"instructions": "z", "input": []}));
-    assert_eq!(cached(&[short.clone()], &short), 0, "under 1024 tokens nothing is cached");
+    assert_eq!(cached(std::slice::from_ref(&short), &short), 0, "under 1024 tokens nothing is cached");
     let other = prefix_ends(&serde_json::json!({"instructions": "w".repeat(2000), "input": []}));
     assert_eq!(cached(&[first], &other), 0, "another prefix");
 }
