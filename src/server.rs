@@ -166,7 +166,9 @@ fn banner(config: &Config, bound: &str) {
         ));
     }
     if config.upstreams.len() > 1 {
-        lines.push(format!("  routing: {:?}", config.routing).to_lowercase());
+        let sticky = config.routing == crate::config::Routing::RoundRobin && config.sticky_sessions;
+        let sticky = if sticky { ", sticky sessions" } else { "" };
+        lines.push(format!("  routing: {:?}{sticky}", config.routing).to_lowercase());
     }
     let r = &config.retry;
     lines.push(format!(
