@@ -219,19 +219,12 @@ fn on_request(state: &State, request: tiny_http::Request) {
     let path = request.url().split('?').next().unwrap_or("");
     if let Some(page) = local::route(request.method().as_str(), path) {
         let reply = local_page(state, page, &request);
-        client::send(
-            request,
-            stamped(reply, &traceparent::Context::new(None, traceparent::random)),
-            state.config.pace,
-        );
+        client::send(request, stamped(reply, &traceparent::Context::fresh()), state.config.pace);
         return;
     }
     let route = route::route(request.method().as_str(), path);
     if state.stopping.load(Ordering::SeqCst) {
-        let reply = stamped(
-            Reply::error(&Error::ShuttingDown),
-            &traceparent::Context::new(None, traceparent::random),
-        );
+        let reply = stamped(Reply::error(&Error::ShuttingDown), &traceparent::Context::fresh());
         client::send(request, reply, state.config.pace);
         return;
     }
@@ -284,10 +277,10 @@ fn handle(state: &State, mut request: tiny_http::Request, route: Route) {
         Some((p, q)) => (p.to_string(), Some(q.to_string())),
         None => (url.clone(), None),
     };
-    let mut trace = Trace::default();
     let incoming =
         request.headers().iter().find(|h| h.field.equiv(traceparent::HEADER)).map(|h| h.value.as_str());
     let context = traceparent::Context::new(incoming, traceparent::random);
+    let mut trace = Trace { context, ..Trace::default() };
     let kind = metrics::RouteKind::of(&route);
     let peer = request.remote_addr().map(|a| a.ip());
     let job = state
@@ -303,12 +296,8 @@ fn handle(state: &State, mut request: tiny_http::Request, route: Route) {
     // Counted from here: a client still sending its body holds a thread, not a slot.
     let ready = job.and_then(|job| Ok((job, InFlight::acquire(state)?)));
     let mut tail = None;
-    let mut upstream_rid = None;
     let (status, bytes, delivered) = match ready {
-        Ok((job, in_flight)) => {
-            let ran = Ran { trace: &mut trace, tail: &mut tail, upstream_rid: &mut upstream_rid };
-            run(state, id, request, &job, in_flight, context, ran)
-        }
+        Ok((job, in_flight)) => run(state, id, request, &job, in_flight, &mut trace, &mut tail),
         Err(e) => {
             if let Error::Busy { .. } = e {
                 state.metrics.busy();
@@ -336,7 +325,7 @@ fn handle(state: &State, mut request: tiny_http::Request, route: Route) {
             client_gone: !delivered,
             rid: &context.request_id(),
             trace: &context.trace_id(),
-            upstream_rid: upstream_rid.as_deref(),
+            upstream_rid: trace.upstream_rid.as_deref(),
         });
     }
     // The answer is out: the rest of its upstream body, read now, lets the connection be reused.
@@ -351,14 +340,6 @@ fn stamped(mut reply: Reply, context: &traceparent::Context) -> Reply {
     reply
 }
 
-/// What a run leaves for the request's log line and tail.
-struct Ran<'a> {
-    trace: &'a mut Trace,
-    tail: &'a mut Option<Tail>,
-    /// The upstream's own `x-request-id` on the answer, if any.
-    upstream_rid: &'a mut Option<String>,
-}
-
 /// Run a job whose body is in: the shield's loop, then the one answer through its slot.
 /// Returns the status and size of the answer and whether it reached the client.
 fn run(
@@ -367,10 +348,9 @@ fn run(
     request: tiny_http::Request,
     job: &Job,
     in_flight: InFlight,
-    context: traceparent::Context,
-    ran: Ran,
+    trace: &mut Trace,
+    tail: &mut Option<Tail>,
 ) -> (u16, usize, bool) {
-    let Ran { trace, tail, upstream_rid } = ran;
     let streams = job.api == Some(Api::Responses) && job.wants_stream;
     let http11 = *request.http_version() >= tiny_http::HTTPVersion(1, 1);
     let options = client::Options {
@@ -378,7 +358,7 @@ fn run(
         codex: job.codex,
         progress: state.config.codex_progress,
         pace: state.config.pace,
-        trace: context,
+        trace: trace.context,
     };
     let slot = Slot::new(request, options);
     state.slots.insert(id, Arc::clone(&slot));
@@ -388,12 +368,12 @@ fn run(
         upstream: &state.upstream,
         metrics: &state.metrics,
         caller: &*slot,
-        trace: context,
     };
     let served = shield.run(job, trace);
     let reply = served.reply;
     *tail = served.tail;
-    *upstream_rid = reply.headers.iter().find(|(n, _)| n == traceparent::REQUEST_ID).map(|(_, v)| v.clone());
+    trace.upstream_rid =
+        reply.headers.iter().find(|(n, _)| n == traceparent::REQUEST_ID).map(|(_, v)| v.clone());
     let (status, bytes) = (reply.status, reply.body.len());
     let delivered = slot.finish(reply);
     drop(in_flight);

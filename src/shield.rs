@@ -128,6 +128,10 @@ pub struct Trace {
     pub failures: Vec<(usize, Outcome, Duration)>,
     /// The upstream that gave the final answer.
     pub upstream: Option<usize>,
+    /// That upstream's own `x-request-id`, if it sent one.
+    pub upstream_rid: Option<String>,
+    /// The request's W3C trace and its id: each attempt is a new span of the trace.
+    pub context: traceparent::Context,
     /// The same story for the metrics and `/status`, without allocation.
     pub tally: Tally,
 }
@@ -161,8 +165,6 @@ pub struct Shield<'a> {
     pub upstream: &'a Agent,
     pub metrics: &'a Metrics,
     pub caller: &'a dyn Caller,
-    /// The request's trace: each attempt is a new span of it.
-    pub trace: traceparent::Context,
 }
 
 /// What the loop ends with: the client's reply, and the unread rest of the upstream body it
@@ -225,7 +227,11 @@ impl Shield<'_> {
             };
             trace.attempts += 1;
             trace.upstream = Some(target.number);
-            set_header(&mut p.outgoing.headers, traceparent::HEADER, self.trace.child(traceparent::random()));
+            set_header(
+                &mut p.outgoing.headers,
+                traceparent::HEADER,
+                trace.context.child(traceparent::random()),
+            );
             let attempt_started = Instant::now();
             let answering = &mut || self.pool.answering(i, attempt_started);
             let result = self.upstream.attempt(&p.outgoing, answering, &|| self.caller.gone());

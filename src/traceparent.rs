@@ -35,6 +35,13 @@ pub struct Context {
     pub request: u64,
 }
 
+/// A request's context before its `traceparent` is read: a new trace (see `fresh`).
+impl Default for Context {
+    fn default() -> Context {
+        Context::fresh()
+    }
+}
+
 /// A parsed `traceparent`: trace id, parent id, flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Parent {
@@ -87,6 +94,11 @@ impl Context {
                 Context { trace: trace.max(1), flags: 0x01, request }
             }
         }
+    }
+
+    /// A new trace and id, for an answer that has no request behind it (a local page).
+    pub fn fresh() -> Context {
+        Context::new(None, random)
     }
 
     /// The `traceparent` for one attempt: this trace, `span` as its parent id.
