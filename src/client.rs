@@ -52,6 +52,8 @@ pub struct Options {
     /// Show the shield's progress as a Codex status line.
     pub progress: bool,
     pub pace: Pace,
+    /// The request's trace and id: every answer it gets carries `x-request-id`.
+    pub trace: crate::traceparent::Context,
 }
 
 /// What the shutdown drain did with a slot.
@@ -118,7 +120,7 @@ impl Slot {
                 request.close_connection();
             }
             let mut out = Out::of(request, self.options.pace);
-            let head = stream_head(close, SystemTime::now());
+            let head = stream_head(close, SystemTime::now(), &self.options.trace.request_id());
             if out.within(head.len(), |w| w.write_all(&head)).is_err() {
                 return;
             }
@@ -153,7 +155,8 @@ impl Slot {
         Drained::Answered
     }
 
-    fn answer(&self, state: &mut State, reply: Reply) -> bool {
+    fn answer(&self, state: &mut State, mut reply: Reply) -> bool {
+        crate::traceparent::stamp(&mut reply.headers, &self.options.trace.request_id());
         match std::mem::replace(state, State::Done) {
             State::Waiting { request, .. } => send(request, reply, self.options.pace),
             State::Streaming { mut out, events, .. } => {
@@ -334,12 +337,12 @@ pub fn send(request: tiny_http::Request, reply: Reply, pace: Pace) -> bool {
     written.map_err(|e| not_delivered(&e, bytes)).is_ok()
 }
 
-/// The head of an answer that will be streamed: 200, SSE, chunked.
-fn stream_head(close: bool, now: SystemTime) -> Vec<u8> {
+/// The head of an answer that will be streamed: 200, SSE, chunked, the request's id.
+fn stream_head(close: bool, now: SystemTime, request_id: &str) -> Vec<u8> {
     let connection = if close { "connection: close\r\n" } else { "" };
     format!(
         "HTTP/1.1 200 OK\r\ndate: {}\r\nserver: codex-shield\r\ncontent-type: text/event-stream; charset=utf-8\r\n\
-         cache-control: no-cache\r\ntransfer-encoding: chunked\r\n{connection}\r\n",
+         cache-control: no-cache\r\ntransfer-encoding: chunked\r\nx-request-id: {request_id}\r\n{connection}\r\n",
         http_date(now)
     )
     .into_bytes()
@@ -426,8 +429,13 @@ mod tests {
         assert_eq!(data["response"]["error"]["code"], "upstream_unavailable");
         assert_eq!(data["error"]["code"], "upstream_unavailable");
         assert!(data["response"]["error"]["message"].as_str().unwrap().contains("every upstream is resting"));
-        let head = String::from_utf8(stream_head(true, SystemTime::UNIX_EPOCH)).unwrap();
-        assert!(head.contains("transfer-encoding: chunked\r\nconnection: close\r\n\r\n"), "{head}");
+        let head = String::from_utf8(stream_head(true, SystemTime::UNIX_EPOCH, "00000000000000ab")).unwrap();
+        assert!(
+            head.contains(
+                "transfer-encoding: chunked\r\nx-request-id: 00000000000000ab\r\nconnection: close\r\n\r\n"
+            ),
+            "{head}"
+        );
     }
 
     #[test]
@@ -461,7 +469,8 @@ mod tests {
     #[test]
     fn the_drain_leaves_a_slot_being_written_to_its_writer() {
         let pace = Pace { stall: Duration::from_secs(1), min_rate: 1 };
-        let options = Options { keepalive: None, codex: false, progress: false, pace };
+        let trace = crate::traceparent::Context::new(None, || 7);
+        let options = Options { keepalive: None, codex: false, progress: false, pace, trace };
         let slot = Slot::new(tiny_http::TestRequest::new().into(), options);
         let writing = slot.lock();
         let shutting_down = || Reply::error(&Error::ShuttingDown);

@@ -33,6 +33,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "auto | responses | chat: what the upstream speaks; chat translates /v1/responses requests",
     ),
     ("ROUTING", "failover", "failover | round-robin, when AZURE_ENDPOINT_2... name more upstreams"),
+    (
+        "STICKY_SESSIONS",
+        "on",
+        "on | off: with round-robin, a conversation (prompt_cache_key, session_id) stays on one upstream while it is ready",
+    ),
     ("HOST", "127.0.0.1", "address to listen on"),
     ("PORT", "8888", "port to listen on (0 picks a free one)"),
     ("RETRY_ATTEMPTS", "10", "attempts per request, the first included"),
@@ -120,6 +125,8 @@ pub struct Config {
     /// Upstream 1 first; at least one.
     pub upstreams: Vec<Upstream>,
     pub routing: Routing,
+    /// `STICKY_SESSIONS`: under round-robin, a named session keeps to one upstream.
+    pub sticky_sessions: bool,
     pub network: Network,
     pub retry: Policy,
     pub limits: Limits,
@@ -323,6 +330,7 @@ impl Config {
             listen: Listen { host: raw.get("HOST"), port: raw.parse("PORT", "a port number (0-65535)")? },
             upstreams,
             routing,
+            sticky_sessions: raw.boolean("STICKY_SESSIONS")?,
             network: Network {
                 ca_file,
                 connect_timeout: raw.seconds("CONNECT_TIMEOUT_SECONDS", false)?,
@@ -404,6 +412,7 @@ impl Config {
         };
         let general = [
             ("ROUTING", routing.to_string()),
+            ("STICKY_SESSIONS", if self.sticky_sessions { "on" } else { "off" }.to_string()),
             ("HOST", self.listen.host.clone()),
             ("PORT", self.listen.port.to_string()),
             ("RETRY_ATTEMPTS", self.retry.attempts.to_string()),
@@ -654,6 +663,7 @@ mod tests {
         assert_eq!(c.upstreams[0].auth, Auth::ApiKey);
         assert_eq!(c.upstreams[0].api, Api::Responses);
         assert_eq!(c.routing, Routing::Failover);
+        assert!(c.sticky_sessions, "sessions stick unless told not to");
         assert_eq!(c.keepalive, None);
         assert!(c.shutdown_grace > c.retry.deadline, "the grace covers a request's retries");
         assert_eq!(c.retry.attempts, 10);
@@ -712,8 +722,15 @@ mod tests {
         let forced = config(&[("AZURE_ENDPOINT", chat), ("UPSTREAM_API", "Responses")]).unwrap();
         assert_eq!(forced.upstreams[0].api, Api::Responses);
         assert_eq!(config(&[EP, ("UPSTREAM_API", "chat")]).unwrap().upstreams[0].api, Api::Chat);
-        let c = config(&[EP, ("KEEPALIVE_SECONDS", "15"), ("ROUTING", "round-robin")]).unwrap();
+        let c = config(&[
+            EP,
+            ("KEEPALIVE_SECONDS", "15"),
+            ("ROUTING", "round-robin"),
+            ("STICKY_SESSIONS", "off"),
+        ])
+        .unwrap();
         assert_eq!((c.keepalive, c.routing), (Some(Duration::from_secs(15)), Routing::RoundRobin));
+        assert!(!c.sticky_sessions);
     }
 
     /// Upstream N: its own settings, upstream 1's where unset; keys stay with their host.
@@ -774,6 +791,7 @@ mod tests {
             (&[EP, ("UPSTREAM_CA_FILE", "/nonexistent/ca.pem")], "UPSTREAM_CA_FILE"),
             (&[EP, ("UPSTREAM_API", "grpc")], "UPSTREAM_API"),
             (&[EP, ("ROUTING", "random")], "ROUTING"),
+            (&[EP, ("STICKY_SESSIONS", "sometimes")], "STICKY_SESSIONS"),
             (&[EP, ("KEEPALIVE_SECONDS", "-1")], "KEEPALIVE_SECONDS"),
             (&[EP, ("CLIENT_WRITE_TIMEOUT_SECONDS", "0")], "CLIENT_WRITE_TIMEOUT_SECONDS"),
             (&[EP, ("CLIENT_MIN_BYTES_PER_SECOND", "0")], "CLIENT_MIN_BYTES_PER_SECOND"),

@@ -35,9 +35,11 @@ pub mod retry;
 pub mod route;
 pub mod scrub;
 pub mod server;
+pub mod session;
 pub mod shield;
 pub mod sse;
 pub mod sync;
+pub mod traceparent;
 pub mod translate;
 pub mod upstream;
 

@@ -189,6 +189,11 @@ pub struct RequestLine<'a> {
     pub ms: u128,
     /// The client closed its connection before its answer was written.
     pub client_gone: bool,
+    /// The request id the client got (`x-request-id`) and the W3C trace id of the request.
+    pub rid: &'a str,
+    pub trace: &'a str,
+    /// The upstream's own request id on the answer, if it sent one.
+    pub upstream_rid: Option<&'a str>,
 }
 
 /// The request's line, at level info.
@@ -205,6 +210,7 @@ fn request_line(format: Format, ts: &str, r: &RequestLine) -> String {
             "path": r.path, "client": r.client, "status": r.status, "attempts": r.attempts, "upstream": r.upstream,
             "retries": r.retries,
             "bytes": r.bytes, "ms": r.ms as u64, "client_gone": r.client_gone,
+            "rid": r.rid, "trace": r.trace, "upstream_rid": r.upstream_rid,
         });
         return v.to_string() + "\n";
     }
@@ -213,9 +219,10 @@ fn request_line(format: Format, ts: &str, r: &RequestLine) -> String {
     let gone = if r.client_gone { " client-gone" } else { "" };
     let upstream = r.upstream.map_or(String::new(), |n| format!(" upstream={n}"));
     let client = r.client.map_or(String::new(), |name| format!(" client={name}"));
+    let theirs = r.upstream_rid.map_or(String::new(), |id| format!(" upstream_rid={id:?}"));
     let text = format_args!(
-        "req={} {} {}{client} status={} attempts={}{upstream}{retries} bytes={} ms={}{gone}",
-        r.id, r.method, r.path, r.status, r.attempts, r.bytes, r.ms
+        "req={} {} {}{client} status={} attempts={}{upstream}{retries} bytes={} ms={} rid={} trace={}{theirs}{gone}",
+        r.id, r.method, r.path, r.status, r.attempts, r.bytes, r.ms, r.rid, r.trace
     );
     line(Format::Text, ts, Level::Info, text)
 }
@@ -246,6 +253,9 @@ mod tests {
             bytes: 17_700,
             ms: 2_345,
             client_gone,
+            rid: "00f067aa0ba902b7",
+            trace: "4bf92f3577b34da6a3ce929d0e0e4736",
+            upstream_rid: client_gone.then_some("req_\"x"),
         }
     }
 
@@ -258,17 +268,19 @@ mod tests {
             (
                 sample(&retries, false),
                 "2026-11-25T14:20:32.123Z INFO  req=7 POST /v1/responses status=200 attempts=3 upstream=2 \
-                 retries=[u1 429 +1.00s, u2 cut +2.10s] bytes=17700 ms=2345\n",
+                 retries=[u1 429 +1.00s, u2 cut +2.10s] bytes=17700 ms=2345 rid=00f067aa0ba902b7 \
+                 trace=4bf92f3577b34da6a3ce929d0e0e4736\n",
             ),
             (
                 sample(&[], true),
                 "2026-11-25T14:20:32.123Z INFO  req=7 POST /v1/responses status=200 attempts=3 upstream=2 \
-                 bytes=17700 ms=2345 client-gone\n",
+                 bytes=17700 ms=2345 rid=00f067aa0ba902b7 trace=4bf92f3577b34da6a3ce929d0e0e4736 \
+                 upstream_rid=\"req_\\\"x\" client-gone\n",
             ),
             (
                 RequestLine { client: Some("ci-bot"), ..sample(&[], false) },
                 "2026-11-25T14:20:32.123Z INFO  req=7 POST /v1/responses client=ci-bot status=200 attempts=3 \
-                 upstream=2 bytes=17700 ms=2345\n",
+                 upstream=2 bytes=17700 ms=2345 rid=00f067aa0ba902b7 trace=4bf92f3577b34da6a3ce929d0e0e4736\n",
             ),
         ];
         for (r, expected) in cases {
@@ -287,7 +299,8 @@ mod tests {
             "ts": TS, "level": "info", "msg": "request", "req": 7, "method": "POST",
             "path": "/v1/responses", "client": "alice", "status": 200, "attempts": 3, "upstream": 2,
             "retries": ["429 +1.00s", "event:\"quoted\"\n +0.50s"], "bytes": 17700, "ms": 2345,
-            "client_gone": true,
+            "client_gone": true, "rid": "00f067aa0ba902b7", "trace": "4bf92f3577b34da6a3ce929d0e0e4736",
+            "upstream_rid": "req_\"x",
         });
         assert_eq!(v, expected);
     }

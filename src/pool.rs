@@ -17,6 +17,7 @@ use crate::config::{Config, Routing, Upstream};
 use crate::error::Outcome;
 use crate::failure::{Failure, Fate};
 use crate::retry::{self, Policy};
+use crate::session;
 
 /// How long an upstream whose answer was final for it alone (401, 403, 404,
 /// `insufficient_quota`) is put aside when other upstreams can serve.
@@ -68,13 +69,12 @@ pub enum Choice {
     Wait(Duration),
 }
 
-/// The upstream an attempt should use at `now`: the first ready one in routing order
-/// starting from `start` (failover always starts at 0). A probe older than `stale` is taken
-/// for abandoned.
-pub fn choose(health: &[Health], now: Instant, start: usize, stale: Duration) -> Choice {
-    let n = health.len();
+/// The upstream an attempt should use at `now`: the first ready one in the request's `order`
+/// (`Pool::order`: failover from 0, round-robin from the next in turn, a session's own
+/// ranking). A probe older than `stale` is taken for abandoned.
+pub fn choose(health: &[Health], now: Instant, order: &[usize], stale: Duration) -> Choice {
     let probing = |h: &Health| h.probe.is_some_and(|since| now.saturating_duration_since(since) < stale);
-    let ready = (0..n).map(|k| (start + k) % n).find(|&i| !health[i].cooling(now) && !probing(&health[i]));
+    let ready = order.iter().copied().find(|&i| !health[i].cooling(now) && !probing(&health[i]));
     if let Some(i) = ready {
         return Choice::Go(i);
     }
@@ -82,6 +82,20 @@ pub fn choose(health: &[Health], now: Instant, start: usize, stale: Duration) ->
     let wait = earliest
         .map_or(PROBE_POLL, |until| until.saturating_duration_since(now).max(Duration::from_millis(1)));
     Choice::Wait(if health.iter().any(probing) { wait.min(PROBE_POLL) } else { wait })
+}
+
+/// The order in which a request looks at the upstreams numbered `numbers`: failover from
+/// upstream 1 (every conversation already stays on the first healthy one); round-robin from
+/// the `turn`-th in turn, or, for a request that names its session (with `STICKY_SESSIONS`),
+/// the session's own ranking (`session::ranked`), so it stays on one upstream while that one
+/// is ready and moves, alone with the others of its upstream, when it rests.
+pub fn order(routing: Routing, session: Option<&str>, numbers: &[usize], turn: usize) -> Vec<usize> {
+    let n = numbers.len();
+    match (routing, session) {
+        (Routing::Failover, _) => (0..n).collect(),
+        (Routing::RoundRobin, Some(key)) => session::ranked(key, numbers),
+        (Routing::RoundRobin, None) => (0..n).map(|k| (turn + k) % n.max(1)).collect(),
+    }
 }
 
 /// How an attempt ended, as far as its upstream's health is concerned.
@@ -187,6 +201,8 @@ pub struct Pool {
     routing: Routing,
     /// Round-robin: where the next request starts.
     turn: AtomicUsize,
+    /// `STICKY_SESSIONS`: a request that names its session keeps to the session's upstream.
+    sticky: bool,
     policy: Policy,
     /// A probe older than this is taken for abandoned.
     stale: Duration,
@@ -200,17 +216,24 @@ impl Pool {
             health: Mutex::new(vec![Health::default(); n]),
             routing: config.routing,
             turn: AtomicUsize::new(0),
+            sticky: config.sticky_sessions,
             policy: config.retry.clone(),
             stale: config.network.connect_timeout + config.network.idle_timeout,
         }
     }
 
-    /// Where a new request starts looking: 0 for failover, the next in turn for round-robin.
-    pub fn start(&self) -> usize {
-        match self.routing {
-            Routing::Failover => 0,
-            Routing::RoundRobin => self.turn.fetch_add(1, Ordering::Relaxed) % self.targets.len(),
-        }
+    /// The order in which a new request looks at the upstreams (see `order`).
+    pub fn order(&self, session: Option<&str>) -> Vec<usize> {
+        let session = session.filter(|_| self.sticky);
+        let turn = match (self.routing, session) {
+            (Routing::RoundRobin, None) => self.turn.fetch_add(1, Ordering::Relaxed),
+            (Routing::RoundRobin, Some(_)) | (Routing::Failover, _) => 0,
+        };
+        order(self.routing, session, &self.numbers(), turn)
+    }
+
+    fn numbers(&self) -> Vec<usize> {
+        self.targets.iter().map(|t| t.number).collect()
     }
 
     /// Choose an upstream for an attempt now, for a request that keeps its own rests
@@ -218,10 +241,10 @@ impl Pool {
     /// resting after failures is marked as probed by this request. Once a probe's answer has
     /// started (`answering`) the rest is over and the next requests go there freely, even
     /// though the breaker's count waits for a whole success to close.
-    pub fn choose(&self, start: usize, mine: &[Option<Instant>]) -> Choice {
+    pub fn choose(&self, order: &[usize], mine: &[Option<Instant>]) -> Choice {
         let now = Instant::now();
         let mut health = self.lock();
-        let choice = choose(&with_own_rests(&health, mine), now, start, self.stale);
+        let choice = choose(&with_own_rests(&health, mine), now, order, self.stale);
         if let Choice::Go(i) = choice {
             if health[i].failures > 0 && health[i].until.is_some() {
                 health[i].probe = Some(now);
@@ -257,10 +280,10 @@ impl Pool {
         health.iter().enumerate().any(|(j, h)| j != i && !(h.aside && h.cooling(now)))
     }
 
-    /// How long a request starting at `start` would wait for an upstream now (zero if one
+    /// How long a request looking in `order` would wait for an upstream now (zero if one
     /// is ready), for the log line.
-    pub fn wait_hint(&self, start: usize, mine: &[Option<Instant>]) -> Duration {
-        match choose(&with_own_rests(&self.lock(), mine), Instant::now(), start, self.stale) {
+    pub fn wait_hint(&self, order: &[usize], mine: &[Option<Instant>]) -> Duration {
+        match choose(&with_own_rests(&self.lock(), mine), Instant::now(), order, self.stale) {
             Choice::Go(_) => Duration::ZERO,
             Choice::Wait(wait) => wait,
         }
@@ -323,7 +346,47 @@ mod tests {
             ("stale probe", vec![stale_probe()], 0, Choice::Go(0)),
         ];
         for (name, health, start, expected) in cases {
-            assert_eq!(choose(&health, now, start, STALE), expected, "{name}");
+            let rotation = order(Routing::RoundRobin, None, &vec![1; health.len()], start);
+            assert_eq!(choose(&health, now, &rotation, STALE), expected, "{name}");
+        }
+    }
+
+    /// The order a request looks in: failover from upstream 1, round-robin from its turn, a
+    /// named session by its own ranking; then the choice made in it: a session stays on its
+    /// upstream over 100 turns under round-robin, and moves only while that upstream rests.
+    #[test]
+    fn orders_and_sticky_choices() {
+        let rr = Routing::RoundRobin;
+        // (name, routing, session, turn, expected order)
+        type Case<'a> = (&'a str, Routing, Option<&'a str>, usize, Vec<usize>);
+        let cases: Vec<Case> = vec![
+            ("failover", Routing::Failover, None, 5, vec![0, 1, 2]),
+            ("failover ignores sessions", Routing::Failover, Some("s"), 5, vec![0, 1, 2]),
+            ("round-robin turn", rr, None, 4, vec![1, 2, 0]),
+            ("a session's ranking", rr, Some("s"), 4, session::ranked("s", &[1, 2, 3])),
+        ];
+        for (name, routing, key, turn, expected) in cases {
+            assert_eq!(order(routing, key, &[1, 2, 3], turn), expected, "{name}");
+        }
+        let now = Instant::now();
+        let healthy = vec![Health::default(); 3];
+        let mut second_rests = healthy.clone();
+        second_rests[1] = resting(now, 30);
+        for s in 0..30 {
+            let key = format!("thread-{s}");
+            let mine = order(rr, Some(&key), &[1, 2, 3], 0);
+            let home = mine[0];
+            for turn in 0..100 {
+                let o = order(rr, Some(&key), &[1, 2, 3], turn);
+                assert_eq!(choose(&healthy, now, &o, STALE), Choice::Go(home), "{key}, turn {turn}");
+            }
+            let elsewhere = if home == 1 { mine[1] } else { home };
+            assert_eq!(
+                choose(&second_rests, now, &mine, STALE),
+                Choice::Go(elsewhere),
+                "{key} while 2 rests"
+            );
+            assert_eq!(choose(&healthy, now, &mine, STALE), Choice::Go(home), "{key}: back after the rest");
         }
     }
 
@@ -424,13 +487,14 @@ mod tests {
             health: Mutex::new(vec![rested]),
             routing: Routing::Failover,
             turn: AtomicUsize::new(0),
+            sticky: true,
             policy: policy(),
             stale: STALE,
         };
-        assert_eq!(pool.choose(0, &[]), Choice::Go(0), "the probe");
-        assert_eq!(pool.choose(0, &[]), Choice::Wait(PROBE_POLL), "the others wait for it");
+        assert_eq!(pool.choose(&[0], &[]), Choice::Go(0), "the probe");
+        assert_eq!(pool.choose(&[0], &[]), Choice::Wait(PROBE_POLL), "the others wait for it");
         pool.answering(0, Instant::now());
-        let after: Vec<Choice> = (0..3).map(|_| pool.choose(0, &[])).collect();
+        let after: Vec<Choice> = (0..3).map(|_| pool.choose(&[0], &[])).collect();
         assert_eq!(after, vec![Choice::Go(0); 3], "its answer started: everyone may come");
         assert_eq!(pool.snapshot()[0].failures, 2, "the count waits for a whole success");
     }

@@ -106,6 +106,16 @@ impl Endpoint {
         }
     }
 
+    /// Whether its chat completions take `prompt_cache_key` (kept on the translated path):
+    /// OpenAI's API, and Azure's v1 API (no `api-version` query), which follows OpenAI's
+    /// parameters; Azure's dated API versions refuse arguments they do not know, and other
+    /// chat servers have no prompt cache keyed by it.
+    pub fn takes_prompt_cache_key(&self) -> bool {
+        let dated =
+            self.query.as_deref().is_some_and(|q| q.split('&').any(|p| p.starts_with("api-version=")));
+        self.host == "api.openai.com" || (self.auto_auth() == Auth::ApiKey && !dated)
+    }
+
     /// The endpoint for logs and the banner: query values masked except `api-version`.
     pub fn display(&self) -> String {
         let suffix = self.fixed.map_or("", Api::suffix);
@@ -252,6 +262,20 @@ mod tests {
         ];
         for (url, auth) in cases {
             assert_eq!(Endpoint::parse(url).unwrap().auto_auth(), *auth, "{url}");
+        }
+        let takes = [
+            ("https://api.openai.com/v1", true),
+            ("https://x.openai.azure.com/openai/v1", true),
+            (
+                "https://x.openai.azure.com/openai/deployments/d/chat/completions?api-version=2024-10-21",
+                false,
+            ),
+            ("https://x.services.ai.azure.com/openai/v1/chat/completions", true),
+            ("http://127.0.0.1:8000/v1", false),
+            ("https://api.openai.com.evil.example/v1", false),
+        ];
+        for (url, expected) in takes {
+            assert_eq!(Endpoint::parse(url).unwrap().takes_prompt_cache_key(), expected, "{url}");
         }
         let ep = Endpoint::parse("https://h/openai/responses?api-version=1&sig=secret").unwrap();
         assert_eq!(ep.display(), "https://h/openai/responses?api-version=1&sig=***");

@@ -29,6 +29,7 @@ use crate::pool::Pool;
 use crate::reply::Reply;
 use crate::route::{self, Route};
 use crate::shield::{Shield, Trace};
+use crate::traceparent;
 use crate::upstream::{Agent, Tail};
 
 /// How often the main thread looks at the signal count.
@@ -185,7 +186,9 @@ fn banner(config: &Config, bound: &str) {
         ));
     }
     if config.upstreams.len() > 1 {
-        lines.push(format!("  routing: {:?}", config.routing).to_lowercase());
+        let sticky = config.routing == crate::config::Routing::RoundRobin && config.sticky_sessions;
+        let sticky = if sticky { ", sticky sessions" } else { "" };
+        lines.push(format!("  routing: {:?}{sticky}", config.routing).to_lowercase());
     }
     let r = &config.retry;
     lines.push(format!(
@@ -239,12 +242,13 @@ fn on_request(state: &State, request: tiny_http::Request) {
     let path = request.url().split('?').next().unwrap_or("");
     if let Some(page) = local::route(request.method().as_str(), path) {
         let reply = local_page(state, page, &request);
-        client::send(request, reply, state.config.pace);
+        client::send(request, stamped(reply, &traceparent::Context::fresh()), state.config.pace);
         return;
     }
     let route = route::route(request.method().as_str(), path);
     if state.stopping.load(Ordering::SeqCst) {
-        client::send(request, Reply::error(&Error::ShuttingDown), state.config.pace);
+        let reply = stamped(Reply::error(&Error::ShuttingDown), &traceparent::Context::fresh());
+        client::send(request, reply, state.config.pace);
         return;
     }
     state.active.fetch_add(1, Ordering::SeqCst);
@@ -318,7 +322,10 @@ fn handle(state: &State, mut request: tiny_http::Request, route: Route) {
         Some((p, q)) => (p.to_string(), Some(q.to_string())),
         None => (url.clone(), None),
     };
-    let mut trace = Trace::default();
+    let incoming =
+        request.headers().iter().find(|h| h.field.equiv(traceparent::HEADER)).map(|h| h.value.as_str());
+    let context = traceparent::Context::new(incoming, traceparent::random);
+    let mut trace = Trace { context, ..Trace::default() };
     let kind = metrics::RouteKind::of(&route);
     let peer = request.remote_addr().map(|a| a.ip());
     let keys = state.keys.current();
@@ -346,7 +353,7 @@ fn handle(state: &State, mut request: tiny_http::Request, route: Route) {
             if let (Error::ClientLimit { .. }, Some(name)) = (&e, &client) {
                 state.metrics.client_limited(name);
             }
-            let reply = Reply::error(&e);
+            let reply = stamped(Reply::error(&e), &context);
             let (status, bytes) = (reply.status, reply.body.len());
             (status, bytes, client::send(request, reply, state.config.pace))
         }
@@ -368,12 +375,21 @@ fn handle(state: &State, mut request: tiny_http::Request, route: Route) {
             bytes,
             ms: duration.as_millis(),
             client_gone: !delivered,
+            rid: &context.request_id(),
+            trace: &context.trace_id(),
+            upstream_rid: trace.upstream_rid.as_deref(),
         });
     }
     // The answer is out: the rest of its upstream body, read now, lets the connection be reused.
     if let Some(tail) = tail {
         tail.finish();
     }
+}
+
+/// An answer the proxy writes without a Slot, with its request id.
+fn stamped(mut reply: Reply, context: &traceparent::Context) -> Reply {
+    traceparent::stamp(&mut reply.headers, &context.request_id());
+    reply
 }
 
 /// Run a job whose body is in: the shield's loop, then the one answer through its slot.
@@ -394,6 +410,7 @@ fn run(
         codex: job.codex,
         progress: state.config.codex_progress,
         pace: state.config.pace,
+        trace: trace.context,
     };
     let slot = Slot::new(request, options);
     state.slots.insert(id, Arc::clone(&slot));
@@ -407,6 +424,8 @@ fn run(
     let served = shield.run(job, trace);
     let reply = served.reply;
     *tail = served.tail;
+    trace.upstream_rid =
+        reply.headers.iter().find(|(n, _)| n == traceparent::REQUEST_ID).map(|(_, v)| v.clone());
     let (status, bytes) = (reply.status, reply.body.len());
     let delivered = slot.finish(reply);
     drop(in_flight);

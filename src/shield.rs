@@ -28,6 +28,8 @@ use crate::pool::{Choice, Pool, Report};
 use crate::reply::Reply;
 use crate::retry;
 use crate::route::Auth;
+use crate::session;
+use crate::traceparent;
 use crate::translate;
 use crate::upstream::{Agent, Answer, Outgoing, Tail};
 
@@ -45,15 +47,18 @@ struct Prepared {
 ///
 /// The client's members travel as they came (key order, spacing, escapes); only `stream`,
 /// `model` and `stream_options` are written anew. No copy of the request is made but the
-/// body itself (and, translated, the chat request it is written from).
+/// body itself (and, translated, the chat request it is written from). A translated request
+/// keeps its `prompt_cache_key` when `cache_key` says the chat upstream takes it.
 pub fn upstream_body(
     object: &Object,
     exchange: Exchange,
     model: Option<&str>,
     wants_stream: bool,
+    cache_key: bool,
 ) -> Result<(Vec<u8>, Option<translate::ToolMap>), Error> {
     if exchange.translated() {
-        let (body, tools) = translate::request::chat_body(object, model).map_err(Error::BadRequest)?;
+        let (body, tools) =
+            translate::request::chat_body(object, model, cache_key).map_err(Error::BadRequest)?;
         return Ok((body, Some(tools)));
     }
     let model = model.map(|m| serde_json::to_vec(m).unwrap_or_default());
@@ -83,7 +88,10 @@ pub fn upstream_body(
 fn prepare(job: &Job, target: &Upstream) -> Result<Prepared, Error> {
     let exchange = job.api.map(|api| Exchange::new(api, target.api));
     let (body, tools) = match (&job.body, exchange) {
-        (Body::Json(object), Some(x)) => upstream_body(object, x, target.model.as_deref(), job.wants_stream)?,
+        (Body::Json(object), Some(x)) => {
+            let cache_key = target.endpoint.takes_prompt_cache_key();
+            upstream_body(object, x, target.model.as_deref(), job.wants_stream, cache_key)?
+        }
         (Body::Json(object), None) => (object.to_vec(&[]), None),
         (Body::Raw(bytes), _) => (bytes.clone(), None),
     };
@@ -120,6 +128,10 @@ pub struct Trace {
     pub failures: Vec<(usize, Outcome, Duration)>,
     /// The upstream that gave the final answer.
     pub upstream: Option<usize>,
+    /// That upstream's own `x-request-id`, if it sent one.
+    pub upstream_rid: Option<String>,
+    /// The request's W3C trace and its id: each attempt is a new span of the trace.
+    pub context: traceparent::Context,
     /// The same story for the metrics and `/status`, without allocation.
     pub tally: Tally,
 }
@@ -176,14 +188,18 @@ impl Shield<'_> {
     /// Attempt until a complete answer, a final upstream answer, or the retry budget is spent.
     pub fn run(&self, job: &Job, trace: &mut Trace) -> Served {
         let started = Instant::now();
-        let start = self.pool.start();
+        let session = match &job.body {
+            Body::Json(object) => session::key(Some(object), &job.headers),
+            Body::Raw(_) => session::key(None, &job.headers),
+        };
+        let order = self.pool.order(session);
         let mut prepared: Vec<Option<Prepared>> = (0..self.pool.targets.len()).map(|_| None).collect();
         let mut last: Option<Error> = None;
         // This request's own rests: after a failure it waits its backoff (or the upstream's
         // hint) before it tries that upstream again, whatever other requests do.
         let mut own_rests: Vec<Option<Instant>> = vec![None; self.pool.targets.len()];
         'attempts: loop {
-            let i = match self.pool.choose(start, &own_rests) {
+            let i = match self.pool.choose(&order, &own_rests) {
                 Choice::Go(i) => i,
                 Choice::Wait(wait) => {
                     let elapsed = started.elapsed();
@@ -211,6 +227,11 @@ impl Shield<'_> {
             };
             trace.attempts += 1;
             trace.upstream = Some(target.number);
+            set_header(
+                &mut p.outgoing.headers,
+                traceparent::HEADER,
+                trace.context.child(traceparent::random()),
+            );
             let attempt_started = Instant::now();
             let answering = &mut || self.pool.answering(i, attempt_started);
             let result = self.upstream.attempt(&p.outgoing, answering, &|| self.caller.gone());
@@ -258,7 +279,7 @@ impl Shield<'_> {
             let rest =
                 retry::backoff(trace.attempts, &self.config.retry, jitter).max(hint.unwrap_or_default());
             own_rests[i] = Some(Instant::now() + rest);
-            let wait = self.pool.wait_hint(start, &own_rests);
+            let wait = self.pool.wait_hint(&order, &own_rests);
             self.metrics.retry(&mut trace.tally, outcome, wait);
             let next = (trace.attempts + 1, self.config.retry.attempts);
             self.caller.progress(&progress_text(target.number, outcome, wait, next));
@@ -314,6 +335,14 @@ pub fn progress_text(upstream: usize, outcome: Outcome, wait: Duration, (next, m
         format!("in {} s", wait.as_secs_f64().round())
     };
     format!("codex-shield: upstream {upstream} {what}; retrying {when} (attempt {next} of {max})")
+}
+
+/// Set header `name` (lower-case) to `value`, replacing an earlier one.
+fn set_header(headers: &mut Vec<(String, String)>, name: &str, value: String) {
+    match headers.iter_mut().find(|(n, _)| n == name) {
+        Some(header) => header.1 = value,
+        None => headers.push((name.into(), value)),
+    }
 }
 
 /// A final upstream answer, unchanged: its status, body and useful headers.
@@ -448,7 +477,7 @@ mod tests {
     fn prep(body: &str, api: Api, model: Option<&str>) -> Result<(String, bool), String> {
         let (object, wants_stream) =
             crate::inbound::parse_body(body.as_bytes().to_vec()).map_err(|e| e.to_string())?;
-        upstream_body(&object, Exchange::new(api, api), model, wants_stream)
+        upstream_body(&object, Exchange::new(api, api), model, wants_stream, false)
             .map(|(b, _)| (String::from_utf8(b).unwrap(), wants_stream))
             .map_err(|e| e.to_string())
     }

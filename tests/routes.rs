@@ -45,7 +45,8 @@ fn forcing_auth_and_headers_are_visible_upstream() {
     assert_eq!(v["object"], "response");
     assert_eq!(v["status"], "completed");
     assert_eq!(v["output"][0]["content"][0]["text"], ANSWER);
-    assert_eq!(got.header("x-request-id"), Some("req_123"));
+    assert_eq!(got.header("x-upstream-request-id"), Some("req_123"), "the upstream's id, renamed");
+    assert_eq!(got.header("x-request-id").map(str::len), Some(16), "the proxy's id");
     assert_eq!(got.header("x-ratelimit-remaining-requests"), Some("99"));
     assert_eq!(got.header("set-cookie"), None);
 }

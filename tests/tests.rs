@@ -16,6 +16,7 @@ mod memory;
 mod monitoring;
 mod routes;
 mod slow;
+mod sticky;
 mod tls;
 mod translate;
 mod upstream;

@@ -39,18 +39,19 @@ const STATEFUL: &[&str] = &["previous_response_id", "conversation", "prompt"];
 /// small requests; the proxy calls `chat_body`.
 pub fn to_chat(req: &Value) -> Result<(Value, ToolMap), String> {
     let req = Object::from_value(req).map_err(|_| "the request body must be a JSON object".to_string())?;
-    let (chat, map) = chat_body(&req, None)?;
+    let (chat, map) = chat_body(&req, None, false)?;
     let chat = serde_json::from_slice(&chat).map_err(|e| e.to_string())?;
     Ok((chat, map))
 }
 
 /// `to_chat` for a request parsed at its top level (`object.rs`), written straight into the
-/// chat body's bytes (with `model` instead of the client's, if given). Input items and tools
+/// chat body's bytes (with `model` instead of the client's, if given; with its
+/// `prompt_cache_key` if `cache_key`: OpenAI's and Azure's chat completions take it). Input items and tools
 /// are read one at a time, so a translation holds the two bodies, the tool names and one
 /// item, never a `Value` of the conversation: one pass over the tools for their chat names
 /// (the messages name calls by them), one over `input` for the system text (it leads the
 /// messages), then the messages and the tools are written.
-pub fn chat_body(req: &Object, model: Option<&str>) -> Result<(Vec<u8>, ToolMap), String> {
+pub fn chat_body(req: &Object, model: Option<&str>, cache_key: bool) -> Result<(Vec<u8>, ToolMap), String> {
     for field in STATEFUL {
         if req.get(field).is_some_and(|raw| raw != b"null") {
             return Err(format!(
@@ -90,6 +91,9 @@ pub fn chat_body(req: &Object, model: Option<&str>) -> Result<(Vec<u8>, ToolMap)
     copy(req, "top_p", &mut out, "top_p");
     copy(req, "max_output_tokens", &mut out, "max_tokens");
     copy(req, "user", &mut out, "user");
+    if cache_key {
+        copy(req, "prompt_cache_key", &mut out, "prompt_cache_key");
+    }
     if let Some(reasoning) = req.value("reasoning") {
         if let Some(effort) = reasoning.get("effort").filter(|e| !e.is_null()) {
             out.value("reasoning_effort", effort);
@@ -597,6 +601,18 @@ mod tests {
         expected["stream"] = json!(true);
         expected["stream_options"] = json!({"include_usage": true});
         assert_eq!(got, expected, "\n got: {got}\nwant: {expected}");
+    }
+
+    /// `prompt_cache_key` travels only to a chat upstream that takes it.
+    #[test]
+    fn cache_key_kept_when_taken() {
+        let req =
+            Object::parse(br#"{"model":"m","input":"q","prompt_cache_key":"thread-1"}"#.to_vec()).unwrap();
+        for (cache_key, expected) in [(true, Some(json!("thread-1"))), (false, None)] {
+            let (body, _) = chat_body(&req, None, cache_key).unwrap();
+            let chat: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(chat.get("prompt_cache_key"), expected.as_ref(), "cache_key {cache_key}");
+        }
     }
 
     #[test]

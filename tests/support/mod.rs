@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test module uses a different part of the support code
 
+pub mod cache;
 pub mod fixtures;
 pub mod mock;
 
