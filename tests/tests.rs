@@ -4,6 +4,7 @@ mod support;
 
 mod adapter;
 mod chat_shapes;
+mod chat_translate;
 mod codex;
 mod failover;
 mod faults;
