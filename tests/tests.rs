@@ -3,6 +3,7 @@
 mod support;
 
 mod adapter;
+mod chat_on_responses;
 mod chat_shapes;
 mod chat_translate;
 mod codex;
