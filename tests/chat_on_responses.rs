@@ -226,3 +226,48 @@ fn responses_clients_still_pass_through() {
     assert_eq!(got.body, fixture("text_azure_crlf"), "the upstream's bytes, untouched");
     assert_eq!(mock.seen()[0].json()["input"], json!([{"role": "user", "content": "hi"}]));
 }
+
+#[test]
+fn each_attempt_translates_for_its_upstream() {
+    let first = Mock::start(vec![Step::json(500, &fixtures::error_body("server_error", "boom"))]);
+    let second = Mock::start(vec![Step::stream(&fixtures::chat("Hi there", false))]);
+    let env = [
+        ("UPSTREAM_API", "responses-only"),
+        ("AZURE_ENDPOINT_2", &second.v1()),
+        ("AZURE_API_KEY_2", "none"),
+        ("UPSTREAM_API_2", "responses"),
+    ];
+    let proxy = Proxy::start(&first.v1(), &env);
+    let got = post(&proxy.url("/v1/chat/completions"), &first_turn(false).to_string());
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.json()["choices"][0]["message"]["content"], "Hi there");
+    let (one, two) = (first.seen(), second.seen());
+    assert_eq!((one.len(), one[0].path.as_str()), (1, "/v1/responses"));
+    assert!(one[0].json()["input"].is_array(), "a Responses request for upstream 1");
+    assert_eq!((two.len(), two[0].path.as_str()), (1, "/v1/chat/completions"));
+    assert_eq!(
+        two[0].json()["messages"],
+        first_turn(false)["messages"],
+        "the chat request as sent, for upstream 2"
+    );
+}
+
+#[test]
+fn reasoning_summaries_reach_chat_clients_when_asked() {
+    for (summaries, expected) in [("true", Some("It is arithmetic.")), ("false", None)] {
+        let mock = Mock::start(vec![Step::stream(&fixture("reasoning_text"))]);
+        let env = [("UPSTREAM_API", "responses-only"), ("REASONING_SUMMARIES", summaries)];
+        let proxy = Proxy::start(&mock.v1(), &env);
+        let got = post(&proxy.url("/v1/chat/completions"), &first_turn(true).to_string());
+        let reasoning: String = chunks(&got.text())
+            .iter()
+            .filter_map(|c| c["choices"].get(0)?["delta"]["reasoning_content"].as_str().map(str::to_string))
+            .collect();
+        match expected {
+            Some(summary) => assert!(reasoning.ends_with(summary), "{reasoning:?}"),
+            None => assert_eq!(reasoning, ""),
+        }
+        let asked = mock.seen()[0].json()["reasoning"]["summary"].clone();
+        assert_eq!(asked == "auto", expected.is_some(), "{asked}");
+    }
+}
