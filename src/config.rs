@@ -421,6 +421,9 @@ impl Config {
             Routing::RoundRobin => "round-robin",
         };
         let general = [
+            ("REASONING_STORE_MB", (self.reasoning.store_bytes >> 20).to_string()),
+            ("REASONING_STORE_SECONDS", secs(self.reasoning.ttl)),
+            ("REASONING_SUMMARIES", self.reasoning.summaries.to_string()),
             ("ROUTING", routing.to_string()),
             ("HOST", self.listen.host.clone()),
             ("PORT", self.listen.port.to_string()),
