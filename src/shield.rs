@@ -375,7 +375,8 @@ fn pass_on(err: Error) -> Reply {
 }
 
 /// The client's reply for a complete answer: the stream as received, the JSON it asked for,
-/// or, for a translated exchange, the Responses stream or object made from the chat answer.
+/// or, for a translated exchange, the Responses stream or object made from the chat answer
+/// (the chat stream or `chat.completion` made from the Responses answer, for a chat client).
 fn deliver(mut answer: Answer, job: &Job, p: Prepared, shield: &Shield) -> Reply {
     let mut headers = std::mem::take(&mut answer.headers);
     let exchange = p.exchange.filter(|_| answer.checked);
