@@ -65,6 +65,8 @@ struct State {
     keys: Arc<Store>,
     /// Each named client's requests in flight (`max=`).
     limiter: Limiter,
+    /// Reasoning items kept for chat clients' next tool-call turn (`REASONING_STORE_MB`).
+    reasoning: crate::reasoning::Store,
 }
 
 /// Counts a request until its reply is written, however its handler ends.
@@ -119,6 +121,7 @@ pub fn serve(config: Arc<Config>, keys: Arc<Store>, signals: Arc<AtomicUsize>) -
     let (stopping, slots, drained) = (AtomicBool::new(false), Slots::default(), AtomicBool::new(false));
     let metrics = Metrics::new(config.upstreams.len());
     let brake = Brake::new(if config.has_keys() { config.limits.auth_failure_limit } else { 0 });
+    let config_reasoning = config.reasoning;
     let state = Arc::new(State {
         config,
         pool,
@@ -133,6 +136,7 @@ pub fn serve(config: Arc<Config>, keys: Arc<Store>, signals: Arc<AtomicUsize>) -
         brake,
         keys,
         limiter: Limiter::default(),
+        reasoning: crate::reasoning::Store::new(config_reasoning),
     });
     let shared = Arc::clone(&state);
     let server = accept::listen(&state.config, move |request| on_request(&shared, request))?;
@@ -419,6 +423,7 @@ fn run(
         pool: &state.pool,
         upstream: &state.upstream,
         metrics: &state.metrics,
+        reasoning: &state.reasoning,
         caller: &*slot,
     };
     let served = shield.run(job, trace);
