@@ -90,7 +90,21 @@ impl Synthesis {
 /// request's `instructions` and `tools` there tripled a short answer to Codex. The terminal
 /// object is the whole `Response`, with the request's settings echoed once.
 pub fn to_responses(chat_sse: &[&[u8]], map: &ToolMap, req: &Value, ids: &mut Ids) -> Synthesis {
-    let (answer, repaired) = match fold::fold(chat_sse.iter().copied()) {
+    let size = chat_sse.iter().map(|p| p.len()).sum::<usize>();
+    from_fold(fold::fold(chat_sse.iter().copied()), size, map, req, ids)
+}
+
+/// `to_responses` for an answer already folded (`fold::fold`'s result; `size`, the chat
+/// answer's length, only sizes the output). Folding is most of a translation's CPU: a fold
+/// kept from the read-time check would spare the second one.
+pub fn from_fold(
+    folded: Result<fold::Answer, String>,
+    size: usize,
+    map: &ToolMap,
+    req: &Value,
+    ids: &mut Ids,
+) -> Synthesis {
+    let (answer, repaired) = match folded {
         Ok(folded) => {
             let repaired = folded.repaired;
             (Answer::new(folded), repaired)
@@ -98,7 +112,7 @@ pub fn to_responses(chat_sse: &[&[u8]], map: &ToolMap, req: &Value, ids: &mut Id
         // Not for an answer that passed `check.rs`, which judges every chunk the same way.
         Err(reason) => (Answer::malformed(reason), 0),
     };
-    let mut out = Writer::with_capacity(chat_sse.iter().map(|p| p.len()).sum::<usize>() + 1024);
+    let mut out = Writer::with_capacity(size + 1024);
     let id = ids.next("resp");
     let model = answer.model.as_deref().unwrap_or_else(|| req["model"].as_str().unwrap_or(""));
     let shell = Shell { id: &id, model, created: answer.created.unwrap_or(0), req };
