@@ -321,7 +321,8 @@ mod tests {
         if matches!(&got.status, Status::Failed { message, .. } if message.contains("malformed")) {
             return "malformed".into();
         }
-        let output = got.response["output"].as_array().unwrap();
+        let response = got.response();
+        let output = response["output"].as_array().unwrap();
         let text = output
             .iter()
             .find(|i| i["type"] == "message")

@@ -485,7 +485,7 @@ fn translated(answer: Answer, job: &Job, p: Prepared, mut headers: Vec<(String, 
             Reply::stream_error(&e)
         }
         _ => {
-            let body = echo.restore(serde_json::to_vec(&synthesis.response).unwrap_or_default());
+            let body = echo.restore(synthesis.object);
             Reply {
                 status: 200,
                 content_type: "application/json".into(),

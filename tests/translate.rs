@@ -186,7 +186,7 @@ fn golden(name: &str) -> Synthesis {
 fn golden_text_azure_crlf_usage_last() {
     let got = golden("text_azure_crlf");
     assert_eq!(got.status, Status::Completed);
-    let r = &got.response;
+    let r = &got.response();
     assert_eq!(r["model"], "gpt-4o-2024-11-20", "the upstream's model, not Azure's empty first chunk");
     assert_eq!(r["output"][0]["content"][0]["text"], "Hello, world!");
     let usage = json!({"input_tokens": 11, "input_tokens_details": {"cached_tokens": 4},
@@ -197,7 +197,8 @@ fn golden_text_azure_crlf_usage_last() {
 #[test]
 fn golden_parallel_tools_by_index() {
     let got = golden("parallel_tools");
-    let out = got.response["output"].as_array().unwrap();
+    let response = got.response();
+    let out = response["output"].as_array().unwrap();
     let short: Vec<(&str, &str, &str)> = out
         .iter()
         .map(|i| {
@@ -222,17 +223,17 @@ fn golden_parallel_tools_by_index() {
 #[test]
 fn golden_reasoning_then_answer() {
     let got = golden("reasoning");
-    let out = &got.response["output"];
+    let out = &got.response()["output"];
     assert_eq!(out[0]["type"], "reasoning");
     assert_eq!(out[0]["content"][0]["text"], "The user greets. I greet back.");
     assert_eq!(out[1]["content"][0]["text"], "Hi!");
-    assert_eq!(got.response["usage"]["output_tokens_details"]["reasoning_tokens"], 9);
+    assert_eq!(got.response()["usage"]["output_tokens_details"]["reasoning_tokens"], 9);
 }
 
 #[test]
 fn golden_raw_patch_arguments() {
     let got = golden("raw_patch");
-    let item = &got.response["output"][0];
+    let item = &got.response()["output"][0];
     assert_eq!(item["type"], "custom_tool_call");
     assert_eq!(item["input"], "*** Begin Patch\n*** Delete File: old.txt\n*** End Patch");
 }
@@ -245,16 +246,35 @@ fn golden_final_error() {
         message: "This model's maximum context length is 8192 tokens.".into(),
     };
     assert_eq!(got.status, expected);
-    assert_eq!(got.response["error"]["code"], "context_length_exceeded");
-    assert_eq!(got.response["output"], json!([]));
+    assert_eq!(got.response()["error"]["code"], "context_length_exceeded");
+    assert_eq!(got.response()["output"], json!([]));
 }
 
 #[test]
 fn golden_length_is_incomplete() {
     let got = golden("length");
     assert_eq!(got.status, Status::Incomplete("max_output_tokens"));
-    assert_eq!(got.response["incomplete_details"]["reason"], "max_output_tokens");
-    assert_eq!(got.response["output"][0]["content"][0]["text"], "The answer is cut");
+    assert_eq!(got.response()["incomplete_details"]["reason"], "max_output_tokens");
+    assert_eq!(got.response()["output"][0]["content"][0]["text"], "The answer is cut");
+}
+
+/// `response.created` and `response.in_progress` carry the response's identity and state, not
+/// the request's echo (Codex reads neither object; the SDKs keep its id and output list): the
+/// terminal object echoes `instructions` and `tools` once.
+#[test]
+fn lifecycle_events_do_not_repeat_the_request() {
+    let mut req = request();
+    req["instructions"] = json!("Be brief.");
+    let (_, map) = to_chat(&req).unwrap();
+    let input = std::fs::read(format!("{FIXTURES}/text_azure_crlf.chat.sse")).unwrap();
+    let got = to_responses(&[&input], &map, &req, &mut Ids::new(1));
+    let evs = events(&got.stream);
+    for e in &evs[..2] {
+        let keys: Vec<&str> = e["response"].as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, ["id", "object", "created_at", "status", "model", "output"], "{}", e["type"]);
+    }
+    let terminal = &evs[evs.len() - 1]["response"];
+    assert_eq!((&terminal["instructions"], &terminal["tools"]), (&req["instructions"], &req["tools"]));
 }
 
 // ---- properties ---------------------------------------------------------------------------
@@ -358,7 +378,7 @@ proptest! {
         prop_assert_eq!(&got.stream, &whole.stream, "split changed the answer");
         let evs = events(&got.stream);
         let terminal = evs.last().unwrap();
-        prop_assert_eq!(&terminal["response"], &got.response);
+        prop_assert_eq!(&terminal["response"], &got.response());
         // A tool call whose first piece has no name is malformed (fold.rs): the shield retries
         // such an answer, and were it translated anyway, it would fail, not lose the call.
         let mut named = std::collections::BTreeMap::new();
@@ -369,14 +389,15 @@ proptest! {
         }
         if finish == "content_filter" || named.values().any(|head| !head) {
             prop_assert!(matches!(got.status, Status::Failed { .. }), "{:?}", got.status);
-            prop_assert_eq!(&got.response["output"], &json!([]));
+            prop_assert_eq!(&got.response()["output"], &json!([]));
             return Ok(());
         }
         // The answer's text survives: content, reasoning, and each call's arguments by index.
         let joined = |f: fn(&Piece) -> Option<&str>| pieces.iter().filter_map(f).collect::<String>();
         let content = joined(|p| if let Piece::Content(t) = p { Some(t) } else { None });
         let reasoning = joined(|p| if let Piece::Reasoning(t) = p { Some(t) } else { None });
-        let output = got.response["output"].as_array().unwrap();
+        let response = got.response();
+        let output = response["output"].as_array().unwrap();
         let of_type = |t: &str| output.iter().filter(|i| i["type"] == t).collect::<Vec<_>>();
         let text = of_type("message").first().map(|m| m["content"][0]["text"].as_str().unwrap_or("").to_string());
         if content.is_empty() { prop_assert!(text.is_none() || text == Some(String::new())); }
