@@ -512,10 +512,12 @@ fn chat_translated(
     };
     let Answer { body, final_error, .. } = answer;
     let pieces: Vec<&[u8]> = body.chunks().collect();
+    let asked = chat_request::asked(object);
     let form = chat_answer::Form {
         stream: job.wants_stream,
-        include_usage: chat_request::asked(object).include_usage,
+        include_usage: asked.include_usage,
         summaries: shield.config.reasoning.summaries,
+        stop: asked.stop,
     };
     let chat = chat_answer::to_chat(&pieces, form);
     drop(pieces);

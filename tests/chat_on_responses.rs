@@ -189,7 +189,7 @@ fn what_has_no_responses_form_is_refused_before_any_attempt() {
     let mock = responses_only(&[]);
     let proxy = Proxy::start(&mock.v1(), &[("UPSTREAM_API", "responses-only")]);
     for (extra, param) in
-        [(json!({"n": 2}), "n"), (json!({"logprobs": true}), "logprobs"), (json!({"stop": ["\n"]}), "stop")]
+        [(json!({"n": 2}), "n"), (json!({"logprobs": true}), "logprobs"), (json!({"stop": 7}), "stop")]
     {
         let mut body = first_turn(false);
         for (k, v) in extra.as_object().unwrap() {
@@ -205,6 +205,38 @@ fn what_has_no_responses_form_is_refused_before_any_attempt() {
         assert_eq!(got.json()["error"]["param"], param);
     }
     assert_eq!(mock.attempts(), 0);
+}
+
+/// The Responses API has no `stop`: the proxy cuts the complete answer at the first stop
+/// sequence itself, as a chat server would have stopped there (ReAct-style agents rely on it).
+#[test]
+fn stop_sequences_are_applied_by_the_proxy() {
+    let answer = fixture("text_azure_crlf");
+    let mock = responses_only(&[answer.clone(), answer]);
+    let proxy = Proxy::start(&mock.v1(), &[("UPSTREAM_API", "responses-only")]);
+    for stream in [false, true] {
+        let mut body = first_turn(stream);
+        body["stop"] = json!(["Observation:", " answer"]);
+        let got = post(&proxy.url("/v1/chat/completions"), &body.to_string());
+        assert_eq!(got.status, 200, "{}", got.text());
+        let (content, finish) = if stream {
+            let chunks = chunks(&got.text());
+            let content: String =
+                chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+            let finish =
+                chunks.iter().find_map(|c| c["choices"][0]["finish_reason"].as_str().map(String::from));
+            (content, finish.unwrap())
+        } else {
+            let v = got.json();
+            (
+                v["choices"][0]["message"]["content"].as_str().unwrap().to_string(),
+                v["choices"][0]["finish_reason"].as_str().unwrap().to_string(),
+            )
+        };
+        assert_eq!((content.as_str(), finish.as_str()), ("Hello! The", "stop"), "stream: {stream}");
+    }
+    let sent: Vec<Value> = mock.seen().iter().map(|r| r.json()).collect();
+    assert!(sent.iter().all(|b| b.get("stop").is_none()), "stop is not sent upstream");
 }
 
 #[test]

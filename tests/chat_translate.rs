@@ -14,8 +14,8 @@ use serde_json::{json, Value};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/chat_on_responses");
 
-const STREAM: Form = Form { stream: true, include_usage: true, summaries: true };
-const COMPLETION: Form = Form { stream: false, include_usage: false, summaries: false };
+const STREAM: Form = Form { stream: true, include_usage: true, summaries: true, stop: Vec::new() };
+const COMPLETION: Form = Form { stream: false, include_usage: false, summaries: false, stop: Vec::new() };
 
 /// Compare `got` with the golden file `name` (or write it under `UPDATE_GOLDEN`).
 fn golden(name: &str, got: &str) {
@@ -300,11 +300,11 @@ proptest! {
         cuts in proptest::collection::vec(any::<usize>(), 0..6),
     ) {
         let input = responses_stream(&items, end, crlf);
-        let form = Form { stream: true, include_usage, summaries };
-        let whole: Answer = to_chat(&[input.as_bytes()], form);
-        let got = to_chat(&split(input.as_bytes(), &cuts), form);
+        let form = Form { stream: true, include_usage, summaries, stop: Vec::new() };
+        let whole: Answer = to_chat(&[input.as_bytes()], form.clone());
+        let got = to_chat(&split(input.as_bytes(), &cuts), form.clone());
         prop_assert_eq!(&got, &whole, "split changed the answer");
-        let chunks = well_formed(&got.body, form).map_err(TestCaseError::fail)?;
+        let chunks = well_formed(&got.body, form.clone()).map_err(TestCaseError::fail)?;
         let (content, refusal, reasoning, calls, finish) = assemble(&chunks);
         let mut want = (String::new(), String::new(), String::new(), Vec::new());
         for it in &items {
@@ -326,7 +326,7 @@ proptest! {
         };
         prop_assert_eq!(finish, expected_finish);
         // the completion carries the same answer
-        let completion: Value = serde_json::from_slice(&to_chat(&[input.as_bytes()], Form { stream: false, ..form }).body).unwrap();
+        let completion: Value = serde_json::from_slice(&to_chat(&[input.as_bytes()], Form { stream: false, ..form.clone() }).body).unwrap();
         prop_assert_eq!(&completion["choices"][0]["finish_reason"], expected_finish);
         prop_assert_eq!(completion["choices"][0]["message"]["tool_calls"].as_array().map_or(0, Vec::len), calls.len());
     }
@@ -347,7 +347,7 @@ fn the_checker_catches_broken_streams() {
             json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [{"index": 0, "delta": {"tool_calls": [c]}, "finish_reason": null}]})
         )
     };
-    let form = Form { stream: true, include_usage: false, summaries: false };
+    let form = Form { stream: true, include_usage: false, summaries: false, stop: Vec::new() };
     let cases = [
         (format!("{good}{finish}data: [DONE]\n\n"), true),
         (format!("{good}{finish}"), false),
@@ -360,6 +360,6 @@ fn the_checker_catches_broken_streams() {
         (format!("{}{finish}data: [DONE]\n\n", good.replace("chatcmpl-1", "chatcmpl-2")), false),
     ];
     for (stream, ok) in cases {
-        assert_eq!(well_formed(stream.as_bytes(), form).is_ok(), ok, "{stream}");
+        assert_eq!(well_formed(stream.as_bytes(), form.clone()).is_ok(), ok, "{stream}");
     }
 }

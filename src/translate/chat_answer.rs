@@ -25,7 +25,7 @@ use serde_json::{json, Map, Value};
 use crate::sse;
 
 /// What the client asked the answer to look like.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Form {
     /// A chunk stream (`stream: true`) rather than one `chat.completion`.
     pub stream: bool,
@@ -33,6 +33,8 @@ pub struct Form {
     pub include_usage: bool,
     /// Reasoning summaries as `reasoning_content` (`REASONING_SUMMARIES`).
     pub summaries: bool,
+    /// The chat request's `stop` sequences, applied here (the Responses API has none).
+    pub stop: Vec<String>,
 }
 
 /// The reasoning items of a turn that called tools, keyed by those calls' ids.
@@ -153,7 +155,11 @@ pub fn to_chat(pieces: &[&[u8]], form: Form) -> Answer {
             other => crate::debug!("translate: a `{other}` output item has no chat form; left out"),
         }
     }
-    let finish = finish_reason(&r, !m.tool_calls.is_empty());
+    let stopped = cut_at_stop(&mut m, &form.stop);
+    if stopped {
+        call_ids.clear();
+    }
+    let finish = if stopped { "stop" } else { finish_reason(&r, !m.tool_calls.is_empty()) };
     let usage = usage(&r.response["usage"]);
     let head = Head {
         id: format!("chatcmpl-{}", r.response["id"].as_str().unwrap_or("").trim_start_matches("resp_")),
@@ -197,6 +203,37 @@ fn message(item: &Value, m: &mut Message) {
             }
         }
     }
+}
+
+/// Cut the answer at the first of the client's stop sequences in its text, as a chat server
+/// stops generating there: the sequence and everything after it (later text, the tool calls)
+/// are left out. Whether one was found.
+fn cut_at_stop(m: &mut Message, stop: &[String]) -> bool {
+    let Some(at) = stop.iter().filter(|s| !s.is_empty()).filter_map(|s| m.content.find(s.as_str())).min()
+    else {
+        return false;
+    };
+    m.content.truncate(at);
+    let mut left = at;
+    let mut kept = Vec::new();
+    for (member, text) in std::mem::take(&mut m.pieces) {
+        if member != "content" {
+            kept.push((member, text));
+            continue;
+        }
+        if left == 0 {
+            break;
+        }
+        if text.len() > left {
+            kept.push((member, text[..left].to_string()));
+            break;
+        }
+        left -= text.len();
+        kept.push((member, text));
+    }
+    m.pieces = kept;
+    m.tool_calls.clear();
+    true
 }
 
 fn finish_reason(r: &Read, called: bool) -> &'static str {
@@ -364,8 +401,103 @@ mod tests {
     }
 
     fn completion_of(body: &[u8], summaries: bool) -> Value {
-        let a = to_chat(&[body], Form { stream: false, include_usage: false, summaries });
+        let a = to_chat(&[body], Form { stream: false, include_usage: false, summaries, stop: Vec::new() });
         serde_json::from_slice(&a.body).unwrap()
+    }
+
+    fn two_parts(a: &str, b: &str) -> Value {
+        json!({"type": "message", "id": "msg_1", "role": "assistant", "status": "completed",
+               "content": [{"type": "output_text", "text": a, "annotations": []}, {"type": "output_text", "text": b, "annotations": []}]})
+    }
+
+    #[test]
+    fn stop_sequences_cut_the_answer() {
+        let long = json!({"status": "incomplete", "incomplete_details": {"reason": "max_output_tokens"}});
+        // (items, terminal event, its extra members, stop, expected content, tool calls left, finish_reason)
+        let cases = [
+            (
+                vec![text("Thought: x\nObservation: y")],
+                "response.completed",
+                json!({}),
+                vec!["\nObservation:"],
+                "Thought: x",
+                0,
+                "stop",
+            ),
+            (
+                vec![text("no match here")],
+                "response.completed",
+                json!({}),
+                vec!["END"],
+                "no match here",
+                0,
+                "stop",
+            ),
+            (
+                vec![text("a END b STOP c")],
+                "response.completed",
+                json!({}),
+                vec!["STOP", "END"],
+                "a ",
+                0,
+                "stop",
+            ),
+            (
+                vec![two_parts("abc", "deSTOPf")],
+                "response.completed",
+                json!({}),
+                vec!["STOP"],
+                "abcde",
+                0,
+                "stop",
+            ),
+            (vec![two_parts("abST", "OPx")], "response.completed", json!({}), vec!["STOP"], "ab", 0, "stop"),
+            (vec![two_parts("abc", "STOP")], "response.completed", json!({}), vec!["STOP"], "abc", 0, "stop"),
+            (vec![text("é STOP ü")], "response.completed", json!({}), vec!["STOP"], "é ", 0, "stop"),
+            (
+                vec![text("x END"), call("call_a", "ls", "{}")],
+                "response.completed",
+                json!({}),
+                vec!["END"],
+                "x ",
+                0,
+                "stop",
+            ),
+            (
+                vec![text("x"), call("call_a", "ls", "{}")],
+                "response.completed",
+                json!({}),
+                vec!["END"],
+                "x",
+                1,
+                "tool_calls",
+            ),
+            (vec![text("Hal END lo")], "response.incomplete", long.clone(), vec!["END"], "Hal ", 0, "stop"),
+            (vec![text("Hallo")], "response.incomplete", long, vec!["END"], "Hallo", 0, "length"),
+        ];
+        for (items, end, extra, stop, content, calls, finish) in cases {
+            let body = stream_of(&items, end, extra);
+            let stop: Vec<String> = stop.into_iter().map(String::from).collect();
+            let form = Form { stream: false, include_usage: false, summaries: false, stop: stop.clone() };
+            let a = to_chat(&[&body], form);
+            let v: Value = serde_json::from_slice(&a.body).unwrap();
+            let message = &v["choices"][0]["message"];
+            assert_eq!(message["content"], json!(content), "{stop:?}");
+            assert_eq!(message["tool_calls"].as_array().map_or(0, Vec::len), calls, "{stop:?}");
+            assert_eq!(v["choices"][0]["finish_reason"], finish, "{stop:?}");
+            assert_eq!(a.reasoning.is_none() || calls > 0, true);
+            // the stream says the same
+            let form = Form { stream: true, include_usage: false, summaries: false, stop };
+            let streamed = String::from_utf8(to_chat(&[&body], form).body).unwrap();
+            let text: String = streamed
+                .lines()
+                .filter_map(|l| l.strip_prefix("data: "))
+                .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+                .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_string))
+                .collect();
+            assert_eq!(text, content);
+            assert!(streamed.contains(&format!("\"finish_reason\":\"{finish}\"")), "{streamed}");
+        }
     }
 
     #[test]
@@ -450,12 +582,12 @@ mod tests {
             "response.completed",
             json!({}),
         );
-        let got = to_chat(&[&with_calls], form).reasoning.unwrap();
+        let got = to_chat(&[&with_calls], form.clone()).reasoning.unwrap();
         assert_eq!(got.call_ids, ["call_a", "call_b"]);
         let item: Value = serde_json::from_str(&got.items[0]).unwrap();
         assert_eq!(item, reasoning("x"));
         let text_only = stream_of(&[reasoning("x"), text("Hi")], "response.completed", json!({}));
-        assert_eq!(to_chat(&[&text_only], form).reasoning, None, "no call to key it by");
+        assert_eq!(to_chat(&[&text_only], form.clone()).reasoning, None, "no call to key it by");
         let no_reasoning = stream_of(&[call("call_a", "ls", "{}")], "response.completed", json!({}));
         assert_eq!(to_chat(&[&no_reasoning], form).reasoning, None);
     }
@@ -484,7 +616,8 @@ mod tests {
     fn a_stream_with_usage_last() {
         let body =
             stream_of(&[text("Hi"), call("call_a", "ls", "{\"d\":1}")], "response.completed", json!({}));
-        let a = to_chat(&[&body], Form { stream: true, include_usage: true, summaries: false });
+        let a =
+            to_chat(&[&body], Form { stream: true, include_usage: true, summaries: false, stop: Vec::new() });
         let text = String::from_utf8(a.body).unwrap();
         let lines: Vec<&str> = text.split("\n\n").filter(|l| !l.is_empty()).collect();
         let deltas: Vec<String> = lines[..lines.len() - 2]

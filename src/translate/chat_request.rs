@@ -54,10 +54,13 @@ pub struct Translated {
 }
 
 /// What the client asked about the answer, read from the chat request.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Asked {
     /// `stream_options.include_usage`: a last chunk with the usage.
     pub include_usage: bool,
+    /// `stop`: the Responses API has none, so the proxy cuts the complete answer's text at
+    /// the first of them itself (`chat_answer`).
+    pub stop: Vec<String>,
 }
 
 /// What each member of a chat request becomes.
@@ -88,6 +91,7 @@ fn rule(key: &str) -> Option<Rule> {
         | "verbosity"
         | "store"
         | "n"
+        | "stop"
         | "modalities" => Handled,
         "temperature" => Copy("temperature"),
         "top_p" => Copy("top_p"),
@@ -98,7 +102,6 @@ fn rule(key: &str) -> Option<Rule> {
         "safety_identifier" => Copy("safety_identifier"),
         "service_tier" => Copy("service_tier"),
         "metadata" => Copy("metadata"),
-        "stop" => Refuse("the Responses API has no stop sequences"),
         "logprobs" | "top_logprobs" => Refuse("log probabilities are not translated from the Responses API"),
         "logit_bias" => Refuse("the Responses API has no logit bias"),
         "seed" => Refuse("the Responses API has no seed"),
@@ -129,7 +132,23 @@ fn asks_nothing(key: &str, value: &Value) -> bool {
 /// What the client asked about the answer's form.
 pub fn asked(req: &Object) -> Asked {
     let usage = req.value("stream_options").is_some_and(|o| o["include_usage"] == true);
-    Asked { include_usage: usage }
+    Asked { include_usage: usage, stop: stop_sequences(req).unwrap_or_default() }
+}
+
+/// The chat request's `stop`: null, a string, or an array of at most 4 strings (OpenAI's
+/// limits); empty strings stop nothing and are left out.
+fn stop_sequences(req: &Object) -> Result<Vec<String>, Refusal> {
+    let wrong = || refuse("stop", "must be a string or an array of at most 4 strings");
+    let sequences = match req.value("stop") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::String(s)) => vec![s],
+        Some(Value::Array(items)) if items.len() <= 4 => items
+            .into_iter()
+            .map(|v| v.as_str().map(str::to_string).ok_or_else(wrong))
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(wrong()),
+    };
+    Ok(sequences.into_iter().filter(|s| !s.is_empty()).collect())
 }
 
 /// Translate `req` (a chat request object) for a Responses upstream, with `model` instead of
@@ -161,6 +180,7 @@ pub fn responses_body(
     if let Some(n) = req.value("n").filter(|n| !n.is_null() && n.as_f64() != Some(1.0)) {
         return Err(refuse("n", format!("the Responses API gives one answer per request, not {n}")));
     }
+    stop_sequences(req)?;
     if let Some(m) = req.value("modalities").filter(|m| !m.is_null() && *m != json!(["text"])) {
         return Err(refuse("modalities", format!("only text output is translated, not {m}")));
     }
@@ -616,6 +636,9 @@ mod tests {
                 json!({}),
             ),
             (json!({"stream": false, "stream_options": {"include_usage": true}}), json!({})),
+            // the proxy applies `stop` to the complete answer: nothing of it goes upstream
+            (json!({"stop": ["\n", "END"]}), json!({})),
+            (json!({"stop": "END"}), json!({})),
             (json!({"store": true}), json!({"store": true})),
             (
                 json!({"tools": [{"type": "function", "function": {"name": "f", "description": "d", "parameters": {"type": "object"}, "strict": true}},
@@ -653,8 +676,9 @@ mod tests {
             (json!({"n": 2}), "n"),
             (json!({"logprobs": true}), "logprobs"),
             (json!({"top_logprobs": 3}), "top_logprobs"),
-            (json!({"stop": ["\n"]}), "stop"),
-            (json!({"stop": "END"}), "stop"),
+            (json!({"stop": ["a", "b", "c", "d", "e"]}), "stop"),
+            (json!({"stop": 7}), "stop"),
+            (json!({"stop": ["a", 1]}), "stop"),
             (json!({"seed": 7}), "seed"),
             (json!({"logit_bias": {"50256": -100}}), "logit_bias"),
             (json!({"presence_penalty": 0.5}), "presence_penalty"),
@@ -737,7 +761,21 @@ mod tests {
             (json!({}), false),
         ];
         for (req, include_usage) in cases {
-            assert_eq!(asked(&Object::from_value(&req).unwrap()), Asked { include_usage }, "{req}");
+            assert_eq!(asked(&Object::from_value(&req).unwrap()).include_usage, include_usage, "{req}");
+        }
+    }
+
+    #[test]
+    fn stop_sequences_are_read() {
+        let cases = [
+            (json!({}), vec![]),
+            (json!({"stop": null}), vec![]),
+            (json!({"stop": "END"}), vec!["END"]),
+            (json!({"stop": ["\n", "", "Observation:"]}), vec!["\n", "Observation:"]),
+            (json!({"stop": []}), vec![]),
+        ];
+        for (req, stop) in cases {
+            assert_eq!(asked(&Object::from_value(&req).unwrap()).stop, stop, "{req}");
         }
     }
 }
