@@ -485,7 +485,7 @@ mod tests {
             assert_eq!(message["content"], json!(content), "{stop:?}");
             assert_eq!(message["tool_calls"].as_array().map_or(0, Vec::len), calls, "{stop:?}");
             assert_eq!(v["choices"][0]["finish_reason"], finish, "{stop:?}");
-            assert_eq!(a.reasoning.is_none() || calls > 0, true);
+            assert!(a.reasoning.is_none() || calls > 0, "no reasoning kept for calls left out");
             // the stream says the same
             let form = Form { stream: true, include_usage: false, summaries: false, stop };
             let streamed = String::from_utf8(to_chat(&[&body], form).body).unwrap();
