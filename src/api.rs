@@ -1,8 +1,9 @@
 //! The two wire APIs and what one request exchanges: the client's API and the upstream's.
 //!
 //! A Responses client usually meets a Responses upstream and a Chat client a Chat upstream;
-//! with `UPSTREAM_API=chat` a Responses client meets a Chat upstream, and the request and the
-//! answer are translated (`translate/`). This module only names the APIs; it does no I/O and
+//! with `UPSTREAM_API=chat` a Responses client meets a Chat upstream, with
+//! `UPSTREAM_API=responses-only` a Chat client meets a Responses upstream, and the request and
+//! the answer are translated (`translate/`). This module only names the APIs; it does no I/O and
 //! knows nothing of URLs beyond each API's path suffix.
 
 /// The two streamed APIs the shield checks.
@@ -32,6 +33,39 @@ impl Api {
     }
 }
 
+/// What an upstream is sent for each client API (`UPSTREAM_API`): `responses` is Responses
+/// for Responses clients and Chat for Chat clients, `chat` is Chat for both, `responses-only`
+/// Responses for both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Speaks {
+    pub responses: Api,
+    pub chat: Api,
+}
+
+impl Speaks {
+    pub const BOTH: Speaks = Speaks { responses: Api::Responses, chat: Api::Chat };
+    pub const CHAT_ONLY: Speaks = Speaks { responses: Api::Chat, chat: Api::Chat };
+    pub const RESPONSES_ONLY: Speaks = Speaks { responses: Api::Responses, chat: Api::Responses };
+
+    /// The exchange for a client of `client` on this upstream.
+    pub fn exchange(self, client: Api) -> Exchange {
+        let upstream = match client {
+            Api::Responses => self.responses,
+            Api::Chat => self.chat,
+        };
+        Exchange { client, upstream }
+    }
+
+    /// The `UPSTREAM_API` value that names it.
+    pub fn name(self) -> &'static str {
+        match (self.responses, self.chat) {
+            (Api::Responses, Api::Chat) => "responses",
+            (Api::Chat, _) => "chat",
+            (Api::Responses, Api::Responses) => "responses-only",
+        }
+    }
+}
+
 /// The APIs on either side of one shielded request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Exchange {
@@ -42,13 +76,7 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    /// The exchange for a client API on an upstream that speaks `upstream` for Responses
-    /// requests. Chat clients always talk Chat: no upstream speaks only Responses.
-    pub fn new(client: Api, upstream_for_responses: Api) -> Exchange {
-        let upstream = match client {
-            Api::Responses => upstream_for_responses,
-            Api::Chat => Api::Chat,
-        };
+    pub fn new(client: Api, upstream: Api) -> Exchange {
         Exchange { client, upstream }
     }
 
@@ -65,14 +93,19 @@ mod tests {
     #[test]
     fn exchanges() {
         let cases = [
-            (Api::Responses, Api::Responses, Api::Responses, false),
-            (Api::Responses, Api::Chat, Api::Chat, true),
-            (Api::Chat, Api::Responses, Api::Chat, false),
-            (Api::Chat, Api::Chat, Api::Chat, false),
+            (Api::Responses, Speaks::BOTH, Api::Responses, false),
+            (Api::Responses, Speaks::CHAT_ONLY, Api::Chat, true),
+            (Api::Responses, Speaks::RESPONSES_ONLY, Api::Responses, false),
+            (Api::Chat, Speaks::BOTH, Api::Chat, false),
+            (Api::Chat, Speaks::CHAT_ONLY, Api::Chat, false),
+            (Api::Chat, Speaks::RESPONSES_ONLY, Api::Responses, true),
         ];
         for (client, configured, upstream, translated) in cases {
-            let x = Exchange::new(client, configured);
+            let x = configured.exchange(client);
             assert_eq!((x.upstream, x.translated()), (upstream, translated), "{client:?} on {configured:?}");
         }
+        let names: Vec<&str> =
+            [Speaks::BOTH, Speaks::CHAT_ONLY, Speaks::RESPONSES_ONLY].map(Speaks::name).into();
+        assert_eq!(names, ["responses", "chat", "responses-only"]);
     }
 }

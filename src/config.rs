@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::api::Api;
+use crate::api::{Api, Speaks};
 use crate::descriptors::{self, Room, Source};
 use crate::error::Error;
 use crate::log::{Format, Level};
@@ -30,7 +30,18 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     (
         "UPSTREAM_API",
         "auto",
-        "auto | responses | chat: what the upstream speaks; chat translates /v1/responses requests",
+        "auto | responses | chat | responses-only: what the upstream speaks; chat translates /v1/responses requests, responses-only /v1/chat/completions ones",
+    ),
+    (
+        "REASONING_STORE_MB",
+        "32",
+        "responses-only upstreams: reasoning items kept for chat clients' next tool-call turn, in MiB (0: off)",
+    ),
+    ("REASONING_STORE_SECONDS", "3600", "how long a kept reasoning item waits for the turn that sends its calls back"),
+    (
+        "REASONING_SUMMARIES",
+        "false",
+        "responses-only upstreams: send reasoning summaries to chat clients as reasoning_content",
     ),
     ("ROUTING", "failover", "failover | round-robin, when AZURE_ENDPOINT_2... name more upstreams"),
     ("HOST", "127.0.0.1", "address to listen on"),
@@ -129,8 +140,21 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// How slowly a client may take its answer.
     pub pace: Pace,
+    /// Chat clients on responses-only upstreams: the reasoning store and summaries.
+    pub reasoning: Reasoning,
     pub log_level: Level,
     pub log_format: Format,
+}
+
+/// `REASONING_STORE_MB`, `REASONING_STORE_SECONDS`, `REASONING_SUMMARIES`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reasoning {
+    /// Most bytes of reasoning items kept (0: none kept).
+    pub store_bytes: usize,
+    /// How long a kept item lives.
+    pub ttl: Duration,
+    /// Reasoning summaries reach chat clients as `reasoning_content`.
+    pub summaries: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -149,8 +173,8 @@ pub struct Upstream {
     pub auth: Auth,
     /// `FORCED_MODEL`: replaces the client's model.
     pub model: Option<String>,
-    /// What this upstream speaks for `/v1/responses` requests.
-    pub api: Api,
+    /// What this upstream is sent for each client API.
+    pub api: Speaks,
 }
 
 /// How the upstream for an attempt is chosen among the healthy ones.
@@ -336,6 +360,13 @@ impl Config {
             proxy_key: raw.optional("PROXY_API_KEY"),
             keepalive,
             codex_progress,
+            reasoning: Reasoning {
+                store_bytes: raw
+                    .parse::<usize>("REASONING_STORE_MB", "a whole number of MiB")?
+                    .saturating_mul(1 << 20),
+                ttl: raw.seconds("REASONING_STORE_SECONDS", false)?,
+                summaries: raw.boolean("REASONING_SUMMARIES")?,
+            },
             status_token: raw.optional("STATUS_TOKEN"),
             shutdown_grace: raw.seconds("SHUTDOWN_GRACE_SECONDS", true)?,
             pace: Pace {
@@ -390,6 +421,9 @@ impl Config {
             Routing::RoundRobin => "round-robin",
         };
         let general = [
+            ("REASONING_STORE_MB", (self.reasoning.store_bytes >> 20).to_string()),
+            ("REASONING_STORE_SECONDS", secs(self.reasoning.ttl)),
+            ("REASONING_SUMMARIES", self.reasoning.summaries.to_string()),
             ("ROUTING", routing.to_string()),
             ("HOST", self.listen.host.clone()),
             ("PORT", self.listen.port.to_string()),
@@ -564,10 +598,13 @@ fn target<F: Fn(&str) -> Option<String>>(raw: &Raw<F>, n: usize) -> Result<Upstr
     };
     let (var, api) = raw.of("UPSTREAM_API", n);
     let api = match api.unwrap_or_else(|| "auto".into()).to_ascii_lowercase().as_str() {
-        "auto" if endpoint.fixed == Some(Api::Chat) => Api::Chat,
-        "auto" | "responses" => Api::Responses,
-        "chat" => Api::Chat,
-        other => return Err(bad(&var, format!("expected auto, responses or chat, got {other:?}"))),
+        "auto" if endpoint.fixed == Some(Api::Chat) => Speaks::CHAT_ONLY,
+        "auto" | "responses" => Speaks::BOTH,
+        "chat" => Speaks::CHAT_ONLY,
+        "responses-only" | "responses_only" => Speaks::RESPONSES_ONLY,
+        other => {
+            return Err(bad(&var, format!("expected auto, responses, chat or responses-only, got {other:?}")))
+        }
     };
     let key = key(raw, n, &endpoint)?;
     Ok(Upstream { number: n, endpoint, key, auth, model: raw.of("FORCED_MODEL", n).1, api })
@@ -629,7 +666,7 @@ mod tests {
         assert!(c.is_loopback());
         assert_eq!(c.upstreams.len(), 1);
         assert_eq!(c.upstreams[0].auth, Auth::ApiKey);
-        assert_eq!(c.upstreams[0].api, Api::Responses);
+        assert_eq!(c.upstreams[0].api, Speaks::BOTH);
         assert_eq!(c.routing, Routing::Failover);
         assert_eq!(c.keepalive, None);
         assert!(c.shutdown_grace > c.retry.deadline, "the grace covers a request's retries");
@@ -685,10 +722,19 @@ mod tests {
         assert!(!c.describe().contains("sk-secret"));
         assert_eq!(config(&[("AZURE_ENDPOINT", "http://h/v1")]).unwrap().upstreams[0].auth, Auth::Bearer);
         let chat = "https://x.openai.azure.com/openai/deployments/d/chat/completions?api-version=2024-10-21";
-        assert_eq!(config(&[("AZURE_ENDPOINT", chat)]).unwrap().upstreams[0].api, Api::Chat);
+        assert_eq!(config(&[("AZURE_ENDPOINT", chat)]).unwrap().upstreams[0].api, Speaks::CHAT_ONLY);
         let forced = config(&[("AZURE_ENDPOINT", chat), ("UPSTREAM_API", "Responses")]).unwrap();
-        assert_eq!(forced.upstreams[0].api, Api::Responses);
-        assert_eq!(config(&[EP, ("UPSTREAM_API", "chat")]).unwrap().upstreams[0].api, Api::Chat);
+        assert_eq!(forced.upstreams[0].api, Speaks::BOTH);
+        assert_eq!(config(&[EP, ("UPSTREAM_API", "chat")]).unwrap().upstreams[0].api, Speaks::CHAT_ONLY);
+        let only = config(&[EP, ("UPSTREAM_API", "Responses-Only")]).unwrap();
+        assert_eq!(only.upstreams[0].api, Speaks::RESPONSES_ONLY);
+        assert!(only.describe().contains("responses-only"), "{}", only.describe());
+        assert_eq!(
+            only.reasoning,
+            Reasoning { store_bytes: 32 << 20, ttl: Duration::from_secs(3600), summaries: false }
+        );
+        let off = config(&[EP, ("REASONING_STORE_MB", "0"), ("REASONING_SUMMARIES", "true")]).unwrap();
+        assert_eq!((off.reasoning.store_bytes, off.reasoning.summaries), (0, true));
         let c = config(&[EP, ("KEEPALIVE_SECONDS", "15"), ("ROUTING", "round-robin")]).unwrap();
         assert_eq!((c.keepalive, c.routing), (Some(Duration::from_secs(15)), Routing::RoundRobin));
     }
@@ -713,14 +759,22 @@ mod tests {
             .upstreams
             .iter()
             .map(|t| {
-                format!("{} {} {:?} {:?} {:?} {:?}", t.number, t.endpoint.host, t.key, t.auth, t.model, t.api)
+                format!(
+                    "{} {} {:?} {:?} {:?} {}",
+                    t.number,
+                    t.endpoint.host,
+                    t.key,
+                    t.auth,
+                    t.model,
+                    t.api.name()
+                )
             })
             .collect();
         let expected = [
-            r#"1 east.openai.azure.com Some("k1") ApiKey Some("gpt-5") Responses"#,
-            r#"2 west.openai.azure.com Some("k2") ApiKey Some("gpt-5") Responses"#,
-            r#"3 east.openai.azure.com Some("k1") ApiKey Some("gpt-5-mini") Responses"#,
-            r#"4 127.0.0.1 None Bearer Some("gpt-5") Chat"#,
+            r#"1 east.openai.azure.com Some("k1") ApiKey Some("gpt-5") responses"#,
+            r#"2 west.openai.azure.com Some("k2") ApiKey Some("gpt-5") responses"#,
+            r#"3 east.openai.azure.com Some("k1") ApiKey Some("gpt-5-mini") responses"#,
+            r#"4 127.0.0.1 None Bearer Some("gpt-5") chat"#,
         ];
         assert_eq!(got, expected);
         let described = c.describe();

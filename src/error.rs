@@ -24,6 +24,9 @@ pub enum Error {
     RequestTooLarge { limit: u64 },
     /// The client's request cannot be forwarded (bad JSON, not an object, unreadable body).
     BadRequest(String),
+    /// A member of the client's request has no form in the upstream's API (`param` names
+    /// it): refused rather than dropped, since dropping it would change the answer.
+    Unsupported { param: String, reason: String },
     /// The client did not present `PROXY_API_KEY`.
     Unauthorized,
     /// The client's address sent too many wrong keys (`AUTH_FAILURE_LIMIT`): braked for a while.
@@ -212,6 +215,7 @@ impl fmt::Display for Error {
                 write!(f, "request body is larger than MAX_REQUEST_BYTES ({limit} bytes)")
             }
             Error::BadRequest(msg) => write!(f, "invalid request: {msg}"),
+            Error::Unsupported { param, reason } => write!(f, "`{param}` is not supported: {reason}"),
             Error::Unauthorized => write!(f, "missing or wrong proxy API key"),
             Error::Braked { retry_after } => write!(
                 f,

@@ -80,6 +80,7 @@ pub fn judge(err: &Error) -> Failure {
         // Not the failure of an attempt: nothing to retry.
         Error::RequestTooLarge { .. }
         | Error::BadRequest(_)
+        | Error::Unsupported { .. }
         | Error::Unauthorized
         | Error::Braked { .. }
         | Error::NotFound { .. }

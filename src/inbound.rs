@@ -105,10 +105,10 @@ pub fn job(
     })
 }
 
-/// What a request costs in multiples of its body: more when a Responses request may be
-/// translated for a chat upstream.
+/// What a request costs in multiples of its body: more when it may be translated for an
+/// upstream of the other API.
 fn cost(config: &Config, api: Option<Api>) -> usize {
-    let translates = api == Some(Api::Responses) && config.upstreams.iter().any(|t| t.api == Api::Chat);
+    let translates = api.is_some_and(|api| config.upstreams.iter().any(|t| t.api.exchange(api).translated()));
     match translates {
         true => memory::TRANSLATED_COST,
         false => memory::PASS_THROUGH_COST,

@@ -29,6 +29,7 @@ pub mod memory;
 pub mod metrics;
 pub mod object;
 pub mod pool;
+pub mod reasoning;
 pub mod reply;
 pub mod retry;
 pub mod route;

@@ -181,6 +181,8 @@ pub struct Metrics {
     waited_us: AtomicU64,
     busy: AtomicU64,
     hangups: AtomicU64,
+    /// The reasoning store (`reasoning.rs`): turns recalled, turns not found, turns evicted.
+    reasoning: [AtomicU64; 3],
     durations: Vec<Histogram>,
     sizes: Vec<Histogram>,
     upstream_durations: Vec<Histogram>,
@@ -222,6 +224,7 @@ impl Metrics {
             waited_us: AtomicU64::new(0),
             busy: AtomicU64::new(0),
             hangups: AtomicU64::new(0),
+            reasoning: Default::default(),
             durations: (0..routes).map(|_| Histogram::new(&DURATION_BUCKETS, MICROS)).collect(),
             sizes: (0..routes).map(|_| Histogram::new(&SIZE_BUCKETS, 1.0)).collect(),
             upstream_durations: (0..upstreams).map(|_| Histogram::new(&DURATION_BUCKETS, MICROS)).collect(),
@@ -246,6 +249,15 @@ impl Metrics {
         self.retries[reason.index()].fetch_add(1, Relaxed);
         self.waited_us.fetch_add(micros(wait), Relaxed);
         tally.retry(reason, wait);
+    }
+
+    /// The reasoning store recalled `hits` turns, missed `misses`, evicted `evictions`.
+    pub fn reasoning(&self, hits: usize, misses: usize, evictions: usize) {
+        for (counter, n) in self.reasoning.iter().zip([hits, misses, evictions]) {
+            if n > 0 {
+                counter.fetch_add(n as u64, Relaxed);
+            }
+        }
     }
 
     /// A request was refused because `MAX_CONCURRENT` requests were in flight.
@@ -308,6 +320,7 @@ impl Metrics {
             waited_seconds: self.waited_us.load(Relaxed) as f64 * MICROS,
             busy: self.busy.load(Relaxed),
             hangups: self.hangups.load(Relaxed),
+            reasoning: self.reasoning.each_ref().map(|c| c.load(Relaxed)),
             durations: self.durations.iter().map(|h| h.snapshot(MICROS)).collect(),
             sizes: self.sizes.iter().map(|h| h.snapshot(1.0)).collect(),
             upstream_durations: self.upstream_durations.iter().map(|h| h.snapshot(MICROS)).collect(),
@@ -398,6 +411,8 @@ pub struct Snapshot {
     pub waited_seconds: f64,
     pub busy: u64,
     pub hangups: u64,
+    /// Reasoning store hits, misses, evictions.
+    pub reasoning: [u64; 3],
     pub durations: Vec<HistogramSnapshot>,
     pub sizes: Vec<HistogramSnapshot>,
     pub upstream_durations: Vec<HistogramSnapshot>,

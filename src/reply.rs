@@ -34,7 +34,11 @@ impl Reply {
     /// The OpenAI-shaped error for a failure of the proxy or of the upstream.
     pub fn error(err: &Error) -> Reply {
         let (status, kind, code) = classify(err);
-        let mut reply = Reply::json(status, &error_json(&format!("codex-shield: {err}"), kind, code));
+        let mut body = error_json(&format!("codex-shield: {err}"), kind, code);
+        if let Error::Unsupported { param, .. } = err {
+            body["error"]["param"] = param.as_str().into();
+        }
+        let mut reply = Reply::json(status, &body);
         if matches!(err, Error::Busy { .. } | Error::ShuttingDown) {
             reply.headers.push(("retry-after".into(), "1".into()));
         }
@@ -148,6 +152,7 @@ fn classify(err: &Error) -> (u16, &'static str, &'static str) {
     match err {
         Error::RequestTooLarge { .. } => (413, "invalid_request_error", "request_too_large"),
         Error::BadRequest(_) => (400, "invalid_request_error", "invalid_request"),
+        Error::Unsupported { .. } => (400, "invalid_request_error", "unsupported_parameter"),
         Error::Unauthorized => (401, "invalid_request_error", "invalid_api_key"),
         Error::Braked { .. } => (429, "invalid_request_error", "too_many_auth_failures"),
         Error::NotFound { .. } => (404, "invalid_request_error", "not_found"),
@@ -192,6 +197,7 @@ fn classify(err: &Error) -> (u16, &'static str, &'static str) {
             | Error::Setup(_)
             | Error::RequestTooLarge { .. }
             | Error::BadRequest(_)
+            | Error::Unsupported { .. }
             | Error::Unauthorized
             | Error::Braked { .. }
             | Error::NotFound { .. }
@@ -370,5 +376,17 @@ mod tests {
         }
         let encoded = Reply::error(&Error::UnsupportedEncoding("gzip".into()));
         assert!(encoded.headers.contains(&("accept-encoding".into(), "identity".into())));
+    }
+
+    #[test]
+    fn an_unsupported_member_is_named_in_param() {
+        let err = Error::Unsupported { param: "logprobs".into(), reason: "no Responses form".into() };
+        let reply = Reply::error(&err);
+        let v: Value = serde_json::from_slice(&reply.body.to_vec()).unwrap();
+        assert_eq!(reply.status, 400);
+        assert_eq!(v["error"]["param"], "logprobs");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert_eq!(v["error"]["code"], "unsupported_parameter");
+        assert_eq!(v["error"]["message"], "codex-shield: `logprobs` is not supported: no Responses form");
     }
 }

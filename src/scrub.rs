@@ -100,6 +100,7 @@ impl Scrubber {
             | Error::Setup(_)
             | Error::RequestTooLarge { .. }
             | Error::BadRequest(_)
+            | Error::Unsupported { .. }
             | Error::Unauthorized
             | Error::Braked { .. }
             | Error::Overloaded { .. }

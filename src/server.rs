@@ -59,6 +59,7 @@ struct State {
     metrics: Metrics,
     /// Wrong inbound keys per peer (`AUTH_FAILURE_LIMIT`).
     brake: Brake,
+    reasoning: crate::reasoning::Store,
 }
 
 /// Counts a request until its reply is written, however its handler ends.
@@ -103,6 +104,7 @@ pub fn serve(config: Arc<Config>, signals: Arc<AtomicUsize>) -> Result<(), Error
     let (stopping, slots, drained) = (AtomicBool::new(false), Slots::default(), AtomicBool::new(false));
     let metrics = Metrics::new(config.upstreams.len());
     let brake = Brake::new(config.proxy_key.as_ref().map_or(0, |_| config.limits.auth_failure_limit));
+    let config_reasoning = config.reasoning;
     let state = Arc::new(State {
         config,
         pool,
@@ -115,6 +117,7 @@ pub fn serve(config: Arc<Config>, signals: Arc<AtomicUsize>) -> Result<(), Error
         drained,
         metrics,
         brake,
+        reasoning: crate::reasoning::Store::new(config_reasoning),
     });
     let shared = Arc::clone(&state);
     let server = accept::listen(&state.config, move |request| on_request(&shared, request))?;
@@ -350,6 +353,7 @@ fn run(
         pool: &state.pool,
         upstream: &state.upstream,
         metrics: &state.metrics,
+        reasoning: &state.reasoning,
         caller: &*slot,
     };
     let served = shield.run(job, trace);

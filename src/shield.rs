@@ -3,7 +3,8 @@
 //!
 //! A `Job` (`inbound.rs` makes it) is what the client asked for, free of any endpoint. Each
 //! attempt resolves it against the upstream the pool chooses (URL, auth header, model, and the
-//! request translated when a Responses client meets a chat-only upstream), asks `upstream.rs`
+//! request translated when a Responses client meets a chat-only upstream or a chat client a
+//! responses-only one, with the reasoning kept for it, `reasoning.rs`), asks `upstream.rs`
 //! to read the whole answer, has `failure.rs` judge a failure once, tells the pool, and waits
 //! what `retry.rs` and the pool say. The loop sleeps only when no upstream is ready. What the
 //! client receives is decided in `deliver` and `reply.rs`; no byte of an answer reaches the
@@ -25,10 +26,12 @@ use crate::memory;
 use crate::metrics::{Metrics, Tally};
 use crate::object::{Echo, Object};
 use crate::pool::{Choice, Pool, Report};
+use crate::reasoning;
 use crate::reply::Reply;
 use crate::retry;
 use crate::route::Auth;
 use crate::translate;
+use crate::translate::{chat_answer, chat_request};
 use crate::upstream::{Agent, Answer, Outgoing, Tail};
 
 /// A job resolved for one upstream: what to send, and how to read the answer back.
@@ -52,9 +55,17 @@ pub fn upstream_body(
     model: Option<&str>,
     wants_stream: bool,
 ) -> Result<(Vec<u8>, Option<translate::ToolMap>), Error> {
-    if exchange.translated() {
-        let (body, tools) = translate::request::chat_body(object, model).map_err(Error::BadRequest)?;
-        return Ok((body, Some(tools)));
+    match (exchange.translated(), exchange.client) {
+        (true, Api::Responses) => {
+            let (body, tools) = translate::request::chat_body(object, model).map_err(Error::BadRequest)?;
+            return Ok((body, Some(tools)));
+        }
+        (true, Api::Chat) => {
+            let options = chat_request::Options::default();
+            let translated = chat_request::responses_body(object, model, options, &mut |_| None);
+            return Ok((translated.map_err(refused)?.body, None));
+        }
+        (false, _) => {}
     }
     let model = model.map(|m| serde_json::to_vec(m).unwrap_or_default());
     let mut overrides: Vec<(&str, &[u8])> = vec![("stream", b"true")];
@@ -79,10 +90,33 @@ pub fn upstream_body(
     Ok((object.to_vec(&overrides), None))
 }
 
+/// A chat request member with no Responses form, as the client's 400.
+fn refused(r: chat_request::Refusal) -> Error {
+    Error::Unsupported { param: r.param, reason: r.reason }
+}
+
+/// A chat request for a responses-only upstream, with the reasoning kept for its tool-call
+/// turns put back (counted in the metrics).
+fn chat_on_responses(object: &Object, model: Option<&str>, shield: &Shield) -> Result<Vec<u8>, Error> {
+    let store = shield.reasoning;
+    let options =
+        chat_request::Options { encrypted: store.on(), summaries: shield.config.reasoning.summaries };
+    let now = Instant::now();
+    let recall = &mut |ids: &[&str]| store.recall(ids, now);
+    let translated = chat_request::responses_body(object, model, options, recall).map_err(refused)?;
+    if store.on() {
+        shield.metrics.reasoning(translated.recalled, translated.missed, 0);
+    }
+    Ok(translated.body)
+}
+
 /// Resolve `job` for `target`: URL, headers with the upstream's auth, body.
-fn prepare(job: &Job, target: &Upstream) -> Result<Prepared, Error> {
-    let exchange = job.api.map(|api| Exchange::new(api, target.api));
+fn prepare(job: &Job, target: &Upstream, shield: &Shield) -> Result<Prepared, Error> {
+    let exchange = job.api.map(|api| target.api.exchange(api));
     let (body, tools) = match (&job.body, exchange) {
+        (Body::Json(object), Some(x)) if x.translated() && x.client == Api::Chat => {
+            (chat_on_responses(object, target.model.as_deref(), shield)?, None)
+        }
         (Body::Json(object), Some(x)) => upstream_body(object, x, target.model.as_deref(), job.wants_stream)?,
         (Body::Json(object), None) => (object.to_vec(&[]), None),
         (Body::Raw(bytes), _) => (bytes.clone(), None),
@@ -152,6 +186,8 @@ pub struct Shield<'a> {
     pub pool: &'a Pool,
     pub upstream: &'a Agent,
     pub metrics: &'a Metrics,
+    /// Reasoning kept for chat clients on responses-only upstreams.
+    pub reasoning: &'a reasoning::Store,
     pub caller: &'a dyn Caller,
 }
 
@@ -201,7 +237,7 @@ impl Shield<'_> {
             // Resolved once per upstream, kept between its attempts.
             let mut p = match prepared[i].take() {
                 Some(p) => p,
-                None => match prepare(job, target) {
+                None => match prepare(job, target, self) {
                     Ok(fresh) => fresh,
                     Err(e) => {
                         self.pool.record(i, Report::Neutral, Instant::now(), 0.0);
@@ -224,7 +260,7 @@ impl Shield<'_> {
                     // the answer is turned into the reply.
                     drop(prepared);
                     p.outgoing.body = Vec::new();
-                    return Served { reply: deliver(answer, job, p), tail };
+                    return Served { reply: deliver(answer, job, p, self), tail };
                 }
                 Err(err) => err,
             };
@@ -332,7 +368,7 @@ fn pass_on(err: Error) -> Reply {
 
 /// The client's reply for a complete answer: the stream as received, the JSON it asked for,
 /// or, for a translated exchange, the Responses stream or object made from the chat answer.
-fn deliver(mut answer: Answer, job: &Job, p: Prepared) -> Reply {
+fn deliver(mut answer: Answer, job: &Job, p: Prepared, shield: &Shield) -> Reply {
     let mut headers = std::mem::take(&mut answer.headers);
     let exchange = p.exchange.filter(|_| answer.checked);
     let Some(exchange) = exchange else {
@@ -349,8 +385,10 @@ fn deliver(mut answer: Answer, job: &Job, p: Prepared) -> Reply {
         Ok(hold) => hold,
         Err(overdrawn) => return Reply::error(&overdrawn.into()),
     };
-    if exchange.translated() {
-        return translated(answer, job, p, headers);
+    match (exchange.translated(), exchange.client) {
+        (true, Api::Responses) => return translated(answer, job, p, headers),
+        (true, Api::Chat) => return chat_translated(answer, job, shield, headers),
+        (false, _) => {}
     }
     if job.wants_stream {
         headers.push(("cache-control".into(), "no-cache".into()));
@@ -420,6 +458,45 @@ fn translated(answer: Answer, job: &Job, p: Prepared, mut headers: Vec<(String, 
     };
     reply.headers = headers;
     reply
+}
+
+/// A complete Responses answer for a chat client; the turn's reasoning kept for its next one.
+fn chat_translated(answer: Answer, job: &Job, shield: &Shield, mut headers: Vec<(String, String)>) -> Reply {
+    let Body::Json(object) = &job.body else {
+        return Reply::error(&Error::BadRequest("a translated request has a JSON body".into()));
+    };
+    let Answer { body, final_error, .. } = answer;
+    let pieces: Vec<&[u8]> = body.chunks().collect();
+    let form = chat_answer::Form {
+        stream: job.wants_stream,
+        include_usage: chat_request::asked(object).include_usage,
+        summaries: shield.config.reasoning.summaries,
+    };
+    let chat = chat_answer::to_chat(&pieces, form);
+    drop(pieces);
+    drop(body);
+    if let Some((code, message)) = chat.failed {
+        let e = final_error.unwrap_or(StreamError {
+            code: Some(code),
+            kind: None,
+            message,
+            retryable: false,
+            hint: None,
+        });
+        return Reply::stream_error(&e);
+    }
+    if let Some(turn) = chat.reasoning.filter(|_| shield.reasoning.on()) {
+        let evicted = shield.reasoning.put(turn, Instant::now());
+        shield.metrics.reasoning(0, 0, evicted);
+    }
+    let content_type = match job.wants_stream {
+        true => {
+            headers.push(("cache-control".into(), "no-cache".into()));
+            "text/event-stream; charset=utf-8"
+        }
+        false => "application/json",
+    };
+    Reply { status: 200, content_type: content_type.into(), headers, body: chat.body.into() }
 }
 
 /// Say in the log that a chat answer was read with lone surrogate escapes as U+FFFD.

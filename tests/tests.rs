@@ -3,7 +3,9 @@
 mod support;
 
 mod adapter;
+mod chat_on_responses;
 mod chat_shapes;
+mod chat_translate;
 mod codex;
 mod failover;
 mod faults;

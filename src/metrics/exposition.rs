@@ -92,6 +92,14 @@ const FAMILIES: &[Family] = &[
         kind: Counter(|s| one(s.hangups as f64)),
     },
     Family {
+        name: "codex_shield_reasoning_store_total",
+        help: "Chat clients on responses-only upstreams: tool-call turns whose reasoning was put back (hit) or not found (miss), and turns evicted.",
+        kind: Counter(|s| {
+            let events = ["hit", "miss", "eviction"].into_iter().zip(s.reasoning);
+            events.map(|(event, n)| Sample(vec![("event", event.to_string())], n as f64)).collect()
+        }),
+    },
+    Family {
         name: "codex_shield_in_flight_requests",
         help: "Requests being worked on (counted against MAX_CONCURRENT).",
         kind: Gauge(|s| one(s.gauges.in_flight as f64)),
@@ -363,6 +371,7 @@ mod tests {
             waited_seconds: 1.75,
             busy: 4,
             hangups: 2,
+            reasoning: [11, 3, 1],
             durations: (0..4).map(|r| histogram(DURATION_BUCKETS.len(), r, 12.25 + r as f64)).collect(),
             sizes: (0..4).map(|r| histogram(SIZE_BUCKETS.len(), r + 1, 17_700.0 * (r + 1) as f64)).collect(),
             upstream_durations: (0..2)
