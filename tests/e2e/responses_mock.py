@@ -4,7 +4,7 @@
 For tests/e2e/chatclients.sh: chat-completions clients (the openai SDKs, the Vercel AI SDK,
 LangChain, the OpenAI Agents SDK) talk to the proxy started with UPSTREAM_API=responses-only,
 and this server only knows the Responses API: `/v1/chat/completions` and `/chat/completions`
-answer 404 with Azure's body, as Azure OpenAI does for its codex models.
+answer 404 `OperationNotSupported`, as Azure OpenAI does for its codex models.
 
 The "model" reads the Responses request and decides what it says next:
   - a `function_call_output` among the input items: the final answer, quoting every output
@@ -207,6 +207,15 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
         self.wfile.flush()
 
+    def cut(self):
+        """Close the socket mid-answer (no terminating chunk, or short of content-length)."""
+        self.close_connection = True
+        try:
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
     def do_GET(self):
         if self.path == "/__log":
             with self.server.state.lock:
@@ -226,10 +235,13 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError:
             req = None
         if path not in RESPONSES_PATHS or not isinstance(req, dict):
-            # Azure's answer on a deployment of a codex model (Responses API only)
+            # Azure's answer on chat completions for a codex model (Responses API only)
             self.server.state.record({"path": path, "step": "404", "turn": "", "request": req,
                                       "encrypted": None, "calls": []})
-            self.send_json(404, {"error": {"code": "404", "message": "Resource not found"}})
+            model = req.get("model") if isinstance(req, dict) else None
+            self.send_json(404, {"error": {"code": "OperationNotSupported", "message": (
+                "The chatCompletion operation does not work with the specified model, %s. Please "
+                "choose different model and try again." % model)}})
             return
         step, turn, entry = self.server.state.step(path, req)
         if step == "429":
@@ -248,8 +260,15 @@ class Handler(BaseHTTPRequestHandler):
         entry["calls"] = [i["call_id"] for i in output if i["type"] == "function_call"]
         model = req.get("model") or "responses-mock"
         rid = "resp_%s%04d" % (turn, n)
-        if not req.get("stream"):
-            self.send_json(200, response_object(rid, model, "completed", output, usage=USAGE))
+        if not req.get("stream"):  # the proxy always streams: only a client alone gets here
+            data = json.dumps(response_object(rid, model, "completed", output, usage=USAGE)).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2] if step == "cut" else data)
+            if step == "cut":
+                self.cut()
             return
         sse = frames(model, rid, output)
         if step == "cut":
@@ -267,11 +286,7 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 self.chunk(data)
         if step == "cut":
-            self.close_connection = True
-            try:
-                self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            self.cut()
             return
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
