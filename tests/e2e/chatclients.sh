@@ -12,7 +12,8 @@
 # Agents SDK's OpenAIChatCompletionsModel with a two-tool agent. After each client it asks the
 # mock (tests/e2e/chatclients_check.py) whether every turn came as a 429, a cut and the answer,
 # and whether each tool loop's next request carried the turn's reasoning item right in front
-# of its function calls and their outputs.
+# of its function calls and their outputs. A second proxy with REASONING_SUMMARIES=true runs
+# the openai SDK and the Agents SDK again: they get the summary as `reasoning_content`.
 # Prints ok/FAIL lines, the install and run times, and "chatclients: N passed, N failed";
 # exits 1 on any failure.
 set -euo pipefail
@@ -62,22 +63,25 @@ start=$SECONDS
 started_pids+=($!)
 wait_for_file "$WORK/mock.port" 10 || { log "responses mock did not start"; cat "$WORK/mock.log" >&2; exit 1; }
 MOCK="http://127.0.0.1:$(cat "$WORK/mock.port")"
-: >"$WORK/proxy.log"   # exists before the loop below reads it
-(cd "$WORK" && exec env -u PROXY_API_KEY -u FORCED_MODEL -u AZURE_ENDPOINT_2 -u AZURE_API_KEY_2 \
-    AZURE_ENDPOINT="$MOCK/v1" AZURE_API_KEY=upstream-secret UPSTREAM_AUTH=bearer UPSTREAM_API=responses-only \
-    RETRY_WAIT_SECONDS=0.05 RETRY_MAX_WAIT_SECONDS=1 LOG_LEVEL=info PORT=0 HOST=127.0.0.1 "$PROXY_BIN") \
-    </dev/null 2>"$WORK/proxy.log" &
-started_pids+=($!)
-PROXY_PORT=""
-for _ in $(seq 1 100); do
-    PROXY_PORT="$(sed -n 's|.*listening on http://[^ ]*:\([0-9][0-9]*\).*|\1|p' "$WORK/proxy.log" | head -n 1)"
-    [ -n "$PROXY_PORT" ] && break
-    sleep 0.1
-done
-[ -n "$PROXY_PORT" ] || { log "proxy did not start:"; cat "$WORK/proxy.log" >&2; exit 1; }
-PROXY_URL="http://127.0.0.1:$PROXY_PORT/v1"
-export PROXY_URL
-log "responses mock on $MOCK, proxy on $PROXY_URL"
+start_proxy() { # start_proxy NAME ENV...: a proxy on the mock with these settings, set PROXY_URL
+    local logf="$WORK/$1.log" port=""
+    shift
+    : >"$logf"   # exists before the loop below reads it
+    (cd "$WORK" && exec env -u PROXY_API_KEY -u FORCED_MODEL -u AZURE_ENDPOINT_2 -u AZURE_API_KEY_2 \
+        AZURE_ENDPOINT="$MOCK/v1" AZURE_API_KEY=upstream-secret UPSTREAM_AUTH=bearer UPSTREAM_API=responses-only \
+        RETRY_WAIT_SECONDS=0.05 RETRY_MAX_WAIT_SECONDS=1 LOG_LEVEL=info "$@" PORT=0 HOST=127.0.0.1 "$PROXY_BIN") \
+        </dev/null 2>"$logf" &
+    started_pids+=($!)
+    for _ in $(seq 1 100); do
+        port="$(sed -n 's|.*listening on http://[^ ]*:\([0-9][0-9]*\).*|\1|p' "$logf" | head -n 1)"
+        [ -n "$port" ] && break
+        sleep 0.1
+    done
+    [ -n "$port" ] || { log "proxy did not start:"; cat "$logf" >&2; exit 1; }
+    PROXY_URL="http://127.0.0.1:$port/v1"
+    export PROXY_URL
+    log "proxy $PROXY_URL (${*:-defaults}) on the responses mock $MOCK"
+}
 
 # --- 2. each client, then what the upstream saw ------------------------------------
 # client LABEL TURNS LOOPS COMMAND...: fresh faults, run the client's checks, then check the
@@ -102,11 +106,18 @@ client() {
         fail "$label, upstream: reasoning item in front of the calls" "$verdict"
     fi
 }
+start_proxy proxy
 client "openai Python SDK" 6 2 "$CC_VENV/bin/python" "$E2E/chatclients_py.py" openai
 client "openai-node" 6 2 node "$WORK/node/chatclients_node.mjs" openai
 client "Vercel AI SDK openai.chat" 6 2 node "$WORK/node/chatclients_node.mjs" vercel
 client "LangChain ChatOpenAI" 4 1 "$CC_VENV/bin/python" "$E2E/chatclients_py.py" langchain
 client "OpenAI Agents SDK OpenAIChatCompletionsModel" 4 2 "$CC_VENV/bin/python" "$E2E/chatclients_py.py" agents
+
+# reasoning summaries as reasoning_content: the clients that read it get the mock's summary
+start_proxy proxy-summaries REASONING_SUMMARIES=true
+export SUMMARIES=1
+client "openai Python SDK, REASONING_SUMMARIES" 6 2 "$CC_VENV/bin/python" "$E2E/chatclients_py.py" openai
+client "OpenAI Agents SDK, REASONING_SUMMARIES" 4 2 "$CC_VENV/bin/python" "$E2E/chatclients_py.py" agents
 
 log "installs and build ${installed}s, run $((SECONDS - start))s"
 echo "chatclients: $passed passed, $failed failed"

@@ -10,6 +10,9 @@ turn with a 429 and a cut stream before the real answer) and one argument, the c
   langchain  langchain-openai's ChatOpenAI: invoke, stream, a bind_tools round trip;
   agents     the OpenAI Agents SDK with OpenAIChatCompletionsModel: an agent that calls two
              tools (in one turn, in parallel) and then answers, run and run_streamed.
+With SUMMARIES=1 (a proxy with REASONING_SUMMARIES=true) the openai SDK and the Agents SDK
+also get the mock's reasoning summary as `reasoning_content` (the Agents SDK turns it into a
+reasoning item per model turn); without it, none.
 Every client's own retries are off: each fault must be absorbed by the proxy.
 Prints one line per check and "N passed, N failed"; exits 1 on any failure.
 """
@@ -22,6 +25,8 @@ import traceback
 
 MODEL = "gpt-5.1-codex"
 PLAIN = "PLAIN-ANSWER-4711: the Responses-only mock answered."
+REASONING = "The user asked something; I decide what to do next."  # the mock's summary
+SUMMARIES = os.environ.get("SUMMARIES") == "1"
 WEATHER_OUT = "18C and sunny in Paris"
 TIME_OUT = "12:00 in Paris"
 WEATHER = {"type": "function", "function": {
@@ -62,16 +67,22 @@ def openai_checks():
         r = chat.create(model=MODEL, messages=[{"role": "user", "content": "[create] hi"}])
         expect(r.choices[0].message.content == PLAIN, r)
         expect(r.choices[0].finish_reason == "stop", r.choices[0].finish_reason)
+        reasoning = getattr(r.choices[0].message, "reasoning_content", None)
+        expect(reasoning == (REASONING if SUMMARIES else None), "reasoning_content %r" % reasoning)
 
     def stream_text():
-        got, finish = [], None
+        got, reasoning, finish, usage = [], [], None, None
         for c in chat.create(model=MODEL, messages=[{"role": "user", "content": "[stream] hi"}], stream=True,
                              stream_options={"include_usage": True}):
+            usage = c.usage or usage
             for choice in c.choices:
                 got.append(choice.delta.content or "")
+                reasoning.append(getattr(choice.delta, "reasoning_content", None) or "")
                 finish = choice.finish_reason or finish
         expect("".join(got) == PLAIN, got)
         expect(finish == "stop", finish)
+        expect("".join(reasoning) == (REASONING if SUMMARIES else ""), "reasoning_content %r" % reasoning)
+        expect(usage is not None and usage.total_tokens > 0, "usage %r" % usage)
 
     def round_trip(first):
         def run():
@@ -170,11 +181,17 @@ def agents_checks():
 
     want = "FINAL-ANSWER: %s | %s" % (WEATHER_OUT, TIME_OUT)
 
+    def reasoned(result):
+        """Each model turn's reasoning item (2) with SUMMARIES, none without."""
+        texts = [s.text for i in result.new_items if i.type == "reasoning_item" for s in i.raw_item.summary]
+        expect(texts == ([REASONING] * 2 if SUMMARIES else []), "reasoning items %r" % texts)
+
     def run():
         ran.clear()
         result = with_client(lambda client: Runner.run(agent(client), "[agents-run] weather and time in Paris?"))
         expect(result.final_output == want, result.final_output)
         expect(sorted(ran) == [("get_time", "Paris"), ("get_weather", "Paris")], ran)
+        reasoned(result)
 
     def run_streamed():
         ran.clear()
@@ -188,6 +205,7 @@ def agents_checks():
         result = with_client(go)
         expect(result.final_output == want, result.final_output)
         expect(sorted(ran) == [("get_time", "Paris"), ("get_weather", "Paris")], ran)
+        reasoned(result)
 
     check("Runner.run: two tool calls, then the answer", run)
     check("Runner.run_streamed: two tool calls, then the answer", run_streamed)
