@@ -40,6 +40,9 @@ struct Prepared {
     exchange: Option<Exchange>,
     /// For a translated request: how chat tool names map back to the client's tools.
     tools: Option<translate::ToolMap>,
+    /// For a chat request on a responses-only upstream: its tool-call turns whose reasoning
+    /// was put back, and those without (counted once, for the attempt that answers).
+    recalled: (usize, usize),
 }
 
 /// The upstream body of a shielded request on `exchange`: translated if the APIs differ,
@@ -96,26 +99,31 @@ fn refused(r: chat_request::Refusal) -> Error {
 }
 
 /// A chat request for a responses-only upstream, with the reasoning kept for its tool-call
-/// turns put back (counted in the metrics).
-fn chat_on_responses(object: &Object, model: Option<&str>, shield: &Shield) -> Result<Vec<u8>, Error> {
+/// turns put back, and how many were and were not.
+fn chat_on_responses(
+    object: &Object,
+    model: Option<&str>,
+    shield: &Shield,
+) -> Result<(Vec<u8>, (usize, usize)), Error> {
     let store = shield.reasoning;
     let options =
         chat_request::Options { encrypted: store.on(), summaries: shield.config.reasoning.summaries };
     let now = Instant::now();
     let recall = &mut |ids: &[&str]| store.recall(ids, now);
     let translated = chat_request::responses_body(object, model, options, recall).map_err(refused)?;
-    if store.on() {
-        shield.metrics.reasoning(translated.recalled, translated.missed, 0);
-    }
-    Ok(translated.body)
+    let recalled = if store.on() { (translated.recalled, translated.missed) } else { (0, 0) };
+    Ok((translated.body, recalled))
 }
 
 /// Resolve `job` for `target`: URL, headers with the upstream's auth, body.
 fn prepare(job: &Job, target: &Upstream, shield: &Shield) -> Result<Prepared, Error> {
     let exchange = job.api.map(|api| target.api.exchange(api));
+    let mut recalled = (0, 0);
     let (body, tools) = match (&job.body, exchange) {
         (Body::Json(object), Some(x)) if x.translated() && x.client == Api::Chat => {
-            (chat_on_responses(object, target.model.as_deref(), shield)?, None)
+            let (body, counts) = chat_on_responses(object, target.model.as_deref(), shield)?;
+            recalled = counts;
+            (body, None)
         }
         (Body::Json(object), Some(x)) => upstream_body(object, x, target.model.as_deref(), job.wants_stream)?,
         (Body::Json(object), None) => (object.to_vec(&[]), None),
@@ -142,7 +150,7 @@ fn prepare(job: &Job, target: &Upstream, shield: &Shield) -> Result<Prepared, Er
         body,
         api: upstream_api,
     };
-    Ok(Prepared { outgoing, exchange, tools })
+    Ok(Prepared { outgoing, exchange, tools, recalled })
 }
 
 /// What happened on the way, for the request's log line and the metrics.
@@ -367,7 +375,8 @@ fn pass_on(err: Error) -> Reply {
 }
 
 /// The client's reply for a complete answer: the stream as received, the JSON it asked for,
-/// or, for a translated exchange, the Responses stream or object made from the chat answer.
+/// or, for a translated exchange, the Responses stream or object made from the chat answer
+/// (the chat stream or `chat.completion` made from the Responses answer, for a chat client).
 fn deliver(mut answer: Answer, job: &Job, p: Prepared, shield: &Shield) -> Reply {
     let mut headers = std::mem::take(&mut answer.headers);
     let exchange = p.exchange.filter(|_| answer.checked);
@@ -387,7 +396,7 @@ fn deliver(mut answer: Answer, job: &Job, p: Prepared, shield: &Shield) -> Reply
     };
     match (exchange.translated(), exchange.client) {
         (true, Api::Responses) => return translated(answer, job, p, headers),
-        (true, Api::Chat) => return chat_translated(answer, job, shield, headers),
+        (true, Api::Chat) => return chat_translated(answer, job, shield, p.recalled, headers),
         (false, _) => {}
     }
     if job.wants_stream {
@@ -461,7 +470,14 @@ fn translated(answer: Answer, job: &Job, p: Prepared, mut headers: Vec<(String, 
 }
 
 /// A complete Responses answer for a chat client; the turn's reasoning kept for its next one.
-fn chat_translated(answer: Answer, job: &Job, shield: &Shield, mut headers: Vec<(String, String)>) -> Reply {
+fn chat_translated(
+    answer: Answer,
+    job: &Job,
+    shield: &Shield,
+    (hits, misses): (usize, usize),
+    mut headers: Vec<(String, String)>,
+) -> Reply {
+    shield.metrics.reasoning(hits, misses, 0);
     let Body::Json(object) = &job.body else {
         return Reply::error(&Error::BadRequest("a translated request has a JSON body".into()));
     };

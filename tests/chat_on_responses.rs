@@ -271,3 +271,35 @@ fn reasoning_summaries_reach_chat_clients_when_asked() {
         assert_eq!(asked == "auto", expected.is_some(), "{asked}");
     }
 }
+
+#[test]
+fn a_turn_is_counted_once_however_many_upstreams_it_tried() {
+    let failing = || Step::json(500, &fixtures::error_body("server_error", "boom"));
+    let first = Mock::start(vec![failing(), failing()]);
+    let second =
+        Mock::start(vec![Step::stream(&fixture("parallel_calls")), Step::stream(&fixture("reasoning_text"))]);
+    let env =
+        [("UPSTREAM_API", "responses-only"), ("AZURE_ENDPOINT_2", &second.v1()), ("AZURE_API_KEY_2", "none")];
+    let proxy = Proxy::start(&first.v1(), &env);
+    let url = proxy.url("/v1/chat/completions");
+    let turn = first_turn(false);
+    let calls = post(&url, &turn.to_string()).json()["choices"][0]["message"]["tool_calls"].clone();
+    // Upstream 1 rests after its 500 (RETRY_MAX_WAIT_SECONDS is 0.05 here): the next turn
+    // tries it again once it is back.
+    let rested = r#"codex_shield_upstream_cooling_down{upstream="1"} 0"#;
+    let back = (0..200).any(|_| {
+        let ready = request("GET", &proxy.url("/metrics"), &[], b"").text().contains(rested);
+        if !ready {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        ready
+    });
+    assert!(back, "upstream 1 still resting after 2 s");
+    let got = post(&url, &second_turn(&turn, &calls).to_string());
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!((first.attempts(), second.attempts()), (2, 2));
+    let input = &second.seen()[1].json()["input"];
+    assert_eq!(input[1]["type"], "reasoning", "{input}");
+    let metrics = request("GET", &proxy.url("/metrics"), &[], b"").text();
+    assert!(metrics.contains("codex_shield_reasoning_store_total{event=\"hit\"} 1"), "{metrics}");
+}

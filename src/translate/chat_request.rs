@@ -141,16 +141,19 @@ pub fn responses_body(
     options: Options,
     recall: &mut dyn FnMut(&[&str]) -> Option<Vec<String>>,
 ) -> Result<Translated, Refusal> {
+    // Small members go here; `messages` and `tools` are read an item at a time below.
     let mut out = Map::new();
     for key in req.keys() {
-        let value = req.value(key).unwrap_or(Value::Null);
+        let value = || req.value(key).unwrap_or(Value::Null);
         match rule(key) {
             Some(Rule::Handled) => {}
-            Some(Rule::Copy(name)) if !value.is_null() => {
-                out.insert(name.into(), value);
+            Some(Rule::Copy(name)) => {
+                let value = value();
+                if !value.is_null() {
+                    out.insert(name.into(), value);
+                }
             }
-            Some(Rule::Copy(_)) => {}
-            Some(Rule::Refuse(reason)) if !asks_nothing(key, &value) => return Err(refuse(key, reason)),
+            Some(Rule::Refuse(reason)) if !asks_nothing(key, &value()) => return Err(refuse(key, reason)),
             Some(Rule::Refuse(_)) => {}
             None => return Err(refuse(key, "it has no Responses API form")),
         }
@@ -187,10 +190,7 @@ pub fn responses_body(
     if !text.is_empty() {
         out.insert("text".into(), Value::Object(text));
     }
-    let mut kinds = HashMap::new();
-    if let Some(tools) = req.value("tools").filter(|t| !t.is_null()) {
-        out.insert("tools".into(), Value::Array(tools_of(&tools)?));
-    }
+    let tools = tools_of(req)?;
     if let Some(choice) = req.value("tool_choice").filter(|c| !c.is_null()) {
         out.insert("tool_choice".into(), tool_choice(&choice)?);
     }
@@ -200,31 +200,30 @@ pub fn responses_body(
         out.insert("include".into(), json!(["reasoning.encrypted_content"]));
     }
     let messages = req.items("messages").ok_or_else(|| refuse("messages", "must be an array of messages"))?;
-    let mut input = Input { items: Vec::with_capacity(messages.len()), recalled: 0, missed: 0 };
-    let instructions = leading_system(&messages)?;
-    for (i, raw) in messages.iter().enumerate().skip(instructions.1) {
-        let message = parse(raw, i)?;
-        add_message(&message, i, &mut kinds, recall, &mut input)?;
-    }
-    let model = match model {
-        Some(m) => json!(m),
-        None => req.value("model").unwrap_or(Value::Null),
-    };
-    let mut body = Vec::with_capacity(req.len() + 256);
+    let (instructions, leading) = leading_system(&messages)?;
+    let mut body = Vec::with_capacity(req.len() + tools.len() + 256);
     body.extend_from_slice(b"{\"model\":");
-    write(&mut body, &model);
-    if let Some(text) = instructions.0 {
+    match model {
+        Some(m) => write(&mut body, &json!(m)),
+        None => body.extend_from_slice(req.get("model").unwrap_or(b"null")),
+    }
+    if let Some(text) = instructions {
         body.extend_from_slice(b",\"instructions\":");
         write(&mut body, &json!(text));
     }
     body.extend_from_slice(b",\"input\":[");
-    for (n, item) in input.items.iter().enumerate() {
-        if n > 0 {
-            body.push(b',');
-        }
-        body.extend_from_slice(item.as_bytes());
+    let mut input = Input { body, count: 0, recalled: 0, missed: 0 };
+    let mut kinds = HashMap::new();
+    for (i, raw) in messages.iter().enumerate().skip(leading) {
+        let message = parse(raw, i)?;
+        add_message(&message, i, &mut kinds, recall, &mut input)?;
     }
+    let Input { mut body, recalled, missed, .. } = input;
     body.push(b']');
+    if !tools.is_empty() {
+        body.extend_from_slice(b",\"tools\":");
+        body.extend_from_slice(&tools);
+    }
     for (key, value) in &out {
         body.push(b',');
         write(&mut body, &json!(key));
@@ -232,7 +231,7 @@ pub fn responses_body(
         write(&mut body, value);
     }
     body.extend_from_slice(b",\"stream\":true}");
-    Ok(Translated { body, recalled: input.recalled, missed: input.missed })
+    Ok(Translated { body, recalled, missed })
 }
 
 fn write(buf: &mut Vec<u8>, value: &Value) {
@@ -244,16 +243,32 @@ fn parse(raw: &RawValue, i: usize) -> Result<Value, Refusal> {
         .map_err(|e| refuse(format!("messages[{i}]"), format!("cannot be read: {e}")))
 }
 
-/// The input items written so far, and how the reasoning store answered.
+/// The body being written, inside its `input` array: the items so far, and how the
+/// reasoning store answered.
 struct Input {
-    items: Vec<String>,
+    body: Vec<u8>,
+    count: usize,
     recalled: usize,
     missed: usize,
 }
 
 impl Input {
     fn push(&mut self, item: Value) {
-        self.items.push(item.to_string());
+        self.next();
+        write(&mut self.body, &item);
+    }
+
+    /// An item kept as JSON text.
+    fn push_raw(&mut self, item: &str) {
+        self.next();
+        self.body.extend_from_slice(item.as_bytes());
+    }
+
+    fn next(&mut self) {
+        if self.count > 0 {
+            self.body.push(b',');
+        }
+        self.count += 1;
     }
 }
 
@@ -361,7 +376,7 @@ fn assistant(
         match recall(&ids) {
             Some(items) => {
                 out.recalled += 1;
-                out.items.extend(items);
+                items.iter().for_each(|item| out.push_raw(item));
             }
             None => out.missed += 1,
         }
@@ -455,11 +470,17 @@ fn user_parts(content: &Value, i: usize) -> Result<Value, Refusal> {
     Ok(Value::Array(out))
 }
 
-/// Chat tools → Responses tools (the function's members move up one level).
-fn tools_of(tools: &Value) -> Result<Vec<Value>, Refusal> {
-    let list = tools.as_array().ok_or_else(|| refuse("tools", "must be an array"))?;
-    let mut out = Vec::with_capacity(list.len());
-    for (j, tool) in list.iter().enumerate() {
+/// Chat tools → the Responses `tools` array's JSON (the function's members move up one
+/// level), read and written one tool at a time; empty without tools.
+fn tools_of(req: &Object) -> Result<Vec<u8>, Refusal> {
+    if req.get("tools").is_none_or(|raw| raw == b"null") {
+        return Ok(Vec::new());
+    }
+    let list = req.items("tools").ok_or_else(|| refuse("tools", "must be an array"))?;
+    let mut out = vec![b'['];
+    for (j, raw) in list.iter().enumerate() {
+        let tool: Value =
+            serde_json::from_str(raw.get()).map_err(|e| refuse(format!("tools[{j}]"), e.to_string()))?;
         let (kind, inner) = match tool["type"].as_str() {
             Some("function") => ("function", &tool["function"]),
             Some("custom") => ("custom", &tool["custom"]),
@@ -481,8 +502,12 @@ fn tools_of(tools: &Value) -> Result<Vec<Value>, Refusal> {
         if kind == "function" && !t.contains_key("parameters") {
             t.insert("parameters".into(), json!({"type": "object", "properties": {}}));
         }
-        out.push(Value::Object(t));
+        if j > 0 {
+            out.push(b',');
+        }
+        write(&mut out, &Value::Object(t));
     }
+    out.push(b']');
     Ok(out)
 }
 
@@ -643,6 +668,8 @@ mod tests {
             (json!({"top_k": 40}), "top_k"),
             (json!({"response_format": {"type": "grammar"}}), "response_format.type"),
             (json!({"tools": [{"type": "web_search"}]}), "tools[0].type"),
+            (json!({"tools": {"type": "function"}}), "tools"),
+            (json!({"tools": [{"type": "function", "function": "f"}]}), "tools[0].function"),
             (json!({"tool_choice": {"type": "file_search"}}), "tool_choice"),
             (
                 json!({"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]}),
