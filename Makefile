@@ -40,7 +40,7 @@ longstreams: ## one instance holding 500/1000/2000 concurrent 10 s answers (benc
 manifests: ## validate deploy/kubernetes against the Kubernetes schemas, offline
 	bash deploy/kubernetes/validate.sh
 
-e2e: ## real clients (Codex CLI, openai Python SDK) through the proxy
+e2e: ## real clients (Codex CLI; the openai Python and node SDKs, Vercel AI, LangChain, the Agents SDK) through the proxy
 	bash tests/e2e/run.sh
 
 bench: ## floor, nginx, the baseline (bench/BASELINE) and this build, Content-Length and chunked upstreams; writes bench/RESULTS.md

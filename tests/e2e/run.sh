@@ -16,7 +16,9 @@
 #      refresh, resume, and the TUI under tmux (progress line, warnings, resume, Ctrl-C);
 #   7. chatgpt.sh returns to a caller that captures its pipes, and leaves no temporary
 #      folder or process behind however it ends (tests/e2e/wrapper.sh);
-#   8. Codex with a named key of CLIENT_KEYS_FILE: its name on /status (tests/e2e/keys.sh).
+#   8. Codex with a named key of CLIENT_KEYS_FILE: its name on /status (tests/e2e/keys.sh);
+#   9. chat-completions SDK clients (openai Python and node, Vercel AI, LangChain, the
+#      Agents SDK) on a Responses-only upstream (tests/e2e/chatclients.sh).
 # Everything is bounded in time and stopped by the EXIT trap.  Network: only the
 # npm and PyPI registries, once, for the installs (and apt for tmux if it is missing).
 set -euo pipefail
@@ -570,6 +572,7 @@ fi
 tui_end int
 
 CODEX_SHIELD_BIN="$PROXY_BIN" bash "$E2E/adapter.sh" && ok "adapter: Codex and the SDK on chat-only upstreams (tests/e2e/adapter.sh)" || fail "adapter: tests/e2e/adapter.sh"
+CODEX_SHIELD_BIN="$PROXY_BIN" bash "$E2E/chatclients.sh" && ok "chat SDK clients on a Responses-only upstream (tests/e2e/chatclients.sh)" || fail "chat clients: tests/e2e/chatclients.sh"
 CODEX_SHIELD_BIN="$PROXY_BIN" bash "$E2E/wrapper.sh" && ok "chatgpt.sh through pipes, and nothing left behind (tests/e2e/wrapper.sh)" || fail "chatgpt.sh: tests/e2e/wrapper.sh"
 CODEX_SHIELD_BIN="$PROXY_BIN" bash "$E2E/keys.sh" && ok "Codex with a named key of CLIENT_KEYS_FILE (tests/e2e/keys.sh)" || fail "named keys: tests/e2e/keys.sh"
 echo "e2e: $passed passed, $failed failed"
