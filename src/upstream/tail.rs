@@ -10,7 +10,12 @@
 //!
 //! ureq's timeouts are per read, fixed when the request is sent; the deadline here is a
 //! thread-local that one thin transport wrapper applies to every wait for input on this
-//! thread while it is set, and only then. It decides nothing about answers.
+//! thread while it is set, and only then. The same wrapper probes a connection once between
+//! two uses instead of twice: ureq probes it (three system calls: non-blocking on, a read,
+//! off) when a body read to its end hands it back to the pool and again when the next request
+//! takes it out; only the second probe can see what the idle time did to it (a close, bytes
+//! the upstream sent unasked), so the first is answered without one. It decides nothing about
+//! answers.
 
 use std::cell::Cell;
 use std::fmt;
@@ -111,33 +116,42 @@ impl Connector<Box<dyn Transport>> for Bounded {
         _: &ConnectionDetails,
         chained: Option<Box<dyn Transport>>,
     ) -> Result<Option<Self::Out>, ureq::Error> {
-        Ok(chained.map(BoundedTransport))
+        Ok(chained.map(|inner| BoundedTransport { inner, used: false }))
     }
 }
 
-/// A transport whose waits for input end at the thread's deadline.
+/// A transport whose waits for input end at the thread's deadline, probed once between uses.
 #[derive(Debug)]
-pub struct BoundedTransport(Box<dyn Transport>);
+pub struct BoundedTransport {
+    inner: Box<dyn Transport>,
+    /// Bytes went out or were awaited since the last `is_open`: the next one is ureq handing
+    /// the connection back to its pool after a body read to its end.
+    used: bool,
+}
 
 impl Transport for BoundedTransport {
     fn buffers(&mut self) -> &mut dyn Buffers {
-        self.0.buffers()
+        self.inner.buffers()
     }
 
     fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
-        self.0.transmit_output(amount, timeout)
+        self.used = true;
+        self.inner.transmit_output(amount, timeout)
     }
 
     fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
-        self.0.await_input(bounded(timeout, DEADLINE.with(Cell::get), Instant::now())?)
+        self.used = true;
+        self.inner.await_input(bounded(timeout, DEADLINE.with(Cell::get), Instant::now())?)
     }
 
+    /// After a use, open without a probe: the connection goes to the pool, and taking it out
+    /// again probes it (with whatever arrived meanwhile, a reset or stray bytes, to see).
     fn is_open(&mut self) -> bool {
-        self.0.is_open()
+        std::mem::take(&mut self.used) || self.inner.is_open()
     }
 
     fn is_tls(&self) -> bool {
-        self.0.is_tls()
+        self.inner.is_tls()
     }
 }
 
@@ -270,6 +284,72 @@ mod tests {
         ];
         for (name, timeout, deadline, expected) in cases {
             assert_eq!(after(bounded(timeout, deadline, now)), expected, "{name}");
+        }
+    }
+
+    /// A transport that counts its probes and answers them with `open`.
+    #[derive(Debug)]
+    struct Probed {
+        buffers: ureq::unversioned::transport::LazyBuffers,
+        probes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        open: bool,
+    }
+
+    impl Transport for Probed {
+        fn buffers(&mut self) -> &mut dyn Buffers {
+            &mut self.buffers
+        }
+
+        fn transmit_output(&mut self, _: usize, _: NextTimeout) -> Result<(), ureq::Error> {
+            Ok(())
+        }
+
+        fn await_input(&mut self, _: NextTimeout) -> Result<bool, ureq::Error> {
+            Ok(true)
+        }
+
+        fn is_open(&mut self) -> bool {
+            self.probes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.open
+        }
+    }
+
+    /// ureq asks `is_open` when a used connection goes back to its pool and when a request
+    /// takes it out: only the second one probes the socket.
+    #[test]
+    fn a_connection_is_probed_once_between_uses() {
+        let timeout = NextTimeout {
+            after: UreqDuration::Exact(Duration::from_secs(1)),
+            reason: ureq::Timeout::Global,
+            per_read: None,
+            per_write: None,
+        };
+        // s: sent, r: awaited input, o: is_open
+        let cases: &[(&str, bool, &str, usize)] = &[
+            ("sor", true, "T", 0),
+            ("sro", true, "T", 0),
+            ("sroo", true, "TT", 1),
+            ("srooo", true, "TTT", 2),
+            ("sroosroo", true, "TTTT", 2),
+            ("sroo", false, "TF", 1),
+            ("o", false, "F", 1),
+            ("oo", true, "TT", 2),
+        ];
+        for (ops, open, answers, probes) in cases {
+            let counted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let buffers = ureq::unversioned::transport::LazyBuffers::new(64, 64);
+            let inner = Probed { buffers, probes: counted.clone(), open: *open };
+            let mut t = BoundedTransport { inner: Box::new(inner), used: false };
+            let mut got = String::new();
+            for op in ops.chars() {
+                match op {
+                    's' => t.transmit_output(0, timeout).unwrap(),
+                    'r' => drop(t.await_input(timeout).unwrap()),
+                    _ => got.push(if t.is_open() { 'T' } else { 'F' }),
+                }
+            }
+            let counted = counted.load(std::sync::atomic::Ordering::Relaxed);
+            assert_eq!((got.as_str(), counted), (*answers, *probes), "{ops} open={open}");
         }
     }
 }
