@@ -10,7 +10,13 @@
 //!
 //! ureq's timeouts are per read, fixed when the request is sent; the deadline here is a
 //! thread-local that one thin transport wrapper applies to every wait for input on this
-//! thread while it is set, and only then. It decides nothing about answers.
+//! thread while it is set, and only then. The same wrapper probes a connection once between
+//! two uses instead of twice: ureq probes it (three system calls: non-blocking on, a read,
+//! off) when a body read to its end hands it back to the pool and again when the next request
+//! takes it out; only the second probe can see what the idle time did to it (a close, bytes
+//! the upstream sent unasked), so the first is answered without one. And it sends a
+//! request's small head with its body, in one write (ureq writes them one after the other,
+//! each with a system call and a packet of its own). It decides nothing about answers.
 
 use std::cell::Cell;
 use std::fmt;
@@ -111,33 +117,90 @@ impl Connector<Box<dyn Transport>> for Bounded {
         _: &ConnectionDetails,
         chained: Option<Box<dyn Transport>>,
     ) -> Result<Option<Self::Out>, ureq::Error> {
-        Ok(chained.map(BoundedTransport))
+        Ok(chained.map(BoundedTransport::new))
     }
 }
 
-/// A transport whose waits for input end at the thread's deadline.
+/// A transport whose waits for input end at the thread's deadline, probed once between uses,
+/// that sends a request's head with its body.
 #[derive(Debug)]
-pub struct BoundedTransport(Box<dyn Transport>);
+pub struct BoundedTransport {
+    inner: Box<dyn Transport>,
+    /// Bytes went out or were awaited since the last `is_open`: the next one is ureq handing
+    /// the connection back to its pool after a body read to its end.
+    used: bool,
+    /// Output handed over but not sent yet, and the timeout it was handed over with. ureq
+    /// sends a request's head, then its body, each in a write of its own (one system call and
+    /// one packet each): a small output is held and sent in front of the next, or before the
+    /// first wait for input.
+    held: Vec<u8>,
+    held_timeout: Option<NextTimeout>,
+}
+
+impl BoundedTransport {
+    fn new(inner: Box<dyn Transport>) -> BoundedTransport {
+        BoundedTransport { inner, used: false, held: Vec::new(), held_timeout: None }
+    }
+
+    /// Send what is held, if anything.
+    fn release(&mut self) -> Result<(), ureq::Error> {
+        let Some(timeout) = self.held_timeout.take() else {
+            return Ok(());
+        };
+        let amount = self.held.len();
+        self.inner.buffers().output()[..amount].copy_from_slice(&self.held);
+        self.held.clear();
+        self.inner.transmit_output(amount, timeout)
+    }
+}
 
 impl Transport for BoundedTransport {
     fn buffers(&mut self) -> &mut dyn Buffers {
-        self.0.buffers()
+        self.inner.buffers()
     }
 
+    /// Send the first `amount` bytes of the output buffer: behind what is held, as much as
+    /// the buffer has room for (the rest is held in turn); a small output alone is held.
     fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
-        self.0.transmit_output(amount, timeout)
+        self.used = true;
+        let output = self.inner.buffers().output();
+        if self.held_timeout.is_none() {
+            if amount > output.len() / 4 {
+                return self.inner.transmit_output(amount, timeout);
+            }
+            self.held.extend_from_slice(&output[..amount]);
+            self.held_timeout = Some(timeout);
+            return Ok(());
+        }
+        let held = self.held.len();
+        let sent = amount.min(output.len() - held);
+        let rest = output[sent..amount].to_vec();
+        output.copy_within(..sent, held);
+        output[..held].copy_from_slice(&self.held);
+        self.held.clear();
+        self.held_timeout = None;
+        self.inner.transmit_output(held + sent, timeout)?;
+        if !rest.is_empty() {
+            self.held = rest;
+            self.held_timeout = Some(timeout);
+        }
+        Ok(())
     }
 
     fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
-        self.0.await_input(bounded(timeout, DEADLINE.with(Cell::get), Instant::now())?)
+        self.used = true;
+        self.release()?;
+        self.inner.await_input(bounded(timeout, DEADLINE.with(Cell::get), Instant::now())?)
     }
 
+    /// After a use, open without a probe: the connection goes to the pool, and taking it out
+    /// again probes it (with whatever arrived meanwhile, a reset or stray bytes, to see).
     fn is_open(&mut self) -> bool {
-        self.0.is_open()
+        std::mem::take(&mut self.used) || self.inner.is_open()
     }
 
     fn is_tls(&self) -> bool {
-        self.0.is_tls()
+        self.inner.is_tls()
     }
 }
 
@@ -270,6 +333,149 @@ mod tests {
         ];
         for (name, timeout, deadline, expected) in cases {
             assert_eq!(after(bounded(timeout, deadline, now)), expected, "{name}");
+        }
+    }
+
+    /// A transport that counts its probes and answers them with `open`.
+    #[derive(Debug)]
+    struct Probed {
+        buffers: ureq::unversioned::transport::LazyBuffers,
+        probes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        open: bool,
+    }
+
+    impl Transport for Probed {
+        fn buffers(&mut self) -> &mut dyn Buffers {
+            &mut self.buffers
+        }
+
+        fn transmit_output(&mut self, _: usize, _: NextTimeout) -> Result<(), ureq::Error> {
+            Ok(())
+        }
+
+        fn await_input(&mut self, _: NextTimeout) -> Result<bool, ureq::Error> {
+            Ok(true)
+        }
+
+        fn is_open(&mut self) -> bool {
+            self.probes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.open
+        }
+    }
+
+    /// ureq asks `is_open` when a used connection goes back to its pool and when a request
+    /// takes it out: only the second one probes the socket.
+    #[test]
+    fn a_connection_is_probed_once_between_uses() {
+        let timeout = NextTimeout {
+            after: UreqDuration::Exact(Duration::from_secs(1)),
+            reason: ureq::Timeout::Global,
+            per_read: None,
+            per_write: None,
+        };
+        // s: sent, r: awaited input, o: is_open
+        let cases: &[(&str, bool, &str, usize)] = &[
+            ("sor", true, "T", 0),
+            ("sro", true, "T", 0),
+            ("sroo", true, "TT", 1),
+            ("srooo", true, "TTT", 2),
+            ("sroosroo", true, "TTTT", 2),
+            ("sroo", false, "TF", 1),
+            ("o", false, "F", 1),
+            ("oo", true, "TT", 2),
+        ];
+        for (ops, open, answers, probes) in cases {
+            let counted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let buffers = ureq::unversioned::transport::LazyBuffers::new(64, 64);
+            let inner = Probed { buffers, probes: counted.clone(), open: *open };
+            let mut t = BoundedTransport::new(Box::new(inner));
+            let mut got = String::new();
+            for op in ops.chars() {
+                match op {
+                    's' => t.transmit_output(0, timeout).unwrap(),
+                    'r' => drop(t.await_input(timeout).unwrap()),
+                    _ => got.push(if t.is_open() { 'T' } else { 'F' }),
+                }
+            }
+            let counted = counted.load(std::sync::atomic::Ordering::Relaxed);
+            assert_eq!((got.as_str(), counted), (*answers, *probes), "{ops} open={open}");
+        }
+    }
+
+    /// A transport that records what it sends.
+    #[derive(Debug)]
+    struct Recorded {
+        buffers: ureq::unversioned::transport::LazyBuffers,
+        sent: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    }
+
+    impl Transport for Recorded {
+        fn buffers(&mut self) -> &mut dyn Buffers {
+            &mut self.buffers
+        }
+
+        fn transmit_output(&mut self, amount: usize, _: NextTimeout) -> Result<(), ureq::Error> {
+            let bytes = String::from_utf8_lossy(&self.buffers.output()[..amount]).into_owned();
+            self.sent.lock().unwrap().push(bytes);
+            Ok(())
+        }
+
+        fn await_input(&mut self, _: NextTimeout) -> Result<bool, ureq::Error> {
+            Ok(true)
+        }
+
+        fn is_open(&mut self) -> bool {
+            true
+        }
+    }
+
+    /// ureq writes a request's head, then its body (through an output buffer of 64 bytes
+    /// here): a small head goes out in front of the body, in one write, and whatever is
+    /// held goes out before the answer is awaited; the bytes sent are those written, in order.
+    #[test]
+    fn a_small_head_goes_out_with_the_body() {
+        let timeout = NextTimeout {
+            after: UreqDuration::Exact(Duration::from_secs(1)),
+            reason: ureq::Timeout::Global,
+            per_read: None,
+            per_write: None,
+        };
+        // each write: a letter repeated; "." awaits input
+        type Case = (&'static [(char, usize)], &'static [&'static str]);
+        let cases: &[Case] = &[
+            (&[('h', 10), ('b', 20), ('.', 0)], &["h10b20"]),
+            (&[('h', 10), ('.', 0)], &["h10"]),
+            (&[('h', 10), ('b', 60), ('.', 0)], &["h10b54", "b6"]),
+            (&[('h', 10), ('b', 64), ('c', 64), ('.', 0)], &["h10b54", "b10c54", "c10"]),
+            (&[('h', 20), ('b', 20), ('.', 0)], &["h20", "b20"]),
+            (&[('h', 10), ('b', 20), ('.', 0), ('i', 5), ('.', 0)], &["h10b20", "i5"]),
+        ];
+        let short = |s: &str| {
+            let mut out = String::new();
+            let mut chars = s.chars().peekable();
+            while let Some(c) = chars.next() {
+                let mut n = 1;
+                while chars.next_if_eq(&c).is_some() {
+                    n += 1;
+                }
+                out.push_str(&format!("{c}{n}"));
+            }
+            out
+        };
+        for (writes, expected) in cases {
+            let sent = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let buffers = ureq::unversioned::transport::LazyBuffers::new(64, 64);
+            let mut t = BoundedTransport::new(Box::new(Recorded { buffers, sent: sent.clone() }));
+            for &(letter, n) in *writes {
+                if letter == '.' {
+                    t.await_input(timeout).unwrap();
+                    continue;
+                }
+                t.buffers().output()[..n].fill(letter as u8);
+                t.transmit_output(n, timeout).unwrap();
+            }
+            let got: Vec<String> = sent.lock().unwrap().iter().map(|s| short(s)).collect();
+            assert_eq!(got, *expected, "{writes:?}");
         }
     }
 }

@@ -56,35 +56,67 @@ pub(crate) enum Peer {
 }
 
 /// Unified connection. Either a [`TcpStream`] or [`std::os::unix::net::UnixStream`].
+/// codex-shield patch: with the timeouts last set on it (`Timeouts`).
 #[derive(Debug)]
-pub(crate) enum Connection {
+pub(crate) struct Connection {
+    sock: Sock,
+    timeouts: std::sync::Mutex<Timeouts>,
+}
+
+#[derive(Debug)]
+enum Sock {
     Tcp(TcpStream),
     #[cfg(unix)]
     Unix(unix_net::UnixStream),
 }
+
+/// codex-shield patch: the read and write timeouts the socket has (`None`: not known), so
+/// that setting one it already has costs no system call. A request head's read asks for the
+/// time left before its deadline, a little less at each request: a timeout up to `SLACK`
+/// longer is kept (the kernel counts it in clock ticks of 1 to 10 ms anyway), never a shorter
+/// one. Under a lock held across the system call, so that the record is the socket's.
+#[derive(Debug, Default)]
+struct Timeouts {
+    read: Option<std::time::Duration>,
+    write: Option<std::time::Duration>,
+}
+
+/// codex-shield patch: see `Timeouts`.
+pub(crate) const SLACK: std::time::Duration = std::time::Duration::from_millis(1);
+
+impl Timeouts {
+    /// Whether a socket whose timeout is `has` needs `wanted`, given the `slack` allowed.
+    fn needs(
+        has: Option<std::time::Duration>,
+        wanted: std::time::Duration,
+        slack: std::time::Duration,
+    ) -> bool {
+        !has.is_some_and(|has| has >= wanted && has - wanted <= slack)
+    }
+}
 impl std::io::Read for Connection {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            Self::Tcp(s) => s.read(buf),
+        match &mut self.sock {
+            Sock::Tcp(s) => s.read(buf),
             #[cfg(unix)]
-            Self::Unix(s) => s.read(buf),
+            Sock::Unix(s) => s.read(buf),
         }
     }
 }
 impl std::io::Write for Connection {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match self {
-            Self::Tcp(s) => s.write(buf),
+        match &mut self.sock {
+            Sock::Tcp(s) => s.write(buf),
             #[cfg(unix)]
-            Self::Unix(s) => s.write(buf),
+            Sock::Unix(s) => s.write(buf),
         }
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        match self {
-            Self::Tcp(s) => s.flush(),
+        match &mut self.sock {
+            Sock::Tcp(s) => s.flush(),
             #[cfg(unix)]
-            Self::Unix(s) => s.flush(),
+            Sock::Unix(s) => s.flush(),
         }
     }
 }
@@ -93,69 +125,62 @@ impl std::io::Write for Connection {
 /// three duplicates; `try_clone` needed a descriptor each, and failed (EMFILE) at the limit.
 impl std::io::Read for &Connection {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match *self {
-            Connection::Tcp(s) => (&*s).read(buf),
+        match &self.sock {
+            Sock::Tcp(s) => (&*s).read(buf),
             #[cfg(unix)]
-            Connection::Unix(s) => (&*s).read(buf),
+            Sock::Unix(s) => (&*s).read(buf),
         }
     }
 }
 impl std::io::Write for &Connection {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match *self {
-            Connection::Tcp(s) => (&*s).write(buf),
+        match &self.sock {
+            Sock::Tcp(s) => (&*s).write(buf),
             #[cfg(unix)]
-            Connection::Unix(s) => (&*s).write(buf),
+            Sock::Unix(s) => (&*s).write(buf),
         }
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        match *self {
-            Connection::Tcp(s) => (&*s).flush(),
+        match &self.sock {
+            Sock::Tcp(s) => (&*s).flush(),
             #[cfg(unix)]
-            Connection::Unix(s) => (&*s).flush(),
+            Sock::Unix(s) => (&*s).flush(),
         }
     }
 }
 impl Connection {
     /// Gets the peer's address. Some for TCP, None for Unix sockets.
     pub(crate) fn peer_addr(&self) -> std::io::Result<Option<SocketAddr>> {
-        match self {
-            Self::Tcp(s) => s.peer_addr().map(Some),
+        match &self.sock {
+            Sock::Tcp(s) => s.peer_addr().map(Some),
             #[cfg(unix)]
-            Self::Unix(_) => Ok(None),
+            Sock::Unix(_) => Ok(None),
         }
     }
 
     pub(crate) fn shutdown(&self, how: Shutdown) -> std::io::Result<()> {
-        match self {
-            Self::Tcp(s) => s.shutdown(how),
+        match &self.sock {
+            Sock::Tcp(s) => s.shutdown(how),
             #[cfg(unix)]
-            Self::Unix(s) => s.shutdown(how),
+            Sock::Unix(s) => s.shutdown(how),
         }
     }
 
     /// codex-shield patch: read/write timeouts and TCP_NODELAY on an accepted connection.
     pub(crate) fn set_timeouts(&self, timeout: std::time::Duration) {
-        match self {
-            Self::Tcp(s) => {
-                let _ = s.set_read_timeout(Some(timeout));
-                let _ = s.set_write_timeout(Some(timeout));
-                let _ = s.set_nodelay(true);
-            }
-            #[cfg(unix)]
-            Self::Unix(s) => {
-                let _ = s.set_read_timeout(Some(timeout));
-                let _ = s.set_write_timeout(Some(timeout));
-            }
+        self.set_read_timeout(timeout);
+        let _ = self.set_write_timeout(timeout);
+        if let Sock::Tcp(s) = &self.sock {
+            let _ = s.set_nodelay(true);
         }
     }
 
     /// codex-shield patch: what the peer's side of the connection looks like, without
     /// consuming anything. Only sound while no other thread reads the socket.
     pub(crate) fn peer(&self) -> Peer {
-        match self {
-            Self::Tcp(s) => {
+        match &self.sock {
+            Sock::Tcp(s) => {
                 if s.set_nonblocking(true).is_err() {
                     return Peer::Open;
                 }
@@ -174,7 +199,7 @@ impl Connection {
                 }
             }
             #[cfg(unix)]
-            Self::Unix(_) => Peer::Open,
+            Sock::Unix(_) => Peer::Open,
         }
     }
 
@@ -182,49 +207,71 @@ impl Connection {
     /// `Request::client_gone`); only while nothing is buffered for this connection.
     pub(crate) fn write_interim(&self, bytes: &[u8]) -> std::io::Result<()> {
         use std::io::Write;
-        match self {
-            Self::Tcp(s) => (&*s).write_all(bytes),
+        match &self.sock {
+            Sock::Tcp(s) => (&*s).write_all(bytes),
             #[cfg(unix)]
-            Self::Unix(s) => (&*s).write_all(bytes),
+            Sock::Unix(s) => (&*s).write_all(bytes),
         }
     }
 
     /// codex-shield patch: the read timeout, shortened while a closing connection lingers.
     pub(crate) fn set_read_timeout(&self, timeout: std::time::Duration) {
-        let _ = match self {
-            Self::Tcp(s) => s.set_read_timeout(Some(timeout)),
+        self.set_read_timeout_within(timeout, std::time::Duration::ZERO);
+    }
+
+    /// codex-shield patch: the read timeout, or one up to `slack` longer that the socket
+    /// already has (see `Timeouts`).
+    pub(crate) fn set_read_timeout_within(
+        &self,
+        timeout: std::time::Duration,
+        slack: std::time::Duration,
+    ) {
+        let mut timeouts = self.timeouts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !Timeouts::needs(timeouts.read, timeout, slack) {
+            return;
+        }
+        let set = match &self.sock {
+            Sock::Tcp(s) => s.set_read_timeout(Some(timeout)),
             #[cfg(unix)]
-            Self::Unix(s) => s.set_read_timeout(Some(timeout)),
+            Sock::Unix(s) => s.set_read_timeout(Some(timeout)),
         };
+        timeouts.read = set.ok().map(|()| timeout);
     }
 
     /// codex-shield patch: the write timeout, set by the handler per write of its answer
-    /// (see `Socket`).
+    /// (see `Socket`); no system call when the socket has it already.
     pub(crate) fn set_write_timeout(&self, timeout: std::time::Duration) -> std::io::Result<()> {
-        match self {
-            Self::Tcp(s) => s.set_write_timeout(Some(timeout)),
-            #[cfg(unix)]
-            Self::Unix(s) => s.set_write_timeout(Some(timeout)),
+        let mut timeouts = self.timeouts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !Timeouts::needs(timeouts.write, timeout, std::time::Duration::ZERO) {
+            return Ok(());
         }
+        timeouts.write = None;
+        match &self.sock {
+            Sock::Tcp(s) => s.set_write_timeout(Some(timeout)),
+            #[cfg(unix)]
+            Sock::Unix(s) => s.set_write_timeout(Some(timeout)),
+        }?;
+        timeouts.write = Some(timeout);
+        Ok(())
     }
 
     pub(crate) fn try_clone(&self) -> std::io::Result<Self> {
-        match self {
-            Self::Tcp(s) => s.try_clone().map(Self::from),
+        match &self.sock {
+            Sock::Tcp(s) => s.try_clone().map(Self::from),
             #[cfg(unix)]
-            Self::Unix(s) => s.try_clone().map(Self::from),
+            Sock::Unix(s) => s.try_clone().map(Self::from),
         }
     }
 }
 impl From<TcpStream> for Connection {
     fn from(s: TcpStream) -> Self {
-        Self::Tcp(s)
+        Connection { sock: Sock::Tcp(s), timeouts: Default::default() }
     }
 }
 #[cfg(unix)]
 impl From<unix_net::UnixStream> for Connection {
     fn from(s: unix_net::UnixStream) -> Self {
-        Self::Unix(s)
+        Connection { sock: Sock::Unix(s), timeouts: Default::default() }
     }
 }
 
@@ -303,5 +350,48 @@ impl std::fmt::Display for ListenAddr {
             #[cfg(unix)]
             Self::Unix(s) => std::fmt::Debug::fmt(s, f),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// codex-shield patch: a timeout the socket already has (within the slack asked for, never
+    /// shorter) is not set again. Seen through a second handle on the same socket, which
+    /// changes it behind the connection's back: a system call would undo that change. (The
+    /// kernel keeps a timeout in clock ticks: it reads back to within 20 ms.)
+    #[test]
+    fn a_timeout_the_socket_has_is_not_set_again() {
+        let ms = Duration::from_millis;
+        // (the connection's timeout, slack, the timeout asked for next, what the socket has then)
+        let cases = [
+            ("same read timeout", ms(5000), Duration::ZERO, ms(5000), ms(7000)),
+            ("another read timeout", ms(5000), Duration::ZERO, ms(6000), ms(6000)),
+            ("a little less, within the slack", ms(5000), SLACK, ms(4999), ms(7000)),
+            ("less, beyond the slack", ms(5000), SLACK, ms(4900), ms(4900)),
+            ("more: never shorter", ms(5000), SLACK, ms(5100), ms(5100)),
+        ];
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        for (name, first, slack, next, expected) in cases {
+            let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let behind = client.try_clone().unwrap();
+            let conn = Connection::from(client);
+            conn.set_read_timeout(first);
+            behind.set_read_timeout(Some(ms(7000))).unwrap();
+            conn.set_read_timeout_within(next, slack);
+            let has = behind.read_timeout().unwrap().unwrap();
+            assert!(has.abs_diff(expected) < ms(20), "{}: {:?}, not {:?}", name, has, expected);
+        }
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let behind = client.try_clone().unwrap();
+        let conn = Connection::from(client);
+        conn.set_timeouts(ms(5000));
+        behind.set_write_timeout(Some(ms(7000))).unwrap();
+        conn.set_write_timeout(ms(5000)).unwrap();
+        assert_eq!(behind.write_timeout().unwrap(), Some(ms(7000)), "same write timeout");
+        conn.set_write_timeout(ms(3000)).unwrap();
+        assert_eq!(behind.write_timeout().unwrap(), Some(ms(3000)), "another write timeout");
     }
 }

@@ -55,10 +55,10 @@ impl Stream {
         }
     }
 
-    /// codex-shield patch: see `Deadline`.
-    fn set_read_timeout(&self, timeout: std::time::Duration) {
+    /// codex-shield patch: see `Deadline` and `connection::Timeouts`.
+    fn set_read_timeout_within(&self, timeout: std::time::Duration, slack: std::time::Duration) {
         match self {
-            Stream::Http(tcp_stream) => tcp_stream.set_read_timeout(timeout),
+            Stream::Http(tcp_stream) => tcp_stream.set_read_timeout_within(timeout, slack),
             #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
             Stream::Https(_) => {}
         }
@@ -190,7 +190,8 @@ impl Read for RefinedTcpStream {
             if left.is_zero() {
                 return Err(IoError::new(ErrorKind::TimedOut, "request head deadline passed"));
             }
-            self.stream.set_read_timeout(left.min(crate::CLIENT_IO_TIMEOUT));
+            let slack = crate::connection::SLACK;
+            self.stream.set_read_timeout_within(left.min(crate::CLIENT_IO_TIMEOUT), slack);
         }
         self.stream.read(buf)
     }
