@@ -34,6 +34,8 @@ pub struct Job {
     pub wants_stream: bool,
     /// The client is Codex CLI: it gets the answer forms Codex shows verbatim (`codex.rs`).
     pub codex: bool,
+    /// The client's name from CLIENT_KEYS_FILE; `None` for PROXY_API_KEY or an open proxy.
+    pub client: Option<std::sync::Arc<str>>,
     /// What the request is charged against the memory budget while it runs.
     pub hold: memory::Hold,
 }
@@ -101,6 +103,7 @@ pub fn job(
         body,
         wants_stream,
         codex,
+        client: None,
         hold,
     })
 }

@@ -39,6 +39,7 @@ pub mod sse;
 pub mod sync;
 pub mod translate;
 pub mod upstream;
+pub mod usage;
 
 use std::ffi::OsString;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -15,6 +15,7 @@ use serde_json::json;
 
 use crate::date;
 use crate::scrub::Scrubber;
+use crate::usage::Usage;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
@@ -187,6 +188,10 @@ pub struct RequestLine<'a> {
     pub ms: u128,
     /// The client closed its connection before its answer was written.
     pub client_gone: bool,
+    /// What the answer the client got cost, when its upstream said.
+    pub tokens: Option<Usage>,
+    /// What the attempts the shield discarded cost, when their upstreams said.
+    pub discarded_tokens: Option<Usage>,
 }
 
 /// The request's line, at level info.
@@ -204,14 +209,22 @@ fn request_line(format: Format, ts: &str, r: &RequestLine) -> String {
             "retries": r.retries,
             "bytes": r.bytes, "ms": r.ms as u64, "client_gone": r.client_gone,
         });
+        let mut v = v;
+        for (key, usage) in [("tokens", r.tokens), ("discarded_tokens", r.discarded_tokens)] {
+            if let Some(u) = usage {
+                v[key] = json!({"input": u.input, "cached_input": u.cached, "output": u.output, "reasoning": u.reasoning});
+            }
+        }
         return v.to_string() + "\n";
     }
     let retries =
         if r.retries.is_empty() { String::new() } else { format!(" retries=[{}]", r.retries.join(", ")) };
     let gone = if r.client_gone { " client-gone" } else { "" };
     let upstream = r.upstream.map_or(String::new(), |n| format!(" upstream={n}"));
+    let tokens = r.tokens.map_or(String::new(), |u| format!(" tokens={u}"));
+    let discarded = r.discarded_tokens.map_or(String::new(), |u| format!(" discarded_tokens={u}"));
     let text = format_args!(
-        "req={} {} {} status={} attempts={}{upstream}{retries} bytes={} ms={}{gone}",
+        "req={} {} {} status={} attempts={}{upstream}{retries} bytes={} ms={}{tokens}{discarded}{gone}",
         r.id, r.method, r.path, r.status, r.attempts, r.bytes, r.ms
     );
     line(Format::Text, ts, Level::Info, text)
@@ -242,8 +255,13 @@ mod tests {
             bytes: 17_700,
             ms: 2_345,
             client_gone,
+            tokens: None,
+            discarded_tokens: None,
         }
     }
+
+    const SPENT: Usage = Usage { input: 1200, cached: 1024, output: 300, reasoning: 192 };
+    const LOST: Usage = Usage { input: 1200, cached: 0, output: 40, reasoning: 0 };
 
     const TS: &str = "2026-11-25T14:20:32.123Z";
 
@@ -260,6 +278,17 @@ mod tests {
                 sample(&[], true),
                 "2026-11-25T14:20:32.123Z INFO  req=7 POST /v1/responses status=200 attempts=3 upstream=2 \
                  bytes=17700 ms=2345 client-gone\n",
+            ),
+            (
+                RequestLine { tokens: Some(SPENT), ..sample(&[], false) },
+                "2026-11-25T14:20:32.123Z INFO  req=7 POST /v1/responses status=200 attempts=3 upstream=2 \
+                 bytes=17700 ms=2345 tokens=1200/1024/300/192\n",
+            ),
+            (
+                RequestLine { tokens: Some(SPENT), discarded_tokens: Some(LOST), ..sample(&retries, true) },
+                "2026-11-25T14:20:32.123Z INFO  req=7 POST /v1/responses status=200 attempts=3 upstream=2 \
+                 retries=[u1 429 +1.00s, u2 cut +2.10s] bytes=17700 ms=2345 tokens=1200/1024/300/192 \
+                 discarded_tokens=1200/0/40/0 client-gone\n",
             ),
         ];
         for (r, expected) in cases {
@@ -279,7 +308,12 @@ mod tests {
             "retries": ["429 +1.00s", "event:\"quoted\"\n +0.50s"], "bytes": 17700, "ms": 2345,
             "client_gone": true,
         });
-        assert_eq!(v, expected);
+        assert_eq!(v, expected, "no usage, no tokens");
+        let line = RequestLine { tokens: Some(SPENT), discarded_tokens: Some(LOST), ..sample(&retries, true) };
+        let v: serde_json::Value = serde_json::from_str(&request_line(Format::Json, TS, &line)).unwrap();
+        let tokens = json!({"input": 1200, "cached_input": 1024, "output": 300, "reasoning": 192});
+        let discarded = json!({"input": 1200, "cached_input": 0, "output": 40, "reasoning": 0});
+        assert_eq!((&v["tokens"], &v["discarded_tokens"]), (&tokens, &discarded));
     }
 
     #[test]

@@ -8,15 +8,18 @@
 //! fixed-size value carried by the request and folded in by `request_done`. Every dimension
 //! is a fixed set (routes, statuses, `Outcome`s, upstream numbers), so counters are arrays
 //! indexed by it and a label value is never a request id, a client-chosen model, a path or a
-//! key. This module does no I/O and formats nothing.
+//! key. The one exception is the tokens an attempt cost (`tokens`), also counted per client:
+//! names from CLIENT_KEYS_FILE, a set fixed at start, kept in a short list under a lock taken
+//! once per attempt that reported usage. This module does no I/O and formats nothing.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::check::Api;
 use crate::error::Outcome;
 use crate::route::Route;
+use crate::usage::{Spent, Usage};
 
 mod exposition;
 
@@ -140,6 +143,26 @@ pub struct UpstreamHealth {
     pub cooling_down: Option<Duration>,
 }
 
+/// The tokens one upstream reported for one client's attempts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Tokens {
+    /// 1..N, the `upstream` label.
+    pub upstream: usize,
+    /// The client's name (CLIENT_KEYS_FILE); `None` without one, the label `-`.
+    pub client: Option<Arc<str>>,
+    /// Attempts whose answer (or final error) the client got.
+    pub delivered: Usage,
+    /// Attempts the shield discarded: retried, given up, or abandoned.
+    pub discarded: Usage,
+}
+
+impl Tokens {
+    /// The `client` label's value.
+    pub fn client_label(&self) -> &str {
+        self.client.as_deref().unwrap_or("-")
+    }
+}
+
 /// A fixed-bucket histogram of `u64` observations (microseconds or bytes).
 struct Histogram {
     /// Upper bounds in the observation's unit.
@@ -185,6 +208,8 @@ pub struct Metrics {
     sizes: Vec<Histogram>,
     upstream_durations: Vec<Histogram>,
     recent: Mutex<Ring>,
+    /// By upstream and client, in the order first seen.
+    tokens: Mutex<Vec<Tokens>>,
 }
 
 const MICROS: f64 = 1e-6;
@@ -226,6 +251,7 @@ impl Metrics {
             sizes: (0..routes).map(|_| Histogram::new(&SIZE_BUCKETS, 1.0)).collect(),
             upstream_durations: (0..upstreams).map(|_| Histogram::new(&DURATION_BUCKETS, MICROS)).collect(),
             recent: Mutex::new(Ring::default()),
+            tokens: Mutex::new(Vec::new()),
         }
     }
 
@@ -239,6 +265,24 @@ impl Metrics {
         self.attempts[u * OUTCOMES + outcome.index()].fetch_add(1, Relaxed);
         self.upstream_durations[u].observe(micros(took));
         tally.attempt(outcome);
+    }
+
+    /// What an attempt on `upstream` (1-based) for `client` cost, as its upstream reported it,
+    /// and whether the client got what it produced.
+    pub fn tokens(&self, upstream: usize, client: Option<&Arc<str>>, usage: Usage, spent: Spent) {
+        let upstream = upstream.clamp(1, self.upstreams());
+        let mut rows = crate::sync::lock(&self.tokens);
+        let i = match rows.iter().position(|t| t.upstream == upstream && t.client.as_ref() == client) {
+            Some(i) => i,
+            None => {
+                rows.push(Tokens { upstream, client: client.cloned(), ..Tokens::default() });
+                rows.len() - 1
+            }
+        };
+        match spent {
+            Spent::Delivered => rows[i].delivered += usage,
+            Spent::Discarded => rows[i].discarded += usage,
+        }
     }
 
     /// The proxy is about to wait `wait` before retrying after a `reason` failure.
@@ -312,7 +356,15 @@ impl Metrics {
             sizes: self.sizes.iter().map(|h| h.snapshot(1.0)).collect(),
             upstream_durations: self.upstream_durations.iter().map(|h| h.snapshot(MICROS)).collect(),
             recent: crate::sync::lock(&self.recent).newest_first(),
+            tokens: self.tokens_by_upstream_and_client(),
         }
+    }
+
+    /// The token rows, by upstream then client (`-` first).
+    fn tokens_by_upstream_and_client(&self) -> Vec<Tokens> {
+        let mut rows = crate::sync::lock(&self.tokens).clone();
+        rows.sort_by(|a, b| (a.upstream, &a.client).cmp(&(b.upstream, &b.client)));
+        rows
     }
 }
 
@@ -402,6 +454,8 @@ pub struct Snapshot {
     pub sizes: Vec<HistogramSnapshot>,
     pub upstream_durations: Vec<HistogramSnapshot>,
     pub recent: Vec<Recent>,
+    /// Tokens by upstream and client.
+    pub tokens: Vec<Tokens>,
 }
 
 impl Snapshot {
@@ -477,6 +531,31 @@ mod tests {
         assert_eq!(first.retries[0], Some((Outcome::RateLimited, 1000)));
         assert_eq!(first.retries[1], Some((Outcome::Cut, 500)));
         assert!(s.recent[1].client_gone);
+    }
+
+    /// Tokens add up per upstream and client, delivered apart from discarded; an upstream
+    /// number out of range is the last one, as for attempts.
+    #[test]
+    fn tokens_by_upstream_client_and_fate() {
+        let m = Metrics::new(2);
+        let alice: Arc<str> = "alice".into();
+        let u = |input, cached, output, reasoning| Usage { input, cached, output, reasoning };
+        m.tokens(2, Some(&alice), u(100, 80, 10, 5), Spent::Delivered);
+        m.tokens(1, None, u(7, 0, 3, 0), Spent::Discarded);
+        m.tokens(2, Some(&alice), u(50, 0, 4, 0), Spent::Discarded);
+        m.tokens(2, Some(&"alice".into()), u(100, 20, 10, 0), Spent::Delivered);
+        m.tokens(9, None, u(1, 1, 1, 1), Spent::Delivered);
+        let s = m.snapshot(Gauges::default(), &[]);
+        let rows: Vec<(usize, &str, Usage, Usage)> =
+            s.tokens.iter().map(|t| (t.upstream, t.client_label(), t.delivered, t.discarded)).collect();
+        assert_eq!(
+            rows,
+            vec![
+                (1, "-", u(0, 0, 0, 0), u(7, 0, 3, 0)),
+                (2, "-", u(1, 1, 1, 1), u(0, 0, 0, 0)),
+                (2, "alice", u(200, 100, 20, 5), u(50, 0, 4, 0)),
+            ]
+        );
     }
 
     #[test]

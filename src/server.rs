@@ -316,6 +316,8 @@ fn handle(state: &State, mut request: tiny_http::Request, route: Route) {
             bytes,
             ms: duration.as_millis(),
             client_gone: !delivered,
+            tokens: trace.tokens,
+            discarded_tokens: trace.discarded_tokens,
         });
     }
     // The answer is out: the rest of its upstream body, read now, lets the connection be reused.

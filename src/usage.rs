@@ -1,0 +1,244 @@
+//! What an answer cost, as its upstream reported it: the tokens of a `usage` object, read the
+//! same way for both wire APIs.
+//!
+//! A Responses stream carries `usage` in its terminal event (`response.completed`,
+//! `response.incomplete`, `response.failed`: `response.usage`, with
+//! `input_tokens_details.cached_tokens` and `output_tokens_details.reasoning_tokens`); a chat
+//! stream in a chunk of its own near the end (`prompt_tokens_details.cached_tokens`,
+//! `completion_tokens_details.reasoning_tokens`), when the request had
+//! `stream_options.include_usage` (the fold keeps the last non-null one). Cached input is part
+//! of input and reasoning part of output, as the APIs count them. A missing or null count reads
+//! as 0; a `usage` that is not an object, or has no count at all, is no usage. Pure: no I/O,
+//! no clock; the reading (`check::Progress`) and the counting (`metrics.rs`) live elsewhere.
+
+use std::fmt;
+use std::ops::AddAssign;
+
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::Value;
+
+/// Whether the client got what an attempt produced (its answer, or its final error), or the
+/// shield discarded it (retried, gave up, or the client left): what it saved, what it cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spent {
+    Delivered,
+    Discarded,
+}
+
+/// Tokens of one answer (or a sum of them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub input: u64,
+    /// Part of `input`, read from the upstream's prompt cache.
+    pub cached: u64,
+    pub output: u64,
+    /// Part of `output`, spent on reasoning.
+    pub reasoning: u64,
+}
+
+/// The four kinds, in the order of the `kind` label and the log line.
+pub const KINDS: [&str; 4] = ["input", "cached_input", "output", "reasoning"];
+
+impl Usage {
+    /// A `usage` object of either API; `None` when it is null, not an object, or holds none
+    /// of the counts.
+    pub fn from_value(usage: &Value) -> Option<Usage> {
+        let usage = usage.as_object()?;
+        let count = |a: &str, b: &str| usage.get(a).or_else(|| usage.get(b)).and_then(Value::as_u64);
+        let detail = |a: &str, b: &str, key: &str| {
+            let details = usage.get(a).or_else(|| usage.get(b))?;
+            details.get(key).and_then(Value::as_u64)
+        };
+        let input = count("input_tokens", "prompt_tokens");
+        let output = count("output_tokens", "completion_tokens");
+        let cached = detail("input_tokens_details", "prompt_tokens_details", "cached_tokens");
+        let reasoning = detail("output_tokens_details", "completion_tokens_details", "reasoning_tokens");
+        if [input, output, cached, reasoning].iter().all(Option::is_none) {
+            return None;
+        }
+        Some(Usage {
+            input: input.unwrap_or(0),
+            cached: cached.unwrap_or(0),
+            output: output.unwrap_or(0),
+            reasoning: reasoning.unwrap_or(0),
+        })
+    }
+
+    /// The counts in `KINDS` order.
+    pub fn counts(&self) -> [u64; 4] {
+        [self.input, self.cached, self.output, self.reasoning]
+    }
+
+    pub fn is_zero(&self) -> bool {
+        *self == Usage::default()
+    }
+
+    /// Cached input over input, `None` without input.
+    pub fn cache_ratio(&self) -> Option<f64> {
+        (self.input > 0).then(|| self.cached as f64 / self.input as f64)
+    }
+}
+
+impl AddAssign for Usage {
+    fn add_assign(&mut self, other: Usage) {
+        self.input += other.input;
+        self.cached += other.cached;
+        self.output += other.output;
+        self.reasoning += other.reasoning;
+    }
+}
+
+/// `in/cached/out/reasoning`, as the log line writes it.
+impl fmt::Display for Usage {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{}/{}/{}/{}", self.input, self.cached, self.output, self.reasoning)
+    }
+}
+
+/// The usage of a Responses event's `response` (a terminal event's), read without building
+/// the rest of the event: everything but `response.usage` is skipped. `None` when the event
+/// has none (or is not JSON: its verdict is the check's business).
+pub fn of_responses_event(data: &[u8]) -> Option<Usage> {
+    let mut json = serde_json::Deserializer::from_slice(data);
+    let usage = Member { path: &["response", "usage"] }.deserialize(&mut json).ok()??;
+    Usage::from_value(&usage)
+}
+
+/// Reads the value at `path` of a JSON object (as a `Value`), skipping every other member.
+struct Member {
+    path: &'static [&'static str],
+}
+
+impl<'de> DeserializeSeed<'de> for Member {
+    type Value = Option<Value>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Option<Value>, D::Error> {
+        match self.path {
+            [] => serde::Deserialize::deserialize(deserializer).map(Some),
+            _ => deserializer.deserialize_any(self),
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for Member {
+    type Value = Option<Value>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Option<Value>, M::Error> {
+        let mut found = None;
+        while let Some(key) = map.next_key::<std::borrow::Cow<str>>()? {
+            if key == self.path[0] && found.is_none() {
+                found = map.next_value_seed(Member { path: &self.path[1..] })?;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+
+    // Any other value on the way has no member: skipped.
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Option<Value>, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Option<Value>, E> {
+        Ok(None)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Option<Value>, E> {
+        Ok(None)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Option<Value>, E> {
+        Ok(None)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Option<Value>, E> {
+        Ok(None)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Option<Value>, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E>(self) -> Result<Option<Value>, E> {
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const fn u(input: u64, cached: u64, output: u64, reasoning: u64) -> Option<Usage> {
+        Some(Usage { input, cached, output, reasoning })
+    }
+
+    /// `usage` objects as the real servers send them.
+    #[test]
+    #[rustfmt::skip] // one row per shape
+    fn usage_objects() {
+        let cases: &[(&str, Value, Option<Usage>)] = &[
+            ("responses, with details", json!({"input_tokens": 1200, "input_tokens_details": {"cached_tokens": 1024},
+                "output_tokens": 300, "output_tokens_details": {"reasoning_tokens": 192}, "total_tokens": 1500}), u(1200, 1024, 300, 192)),
+            ("responses, details null", json!({"input_tokens": 5, "input_tokens_details": null, "output_tokens": 7,
+                "output_tokens_details": null, "total_tokens": 12}), u(5, 0, 7, 0)),
+            ("responses, no details", json!({"input_tokens": 5, "output_tokens": 7}), u(5, 0, 7, 0)),
+            ("azure chat, with details", json!({"completion_tokens": 42, "completion_tokens_details":
+                {"accepted_prediction_tokens": 0, "audio_tokens": 0, "reasoning_tokens": 0, "rejected_prediction_tokens": 0},
+                "prompt_tokens": 2006, "prompt_tokens_details": {"audio_tokens": 0, "cached_tokens": 1920}, "total_tokens": 2048}),
+                u(2006, 1920, 42, 0)),
+            ("vllm chat, no details", json!({"prompt_tokens": 10, "total_tokens": 30, "completion_tokens": 20}), u(10, 0, 20, 0)),
+            ("o-series chat, reasoning", json!({"prompt_tokens": 10, "completion_tokens": 500,
+                "completion_tokens_details": {"reasoning_tokens": 448}}), u(10, 0, 500, 448)),
+            ("null", Value::Null, None),
+            ("not an object", json!("12 tokens"), None),
+            ("no count", json!({"total_tokens": 12}), None),
+            ("counts of the wrong type", json!({"prompt_tokens": "10", "completion_tokens": -1}), None),
+        ];
+        for (name, value, expected) in cases {
+            assert_eq!(Usage::from_value(value), *expected, "{name}");
+        }
+    }
+
+    /// Terminal events, read for `response.usage` only.
+    #[test]
+    #[rustfmt::skip] // one row per event
+    fn responses_events() {
+        let usage = r#"{"input_tokens":30,"input_tokens_details":{"cached_tokens":20},"output_tokens":9,"output_tokens_details":{"reasoning_tokens":4},"total_tokens":39}"#;
+        let completed = format!(r#"{{"type":"response.completed","sequence_number":9,"response":{{"id":"r","output":[{{"type":"message","content":[{{"text":"usage"}}]}}],"usage":{usage},"error":null}}}}"#);
+        let failed = format!(r#"{{"type":"response.failed","response":{{"status":"failed","error":{{"code":"server_error"}},"usage":{usage}}}}}"#);
+        let cases: Vec<(&str, String, Option<Usage>)> = vec![
+            ("completed", completed, u(30, 20, 9, 4)),
+            ("failed with usage", failed, u(30, 20, 9, 4)),
+            ("usage before the rest", format!(r#"{{"response":{{"usage":{usage},"output":[1,2]}},"type":"response.incomplete"}}"#), u(30, 20, 9, 4)),
+            ("usage null", r#"{"type":"response.completed","response":{"usage":null}}"#.into(), None),
+            ("no usage", r#"{"type":"response.completed","response":{"id":"r"}}"#.into(), None),
+            ("usage at the top, not in response", format!(r#"{{"type":"error","usage":{usage}}}"#), None),
+            ("response not an object", r#"{"type":"x","response":[{"usage":{"input_tokens":1}}]}"#.into(), None),
+            ("escaped key", format!(r#"{{"type":"response.completed","\u0072esponse":{{"usage":{usage}}}}}"#), u(30, 20, 9, 4)),
+            ("not JSON", "{oops".into(), None),
+        ];
+        for (name, data, expected) in cases {
+            assert_eq!(of_responses_event(data.as_bytes()), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn sums_ratio_and_text() {
+        let mut total = Usage::default();
+        assert!(total.is_zero() && total.cache_ratio().is_none());
+        total += u(100, 80, 10, 4).unwrap();
+        total += u(300, 0, 20, 0).unwrap();
+        assert_eq!(total, u(400, 80, 30, 4).unwrap());
+        assert_eq!(total.cache_ratio(), Some(0.2));
+        assert_eq!(total.to_string(), "400/80/30/4");
+        assert_eq!(total.counts(), [400, 80, 30, 4]);
+    }
+}
