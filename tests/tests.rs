@@ -18,3 +18,4 @@ mod slow;
 mod tls;
 mod translate;
 mod upstream;
+mod usage;
