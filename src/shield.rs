@@ -252,9 +252,9 @@ impl Shield<'_> {
                 Fate::Elsewhere => Fate::Deliver,
                 other => other,
             };
-            let passed_on = matches!((failure.origin, fate), (Origin::Upstream | Origin::Proxy, Fate::Deliver));
-            let spent = if passed_on { Spent::Delivered } else { Spent::Discarded };
-            self.spent(trace, target.number, job, usage, spent);
+            // A failed attempt's answer is never the client's (what a failure passes on, a
+            // status or an error body, reports no usage): what it cost was discarded.
+            self.spent(trace, target.number, job, usage, Spent::Discarded);
             let Fate::Retry { hint } = fate else {
                 trace.failures.push((target.number, outcome, Duration::ZERO));
                 // A client that left is nobody's failure to report as the upstream's.

@@ -54,6 +54,14 @@ fn responses_stream(counts: Counts) -> Vec<u8> {
     (opening() + &done).into_bytes()
 }
 
+/// The same with a long text in its delta and in its `response`.
+fn responses_long(counts: Counts, text: &str) -> Vec<u8> {
+    let mut done = response("completed", responses_usage(counts));
+    done["output"][0]["content"][0]["text"] = json!(text);
+    let delta = event("response.output_text.delta", json!({"delta": text, "output_index": 0}));
+    (opening() + &delta + &event("response.completed", json!({"response": done}))).into_bytes()
+}
+
 /// A Responses stream that fails with `code`, with the usage of what it generated.
 fn responses_failed(code: &str, counts: Counts) -> Vec<u8> {
     let mut failed = response("failed", responses_usage(counts));
@@ -212,4 +220,18 @@ fn discarded_attempts_are_counted_apart() {
     proxy.wait_for_log("tokens=1200/1024/300/192 discarded_tokens=7006/1920/112/8");
     assert_eq!(mock.attempts(), 5);
     assert_eq!(tokens(&proxy), (sum(&[A, A]), sum(&[D, C, B])));
+}
+
+/// A complete answer the shield cannot give its client (assembling the JSON object would take
+/// the memory budget over 3/4) cost its tokens all the same: discarded, not delivered.
+#[test]
+fn a_complete_answer_not_delivered_is_discarded() {
+    let big = responses_long(B, &"y".repeat(3 << 19));
+    let mock = Mock::start(vec![Step::stream(&big)]);
+    let proxy = Proxy::start(&mock.v1(), &[("MEMORY_BUDGET_MB", "8")]);
+    let got = post(&proxy.url("/v1/responses"), RESPONSES_PLAIN);
+    assert_eq!((got.status, got.error_code()), (503, "proxy_overloaded".to_string()), "{}", got.text());
+    proxy.wait_for_log("discarded_tokens=5000/0/70/0");
+    assert!(!proxy.log().contains(" tokens="), "nothing delivered: {}", proxy.log());
+    assert_eq!(tokens(&proxy), ([0; 4], B));
 }
