@@ -76,17 +76,17 @@ impl Progress {
                 Err(reason) => Verdict::Malformed(reason),
             };
         }
-        let verdict = match quick(event.name, data) {
-            Some(verdict) => verdict,
+        let (verdict, usage) = match quick(event.name, data) {
+            Some(quick) => quick,
             None => match serde_json::from_slice::<Value>(data) {
-                Ok(value) if value["type"] == "keepalive" => Verdict::KeepAlive,
-                Ok(value) => responses(event.name, &value),
-                Err(e) => Verdict::Malformed(format!("event data is not JSON: {e}")),
+                Ok(value) if value["type"] == "keepalive" => (Verdict::KeepAlive, None),
+                Ok(value) => (responses(event.name, &value), Usage::from_value(&value["response"]["usage"])),
+                Err(e) => (Verdict::Malformed(format!("event data is not JSON: {e}")), None),
             },
         };
-        // Only an end (complete or failed) carries usage: only an end is read for it.
+        // An end (complete or failed) says what the answer cost.
         if matches!(verdict, Verdict::Complete | Verdict::Failed(_)) {
-            self.usage = usage::of_responses_event(data).or(self.usage);
+            self.usage = usage.or(self.usage);
         }
         verdict
     }
@@ -105,21 +105,23 @@ impl Progress {
 }
 
 /// The common case of a Responses event without building a tree: the event is parsed (and so
-/// validated) with every value skipped but `type`. `None` when the event needs the full
-/// parse: an error, a failure, or anything unusual (escaped keys, a non-string type).
-fn quick(name: &[u8], data: &[u8]) -> Option<Verdict> {
+/// validated) with every value skipped but `type` and `response.usage`. `None` when the event
+/// needs the full parse: an error, a failure, or anything unusual (escaped keys, a non-string
+/// type).
+fn quick(name: &[u8], data: &[u8]) -> Option<(Verdict, Option<Usage>)> {
     let mut json = serde_json::Deserializer::from_slice(data);
     let head = HeadSeed.deserialize(&mut json).ok()?;
     json.end().ok()?;
     let kind = match head.kind {
-        Some("keepalive") => return Some(Verdict::KeepAlive),
+        Some("keepalive") => return Some((Verdict::KeepAlive, None)),
         Some(kind) => kind,
         None => std::str::from_utf8(name).ok()?,
     };
+    let usage = head.usage;
     match kind {
-        "response.completed" | "response.incomplete" => Some(Verdict::Complete),
+        "response.completed" | "response.incomplete" => Some((Verdict::Complete, usage)),
         "response.failed" | "error" => None,
-        _ => Some(Verdict::Pending),
+        _ => Some((Verdict::Pending, usage)),
     }
 }
 
@@ -128,6 +130,8 @@ fn quick(name: &[u8], data: &[u8]) -> Option<Verdict> {
 struct Head<'a> {
     /// `type`, when it is a string without escapes.
     kind: Option<&'a str>,
+    /// `response.usage`, read as it goes by.
+    usage: Option<Usage>,
 }
 
 /// Reads a `Head`.
@@ -153,6 +157,11 @@ impl<'de> Visitor<'de> for HeadSeed {
         while let Some(key) = map.next_key::<&str>()? {
             match key {
                 "type" => head.kind = Some(map.next_value()?),
+                // Only an end says what the answer cost: the others' `response` is skipped
+                // whole (when `type` came first, as servers write it).
+                "response" if head.kind.is_none_or(is_end) => {
+                    head.usage = map.next_value_seed(usage::InResponse)?
+                }
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -160,6 +169,11 @@ impl<'de> Visitor<'de> for HeadSeed {
         }
         Ok(head)
     }
+}
+
+/// Whether a Responses event of this type ends the stream (complete or failed).
+fn is_end(kind: &str) -> bool {
+    matches!(kind, "response.completed" | "response.incomplete" | "response.failed")
 }
 
 fn responses(name: &[u8], value: &Value) -> Verdict {

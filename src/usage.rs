@@ -14,7 +14,7 @@
 use std::fmt;
 use std::ops::AddAssign;
 
-use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 /// Whether the client got what an attempt produced (its answer, or its final error), or the
@@ -44,10 +44,13 @@ impl Usage {
     /// of the counts.
     pub fn from_value(usage: &Value) -> Option<Usage> {
         let usage = usage.as_object()?;
-        let count = |a: &str, b: &str| usage.get(a).or_else(|| usage.get(b)).and_then(Value::as_u64);
+        let count = |a: &str, b: &str| {
+            let count = |name: &str| usage.get(name).and_then(Value::as_u64);
+            count(a).or_else(|| count(b))
+        };
         let detail = |a: &str, b: &str, key: &str| {
-            let details = usage.get(a).or_else(|| usage.get(b))?;
-            details.get(key).and_then(Value::as_u64)
+            let count = |name: &str| usage.get(name).and_then(|d| d.get(key)).and_then(Value::as_u64);
+            count(a).or_else(|| count(b))
         };
         let input = count("input_tokens", "prompt_tokens");
         let output = count("output_tokens", "completion_tokens");
@@ -95,78 +98,244 @@ impl fmt::Display for Usage {
     }
 }
 
-/// The usage of a Responses event's `response` (a terminal event's), read without building
-/// the rest of the event: everything but `response.usage` is skipped. `None` when the event
-/// has none (or is not JSON: its verdict is the check's business).
-pub fn of_responses_event(data: &[u8]) -> Option<Usage> {
-    let mut json = serde_json::Deserializer::from_slice(data);
-    let usage = Member { path: &["response", "usage"] }.deserialize(&mut json).ok()??;
-    Usage::from_value(&usage)
-}
-
-/// Reads the value at `path` of a JSON object (as a `Value`), skipping every other member.
-struct Member {
-    path: &'static [&'static str],
-}
-
-impl<'de> DeserializeSeed<'de> for Member {
-    type Value = Option<Value>;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Option<Value>, D::Error> {
-        match self.path {
-            [] => serde::Deserialize::deserialize(deserializer).map(Some),
-            _ => deserializer.deserialize_any(self),
+/// A visitor's answer to any value but an object: none (arrays skipped whole).
+macro_rules! none_but_maps {
+    () => {
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(None)
         }
+
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    };
+}
+
+/// Reads a Responses event's `response` for its `usage`, straight into a `Usage`: nothing is
+/// built, every other member is skipped. The check reads each `response` with it in the one
+/// parse it makes of an event (`check::quick`), so usage costs no second parse of a terminal
+/// event that repeats the whole answer. `None` when the value is not an object or has no
+/// usage (`usage: null` while the answer is in progress).
+pub struct InResponse;
+
+impl<'de> DeserializeSeed<'de> for InResponse {
+    type Value = Option<Usage>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Option<Usage>, D::Error> {
+        deserializer.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for Member {
-    type Value = Option<Value>;
+impl<'de> Visitor<'de> for InResponse {
+    type Value = Option<Usage>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON value")
+        f.write_str("a response object")
     }
 
-    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Option<Value>, M::Error> {
-        let mut found = None;
-        while let Some(key) = map.next_key::<std::borrow::Cow<str>>()? {
-            if key == self.path[0] && found.is_none() {
-                found = map.next_value_seed(Member { path: &self.path[1..] })?;
-            } else {
-                map.next_value::<IgnoredAny>()?;
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Option<Usage>, M::Error> {
+        let mut usage = None;
+        while let Some(key) = map.next_key_seed(Key(&["usage"]))? {
+            match key {
+                Some(_) => usage = map.next_value_seed(Counts)?.or(usage),
+                None => skip(&mut map)?,
             }
         }
-        Ok(found)
+        Ok(usage)
     }
 
-    // Any other value on the way has no member: skipped.
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Option<Value>, A::Error> {
+    none_but_maps!();
+}
+
+/// A `usage` object of either API read into a `Usage` (the same rules as `Usage::from_value`).
+struct Counts;
+
+impl<'de> DeserializeSeed<'de> for Counts {
+    type Value = Option<Usage>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Option<Usage>, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+/// The keys of a `usage` object, in `Counts`'s order: either API's name for each.
+const COUNT_KEYS: &[&str] = &[
+    "input_tokens",
+    "prompt_tokens",
+    "output_tokens",
+    "completion_tokens",
+    "input_tokens_details",
+    "prompt_tokens_details",
+    "output_tokens_details",
+    "completion_tokens_details",
+];
+
+impl<'de> Visitor<'de> for Counts {
+    type Value = Option<Usage>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a usage object")
+    }
+
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Option<Usage>, M::Error> {
+        // input, output, cached, reasoning: the first name of each that holds a count
+        let mut found: [Option<u64>; 4] = [None; 4];
+        while let Some(key) = map.next_key_seed(Key(COUNT_KEYS))? {
+            let (slot, value) = match key {
+                Some(i @ 0..=3) => (i / 2, map.next_value_seed(Count)?),
+                Some(4..=5) => (2, map.next_value_seed(Detail(&["cached_tokens"]))?),
+                Some(_) => (3, map.next_value_seed(Detail(&["reasoning_tokens"]))?),
+                None => {
+                    skip(&mut map)?;
+                    continue;
+                }
+            };
+            found[slot] = found[slot].or(value);
+        }
+        let [input, output, cached, reasoning] = found;
+        if found.iter().all(Option::is_none) {
+            return Ok(None);
+        }
+        let n = |v: Option<u64>| v.unwrap_or(0);
+        Ok(Some(Usage { input: n(input), cached: n(cached), output: n(output), reasoning: n(reasoning) }))
+    }
+
+    none_but_maps!();
+}
+
+/// A `*_tokens_details` object's count named `.0` (a one-name list, as `Key` takes it).
+struct Detail(&'static [&'static str]);
+
+impl<'de> DeserializeSeed<'de> for Detail {
+    type Value = Option<u64>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Option<u64>, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Detail {
+    type Value = Option<u64>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a details object")
+    }
+
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Option<u64>, M::Error> {
+        let mut count = None;
+        while let Some(key) = map.next_key_seed(Key(self.0))? {
+            match key {
+                Some(_) => count = map.next_value_seed(Count)?.or(count),
+                None => skip(&mut map)?,
+            }
+        }
+        Ok(count)
+    }
+
+    none_but_maps!();
+}
+
+/// A count: a non-negative integer; anything else is no count.
+struct Count;
+
+impl<'de> DeserializeSeed<'de> for Count {
+    type Value = Option<u64>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Option<u64>, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Count {
+    type Value = Option<u64>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a count")
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<Option<u64>, E> {
+        Ok(Some(n))
+    }
+
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Option<u64>, M::Error> {
+        while map.next_key::<IgnoredAny>()?.is_some() {
+            skip(&mut map)?;
+        }
+        Ok(None)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Option<u64>, A::Error> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
         Ok(None)
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<Option<Value>, E> {
+    fn visit_bool<E>(self, _: bool) -> Result<Option<u64>, E> {
         Ok(None)
     }
 
-    fn visit_i64<E>(self, _: i64) -> Result<Option<Value>, E> {
+    fn visit_i64<E>(self, _: i64) -> Result<Option<u64>, E> {
         Ok(None)
     }
 
-    fn visit_u64<E>(self, _: u64) -> Result<Option<Value>, E> {
+    fn visit_f64<E>(self, _: f64) -> Result<Option<u64>, E> {
         Ok(None)
     }
 
-    fn visit_f64<E>(self, _: f64) -> Result<Option<Value>, E> {
+    fn visit_str<E>(self, _: &str) -> Result<Option<u64>, E> {
         Ok(None)
     }
 
-    fn visit_str<E>(self, _: &str) -> Result<Option<Value>, E> {
+    fn visit_unit<E>(self) -> Result<Option<u64>, E> {
         Ok(None)
     }
+}
 
-    fn visit_unit<E>(self) -> Result<Option<Value>, E> {
-        Ok(None)
+/// Skip the value of the current member.
+fn skip<'de, M: MapAccess<'de>>(map: &mut M) -> Result<(), M::Error> {
+    map.next_value::<IgnoredAny>().map(|_| ())
+}
+
+/// Which of `.0` a key is (`None`: another), read without allocating it.
+struct Key(&'static [&'static str]);
+
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = Option<usize>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Option<usize>, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_str<E>(self, key: &str) -> Result<Option<usize>, E> {
+        Ok(self.0.iter().position(|k| *k == key))
     }
 }
 
@@ -203,8 +372,24 @@ mod tests {
             ("counts of the wrong type", json!({"prompt_tokens": "10", "completion_tokens": -1}), None),
         ];
         for (name, value, expected) in cases {
-            assert_eq!(Usage::from_value(value), *expected, "{name}");
+            assert_eq!(read(value), *expected, "{name}");
         }
+    }
+
+    /// A Responses event read for `response.usage` only, as the check reads it.
+    fn of_responses_event(data: &[u8]) -> Option<Usage> {
+        let value: Value = serde_json::from_slice(data).ok()?;
+        let usage = InResponse.deserialize(&value["response"]).ok()?;
+        // the same as reading the `Value`
+        assert_eq!(usage, Usage::from_value(&value["response"]["usage"]), "{value}");
+        usage
+    }
+
+    /// Both readings of a `usage` object, which must agree.
+    fn read(value: &Value) -> Option<Usage> {
+        let counted = Counts.deserialize(value).unwrap();
+        assert_eq!(counted, Usage::from_value(value), "{value}");
+        counted
     }
 
     /// Terminal events, read for `response.usage` only.
