@@ -235,3 +235,18 @@ fn a_complete_answer_not_delivered_is_discarded() {
     assert!(!proxy.log().contains(" tokens="), "nothing delivered: {}", proxy.log());
     assert_eq!(tokens(&proxy), ([0; 4], B));
 }
+
+/// The alert rules docs/monitoring.md shows are the ones `make monitoring` checks and tests
+/// with promtool (tests/monitoring/rules.yml).
+#[test]
+fn the_documented_alert_rules_are_the_checked_ones() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let docs = std::fs::read_to_string(format!("{root}/docs/monitoring.md")).unwrap();
+    let rules = std::fs::read_to_string(format!("{root}/tests/monitoring/rules.yml")).unwrap();
+    let alerts = docs.split("\n## Alerts\n").nth(1).expect("an Alerts section");
+    let block = alerts.split("```yaml\n").nth(1).and_then(|b| b.split("```").next());
+    assert_eq!(block, Some(rules.as_str()), "docs/monitoring.md's rules differ from tests/monitoring/rules.yml");
+    for alert in ["CodexShieldPromptCacheFalling", "CodexShieldDiscardedTokens"] {
+        assert!(rules.contains(&format!("alert: {alert}")), "{alert}");
+    }
+}

@@ -123,6 +123,9 @@ log "client statuses: ${got% }"
 curl -fs -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PROXY/metrics" >"$TMP/metrics.txt"
 promtool check metrics <"$TMP/metrics.txt" || die "promtool check metrics"
 log "promtool check metrics: OK ($(grep -vc '^#' "$TMP/metrics.txt") samples)"
+promtool check rules "$HERE/rules.yml" >/dev/null || die "promtool check rules"
+promtool test rules "$HERE/rules_test.yml" >/dev/null || die "promtool test rules"
+log "promtool: the alert rules of docs/monitoring.md (tests/monitoring/rules.yml) are valid and pass rules_test.yml"
 
 # ------------------------------------------------------- what Prometheus saw ---
 python3 - "http://127.0.0.1:$PROM" <<'PY' || die "Prometheus's values differ from the fault sequence"
