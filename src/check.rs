@@ -451,11 +451,17 @@ mod tests {
         let azure_stop = r#"{"choices":[{"content_filter_results":{},"delta":{},"finish_reason":"stop","index":0}],"created":1,"id":"c","model":"gpt-4o","object":"chat.completion.chunk","usage":null}"#;
         let azure_usage = r#"{"choices":[],"created":1,"id":"c","model":"gpt-4o","object":"chat.completion.chunk","usage":{"completion_tokens":42,"completion_tokens_details":{"reasoning_tokens":0},"prompt_tokens":2006,"prompt_tokens_details":{"cached_tokens":1920},"total_tokens":2048}}"#;
         let error = r#"{"error":{"code":"server_error","message":"boom"}}"#;
+        let type_after = format!(r#"{{"response":{{"usage":{responses_usage}}},"type":"response.incomplete"}}"#);
+        let not_an_end = format!(r#"{{"type":"response.in_progress","response":{{"usage":{responses_usage}}}}}"#);
+        let escaped = format!(r#"{{"type":"response.completed","\u0072esponse":{{"usage":{responses_usage}}}}}"#);
         let cases: Vec<(&str, Api, Vec<&str>, Option<Usage>)> = vec![
             ("responses completed", Api::Responses, vec![created, &completed], u(1200, 1024, 300, 192)),
             ("responses failed with usage", Api::Responses, vec![created, &failed], u(1200, 1024, 300, 192)),
             ("responses failed without", Api::Responses, vec![created, failed_bare], None),
             ("responses, created only", Api::Responses, vec![created], None),
+            ("responses, type after response", Api::Responses, vec![&type_after], u(1200, 1024, 300, 192)),
+            ("responses, usage on an event that is no end", Api::Responses, vec![&not_an_end], None),
+            ("responses, escaped key: the full parse", Api::Responses, vec![&escaped], u(1200, 1024, 300, 192)),
             ("azure chat with usage", Api::Chat, vec![azure_text, azure_stop, azure_usage, "[DONE]"], u(2006, 1920, 42, 0)),
             ("chat without include_usage", Api::Chat, vec![azure_text, azure_stop, "[DONE]"], None),
             ("chat error after usage", Api::Chat, vec![azure_text, azure_usage, error], u(2006, 1920, 42, 0)),

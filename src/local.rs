@@ -17,8 +17,8 @@ use crate::config::Config;
 use crate::error::{Error, Outcome};
 use crate::inbound::{constant_time_eq, Credentials};
 use crate::metrics::{self, Gauges, Metrics, Recent, RouteKind, Snapshot, UpstreamHealth};
-use crate::usage::Usage;
 use crate::reply::Reply;
+use crate::usage::Usage;
 
 /// A locally answered route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -276,7 +276,9 @@ fn tokens(h: &mut String, s: &Snapshot) {
     let mut by_upstream: Vec<(String, Usage, Usage)> = Vec::new();
     let mut by_client: Vec<(String, Usage, Usage)> = Vec::new();
     for t in &s.tokens {
-        for (rows, key) in [(&mut by_upstream, t.upstream.to_string()), (&mut by_client, t.client_label().to_string())] {
+        for (rows, key) in
+            [(&mut by_upstream, t.upstream.to_string()), (&mut by_client, t.client_label().to_string())]
+        {
             match rows.iter_mut().find(|(k, ..)| *k == key) {
                 Some((_, delivered, discarded)) => {
                     *delivered += t.delivered;

@@ -309,7 +309,8 @@ mod tests {
             "client_gone": true,
         });
         assert_eq!(v, expected, "no usage, no tokens");
-        let line = RequestLine { tokens: Some(SPENT), discarded_tokens: Some(LOST), ..sample(&retries, true) };
+        let line =
+            RequestLine { tokens: Some(SPENT), discarded_tokens: Some(LOST), ..sample(&retries, true) };
         let v: serde_json::Value = serde_json::from_str(&request_line(Format::Json, TS, &line)).unwrap();
         let tokens = json!({"input": 1200, "cached_input": 1024, "output": 300, "reasoning": 192});
         let discarded = json!({"input": 1200, "cached_input": 0, "output": 40, "reasoning": 0});

@@ -50,7 +50,8 @@ fn opening() -> String {
 
 /// A complete Responses stream that cost `counts`.
 fn responses_stream(counts: Counts) -> Vec<u8> {
-    let done = event("response.completed", json!({"response": response("completed", responses_usage(counts))}));
+    let done =
+        event("response.completed", json!({"response": response("completed", responses_usage(counts))}));
     (opening() + &done).into_bytes()
 }
 
@@ -162,8 +163,11 @@ fn responses_pass_through_is_counted() {
 /// client that did not ask (no usage chunk: nothing counted, nothing added to its stream).
 #[test]
 fn chat_pass_through_is_counted() {
-    let script =
-        vec![Step::stream(&chat_done(C)), Step::stream(&chat_done(B)), Step::stream(&chat_stream(None, "[DONE]"))];
+    let script = vec![
+        Step::stream(&chat_done(C)),
+        Step::stream(&chat_done(B)),
+        Step::stream(&chat_stream(None, "[DONE]")),
+    ];
     let mock = Mock::start(script);
     let proxy = Proxy::start(&mock.v1(), &[]);
     let asked = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true}}"#;
@@ -192,7 +196,11 @@ fn translated_answers_are_counted() {
     assert_eq!(post(&proxy.url("/v1/responses"), RESPONSES_PLAIN).status, 200);
     proxy.wait_for_log("tokens=333/0/11/0");
     for seen in mock.seen() {
-        assert_eq!(seen.json()["stream_options"]["include_usage"], json!(true), "the translation asks for usage");
+        assert_eq!(
+            seen.json()["stream_options"]["include_usage"],
+            json!(true),
+            "the translation asks for usage"
+        );
     }
     assert_eq!(tokens(&proxy), (sum(&[C, D]), [0; 4]));
 }
@@ -245,7 +253,11 @@ fn the_documented_alert_rules_are_the_checked_ones() {
     let rules = std::fs::read_to_string(format!("{root}/tests/monitoring/rules.yml")).unwrap();
     let alerts = docs.split("\n## Alerts\n").nth(1).expect("an Alerts section");
     let block = alerts.split("```yaml\n").nth(1).and_then(|b| b.split("```").next());
-    assert_eq!(block, Some(rules.as_str()), "docs/monitoring.md's rules differ from tests/monitoring/rules.yml");
+    assert_eq!(
+        block,
+        Some(rules.as_str()),
+        "docs/monitoring.md's rules differ from tests/monitoring/rules.yml"
+    );
     for alert in ["CodexShieldPromptCacheFalling", "CodexShieldDiscardedTokens"] {
         assert!(rules.contains(&format!("alert: {alert}")), "{alert}");
     }

@@ -6,9 +6,7 @@
 
 use std::fmt::Write as _;
 
-use super::{
-    HistogramSnapshot, RouteKind, Snapshot, Tokens, UpstreamHealth, DURATION_BUCKETS, SIZE_BUCKETS,
-};
+use super::{HistogramSnapshot, RouteKind, Snapshot, Tokens, UpstreamHealth, DURATION_BUCKETS, SIZE_BUCKETS};
 use crate::error::Outcome;
 use crate::usage::{Usage, KINDS};
 use Kind::{Counter, Gauge, Histogram};
@@ -187,7 +185,8 @@ fn tokens(s: &Snapshot, usage: fn(&Tokens) -> Usage) -> Vec<Sample> {
     let mut samples = Vec::new();
     for t in &s.tokens {
         for (kind, n) in KINDS.into_iter().zip(usage(t).counts()) {
-            let labels = vec![upstream(t.upstream), ("client", t.client_label().to_string()), ("kind", kind.into())];
+            let labels =
+                vec![upstream(t.upstream), ("client", t.client_label().to_string()), ("kind", kind.into())];
             samples.push(Sample(labels, n as f64));
         }
     }
@@ -395,14 +394,24 @@ mod tests {
                 .collect(),
             recent: vec![],
             tokens: vec![
-                Tokens { upstream: 1, client: None, delivered: usage(1200, 1024, 300, 192), discarded: usage(0, 0, 0, 0) },
+                Tokens {
+                    upstream: 1,
+                    client: None,
+                    delivered: usage(1200, 1024, 300, 192),
+                    discarded: usage(0, 0, 0, 0),
+                },
                 Tokens {
                     upstream: 1,
                     client: Some("ci \"bot\"".into()),
                     delivered: usage(5000, 0, 70, 0),
                     discarded: usage(4000, 2048, 35, 16),
                 },
-                Tokens { upstream: 2, client: Some("alice".into()), delivered: usage(0, 0, 0, 0), discarded: usage(9, 1, 8, 2) },
+                Tokens {
+                    upstream: 2,
+                    client: Some("alice".into()),
+                    delivered: usage(0, 0, 0, 0),
+                    discarded: usage(9, 1, 8, 2),
+                },
             ],
         }
     }

@@ -288,12 +288,16 @@ pub fn read_stream(
     reading: &Reading,
     mut clock: impl FnMut() -> Instant,
     gone: &dyn Fn() -> bool,
-) -> (Result<(Body, End, Rest), Error>, Option<Usage>) {
+) -> (Received, Option<Usage>) {
     let started = clock();
     let mut stream = Stream::new(reading, started);
     let read = read_events(reader, &mut stream, clock, Watch::new(gone, started));
     (read, stream.progress.usage())
 }
+
+/// What a stream's read came to: the answer's bytes, how it ended and what is left of the
+/// body; or why it failed.
+pub type Received = Result<(Body, End, Rest), Error>;
 
 /// `read_stream`'s loop, over a `stream` its caller keeps.
 fn read_events(
@@ -301,7 +305,7 @@ fn read_events(
     stream: &mut Stream,
     mut clock: impl FnMut() -> Instant,
     mut watch: Watch,
-) -> Result<(Body, End, Rest), Error> {
+) -> Received {
     let reading = stream.reading;
     let mut chunk = [0u8; READ_CHUNK];
     let end = loop {
