@@ -268,9 +268,9 @@ fn outcomes(h: &mut String, s: &Snapshot) {
 /// Tokens by upstream, then by client: what the answers clients got cost, the share of their
 /// input read from the prompt cache, and beside it what the discarded attempts cost.
 fn tokens(h: &mut String, s: &Snapshot) {
-    h.push_str("<h2>Tokens</h2><div class=\"wrap\">");
+    h.push_str("<h2>Tokens</h2>");
     if s.tokens.is_empty() {
-        h.push_str("<p class=\"empty\">No usage reported yet.</p></div>");
+        h.push_str("<div class=\"wrap\"><p class=\"empty\">No usage reported yet.</p></div>");
         return;
     }
     let mut by_upstream: Vec<(String, Usage, Usage)> = Vec::new();
@@ -292,7 +292,7 @@ fn tokens(h: &mut String, s: &Snapshot) {
     for (what, rows) in [("upstream", by_upstream), ("client", by_client)] {
         let _ = write!(
             h,
-            "<table class=\"stack\"><thead><tr><th>{what}</th><th class=\"n\">input</th><th class=\"n\">cached</th>\
+            "<div class=\"wrap\"><table class=\"stack\"><thead><tr><th>{what}</th><th class=\"n\">input</th><th class=\"n\">cached</th>\
              <th class=\"n\">cache hit</th><th class=\"n\">output</th><th class=\"n\">reasoning</th>\
              <th class=\"n\">discarded in</th><th class=\"n\">discarded out</th></tr></thead><tbody>"
         );
@@ -316,9 +316,8 @@ fn tokens(h: &mut String, s: &Snapshot) {
                 x.output
             );
         }
-        h.push_str("</tbody></table>");
+        h.push_str("</tbody></table></div>");
     }
-    h.push_str("</div>");
 }
 
 fn recent(h: &mut String, recent: &[Recent]) {
