@@ -203,13 +203,12 @@ pub fn request(r: &RequestLine) {
 
 fn request_line(format: Format, ts: &str, r: &RequestLine) -> String {
     if format == Format::Json {
-        let v = json!({
+        let mut v = json!({
             "ts": ts, "level": "info", "msg": "request", "req": r.id, "method": r.method,
             "path": r.path, "status": r.status, "attempts": r.attempts, "upstream": r.upstream,
             "retries": r.retries,
             "bytes": r.bytes, "ms": r.ms as u64, "client_gone": r.client_gone,
         });
-        let mut v = v;
         for (key, usage) in [("tokens", r.tokens), ("discarded_tokens", r.discarded_tokens)] {
             if let Some(u) = usage {
                 v[key] = json!({"input": u.input, "cached_input": u.cached, "output": u.output, "reasoning": u.reasoning});

@@ -72,10 +72,6 @@ impl Usage {
         [self.input, self.cached, self.output, self.reasoning]
     }
 
-    pub fn is_zero(&self) -> bool {
-        *self == Usage::default()
-    }
-
     /// Cached input over input, `None` without input.
     pub fn cache_ratio(&self) -> Option<f64> {
         (self.input > 0).then(|| self.cached as f64 / self.input as f64)
@@ -418,7 +414,7 @@ mod tests {
     #[test]
     fn sums_ratio_and_text() {
         let mut total = Usage::default();
-        assert!(total.is_zero() && total.cache_ratio().is_none());
+        assert_eq!(total.cache_ratio(), None);
         total += u(100, 80, 10, 4).unwrap();
         total += u(300, 0, 20, 0).unwrap();
         assert_eq!(total, u(400, 80, 30, 4).unwrap());
