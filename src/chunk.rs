@@ -78,9 +78,8 @@ pub enum Keep {
     /// Everything the answer says.
     Everything,
     /// What the rules need, every field still judged exactly as `Everything` judges it: the
-    /// read-time check, which must not hold the answer twice. `meta`,
-    /// `prompt_filter_results` and `logprobs` are judged and dropped (`usage`, small, is
-    /// kept); the texts (`role`,
+    /// read-time check, which must not hold the answer twice. `meta`, `prompt_filter_results`
+    /// and `logprobs` are judged and dropped (`usage`, small, is kept); the texts (`role`,
     /// `content`, `reasoning`, `refusal`, `finish_reason`, a call's `type` and `arguments`)
     /// are judged and read as `""` (present, not allocated); a call's `id` and `name` are
     /// kept (the fold tells calls apart by id and judges whether a name came).
