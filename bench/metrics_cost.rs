@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use codex_shield::error::Outcome;
 use codex_shield::metrics::{Done, Metrics, RouteKind, Tally};
+use codex_shield::usage::{Spent, Usage};
 
 const PER_THREAD: u32 = 200_000;
 
@@ -45,6 +46,13 @@ fn retried(m: &Metrics) {
     m.request_done(black_box(&done));
 }
 
+/// A clean request whose upstream reported usage (`tokens`: one short lock).
+fn with_tokens(m: &Metrics) {
+    let usage = Usage { input: 1200, cached: 1024, output: 300, reasoning: 192 };
+    m.tokens(1, None, black_box(usage), Spent::Delivered);
+    clean(m);
+}
+
 fn ns_per_request(threads: u32, request: fn(&Metrics)) -> f64 {
     let m = Arc::new(Metrics::new(1));
     let started = Instant::now();
@@ -63,7 +71,12 @@ fn ns_per_request(threads: u32, request: fn(&Metrics)) -> f64 {
 fn main() {
     println!("| request | 1 thread | 32 threads, one shared Metrics |");
     println!("|---|--:|--:|");
-    for (name, f) in [("clean: 1 attempt", clean as fn(&Metrics)), ("2 retries, then an answer", retried)] {
+    let requests = [
+        ("clean: 1 attempt", clean as fn(&Metrics)),
+        ("clean, with its tokens", with_tokens),
+        ("2 retries, then an answer", retried),
+    ];
+    for (name, f) in requests {
         println!("| {name} | {:.0} ns | {:.0} ns |", ns_per_request(1, f), ns_per_request(32, f));
     }
 }

@@ -25,6 +25,7 @@ use crate::error::StreamError;
 use crate::fold::{Fold, Step};
 use crate::retry;
 use crate::sse::Event;
+use crate::usage::{self, Usage};
 
 /// What an event says about the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +56,8 @@ pub fn observe(api: Api, event: &Event) -> Verdict {
 pub struct Progress {
     /// Chat: the answer's shape, folded by the same rules as every consumer of it.
     chat: Fold,
+    /// Responses: the usage of the last terminal (or failed) event that had one.
+    usage: Option<Usage>,
 }
 
 impl Progress {
@@ -73,17 +76,25 @@ impl Progress {
                 Err(reason) => Verdict::Malformed(reason),
             };
         }
-        if let Some(verdict) = quick(event.name, data) {
-            return verdict;
-        }
-        let value: Value = match serde_json::from_slice(data) {
-            Ok(v) => v,
-            Err(e) => return Verdict::Malformed(format!("event data is not JSON: {e}")),
+        let (verdict, usage) = match quick(event.name, data) {
+            Some(quick) => quick,
+            None => match serde_json::from_slice::<Value>(data) {
+                Ok(value) if value["type"] == "keepalive" => (Verdict::KeepAlive, None),
+                Ok(value) => (responses(event.name, &value), Usage::from_value(&value["response"]["usage"])),
+                Err(e) => (Verdict::Malformed(format!("event data is not JSON: {e}")), None),
+            },
         };
-        if value["type"] == "keepalive" {
-            return Verdict::KeepAlive;
+        // An end (complete or failed) says what the answer cost.
+        if matches!(verdict, Verdict::Complete | Verdict::Failed(_)) {
+            self.usage = usage.or(self.usage);
         }
-        responses(event.name, &value)
+        verdict
+    }
+
+    /// The usage the stream reported so far: a Responses stream's terminal event's, a chat
+    /// stream's last non-null `usage`.
+    pub fn usage(&self) -> Option<Usage> {
+        self.usage.or_else(|| self.chat.usage().and_then(Usage::from_value))
     }
 
     /// Whether a chat stream whose body ends cleanly now holds a whole answer: at least one
@@ -94,21 +105,23 @@ impl Progress {
 }
 
 /// The common case of a Responses event without building a tree: the event is parsed (and so
-/// validated) with every value skipped but `type`. `None` when the event needs the full
-/// parse: an error, a failure, or anything unusual (escaped keys, a non-string type).
-fn quick(name: &[u8], data: &[u8]) -> Option<Verdict> {
+/// validated) with every value skipped but `type` and `response.usage`. `None` when the event
+/// needs the full parse: an error, a failure, or anything unusual (escaped keys, a non-string
+/// type).
+fn quick(name: &[u8], data: &[u8]) -> Option<(Verdict, Option<Usage>)> {
     let mut json = serde_json::Deserializer::from_slice(data);
     let head = HeadSeed.deserialize(&mut json).ok()?;
     json.end().ok()?;
     let kind = match head.kind {
-        Some("keepalive") => return Some(Verdict::KeepAlive),
+        Some("keepalive") => return Some((Verdict::KeepAlive, None)),
         Some(kind) => kind,
         None => std::str::from_utf8(name).ok()?,
     };
+    let usage = head.usage;
     match kind {
-        "response.completed" | "response.incomplete" => Some(Verdict::Complete),
+        "response.completed" | "response.incomplete" => Some((Verdict::Complete, usage)),
         "response.failed" | "error" => None,
-        _ => Some(Verdict::Pending),
+        _ => Some((Verdict::Pending, usage)),
     }
 }
 
@@ -117,6 +130,8 @@ fn quick(name: &[u8], data: &[u8]) -> Option<Verdict> {
 struct Head<'a> {
     /// `type`, when it is a string without escapes.
     kind: Option<&'a str>,
+    /// `response.usage`, read as it goes by.
+    usage: Option<Usage>,
 }
 
 /// Reads a `Head`.
@@ -142,6 +157,11 @@ impl<'de> Visitor<'de> for HeadSeed {
         while let Some(key) = map.next_key::<&str>()? {
             match key {
                 "type" => head.kind = Some(map.next_value()?),
+                // Only an end says what the answer cost: the others' `response` is skipped
+                // whole (when `type` came first, as servers write it).
+                "response" if head.kind.is_none_or(is_end) => {
+                    head.usage = map.next_value_seed(usage::InResponse)?
+                }
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -149,6 +169,11 @@ impl<'de> Visitor<'de> for HeadSeed {
         }
         Ok(head)
     }
+}
+
+/// Whether a Responses event of this type ends the stream (complete or failed).
+fn is_end(kind: &str) -> bool {
+    matches!(kind, "response.completed" | "response.incomplete" | "response.failed")
 }
 
 fn responses(name: &[u8], value: &Value) -> Verdict {
@@ -406,6 +431,48 @@ mod tests {
         ];
         for (data, expected) in cases {
             assert_eq!(short(&verdict(Api::Chat, "", data)), *expected, "{data}");
+        }
+    }
+
+    /// What a stream reports it cost, read from the events the check sees anyway: a
+    /// Responses end (completed, incomplete, failed), a chat stream's last non-null `usage`
+    /// (Azure's shape, OpenAI's `usage: null` in every chunk, an error after the usage chunk).
+    #[test]
+    #[rustfmt::skip] // one row per stream
+    fn usage_of_a_stream() {
+        use crate::usage::Usage;
+        let u = |input, cached, output, reasoning| Some(Usage { input, cached, output, reasoning });
+        let responses_usage = r#"{"input_tokens":1200,"input_tokens_details":{"cached_tokens":1024},"output_tokens":300,"output_tokens_details":{"reasoning_tokens":192},"total_tokens":1500}"#;
+        let created = r#"{"type":"response.created","response":{"status":"in_progress","usage":null,"error":null}}"#;
+        let completed = format!(r#"{{"type":"response.completed","response":{{"status":"completed","error":null,"usage":{responses_usage}}}}}"#);
+        let failed = format!(r#"{{"type":"response.failed","response":{{"status":"failed","error":{{"code":"server_error","message":"x"}},"usage":{responses_usage}}}}}"#);
+        let failed_bare = r#"{"type":"response.failed","response":{"status":"failed","error":{"code":"server_error","message":"x"}}}"#;
+        let azure_text = r#"{"choices":[{"content_filter_results":{},"delta":{"content":"hi"},"finish_reason":null,"index":0}],"created":1,"id":"c","model":"gpt-4o","object":"chat.completion.chunk","usage":null}"#;
+        let azure_stop = r#"{"choices":[{"content_filter_results":{},"delta":{},"finish_reason":"stop","index":0}],"created":1,"id":"c","model":"gpt-4o","object":"chat.completion.chunk","usage":null}"#;
+        let azure_usage = r#"{"choices":[],"created":1,"id":"c","model":"gpt-4o","object":"chat.completion.chunk","usage":{"completion_tokens":42,"completion_tokens_details":{"reasoning_tokens":0},"prompt_tokens":2006,"prompt_tokens_details":{"cached_tokens":1920},"total_tokens":2048}}"#;
+        let error = r#"{"error":{"code":"server_error","message":"boom"}}"#;
+        let type_after = format!(r#"{{"response":{{"usage":{responses_usage}}},"type":"response.incomplete"}}"#);
+        let not_an_end = format!(r#"{{"type":"response.in_progress","response":{{"usage":{responses_usage}}}}}"#);
+        let escaped = format!(r#"{{"type":"response.completed","\u0072esponse":{{"usage":{responses_usage}}}}}"#);
+        let cases: Vec<(&str, Api, Vec<&str>, Option<Usage>)> = vec![
+            ("responses completed", Api::Responses, vec![created, &completed], u(1200, 1024, 300, 192)),
+            ("responses failed with usage", Api::Responses, vec![created, &failed], u(1200, 1024, 300, 192)),
+            ("responses failed without", Api::Responses, vec![created, failed_bare], None),
+            ("responses, created only", Api::Responses, vec![created], None),
+            ("responses, type after response", Api::Responses, vec![&type_after], u(1200, 1024, 300, 192)),
+            ("responses, usage on an event that is no end", Api::Responses, vec![&not_an_end], None),
+            ("responses, escaped key: the full parse", Api::Responses, vec![&escaped], u(1200, 1024, 300, 192)),
+            ("azure chat with usage", Api::Chat, vec![azure_text, azure_stop, azure_usage, "[DONE]"], u(2006, 1920, 42, 0)),
+            ("chat without include_usage", Api::Chat, vec![azure_text, azure_stop, "[DONE]"], None),
+            ("chat error after usage", Api::Chat, vec![azure_text, azure_usage, error], u(2006, 1920, 42, 0)),
+            ("chat usage in the last choice chunk", Api::Chat, vec![azure_text, r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#], u(3, 0, 4, 0)),
+        ];
+        for (name, api, events, expected) in cases {
+            let mut progress = Progress::default();
+            for data in events {
+                progress.observe(api, &Event { name: b"", data: data.as_bytes() });
+            }
+            assert_eq!(progress.usage(), expected, "{name}");
         }
     }
 

@@ -78,8 +78,8 @@ pub enum Keep {
     /// Everything the answer says.
     Everything,
     /// What the rules need, every field still judged exactly as `Everything` judges it: the
-    /// read-time check, which must not hold the answer twice. `meta`, `usage`,
-    /// `prompt_filter_results` and `logprobs` are judged and dropped; the texts (`role`,
+    /// read-time check, which must not hold the answer twice. `meta`, `prompt_filter_results`
+    /// and `logprobs` are judged and dropped (`usage`, small, is kept); the texts (`role`,
     /// `content`, `reasoning`, `refusal`, `finish_reason`, a call's `type` and `arguments`)
     /// are judged and read as `""` (present, not allocated); a call's `id` and `name` are
     /// kept (the fold tells calls apart by id and judges whether a name came).
@@ -198,7 +198,8 @@ impl<'de> Visitor<'de> for ChunkVisitor {
         fields(map, CHUNK, |name, map| {
             match name {
                 "type" => chunk.keepalive = map.next_value::<Value>()? == "keepalive",
-                "usage" => chunk.usage = map.next_value_seed(Kept(keep))?.map(Box::new),
+                // Kept in both parses: small, and what the answer cost (`usage.rs`).
+                "usage" => chunk.usage = map.next_value_seed(Kept(Keep::Everything))?.map(Box::new),
                 "prompt_filter_results" => {
                     chunk.prompt_filter_results = map.next_value_seed(Kept(keep))?.map(Box::new)
                 }
@@ -827,7 +828,8 @@ mod tests {
         );
         assert_eq!(all.choices[0].logprobs.as_deref(), Some(&json!({"content": []})));
         let shape = parse(data, Keep::Shape).unwrap();
-        assert!(shape.meta.is_empty() && shape.usage.is_none() && shape.prompt_filter_results.is_none());
+        assert!(shape.meta.is_empty() && shape.prompt_filter_results.is_none());
+        assert_eq!(shape.usage.as_deref(), Some(&json!({"total_tokens":3})), "what it cost is kept");
         assert_eq!(shape.choices[0].delta.content.as_deref(), Some(""), "judged, not kept");
         let ping = parse(br#"{"type":"keepalive"}"#, Keep::Shape).unwrap();
         assert!(ping.keepalive);

@@ -142,6 +142,12 @@ impl Fold {
         !choices.is_empty() && choices.values().all(|c| c.finish_reason.is_some())
     }
 
+    /// The last non-null `usage` so far (kept in both folds: it is small, and what the
+    /// answer cost).
+    pub fn usage(&self) -> Option<&Value> {
+        self.answer.usage.as_ref()
+    }
+
     /// The folded answer, if it is a whole one.
     pub fn finish(self) -> Result<Answer, String> {
         self.whole()?;

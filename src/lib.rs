@@ -43,6 +43,7 @@ pub mod sync;
 pub mod traceparent;
 pub mod translate;
 pub mod upstream;
+pub mod usage;
 
 use std::ffi::OsString;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -22,6 +22,7 @@ use crate::metrics::{
     self, ClientGauge, ClientRow, Gauges, Metrics, Recent, RouteKind, Snapshot, UpstreamHealth,
 };
 use crate::reply::Reply;
+use crate::usage::Usage;
 
 /// A locally answered route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,6 +185,7 @@ pub fn status_page(s: &Snapshot) -> String {
     upstreams(&mut h, s);
     clients(&mut h, &s.clients);
     outcomes(&mut h, s);
+    tokens(&mut h, s);
     recent(&mut h, &s.recent);
     h.push_str("</main></body></html>\n");
     h
@@ -313,6 +315,61 @@ fn outcomes(h: &mut String, s: &Snapshot) {
     h.push_str("</tbody></table></div>");
 }
 
+/// Tokens by upstream, then by client: what the answers clients got cost, the share of their
+/// input read from the prompt cache, and beside it what the discarded attempts cost.
+fn tokens(h: &mut String, s: &Snapshot) {
+    h.push_str("<h2>Tokens</h2>");
+    if s.tokens.is_empty() {
+        h.push_str("<div class=\"wrap\"><p class=\"empty\">No usage reported yet.</p></div>");
+        return;
+    }
+    let mut by_upstream: Vec<(String, Usage, Usage)> = Vec::new();
+    let mut by_client: Vec<(String, Usage, Usage)> = Vec::new();
+    for t in &s.tokens {
+        for (rows, key) in
+            [(&mut by_upstream, t.upstream.to_string()), (&mut by_client, t.client_label().to_string())]
+        {
+            match rows.iter_mut().find(|(k, ..)| *k == key) {
+                Some((_, delivered, discarded)) => {
+                    *delivered += t.delivered;
+                    *discarded += t.discarded;
+                }
+                None => rows.push((key, t.delivered, t.discarded)),
+            }
+        }
+    }
+    by_client.sort_by(|a, b| a.0.cmp(&b.0));
+    for (what, rows) in [("upstream", by_upstream), ("client", by_client)] {
+        let _ = write!(
+            h,
+            "<div class=\"wrap\"><table class=\"stack\"><thead><tr><th>{what}</th><th class=\"n\">input</th><th class=\"n\">cached</th>\
+             <th class=\"n\">cache hit</th><th class=\"n\">output</th><th class=\"n\">reasoning</th>\
+             <th class=\"n\">discarded in</th><th class=\"n\">discarded out</th></tr></thead><tbody>"
+        );
+        for (key, d, x) in rows {
+            let ratio = d.cache_ratio().map_or("–".to_string(), |r| format!("{:.1} %", r * 100.0));
+            let id = format!("{what}-{}", html(&key));
+            let _ = write!(
+                h,
+                "<tr><td data-label=\"{what}\">{}</td><td class=\"n\" data-label=\"input\" id=\"input-{id}\">{}</td>\
+                 <td class=\"n\" data-label=\"cached\">{}</td>\
+                 <td class=\"n\" data-label=\"cache hit\" id=\"cache-{id}\">{ratio}</td>\
+                 <td class=\"n\" data-label=\"output\" id=\"output-{id}\">{}</td><td class=\"n\" data-label=\"reasoning\">{}</td>\
+                 <td class=\"n\" data-label=\"discarded in\" id=\"discarded-{id}\">{}</td>\
+                 <td class=\"n\" data-label=\"discarded out\">{}</td></tr>",
+                html(&key),
+                d.input,
+                d.cached,
+                d.output,
+                d.reasoning,
+                x.input,
+                x.output
+            );
+        }
+        h.push_str("</tbody></table></div>");
+    }
+}
+
 fn recent(h: &mut String, recent: &[Recent]) {
     let _ = write!(h, "<h2>Last {} requests</h2><div class=\"wrap\">", metrics::RECENT);
     if recent.is_empty() {
@@ -426,6 +483,7 @@ fn html(s: &str) -> String {
 mod tests {
     use super::*;
     use crate::metrics::{Done, Tally};
+    use crate::usage::Spent;
 
     #[test]
     fn routes() {
@@ -504,6 +562,10 @@ mod tests {
             delivered: true,
         };
         m.request_done(&done);
+        let usage = |input, cached, output| Usage { input, cached, output, reasoning: 0 };
+        m.tokens(1, None, usage(1000, 750, 40), Spent::Delivered);
+        m.tokens(1, Some(&"<b>ob".into()), usage(200, 50, 10), Spent::Delivered);
+        m.tokens(1, Some(&"<b>ob".into()), usage(300, 0, 5), Spent::Discarded);
         let up = UpstreamHealth { number: 1, endpoint: "https://x/v1?<script>".into(), cooling_down: None };
         m.snapshot(Gauges { in_flight: 0, max_concurrent: 256 }, &[up])
     }
@@ -522,6 +584,11 @@ mod tests {
             "2.3 s",
             "https://x/v1?&lt;script&gt;",
             "<span class=\"ok\">ready</span>",
+            "id=\"cache-upstream-1\">66.7 %</td>",
+            "id=\"discarded-upstream-1\">300</td>",
+            "id=\"cache-client--\">75.0 %</td>",
+            "id=\"cache-client-&lt;b&gt;ob\">25.0 %</td>",
+            "id=\"discarded-client-&lt;b&gt;ob\">300</td>",
         ] {
             assert!(page.contains(needle), "missing {needle:?}");
         }

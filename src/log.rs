@@ -15,6 +15,7 @@ use serde_json::json;
 
 use crate::date;
 use crate::scrub::Scrubber;
+use crate::usage::Usage;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
@@ -194,6 +195,10 @@ pub struct RequestLine<'a> {
     pub trace: &'a str,
     /// The upstream's own request id on the answer, if it sent one.
     pub upstream_rid: Option<&'a str>,
+    /// What the answer the client got cost, when its upstream said.
+    pub tokens: Option<Usage>,
+    /// What the attempts the shield discarded cost, when their upstreams said.
+    pub discarded_tokens: Option<Usage>,
 }
 
 /// The request's line, at level info.
@@ -205,13 +210,18 @@ pub fn request(r: &RequestLine) {
 
 fn request_line(format: Format, ts: &str, r: &RequestLine) -> String {
     if format == Format::Json {
-        let v = json!({
+        let mut v = json!({
             "ts": ts, "level": "info", "msg": "request", "req": r.id, "method": r.method,
             "path": r.path, "client": r.client, "status": r.status, "attempts": r.attempts, "upstream": r.upstream,
             "retries": r.retries,
             "bytes": r.bytes, "ms": r.ms as u64, "client_gone": r.client_gone,
             "rid": r.rid, "trace": r.trace, "upstream_rid": r.upstream_rid,
         });
+        for (key, usage) in [("tokens", r.tokens), ("discarded_tokens", r.discarded_tokens)] {
+            if let Some(u) = usage {
+                v[key] = json!({"input": u.input, "cached_input": u.cached, "output": u.output, "reasoning": u.reasoning});
+            }
+        }
         return v.to_string() + "\n";
     }
     let retries =
@@ -220,8 +230,10 @@ fn request_line(format: Format, ts: &str, r: &RequestLine) -> String {
     let upstream = r.upstream.map_or(String::new(), |n| format!(" upstream={n}"));
     let client = r.client.map_or(String::new(), |name| format!(" client={name}"));
     let theirs = r.upstream_rid.map_or(String::new(), |id| format!(" upstream_rid={id:?}"));
+    let tokens = r.tokens.map_or(String::new(), |u| format!(" tokens={u}"));
+    let discarded = r.discarded_tokens.map_or(String::new(), |u| format!(" discarded_tokens={u}"));
     let text = format_args!(
-        "req={} {} {}{client} status={} attempts={}{upstream}{retries} bytes={} ms={} rid={} trace={}{theirs}{gone}",
+        "req={} {} {}{client} status={} attempts={}{upstream}{retries} bytes={} ms={}{tokens}{discarded} rid={} trace={}{theirs}{gone}",
         r.id, r.method, r.path, r.status, r.attempts, r.bytes, r.ms, r.rid, r.trace
     );
     line(Format::Text, ts, Level::Info, text)
@@ -256,8 +268,13 @@ mod tests {
             rid: "00f067aa0ba902b7",
             trace: "4bf92f3577b34da6a3ce929d0e0e4736",
             upstream_rid: client_gone.then_some("req_\"x"),
+            tokens: None,
+            discarded_tokens: None,
         }
     }
+
+    const SPENT: Usage = Usage { input: 1200, cached: 1024, output: 300, reasoning: 192 };
+    const LOST: Usage = Usage { input: 1200, cached: 0, output: 40, reasoning: 0 };
 
     const TS: &str = "2026-11-25T14:20:32.123Z";
 
@@ -282,6 +299,19 @@ mod tests {
                 "2026-11-25T14:20:32.123Z INFO  req=7 POST /v1/responses client=ci-bot status=200 attempts=3 \
                  upstream=2 bytes=17700 ms=2345 rid=00f067aa0ba902b7 trace=4bf92f3577b34da6a3ce929d0e0e4736\n",
             ),
+            (
+                RequestLine { tokens: Some(SPENT), ..sample(&[], false) },
+                "2026-11-25T14:20:32.123Z INFO  req=7 POST /v1/responses status=200 attempts=3 upstream=2 \
+                 bytes=17700 ms=2345 tokens=1200/1024/300/192 rid=00f067aa0ba902b7 \
+                 trace=4bf92f3577b34da6a3ce929d0e0e4736\n",
+            ),
+            (
+                RequestLine { tokens: Some(SPENT), discarded_tokens: Some(LOST), ..sample(&retries, true) },
+                "2026-11-25T14:20:32.123Z INFO  req=7 POST /v1/responses status=200 attempts=3 upstream=2 \
+                 retries=[u1 429 +1.00s, u2 cut +2.10s] bytes=17700 ms=2345 tokens=1200/1024/300/192 \
+                 discarded_tokens=1200/0/40/0 rid=00f067aa0ba902b7 trace=4bf92f3577b34da6a3ce929d0e0e4736 \
+                 upstream_rid=\"req_\\\"x\" client-gone\n",
+            ),
         ];
         for (r, expected) in cases {
             assert_eq!(request_line(Format::Text, TS, &r), expected);
@@ -302,7 +332,13 @@ mod tests {
             "client_gone": true, "rid": "00f067aa0ba902b7", "trace": "4bf92f3577b34da6a3ce929d0e0e4736",
             "upstream_rid": "req_\"x",
         });
-        assert_eq!(v, expected);
+        assert_eq!(v, expected, "no usage, no tokens");
+        let line =
+            RequestLine { tokens: Some(SPENT), discarded_tokens: Some(LOST), ..sample(&retries, true) };
+        let v: serde_json::Value = serde_json::from_str(&request_line(Format::Json, TS, &line)).unwrap();
+        let tokens = json!({"input": 1200, "cached_input": 1024, "output": 300, "reasoning": 192});
+        let discarded = json!({"input": 1200, "cached_input": 0, "output": 40, "reasoning": 0});
+        assert_eq!((&v["tokens"], &v["discarded_tokens"]), (&tokens, &discarded));
     }
 
     #[test]

@@ -8,9 +8,10 @@
 //! fixed-size value carried by the request and folded in by `request_done`. Every dimension
 //! is a fixed set (routes, statuses, `Outcome`s, upstream numbers), so counters are arrays
 //! indexed by it and a label value is never a request id, a client-chosen model, a path or a
-//! key. The one exception is the client's name, a name of `CLIENT_KEYS_FILE` (or `-`): its
-//! counters live in a small map under a short lock, allocated once per name. This module does
-//! no I/O and formats nothing.
+//! key. Two exceptions are per client, a name of `CLIENT_KEYS_FILE` (or `-`): its request
+//! counters live in a small map under a short lock, allocated once per name; and the tokens an
+//! attempt cost (`tokens`), by upstream and client, in a short list under a lock taken once per
+//! attempt that reported usage. This module does no I/O and formats nothing.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::check::Api;
 use crate::error::Outcome;
 use crate::route::Route;
+use crate::usage::{Spent, Usage};
 
 mod exposition;
 
@@ -143,6 +145,26 @@ pub struct UpstreamHealth {
     pub cooling_down: Option<Duration>,
 }
 
+/// The tokens one upstream reported for one client's attempts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Tokens {
+    /// 1..N, the `upstream` label.
+    pub upstream: usize,
+    /// The client's name (CLIENT_KEYS_FILE); `None` without one, the label `-`.
+    pub client: Option<Arc<str>>,
+    /// Attempts whose answer (or final error) the client got.
+    pub delivered: Usage,
+    /// Attempts the shield discarded: retried, given up, or abandoned.
+    pub discarded: Usage,
+}
+
+impl Tokens {
+    /// The `client` label's value.
+    pub fn client_label(&self) -> &str {
+        self.client.as_deref().unwrap_or("-")
+    }
+}
+
 /// A fixed-bucket histogram of `u64` observations (microseconds or bytes).
 struct Histogram {
     /// Upper bounds in the observation's unit.
@@ -192,6 +214,8 @@ pub struct Metrics {
     recent: Mutex<Ring>,
     /// Per client name (`-`: none), requests by status class and refusals past `max=`.
     clients: Mutex<BTreeMap<Arc<str>, ClientCounts>>,
+    /// By upstream and client, in the order first seen.
+    tokens: Mutex<Vec<Tokens>>,
 }
 
 /// The status classes counted per client: 1xx to 5xx.
@@ -268,6 +292,7 @@ impl Metrics {
             upstream_durations: (0..upstreams).map(|_| Histogram::new(&DURATION_BUCKETS, MICROS)).collect(),
             recent: Mutex::new(Ring::default()),
             clients: Mutex::new(BTreeMap::new()),
+            tokens: Mutex::new(Vec::new()),
         }
     }
 
@@ -301,6 +326,24 @@ impl Metrics {
         self.attempts[u * OUTCOMES + outcome.index()].fetch_add(1, Relaxed);
         self.upstream_durations[u].observe(micros(took));
         tally.attempt(outcome);
+    }
+
+    /// What an attempt on `upstream` (1-based) for `client` cost, as its upstream reported it,
+    /// and whether the client got what it produced.
+    pub fn tokens(&self, upstream: usize, client: Option<&Arc<str>>, usage: Usage, spent: Spent) {
+        let upstream = upstream.clamp(1, self.upstreams());
+        let mut rows = crate::sync::lock(&self.tokens);
+        let i = match rows.iter().position(|t| t.upstream == upstream && t.client.as_ref() == client) {
+            Some(i) => i,
+            None => {
+                rows.push(Tokens { upstream, client: client.cloned(), ..Tokens::default() });
+                rows.len() - 1
+            }
+        };
+        match spent {
+            Spent::Delivered => rows[i].delivered += usage,
+            Spent::Discarded => rows[i].discarded += usage,
+        }
     }
 
     /// The proxy is about to wait `wait` before retrying after a `reason` failure.
@@ -388,7 +431,15 @@ impl Metrics {
                 .iter()
                 .map(|(name, &counts)| ClientRow { name: name.to_string(), counts, ..ClientRow::default() })
                 .collect(),
+            tokens: self.tokens_by_upstream_and_client(),
         }
+    }
+
+    /// The token rows, by upstream then client (`-` first).
+    fn tokens_by_upstream_and_client(&self) -> Vec<Tokens> {
+        let mut rows = crate::sync::lock(&self.tokens).clone();
+        rows.sort_by(|a, b| (a.upstream, &a.client).cmp(&(b.upstream, &b.client)));
+        rows
     }
 }
 
@@ -482,6 +533,8 @@ pub struct Snapshot {
     pub recent: Vec<Recent>,
     /// Every client name seen or in the file in effect, by name (`-` among them).
     pub clients: Vec<ClientRow>,
+    /// Tokens by upstream and client.
+    pub tokens: Vec<Tokens>,
 }
 
 impl Snapshot {
@@ -602,6 +655,31 @@ mod tests {
             ("carol", [0; 5], 0, 0, None),
         ];
         assert_eq!(rows, expected);
+    }
+
+    /// Tokens add up per upstream and client, delivered apart from discarded; an upstream
+    /// number out of range is the last one, as for attempts.
+    #[test]
+    fn tokens_by_upstream_client_and_fate() {
+        let m = Metrics::new(2);
+        let alice: Arc<str> = "alice".into();
+        let u = |input, cached, output, reasoning| Usage { input, cached, output, reasoning };
+        m.tokens(2, Some(&alice), u(100, 80, 10, 5), Spent::Delivered);
+        m.tokens(1, None, u(7, 0, 3, 0), Spent::Discarded);
+        m.tokens(2, Some(&alice), u(50, 0, 4, 0), Spent::Discarded);
+        m.tokens(2, Some(&"alice".into()), u(100, 20, 10, 0), Spent::Delivered);
+        m.tokens(9, None, u(1, 1, 1, 1), Spent::Delivered);
+        let s = m.snapshot(Gauges::default(), &[]);
+        let rows: Vec<(usize, &str, Usage, Usage)> =
+            s.tokens.iter().map(|t| (t.upstream, t.client_label(), t.delivered, t.discarded)).collect();
+        assert_eq!(
+            rows,
+            vec![
+                (1, "-", u(0, 0, 0, 0), u(7, 0, 3, 0)),
+                (2, "-", u(1, 1, 1, 1), u(0, 0, 0, 0)),
+                (2, "alice", u(200, 100, 20, 5), u(50, 0, 4, 0)),
+            ]
+        );
     }
 
     #[test]

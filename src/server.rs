@@ -382,6 +382,8 @@ fn handle(state: &State, mut request: tiny_http::Request, route: Route) {
             rid: &context.request_id(),
             trace: &context.trace_id(),
             upstream_rid: trace.upstream_rid.as_deref(),
+            tokens: trace.tokens,
+            discarded_tokens: trace.discarded_tokens,
         });
     }
     // The answer is out: the rest of its upstream body, read now, lets the connection be reused.

@@ -35,6 +35,7 @@ use crate::traceparent;
 use crate::translate;
 use crate::translate::{chat_answer, chat_request};
 use crate::upstream::{Agent, Answer, Outgoing, Tail};
+use crate::usage::{Spent, Usage};
 
 /// A job resolved for one upstream: what to send, and how to read the answer back.
 struct Prepared {
@@ -176,6 +177,10 @@ pub struct Trace {
     pub context: traceparent::Context,
     /// The same story for the metrics and `/status`, without allocation.
     pub tally: Tally,
+    /// What the upstreams reported the answer the client got cost, if they did.
+    pub tokens: Option<Usage>,
+    /// What they reported the attempts the shield discarded cost, if they did.
+    pub discarded_tokens: Option<Usage>,
 }
 
 impl Trace {
@@ -278,7 +283,7 @@ impl Shield<'_> {
             );
             let attempt_started = Instant::now();
             let answering = &mut || self.pool.answering(i, attempt_started);
-            let result = self.upstream.attempt(&p.outgoing, answering, &|| self.caller.gone());
+            let (result, usage) = self.upstream.attempt(&p.outgoing, answering, &|| self.caller.gone());
             let err = match result {
                 Ok(mut answer) => {
                     let outcome = answer.outcome();
@@ -289,7 +294,14 @@ impl Shield<'_> {
                     // the answer is turned into the reply.
                     drop(prepared);
                     p.outgoing.body = Vec::new();
-                    return Served { reply: deliver(answer, job, p, self), tail };
+                    // A complete answer the client cannot be given (no memory to assemble
+                    // it, not assemblable) is discarded: it cost all the same.
+                    let (reply, spent) = match deliver(answer, job, p, self) {
+                        Ok(reply) => (reply, Spent::Delivered),
+                        Err(e) => (Reply::error(&e), Spent::Discarded),
+                    };
+                    self.spent(trace, target.number, job, usage, spent);
+                    return Served { reply, tail };
                 }
                 Err(err) => err,
             };
@@ -305,6 +317,9 @@ impl Shield<'_> {
                 Fate::Elsewhere => Fate::Deliver,
                 other => other,
             };
+            // A failed attempt's answer is never the client's (what a failure passes on, a
+            // status or an error body, reports no usage): what it cost was discarded.
+            self.spent(trace, target.number, job, usage, Spent::Discarded);
             let Fate::Retry { hint } = fate else {
                 trace.failures.push((target.number, outcome, Duration::ZERO));
                 // A client that left is nobody's failure to report as the upstream's.
@@ -347,6 +362,17 @@ impl Shield<'_> {
             return Reply::error(&err);
         }
         crate::codex::give_up_reply(&format!("codex-shield: {err}"))
+    }
+
+    /// Count what an attempt on `upstream` cost, if its upstream said, as `spent`.
+    fn spent(&self, trace: &mut Trace, upstream: usize, job: &Job, usage: Option<Usage>, spent: Spent) {
+        let Some(usage) = usage else { return };
+        self.metrics.tokens(upstream, job.client.as_ref(), usage, spent);
+        let sum = match spent {
+            Spent::Delivered => &mut trace.tokens,
+            Spent::Discarded => &mut trace.discarded_tokens,
+        };
+        *sum.get_or_insert_default() += usage;
     }
 
     /// Sleep `wait` (at most `POLL`), unless the client has hung up: `false` if it has,
@@ -405,13 +431,14 @@ fn pass_on(err: Error) -> Reply {
 
 /// The client's reply for a complete answer: the stream as received, the JSON it asked for,
 /// or, for a translated exchange, the Responses stream or object made from the chat answer
-/// (the chat stream or `chat.completion` made from the Responses answer, for a chat client).
-fn deliver(mut answer: Answer, job: &Job, p: Prepared, shield: &Shield) -> Reply {
+/// (the chat stream or `chat.completion` made from the Responses answer, for a chat client);
+/// an `Err` when the complete answer cannot be made into it.
+fn deliver(mut answer: Answer, job: &Job, p: Prepared, shield: &Shield) -> Result<Reply, Error> {
     let mut headers = std::mem::take(&mut answer.headers);
     let exchange = p.exchange.filter(|_| answer.checked);
     let Some(exchange) = exchange else {
         let content_type = answer.content_type.unwrap_or_else(|| "application/octet-stream".into());
-        return Reply { status: answer.status, content_type, headers, body: answer.body };
+        return Ok(Reply { status: answer.status, content_type, headers, body: answer.body });
     };
     // Made into another form, the answer is held a few times over for a moment.
     let cost = match (exchange.translated(), job.wants_stream) {
@@ -419,22 +446,19 @@ fn deliver(mut answer: Answer, job: &Job, p: Prepared, shield: &Shield) -> Reply
         (false, false) => memory::ASSEMBLED_ANSWER_COST,
         (false, true) => 0,
     };
-    let _work = match memory::Hold::reserve(answer.body.len() * cost) {
-        Ok(hold) => hold,
-        Err(overdrawn) => return Reply::error(&overdrawn.into()),
-    };
+    let _work = memory::Hold::reserve(answer.body.len() * cost)?;
     match (exchange.translated(), exchange.client) {
-        (true, Api::Responses) => return translated(answer, job, p, headers),
-        (true, Api::Chat) => return chat_translated(answer, job, shield, p.recalled, headers),
+        (true, Api::Responses) => return Ok(translated(answer, job, p, headers)),
+        (true, Api::Chat) => return Ok(chat_translated(answer, job, shield, p.recalled, headers)),
         (false, _) => {}
     }
     if job.wants_stream {
         headers.push(("cache-control".into(), "no-cache".into()));
         let content_type = "text/event-stream; charset=utf-8".into();
-        return Reply { status: 200, content_type, headers, body: answer.body };
+        return Ok(Reply { status: 200, content_type, headers, body: answer.body });
     }
     if let Some(e) = &answer.final_error {
-        return Reply::stream_error(e);
+        return Ok(Reply::stream_error(e));
     }
     let value = match exchange.upstream {
         Api::Responses => assemble::responses(&answer.body)
@@ -446,10 +470,10 @@ fn deliver(mut answer: Answer, job: &Job, p: Prepared, shield: &Shield) -> Reply
     };
     let mut reply = match value {
         Ok(v) => Reply::json(200, &v),
-        Err(reason) => Reply::error(&Error::Truncated { received: answer.body.len(), reason }),
+        Err(reason) => return Err(Error::Truncated { received: answer.body.len(), reason }),
     };
     reply.headers = headers;
-    reply
+    Ok(reply)
 }
 
 /// A complete chat answer for a Responses client.

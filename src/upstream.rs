@@ -39,6 +39,7 @@ use crate::config::Config;
 use crate::error::{Error, Outcome, Rejection, StreamError};
 use crate::retry;
 use crate::scrub::Scrubber;
+use crate::usage::Usage;
 
 mod read;
 mod tail;
@@ -157,17 +158,20 @@ impl Agent {
     /// One attempt: send, then read everything (checking SSE on the way). `answering` is
     /// called once the upstream has answered with a success status, before the body is read;
     /// `gone` tells whether the client has left (then the attempt ends with `ClientGone`).
-    /// What it reports carries no upstream key.
+    /// What it reports carries no upstream key. Beside it, whatever the attempt came to, the
+    /// usage the upstream reported in its stream (`check::Progress`): what the attempt cost.
     pub fn attempt(
         &self,
         out: &Outgoing,
         answering: &mut dyn FnMut(),
         gone: &dyn Fn() -> bool,
-    ) -> Result<Answer, Error> {
-        match self.read_answer(out, answering, gone) {
+    ) -> (Result<Answer, Error>, Option<Usage>) {
+        let mut usage = None;
+        let result = match self.read_answer(out, answering, gone, &mut usage) {
             Ok(answer) => Ok(self.scrubbed(answer)),
             Err(e) => Err(self.scrubber.error(e)),
-        }
+        };
+        (result, usage)
     }
 
     /// An answer's headers, and its error and bytes when it reports one, without a key. A
@@ -192,6 +196,7 @@ impl Agent {
         out: &Outgoing,
         answering: &mut dyn FnMut(),
         gone: &dyn Fn() -> bool,
+        usage: &mut Option<Usage>,
     ) -> Result<Answer, Error> {
         let response = self.agent.run(self.build(out)?).map_err(connect_error)?;
         let status = response.status().as_u16();
@@ -231,7 +236,9 @@ impl Agent {
                 let idle = self.agent.config().timeout_per_read().unwrap_or(Duration::MAX);
                 let limit = self.max_response_bytes;
                 let reading = Reading { api, limit, idle, length, max_event: MAX_EVENT_BYTES };
-                let (body, end, rest) = read_stream(&mut reader, &reading, Instant::now, gone)?;
+                let (read, reported) = read_stream(&mut reader, &reading, Instant::now, gone);
+                *usage = reported;
+                let (body, end, rest) = read?;
                 let final_error = match end {
                     End::Complete => None,
                     End::Final(e) => Some(e),

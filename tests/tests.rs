@@ -22,3 +22,4 @@ mod sticky;
 mod tls;
 mod translate;
 mod upstream;
+mod usage;

@@ -7,10 +7,11 @@
 use std::fmt::Write as _;
 
 use super::{
-    ClientRow, HistogramSnapshot, RouteKind, Snapshot, UpstreamHealth, DURATION_BUCKETS, NO_CLIENT,
+    ClientRow, HistogramSnapshot, RouteKind, Snapshot, Tokens, UpstreamHealth, DURATION_BUCKETS, NO_CLIENT,
     SIZE_BUCKETS, STATUS_CLASSES,
 };
 use crate::error::Outcome;
+use crate::usage::{Usage, KINDS};
 use Kind::{Counter, Gauge, Histogram};
 
 /// `Content-Type` of the exposition.
@@ -83,6 +84,16 @@ const FAMILIES: &[Family] = &[
         name: "codex_shield_retry_wait_seconds_total",
         help: "Time spent waiting between attempts.",
         kind: Counter(|s| one(s.waited_seconds)),
+    },
+    Family {
+        name: "codex_shield_tokens_total",
+        help: "Tokens upstreams reported for the answers clients got, by upstream, client and kind (cached_input is part of input, reasoning part of output).",
+        kind: Counter(|s| tokens(s, |t| t.delivered)),
+    },
+    Family {
+        name: "codex_shield_discarded_tokens_total",
+        help: "Tokens upstreams reported for attempts the shield discarded (retried, given up, client gone), by upstream, client and kind.",
+        kind: Counter(|s| tokens(s, |t| t.discarded)),
     },
     Family {
         name: "codex_shield_busy_rejections_total",
@@ -201,6 +212,19 @@ fn client_requests(s: &Snapshot) -> Vec<Sample> {
     for c in &s.clients {
         for (class, &n) in STATUS_CLASSES.iter().zip(&c.counts.requests).filter(|(_, &n)| n > 0) {
             samples.push(Sample(vec![client(&c.name), ("status_class", class.to_string())], n as f64));
+        }
+    }
+    samples
+}
+
+/// Tokens by upstream, client (`-`: none) and kind, of one fate; only pairs that reported any.
+fn tokens(s: &Snapshot, usage: fn(&Tokens) -> Usage) -> Vec<Sample> {
+    let mut samples = Vec::new();
+    for t in &s.tokens {
+        for (kind, n) in KINDS.into_iter().zip(usage(t).counts()) {
+            let labels =
+                vec![upstream(t.upstream), ("client", t.client_label().to_string()), ("kind", kind.into())];
+            samples.push(Sample(labels, n as f64));
         }
     }
     samples
@@ -432,7 +456,31 @@ mod tests {
                 },
                 ClientRow { name: "ci-bot@build".into(), ..ClientRow::default() },
             ],
+            tokens: vec![
+                Tokens {
+                    upstream: 1,
+                    client: None,
+                    delivered: usage(1200, 1024, 300, 192),
+                    discarded: usage(0, 0, 0, 0),
+                },
+                Tokens {
+                    upstream: 1,
+                    client: Some("ci \"bot\"".into()),
+                    delivered: usage(5000, 0, 70, 0),
+                    discarded: usage(4000, 2048, 35, 16),
+                },
+                Tokens {
+                    upstream: 2,
+                    client: Some("alice".into()),
+                    delivered: usage(0, 0, 0, 0),
+                    discarded: usage(9, 1, 8, 2),
+                },
+            ],
         }
+    }
+
+    fn usage(input: u64, cached: u64, output: u64, reasoning: u64) -> Usage {
+        Usage { input, cached, output, reasoning }
     }
 
     /// The whole exposition of a rich snapshot, byte for byte, against a golden file: a

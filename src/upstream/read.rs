@@ -30,6 +30,7 @@ use crate::body::Body;
 use crate::check::{Api, Progress, Verdict};
 use crate::error::{Error, StreamError};
 use crate::sse::{Fed, Parser};
+use crate::usage::Usage;
 
 /// How often, at most, a read loop asks whether the client is still there (a lock and a
 /// non-blocking peek at its socket; for a client that half-closed its side, a `100 Continue`
@@ -230,7 +231,7 @@ impl<'r> Stream<'r> {
 
     /// The body ended cleanly: an unterminated last event still counts, and a chat stream
     /// without `[DONE]` is whole once every choice has finished.
-    fn end(mut self) -> Result<(Body, End), Error> {
+    fn end(&mut self) -> Result<(Body, End), Error> {
         let received = self.body.len();
         let (api, progress) = (self.reading.api, &mut self.progress);
         let mut outcome = Ok(Step::ReadOn);
@@ -242,11 +243,11 @@ impl<'r> Stream<'r> {
             Step::Ended(end) => {
                 // Complete the last event for the client's own parser.
                 self.body.push(line_ends);
-                Ok((self.body, end))
+                Ok((std::mem::take(&mut self.body), end))
             }
             Step::ReadOn if api == Api::Chat && self.progress.all_choices_finished() => {
                 self.body.push(line_ends);
-                Ok((self.body, End::Complete))
+                Ok((std::mem::take(&mut self.body), End::Complete))
             }
             Step::ReadOn => Err(Error::Truncated {
                 received,
@@ -280,16 +281,32 @@ fn judge(verdict: Verdict, received: usize) -> Result<Step, Error> {
 /// or with a final error event) and what is left of the body; a retryable error, a cut, a
 /// stall (no byte, or no event, for `idle`; no complete event for `WHOLE * idle`), an event
 /// over `max_event` bytes, or a client that left (`gone`, asked at most every `CLIENT_CHECK`)
-/// is an `Err`. `clock` tells the time after each read.
+/// is an `Err`. `clock` tells the time after each read. Beside that, whatever the read came
+/// to, the usage the upstream reported on the way (a failed attempt's cost too).
 pub fn read_stream(
     reader: &mut impl Read,
     reading: &Reading,
     mut clock: impl FnMut() -> Instant,
     gone: &dyn Fn() -> bool,
-) -> Result<(Body, End, Rest), Error> {
+) -> (Received, Option<Usage>) {
     let started = clock();
     let mut stream = Stream::new(reading, started);
-    let mut watch = Watch::new(gone, started);
+    let read = read_events(reader, &mut stream, clock, Watch::new(gone, started));
+    (read, stream.progress.usage())
+}
+
+/// What a stream's read came to: the answer's bytes, how it ended and what is left of the
+/// body; or why it failed.
+pub type Received = Result<(Body, End, Rest), Error>;
+
+/// `read_stream`'s loop, over a `stream` its caller keeps.
+fn read_events(
+    reader: &mut impl Read,
+    stream: &mut Stream,
+    mut clock: impl FnMut() -> Instant,
+    mut watch: Watch,
+) -> Received {
+    let reading = stream.reading;
     let mut chunk = [0u8; READ_CHUNK];
     let end = loop {
         let n = match reader.read(&mut chunk) {
@@ -318,7 +335,7 @@ pub fn read_stream(
     } else {
         Rest::Unread
     };
-    Ok((stream.body, end, rest))
+    Ok((std::mem::take(&mut stream.body), end, rest))
 }
 
 /// Classify a failed body read: over the limit, a stall, or a cut.
@@ -420,7 +437,7 @@ mod tests {
         let start = Instant::now();
         let mut script = script;
         let gone = || limits.gone_at.is_some_and(|at| now.get() >= at);
-        let got = read_stream(&mut script, &reading, || start + Duration::from_secs(now.get()), &gone);
+        let (got, _) = read_stream(&mut script, &reading, || start + Duration::from_secs(now.get()), &gone);
         match got {
             Ok((body, End::Complete, _)) => {
                 format!("ok {} reads={}", String::from_utf8_lossy(&body.to_vec()).len(), reads.get())

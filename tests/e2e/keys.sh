@@ -105,15 +105,13 @@ if printf '%s' "$status" | grep -q '<tr id="client-alice">' && [ "${requests:-0}
 else
     fail "/status shows alice" "requests: '${requests}'" "$(printf '%s' "$status" | grep -o '<h2>Clients</h2>.\{0,600\}' | head -c 600)"
 fi
-# token counts per client come with the usage work (issue 21 part 2): checked once /status has them
-if printf '%s' "$status" | grep -q 'id="client-alice-tokens'; then
-    if printf '%s' "$status" | grep -qE 'id="client-alice-tokens[^"]*">[1-9]'; then
-        ok "/status shows alice's token counts"
-    else
-        fail "/status token counts for alice" "$(printf '%s' "$status" | grep -o 'id="client-alice-tokens[^<]*' | head -n 3 | tr '\n' '|')"
-    fi
+# what alice's turns cost, as the upstream reported it (the Tokens table, by client)
+input="$(printf '%s' "$status" | sed -n 's|.*id="input-client-alice">\([0-9]*\)<.*|\1|p')"
+output="$(printf '%s' "$status" | sed -n 's|.*id="output-client-alice">\([0-9]*\)<.*|\1|p')"
+if [ "${input:-0}" -ge 1 ] && [ "${output:-0}" -ge 1 ]; then
+    ok "/status shows alice's token counts: $input input, $output output"
 else
-    log "no per-client token counts on /status on this branch (they come with the usage work): not checked"
+    fail "/status token counts for alice" "input: '${input}', output: '${output}'" "$(printf '%s' "$status" | grep -o '<h2>Tokens</h2>.\{0,900\}' | head -c 900)"
 fi
 metrics="$(page /metrics "$ALICE_KEY")"
 if printf '%s\n' "$metrics" | grep -qx 'codex_shield_client_requests_total{client="alice",status_class="2xx"} [1-9][0-9]*'; then

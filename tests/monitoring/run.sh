@@ -123,6 +123,9 @@ log "client statuses: ${got% }"
 curl -fs -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PROXY/metrics" >"$TMP/metrics.txt"
 promtool check metrics <"$TMP/metrics.txt" || die "promtool check metrics"
 log "promtool check metrics: OK ($(grep -vc '^#' "$TMP/metrics.txt") samples)"
+promtool check rules "$HERE/rules.yml" >/dev/null || die "promtool check rules"
+promtool test rules "$HERE/rules_test.yml" >/dev/null || die "promtool test rules"
+log "promtool: the alert rules of docs/monitoring.md (tests/monitoring/rules.yml) are valid and pass rules_test.yml"
 
 # ------------------------------------------------------- what Prometheus saw ---
 python3 - "http://127.0.0.1:$PROM" <<'PY' || die "Prometheus's values differ from the fault sequence"
@@ -165,6 +168,9 @@ expected = [
     ('codex_shield_client_hangups_total', 0),
     ('codex_shield_upstream_cooling_down{upstream="1"}', 0),
     ('count(codex_shield_build_info)', 1),
+    ('codex_shield_tokens_total{upstream="1",client="-",kind="input"}', 4000),
+    ('codex_shield_tokens_total{upstream="1",client="-",kind="cached_input"}', 3000),
+    ('sum(codex_shield_tokens_total{kind="reasoning"})', 64),
 ]
 bad = 0
 for q, want in expected:
@@ -198,7 +204,8 @@ def num(id_):
     m = re.search(r'id="%s">([^<]*)<' % re.escape(id_), dom)
     return m.group(1) if m else None
 expected = {"requests": "6", "delivered": "4", "absorbed": "5", "given-up": "1", "retries": "7",
-            "attempts-429": "2", "attempts-5xx": "4", "attempts-ok": "4"}
+            "attempts-429": "2", "attempts-5xx": "4", "attempts-ok": "4",
+            "cache-upstream-1": "75.0 %", "cache-client--": "75.0 %", "discarded-upstream-1": "0"}
 bad = {k: (v, num(k)) for k, v in expected.items() if num(k) != v}
 rows = len(re.findall(r'<tr><td data-label="time">', dom))
 if rows != 6:
@@ -208,7 +215,7 @@ for secret in ("pk-monitoring", "sk-upstream", "monitoring answer"):
         bad["leak"] = secret
 if bad:
     sys.exit("expected vs rendered: %s" % bad)
-print("  /status shows requests=6 delivered=4 absorbed=5 given-up=1 retries=7, 6 recent rows", file=sys.stderr)
+print("  /status shows requests=6 delivered=4 absorbed=5 given-up=1 retries=7, a 75.0 % cache hit, 6 recent rows", file=sys.stderr)
 PY
 chrome 1280,1100 --screenshot="$OUT/status-1280.png" >/dev/null || die "screenshot 1280"
 chrome 390,1900 --force-device-scale-factor=2 --screenshot="$OUT/status-390.png" >/dev/null || die "screenshot 390"
