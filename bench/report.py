@@ -113,21 +113,29 @@ def translated(runs, m, w):
             rounds_of.setdefault((r["scenario"], r["tier"]), []).append(r)
     if not rounds_of and "translate_idle_rss_kb" not in m:
         return
-    w("## Translated path: Responses client → chat-only upstream (`UPSTREAM_API=chat`)")
+    w("## Translated paths: Responses client → chat-only upstream (`UPSTREAM_API=chat`), "
+      "chat client → Responses-only upstream (`UPSTREAM_API=responses-only`)")
     w("")
     w("The same upstream answer (chat.sse, %s bytes) three ways, rounds interleaved: "
       "**codex-shield** = Responses pass-through (responses.sse), **chat** = Chat Completions "
       "pass-through, **translated** = a Responses request translated to chat and the chat answer "
       "translated back into a %s-byte Responses stream. The translation's own cost is the "
-      "translated row minus the chat row." % (m.get("translate_chat_bytes", "?"), m.get("translate_answer_bytes", "?")))
+      "translated row minus the chat row. The other direction: **chat client → Responses-only "
+      "upstream** = a chat request translated to a Responses one, and the Responses answer "
+      "(responses.sse, %s bytes) translated back into a %s-byte chat stream; its own cost is its row "
+      "minus the Responses row." % (m.get("translate_chat_bytes", "?"), m.get("translate_answer_bytes", "?"),
+                                    m.get("reverse_responses_bytes", "?"), m.get("reverse_answer_bytes", "?")))
     w("")
     w("| scenario | tier | req/s | p50 µs | p99 µs | server CPU µs/req | CPU ÷ chat pass-through | non-2xx | socket errors |")
     w("|---|---|--:|--:|--:|--:|--:|--:|--:|")
     for sc, lab in (("translate-c1", "c=1 (1 conn)"), ("translate-c32", "c=32")):
         chat = rounds_of.get((sc, "codex-shield-chat"))
         chat_cpu = cpu_us_per_req(aggregate(chat)) if chat else None
+        resp = rounds_of.get((sc, "codex-shield"))
+        resp_cpu = cpu_us_per_req(aggregate(resp)) if resp else None
         for tier, name in (("codex-shield", "codex-shield (Responses)"), ("codex-shield-chat", "codex-shield (chat)"),
-                           ("codex-shield-translated", "**codex-shield translated**")):
+                           ("codex-shield-translated", "**codex-shield translated**"),
+                           ("codex-shield-chat-on-responses", "**chat client → Responses-only upstream**")):
             rs = rounds_of.get((sc, tier))
             if not rs:
                 continue
@@ -137,9 +145,11 @@ def translated(runs, m, w):
                 continue
             cpu = cpu_us_per_req(r)
             st, so = errs(r)
+            # the reverse translation is measured against the Responses pass-through (same answer)
+            ref = resp_cpu if tier == "codex-shield-chat-on-responses" else chat_cpu
             w("| %s | %s | %s | %s | %s | %s | %s | %d | %d |" % (
                 lab, name, fmt(num(r, "rps")), fmt(num(r, "p50")), fmt(num(r, "p99")), fmt(cpu, 1),
-                fmt(cpu / chat_cpu if cpu and chat_cpu else None, 2), st, so))
+                fmt(cpu / ref if cpu and ref else None, 2) + (" (÷ Responses)" if tier == "codex-shield-chat-on-responses" else ""), st, so))
     w("")
     w("| measure (translating proxy) | value |")
     w("|---|--:|")

@@ -625,7 +625,22 @@ if [[ -n "$BIN" ]]; then source "$BENCH_DIR/routing.sh"; fi
 # translated into a Responses stream. Rounds interleave three codex-shield tiers, so the
 # translation's cost is the translated row minus the chat pass-through row.
 if [[ -n "$BIN" && -n "$SHIELD_MAIN" ]]; then
-  read -r SHT SHT2 <<<"$(free_ports 2)"
+  read -r SHT SHT2 SHR <<<"$(free_ports 3)"
+  # the other direction (issue 20): a chat client on a Responses-only upstream, the same
+  # responses.sse answer as the Responses pass-through translated into a chat stream
+  REV_PID=""
+  if start_shield "$SHR" /v1 UPSTREAM_API=responses-only; then
+    REV_PID=$SHIELD_PID
+    rcode=$(curl -s --max-time 10 -o "$TMP/reverse.sse" -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
+      --data-binary @"$FIX/request_chat.json" "http://127.0.0.1:$SHR/v1/chat/completions") || rcode=000
+    if [[ $rcode != 200 ]] || ! grep -q '^data: \[DONE\]' "$TMP/reverse.sse" || ! grep -q 'chat.completion.chunk' "$TMP/reverse.sse"; then
+      log "check codex-shield-chat-on-responses: FAILED (status $rcode)"
+      rec "check tier=codex-shield-chat-on-responses ok=0 why=no_chat_stream_(status_$rcode)"
+    fi
+    rec "metric reverse_answer_bytes=$(stat -c %s "$TMP/reverse.sse") reverse_responses_bytes=$(stat -c %s "$FIX/responses.sse")"
+  else
+    log "no chat-on-Responses tier: this build does not start with UPSTREAM_API=responses-only"
+  fi
   if start_shield "$SHT" /v1/chat/completions; then
     TRANS_PID=$SHIELD_PID
     sleep 0.3
@@ -645,12 +660,17 @@ if [[ -n "$BIN" && -n "$SHIELD_MAIN" ]]; then
         ROUND=$round run_wrk "$sc" codex-shield-chat "http://127.0.0.1:$SH/v1/chat/completions" "$t" "$c" "$RDUR" 0 "$FIX/request_chat.json"
         SHIELD_PID=$TRANS_PID
         ROUND=$round run_wrk "$sc" codex-shield-translated "http://127.0.0.1:$SHT/v1/responses" "$t" "$c" "$RDUR"
+        if [[ -n "$REV_PID" ]]; then
+          SHIELD_PID=$REV_PID
+          ROUND=$round run_wrk "$sc" codex-shield-chat-on-responses "http://127.0.0.1:$SHR/v1/chat/completions" "$t" "$c" "$RDUR" 0 "$FIX/request_chat.json"
+        fi
       done
     done
     sleep 1
     rec "metric translate_rss_after_load_kb=$(status_kb "$TRANS_PID" VmRSS) translate_hwm_after_load_kb=$(status_kb "$TRANS_PID" VmHWM)"
     stop_pid "$TRANS_PID"
   fi
+  [[ -n "$REV_PID" ]] && stop_pid "$REV_PID"
   log "memory: 256 in-flight 1 MiB chat answers, translated"
   if start_shield "$SHT2" /big/v1/chat/completions; then
     TBIG=$SHIELD_PID
