@@ -298,9 +298,11 @@ impl<'r> Stream<'r> {
                 return Err(Error::Truncated { received, reason });
             }
         };
-        // Complete the last event for the client's own parser.
-        if self.reading.keep == Keep::Shape {
-            self.body.push(line_ends);
+        // Complete the last event for the client's own parser (or charge its fold).
+        self.len += line_ends.len();
+        match self.reading.keep {
+            Keep::Shape => self.body.push(line_ends),
+            Keep::Everything => self.held.raise_to(self.progress.held())?,
         }
         Ok((self.kept(), end))
     }
@@ -567,6 +569,7 @@ mod tests {
         let (server_error, final_error) = (error("server_error"), error("context_length_exceeded"));
         let len = hi.len() + there.len() + stop.len();
         let glued = format!("{hi}{there}{stop}{done}{hi}");
+        let last = stop.replace("\"delta\":{}", "\"delta\":{\"content\":\"!\"}");
         let everything = || Limits { keep: Keep::Everything, ..Limits::default() };
         type Case<'a> = (Vec<&'a str>, Limits, String);
         let cases: Vec<Case> = vec![
@@ -575,6 +578,9 @@ mod tests {
             // the rest of the same read is not part of the answer, nor counted in it
             (vec![&glued], everything(), format!("folded {} Ok(\"hi there\") held=72 reads=1", len + done.len())),
             (vec![&hi, &there, stop], everything(), format!("folded {len} Ok(\"hi there\") held=72 reads=4")),
+            // an unterminated last event counts at a clean end, and so does its charge
+            (vec![&hi, &there, stop.trim_end()], everything(), format!("folded {len} Ok(\"hi there\") held=72 reads=4")),
+            (vec![&hi, last.trim_end()], everything(), format!("folded {} Ok(\"hi!\") held=67 reads=3", hi.len() + last.len())),
             (vec![&hi, &there], everything(), format!("cut@{}B", hi.len() + there.len())),
             (vec![&hi, &server_error, done], everything(), "event:server_error".into()),
             (vec![&hi, &final_error], everything(), "final context_length_exceeded".into()),
