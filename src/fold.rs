@@ -2,9 +2,9 @@
 //! malformed.
 //!
 //! Every consumer of a chat answer reads it through here: the read-time check
-//! (`check::Progress`, which keeps only the answer's shape), the `chat.completion` of a
-//! non-streaming client (`assemble.rs`) and the Responses stream of a translated one
-//! (`translate/events.rs`). So a chunk is understood the same way everywhere, or the answer
+//! (`check::Progress`, which keeps only the answer's shape, or all of it for a translated
+//! client, whose Responses stream `translate/events.rs` then makes from that same fold) and
+//! the `chat.completion` of a non-streaming client (`assemble.rs`). So a chunk is understood the same way everywhere, or the answer
 //! is malformed everywhere (and so retried before anyone gets it), never dropped in silence.
 //!
 //! The rules, beyond reading each chunk (`chunk.rs`): `[DONE]` ends the answer and nothing

@@ -37,9 +37,9 @@ pub const PASS_THROUGH_COST: usize = 3;
 pub const TRANSLATED_COST: usize = 5;
 /// What turning a complete answer into the client's form holds for a moment, in multiples
 /// of the answer, besides the answer itself (measured: the answer and its copies peak at 2x
-/// for the `response` or `chat.completion` object of a client that asked for JSON, at 9x for
+/// for the `response` or `chat.completion` object of a client that asked for JSON, at 8x for
 /// the Responses stream and object made from a chat answer: the folded text, its delta and
-/// done events, the `response` object as a value and as text).
+/// done events, the `response` object as a value and as text; its bytes are not kept).
 pub const ASSEMBLED_ANSWER_COST: usize = 2;
 pub const TRANSLATED_ANSWER_COST: usize = 9;
 
