@@ -468,7 +468,10 @@ fn translated(answer: Answer, job: &Job, p: Prepared, mut headers: Vec<(String, 
     let Answer { body: chat, folded, final_error, .. } = answer;
     // The check folded the answer as it was read (`Outgoing::keep`): it is not parsed again.
     let (folded, len) = match folded {
-        Some(f) => (f.answer, f.len),
+        Some(f) => {
+            let f = *f;
+            (f.answer, f.len)
+        }
         None => (fold::fold(chat.chunks()), chat.len()),
     };
     drop(chat);

@@ -73,7 +73,7 @@ pub struct Answer {
     /// The upstream's bytes, exactly as received (none when the answer is `folded`).
     pub body: Body,
     /// A chat answer to be translated (`Outgoing::keep`), folded by the check as it was read.
-    pub folded: Option<Folded>,
+    pub folded: Option<Box<Folded>>,
     /// Whether `body` is an SSE stream that was checked.
     pub checked: bool,
     /// A final (non-retryable) error the stream reported; the body is still delivered as-is.

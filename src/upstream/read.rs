@@ -134,7 +134,8 @@ pub struct Reading {
 #[derive(Debug)]
 pub enum Kept {
     Bytes(Body),
-    Folded(Folded),
+    /// Boxed: a fold is a few hundred bytes, and moved on to the delivery.
+    Folded(Box<Folded>),
 }
 
 /// A chat answer folded as it was read (`Keep::Everything`), charged against the memory
@@ -228,9 +229,11 @@ impl<'r> Stream<'r> {
     fn kept(self) -> Kept {
         match self.reading.keep {
             Keep::Shape => Kept::Bytes(self.body),
-            Keep::Everything => {
-                Kept::Folded(Folded { answer: self.progress.finish(), len: self.len, _held: self.held })
-            }
+            Keep::Everything => Kept::Folded(Box::new(Folded {
+                answer: self.progress.finish(),
+                len: self.len,
+                _held: self.held,
+            })),
         }
     }
 
