@@ -7,7 +7,7 @@
 //!
 //! `Progress` adds up the events of one stream. A chat stream is folded as it arrives by the
 //! same fold that later makes the client's answer (`fold.rs`, keeping only the answer's
-//! shape), so a chunk that fold would not understand fails the attempt as malformed (and it
+//! shape, or the whole answer when a translation is to be made from it), so a chunk that fold would not understand fails the attempt as malformed (and it
 //! is retried) instead of reaching the client as a silently wrong answer; `[DONE]` before any
 //! choice is malformed too. A chat stream that ends cleanly without `data: [DONE]` (older
 //! llama.cpp, TGI, mistral.rs, some gateways) is complete when every choice that appeared (by
@@ -22,7 +22,7 @@ use serde_json::Value;
 
 pub use crate::api::Api;
 use crate::error::StreamError;
-use crate::fold::{Fold, Step};
+use crate::fold::{self, Fold, Keep, Step};
 use crate::retry;
 use crate::sse::Event;
 use crate::usage::{self, Usage};
@@ -61,6 +61,22 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// A stream's progress whose chat fold keeps `keep`: `Everything` when the answer is to be
+    /// made from that fold (a translation), so that it is not parsed a second time.
+    pub fn new(keep: Keep) -> Progress {
+        Progress { chat: Fold::new(keep), usage: None }
+    }
+
+    /// About what the chat fold holds (`Fold::held`).
+    pub fn held(&self) -> usize {
+        self.chat.held()
+    }
+
+    /// The chat answer folded so far, if it is a whole one (`Fold::finish`).
+    pub fn finish(self) -> Result<fold::Answer, String> {
+        self.chat.finish()
+    }
+
     /// The verdict of the next event of the stream; remembers the chat answer's shape.
     pub fn observe(&mut self, api: Api, event: &Event) -> Verdict {
         let data = event.data;

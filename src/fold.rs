@@ -2,9 +2,9 @@
 //! malformed.
 //!
 //! Every consumer of a chat answer reads it through here: the read-time check
-//! (`check::Progress`, which keeps only the answer's shape), the `chat.completion` of a
-//! non-streaming client (`assemble.rs`) and the Responses stream of a translated one
-//! (`translate/events.rs`). So a chunk is understood the same way everywhere, or the answer
+//! (`check::Progress`, which keeps only the answer's shape, or all of it for a translated
+//! client, whose Responses stream `translate/events.rs` then makes from that same fold) and
+//! the `chat.completion` of a non-streaming client (`assemble.rs`). So a chunk is understood the same way everywhere, or the answer
 //! is malformed everywhere (and so retried before anyone gets it), never dropped in silence.
 //!
 //! The rules, beyond reading each chunk (`chunk.rs`): `[DONE]` ends the answer and nothing
@@ -104,7 +104,15 @@ pub enum Step {
 pub struct Fold {
     keep: Keep,
     answer: Answer,
+    /// About what the kept pieces hold (`held`).
+    held: usize,
 }
+
+/// What a kept piece holds beyond its text: its `String` in its list, the allocator's rounding.
+const PIECE: usize = 32;
+
+/// What a kept `logprobs` item holds, per byte of its JSON text (a `Value` tree of small maps).
+const VALUE: usize = 4;
 
 impl Default for Fold {
     fn default() -> Self {
@@ -114,7 +122,13 @@ impl Default for Fold {
 
 impl Fold {
     pub fn new(keep: Keep) -> Fold {
-        Fold { keep, answer: Answer::default() }
+        Fold { keep, answer: Answer::default(), held: 0 }
+    }
+
+    /// About how many bytes the answer's kept pieces hold (text, arguments, `logprobs`), for
+    /// the memory budget: 0 for a `Keep::Shape` fold, which keeps none.
+    pub fn held(&self) -> usize {
+        self.held
     }
 
     /// Fold in the data of the next event; `Err` says why the answer is malformed.
@@ -163,6 +177,9 @@ impl Fold {
     }
 
     fn chunk(&mut self, chunk: Chunk) -> Result<(), String> {
+        if self.keep == Keep::Everything {
+            self.held += kept_bytes(&chunk);
+        }
         let answer = &mut self.answer;
         answer.repaired += chunk.repaired;
         for (key, value) in chunk.meta {
@@ -201,6 +218,27 @@ impl Fold {
         }
         Ok(())
     }
+}
+
+/// About what a chunk's pieces hold once kept (see `Fold::held`).
+fn kept_bytes(chunk: &Chunk) -> usize {
+    let piece = |p: &Option<String>| p.as_ref().filter(|p| !p.is_empty()).map_or(0, |p| PIECE + p.len());
+    let call = |c: &CallDelta| piece(&c.arguments);
+    let logprobs = |l: &Value| {
+        l["content"]
+            .as_array()
+            .map_or(0, |items| items.iter().map(|i| PIECE + VALUE * i.to_string().len()).sum())
+    };
+    let choice = |c: &chunk::Choice| {
+        let d = &c.delta;
+        piece(&d.content)
+            + piece(&d.reasoning)
+            + piece(&d.refusal)
+            + d.tool_calls.iter().map(call).sum::<usize>()
+            + d.function_call.as_deref().map_or(0, call)
+            + c.logprobs.as_deref().map_or(0, logprobs)
+    };
+    chunk.choices.iter().map(choice).sum()
 }
 
 /// A tool-call delta's call: its `index`; without one, the call with its `id`, a new call for

@@ -8,10 +8,12 @@
 //! bytes are counted in two ways: a request is charged a multiple of its body when it is
 //! admitted (what parsing, preparing and translating it cost at most, measured by
 //! `tests/torture/memory.sh`), for as long as it runs (`Hold`); an answer's bytes are counted
-//! by `body.rs` as its chunks are allocated and freed. A new request is admitted only while
-//! what is held, its own charge included, stays under `ADMIT` of the budget; an answer being
-//! read fails (`Overdrawn`) rather than take the held bytes over `HARD` of it. The rest of the
-//! budget is for what is not counted: the program, its threads, the allocator's slack.
+//! by `body.rs` as its chunks are allocated and freed (a chat answer to be translated, which
+//! is folded as it is read instead of kept, by what its fold holds: `Hold::raise_to`). A new
+//! request is admitted only while what is held, its own charge included, stays under `ADMIT`
+//! of the budget; an answer being read fails (`Overdrawn`) rather than take the held bytes
+//! over `HARD` of it. The rest of the budget is for what is not counted: the program, its
+//! threads, the allocator's slack.
 //!
 //! The two counters are process-wide atomics (one proxy per process); the decisions
 //! (`admits`, `overdraws`, `Setting`, `cgroup_limit`) are pure functions. Only `resolve` reads
@@ -35,9 +37,9 @@ pub const PASS_THROUGH_COST: usize = 3;
 pub const TRANSLATED_COST: usize = 5;
 /// What turning a complete answer into the client's form holds for a moment, in multiples
 /// of the answer, besides the answer itself (measured: the answer and its copies peak at 2x
-/// for the `response` or `chat.completion` object of a client that asked for JSON, at 9x for
+/// for the `response` or `chat.completion` object of a client that asked for JSON, at 8x for
 /// the Responses stream and object made from a chat answer: the folded text, its delta and
-/// done events, the `response` object as a value and as text).
+/// done events, the `response` object as a value and as text; its bytes are not kept).
 pub const ASSEMBLED_ANSWER_COST: usize = 2;
 pub const TRANSLATED_ANSWER_COST: usize = 9;
 
@@ -158,6 +160,17 @@ impl Hold {
         let more = Hold::admit(bytes)?;
         self.0 += more.0;
         std::mem::forget(more);
+        Ok(())
+    }
+
+    /// Charge up to `bytes` for an answer being read, as `Body::try_push` does: the growth, unless
+    /// it takes the held bytes over the hard limit (then the charge stays as it was).
+    pub fn raise_to(&mut self, bytes: usize) -> Result<(), Overdrawn> {
+        let more = bytes.saturating_sub(self.0);
+        if more > 0 {
+            try_add(more)?;
+            self.0 += more;
+        }
         Ok(())
     }
 

@@ -21,6 +21,7 @@ use crate::assemble;
 use crate::config::{Config, Upstream};
 use crate::error::{Error, Outcome, StreamError};
 use crate::failure::{self, Fate, Origin};
+use crate::fold::{self, Keep};
 use crate::inbound::{Body, Job};
 use crate::memory;
 use crate::metrics::{Metrics, Tally};
@@ -152,12 +153,18 @@ fn prepare(job: &Job, target: &Upstream, shield: &Shield) -> Result<Prepared, Er
         });
     }
     let upstream_api = exchange.map(|x| x.upstream);
+    // A Responses client's answer is made from the chat check's fold: it keeps everything.
+    let keep = match exchange {
+        Some(x) if x.translated() && x.client == Api::Responses => Keep::Everything,
+        _ => Keep::Shape,
+    };
     let outgoing = Outgoing {
         method: job.method.clone(),
         url: target.endpoint.url_for(rest, upstream_api, job.query.as_deref()),
         headers,
         body,
         api: upstream_api,
+        keep,
     };
     Ok(Prepared { outgoing, exchange, tools, recalled })
 }
@@ -446,7 +453,8 @@ fn deliver(mut answer: Answer, job: &Job, p: Prepared, shield: &Shield) -> Resul
         (false, false) => memory::ASSEMBLED_ANSWER_COST,
         (false, true) => 0,
     };
-    let _work = memory::Hold::reserve(answer.body.len() * cost)?;
+    let len = answer.folded.as_ref().map_or(answer.body.len(), |f| f.len);
+    let _work = memory::Hold::reserve(len * cost)?;
     match (exchange.translated(), exchange.client) {
         (true, Api::Responses) => return Ok(translated(answer, job, p, headers)),
         (true, Api::Chat) => return Ok(chat_translated(answer, job, shield, p.recalled, headers)),
@@ -481,17 +489,24 @@ fn translated(answer: Answer, job: &Job, p: Prepared, mut headers: Vec<(String, 
     let Body::Json(object) = &job.body else {
         return Reply::error(&Error::BadRequest("a translated request has a JSON body".into()));
     };
-    let Answer { body: chat, final_error, .. } = answer;
-    let pieces: Vec<&[u8]> = chat.chunks().collect();
+    let Answer { body: chat, folded, final_error, .. } = answer;
+    // The check folded the answer as it was read (`Outgoing::keep`): it is not parsed again.
+    let (folded, len) = match folded {
+        Some(f) => {
+            let f = *f;
+            (f.answer, f.len)
+        }
+        None => (fold::fold(chat.chunks()), chat.len()),
+    };
+    drop(chat);
     let tools = p.tools.unwrap_or_default();
     let mut ids = translate::events::Ids::new(seed());
     // The `response` objects repeat the request's members (`input` aside): big ones (`tools`)
     // go into the output as the client sent them, without a `Value` of them (object.rs).
     let echo = Echo::new(object, &["input"], seed());
-    let synthesis = translate::events::to_responses(&pieces, &tools, &echo.value, &mut ids);
+    let synthesis = translate::events::from_fold(folded, len, &tools, &echo.value, &mut ids);
     note_repaired(synthesis.repaired);
-    drop(pieces);
-    drop((chat, tools)); // only the synthesis is needed from here
+    drop(tools); // only the synthesis is needed from here
     if job.wants_stream {
         headers.push(("cache-control".into(), "no-cache".into()));
         let content_type = "text/event-stream; charset=utf-8".into();

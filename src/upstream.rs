@@ -44,7 +44,9 @@ use crate::usage::Usage;
 mod read;
 mod tail;
 
-use read::{read_all, read_stream, read_whole, End, Reading, Rest};
+use crate::fold::Keep;
+pub use read::Folded;
+use read::{read_all, read_stream, read_whole, End, Kept, Reading, Rest};
 pub use tail::{Finished, Tail};
 
 /// A request ready to send, identical for every attempt.
@@ -57,6 +59,9 @@ pub struct Outgoing {
     pub body: Vec<u8>,
     /// `Some` for the shielded APIs: the stream is checked while it is read.
     pub api: Option<Api>,
+    /// What the check of a chat stream keeps: `Everything` for an answer to be translated,
+    /// which is then made from the check's fold (`Answer::folded`), its bytes not kept.
+    pub keep: Keep,
 }
 
 /// A fully read upstream answer with a success status.
@@ -66,8 +71,10 @@ pub struct Answer {
     pub content_type: Option<String>,
     /// Headers worth passing on (`x-request-id`, `x-ratelimit-*`...).
     pub headers: Vec<(String, String)>,
-    /// The upstream's bytes, exactly as received.
+    /// The upstream's bytes, exactly as received (none when the answer is `folded`).
     pub body: Body,
+    /// A chat answer to be translated (`Outgoing::keep`), folded by the check as it was read.
+    pub folded: Option<Box<Folded>>,
     /// Whether `body` is an SSE stream that was checked.
     pub checked: bool,
     /// A final (non-retryable) error the stream reported; the body is still delivered as-is.
@@ -187,8 +194,21 @@ impl Agent {
             if let std::borrow::Cow::Owned(clean) = self.scrubber.bytes(&answer.body.to_vec()) {
                 answer.body = Body::from(clean);
             }
+            let error = answer.folded.as_mut().and_then(|f| f.answer.as_mut().ok()?.error.as_mut());
+            if let Some(error) = error {
+                *error = self.scrubbed_value(error);
+            }
         }
         answer
+    }
+
+    /// A JSON value without a key.
+    fn scrubbed_value(&self, value: &serde_json::Value) -> serde_json::Value {
+        let text = serde_json::to_vec(value).unwrap_or_default();
+        match self.scrubber.bytes(&text) {
+            std::borrow::Cow::Owned(clean) => serde_json::from_slice(&clean).unwrap_or_default(),
+            std::borrow::Cow::Borrowed(_) => value.clone(),
+        }
     }
 
     fn read_answer(
@@ -231,14 +251,19 @@ impl Agent {
             return Err(Error::Encoded { encoding });
         }
         answering();
-        let (body, checked, final_error, tail) = match out.api {
+        let (body, folded, checked, final_error, tail) = match out.api {
             Some(api) if is_event_stream(content_type.as_deref()) => {
                 let idle = self.agent.config().timeout_per_read().unwrap_or(Duration::MAX);
                 let limit = self.max_response_bytes;
-                let reading = Reading { api, limit, idle, length, max_event: MAX_EVENT_BYTES };
+                let keep = if api == Api::Chat { out.keep } else { Keep::Shape };
+                let reading = Reading { api, limit, idle, length, max_event: MAX_EVENT_BYTES, keep };
                 let (read, reported) = read_stream(&mut reader, &reading, Instant::now, gone);
                 *usage = reported;
-                let (body, end, rest) = read?;
+                let (kept, end, rest) = read?;
+                let (body, folded) = match kept {
+                    Kept::Bytes(body) => (body, None),
+                    Kept::Folded(folded) => (Body::new(), Some(folded)),
+                };
                 let final_error = match end {
                     End::Complete => None,
                     End::Final(e) => Some(e),
@@ -247,16 +272,16 @@ impl Agent {
                     Rest::Nothing => None,
                     Rest::Unread => Some(Tail::new(reader)),
                 };
-                (body, true, final_error, tail)
+                (body, folded, true, final_error, tail)
             }
             Some(_) => return Err(not_an_event_stream(status, content_type, reader, within)),
             None => {
                 let (body, end) = read_whole(reader, self.max_response_bytes, within, Instant::now, gone);
                 end?;
-                (body, false, None, None)
+                (body, None, false, None, None)
             }
         };
-        Ok(Answer { status, content_type, headers, body, checked, final_error, tail })
+        Ok(Answer { status, content_type, headers, body, folded, checked, final_error, tail })
     }
 
     fn build<'o>(&self, out: &'o Outgoing) -> Result<http::Request<&'o [u8]>, Error> {
@@ -403,6 +428,7 @@ mod tests {
             content_type: None,
             headers: vec![],
             body: Default::default(),
+            folded: None,
             checked: true,
             final_error: None,
             tail: None,

@@ -235,6 +235,19 @@ fn an_echoed_key_reaches_neither_the_client_nor_the_log() {
         assert_eq!(got.status, status, "{what}: {}", got.text());
         assert_scrubbed(what, &got, &proxy);
     }
+    // A Responses client on a chat upstream gets a `response.failed` (or an error) made from
+    // the fold the check kept as it read, not from the (scrubbed) bytes.
+    for (what, body, status) in [
+        ("translated chat error chunk", RESPONSES_STREAM, 200),
+        ("translated, not streaming", RESPONSES_PLAIN, 400),
+    ] {
+        let step = chat_event();
+        let mock = Mock::generated(move |_, _| step.clone());
+        let proxy = Proxy::start(&mock.v1(), &[("UPSTREAM_API", "chat"), ("RETRY_ATTEMPTS", "2")]);
+        let got = post(&proxy.url("/v1/responses"), body);
+        assert_eq!(got.status, status, "{what}: {}", got.text());
+        assert_scrubbed(what, &got, &proxy);
+    }
 }
 
 #[test]

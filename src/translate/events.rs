@@ -95,8 +95,9 @@ pub fn to_responses(chat_sse: &[&[u8]], map: &ToolMap, req: &Value, ids: &mut Id
 }
 
 /// `to_responses` for an answer already folded (`fold::fold`'s result; `size`, the chat
-/// answer's length, only sizes the output). Folding is most of a translation's CPU: a fold
-/// kept from the read-time check would spare the second one.
+/// answer's length, only sizes the output). Folding is most of a translation's CPU: the
+/// proxy hands it the read-time check's fold (`shield::translated`), so the answer is
+/// parsed once.
 pub fn from_fold(
     folded: Result<fold::Answer, String>,
     size: usize,

@@ -10,11 +10,12 @@
 //! here after each read, so keep-alive comments, empty events and pings cannot hide one; no
 //! complete event for `WHOLE` times as long, so bytes that trickle in cannot either), an event
 //! over `MAX_EVENT_BYTES` while it arrives, or a client that left ends the read at once with
-//! an `Error`. What the read reports is the answer's bytes, how the stream ended (`End`:
-//! complete, or a final error event) and whether the body has a rest (`Rest`) for the caller
-//! to finish as a `Tail`. `read_whole` reads a body that is not a stream within its deadline,
-//! `read_all` what can be read of an error body. Between reads the loops ask, at most every
-//! `CLIENT_CHECK`, whether their client is still there (`Watch`).
+//! an `Error`. What the read reports is the answer's bytes (or, for a chat answer to be
+//! translated, the check's fold of it, which is all the translation needs: `Kept`), how the
+//! stream ended (`End`: complete, or a final error event) and whether the body has a rest
+//! (`Rest`) for the caller to finish as a `Tail`. `read_whole` reads a body that is not a
+//! stream within its deadline, `read_all` what can be read of an error body. Between reads
+//! the loops ask, at most every `CLIENT_CHECK`, whether their client is still there (`Watch`).
 //!
 //! It does no I/O beyond the reader it is given: it never connects, sends, or hands a
 //! connection back itself (the reader does, when its end is read); it knows ureq only to
@@ -29,6 +30,8 @@ use super::WHOLE;
 use crate::body::Body;
 use crate::check::{Api, Progress, Verdict};
 use crate::error::{Error, StreamError};
+use crate::fold::{self, Keep};
+use crate::memory::{Hold, Overdrawn};
 use crate::sse::{Fed, Parser};
 use crate::usage::Usage;
 
@@ -122,6 +125,30 @@ pub struct Reading {
     pub length: Option<u64>,
     /// `MAX_EVENT_BYTES`: the largest event still arriving.
     pub max_event: usize,
+    /// What a chat stream's check keeps: `Shape` (its bytes are kept), or `Everything` for an
+    /// answer to be translated, which is made from the check's fold: then its bytes, which
+    /// the client never gets, are not kept, and the fold is charged as it grows.
+    pub keep: Keep,
+}
+
+/// What a read keeps of an answer: its bytes, or its fold.
+#[derive(Debug)]
+pub enum Kept {
+    Bytes(Body),
+    /// Boxed: a fold is a few hundred bytes, and moved on to the delivery.
+    Folded(Box<Folded>),
+}
+
+/// A chat answer folded as it was read (`Keep::Everything`), charged against the memory
+/// budget for as long as it lives.
+#[derive(Debug)]
+pub struct Folded {
+    /// The fold's answer (`Err` only for a fold the check did not finish, never in practice).
+    pub answer: Result<fold::Answer, String>,
+    /// The answer's length in bytes, as received.
+    pub len: usize,
+    /// The fold's charge, given back when it drops.
+    _held: Hold,
 }
 
 /// One stream being read: its bytes, the SSE framing and what the events add up to.
@@ -138,6 +165,10 @@ struct Stream<'r> {
     pending: usize,
     /// Bytes read from the body: the answer's, and any after its terminal event.
     received: usize,
+    /// The answer's bytes, kept or folded.
+    len: usize,
+    /// What the fold holds, charged (`Keep::Everything`).
+    held: Hold,
 }
 
 /// How a stream ended: at its terminal event, or at the clean end of its body.
@@ -175,11 +206,35 @@ impl<'r> Stream<'r> {
             reading,
             body: Body::new(),
             parser: Parser::new(),
-            progress: Progress::default(),
+            progress: Progress::new(reading.keep),
             last_event: now,
             last_progress: now,
             pending: 0,
             received: 0,
+            len: 0,
+            held: Hold::default(),
+        }
+    }
+
+    /// Keep the answer's next bytes, or, when they are folded whole, charge what the fold
+    /// holds now.
+    fn keep(&mut self, bytes: &[u8]) -> Result<(), Overdrawn> {
+        self.len += bytes.len();
+        match self.reading.keep {
+            Keep::Shape => self.body.try_push(bytes),
+            Keep::Everything => self.held.raise_to(self.progress.held()),
+        }
+    }
+
+    /// What the read keeps of the answer.
+    fn kept(self) -> Kept {
+        match self.reading.keep {
+            Keep::Shape => Kept::Bytes(self.body),
+            Keep::Everything => Kept::Folded(Box::new(Folded {
+                answer: self.progress.finish(),
+                len: self.len,
+                _held: self.held,
+            })),
         }
     }
 
@@ -203,7 +258,7 @@ impl<'r> Stream<'r> {
             Fed::All => 0,
             Fed::Stopped { unread } => unread,
         };
-        self.body.try_push(&bytes[..bytes.len() - unread])?;
+        self.keep(&bytes[..bytes.len() - unread])?;
         // An event still arriving (a long one, slowly) is progress too, for a while; a
         // comment is not.
         let pending = self.parser.pending_event_bytes();
@@ -231,29 +286,29 @@ impl<'r> Stream<'r> {
 
     /// The body ended cleanly: an unterminated last event still counts, and a chat stream
     /// without `[DONE]` is whole once every choice has finished.
-    fn end(&mut self) -> Result<(Body, End), Error> {
-        let received = self.body.len();
+    fn end(&mut self) -> Result<End, Error> {
+        let received = self.received;
         let (api, progress) = (self.reading.api, &mut self.progress);
         let mut outcome = Ok(Step::ReadOn);
         let line_ends = self.parser.finish(|event| {
             outcome = judge(progress.observe(api, &event), received);
             true
         });
-        match outcome? {
-            Step::Ended(end) => {
-                // Complete the last event for the client's own parser.
-                self.body.push(line_ends);
-                Ok((std::mem::take(&mut self.body), end))
+        let end = match outcome? {
+            Step::Ended(end) => end,
+            Step::ReadOn if api == Api::Chat && self.progress.all_choices_finished() => End::Complete,
+            Step::ReadOn => {
+                let reason = "the stream ended before its terminal event".into();
+                return Err(Error::Truncated { received, reason });
             }
-            Step::ReadOn if api == Api::Chat && self.progress.all_choices_finished() => {
-                self.body.push(line_ends);
-                Ok((std::mem::take(&mut self.body), End::Complete))
-            }
-            Step::ReadOn => Err(Error::Truncated {
-                received,
-                reason: "the stream ended before its terminal event".into(),
-            }),
+        };
+        // Complete the last event for the client's own parser (or charge its fold).
+        self.len += line_ends.len();
+        match self.reading.keep {
+            Keep::Shape => self.body.push(line_ends),
+            Keep::Everything => self.held.raise_to(self.progress.held())?,
         }
+        Ok(end)
     }
 
     /// Whether the body is known to be over without another read (its length is reached).
@@ -277,7 +332,8 @@ fn judge(verdict: Verdict, received: usize) -> Result<Step, Error> {
 /// nothing after it: an upstream that keeps the connection open (or sends keep-alives) after
 /// the terminal event does not hold the answer. Returns the answer's bytes (the stream up to
 /// and including the terminal event's last line end, never what followed it in the same read,
-/// plus an LF if they end in a CR, the first half of a CRLF), how the stream ended (complete,
+/// plus an LF if they end in a CR, the first half of a CRLF; or, with `Keep::Everything`, the
+/// check's fold of them instead), how the stream ended (complete,
 /// or with a final error event) and what is left of the body; a retryable error, a cut, a
 /// stall (no byte, or no event, for `idle`; no complete event for `WHOLE * idle`), an event
 /// over `max_event` bytes, or a client that left (`gone`, asked at most every `CLIENT_CHECK`)
@@ -292,12 +348,13 @@ pub fn read_stream(
     let started = clock();
     let mut stream = Stream::new(reading, started);
     let read = read_events(reader, &mut stream, clock, Watch::new(gone, started));
-    (read, stream.progress.usage())
+    let usage = stream.progress.usage();
+    (read.map(|(end, rest)| (stream.kept(), end, rest)), usage)
 }
 
-/// What a stream's read came to: the answer's bytes, how it ended and what is left of the
-/// body; or why it failed.
-pub type Received = Result<(Body, End, Rest), Error>;
+/// What a stream's read came to: what it keeps of the answer (its bytes, or the check's fold
+/// of them), how it ended and what is left of the body; or why it failed.
+pub type Received = Result<(Kept, End, Rest), Error>;
 
 /// `read_stream`'s loop, over a `stream` its caller keeps.
 fn read_events(
@@ -305,15 +362,15 @@ fn read_events(
     stream: &mut Stream,
     mut clock: impl FnMut() -> Instant,
     mut watch: Watch,
-) -> Received {
+) -> Result<(End, Rest), Error> {
     let reading = stream.reading;
     let mut chunk = [0u8; READ_CHUNK];
     let end = loop {
         let n = match reader.read(&mut chunk) {
-            Ok(0) => return stream.end().map(|(body, end)| (body, end, Rest::Nothing)),
+            Ok(0) => return stream.end().map(|end| (end, Rest::Nothing)),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(read_error(e, stream.body.len(), reading.limit)),
+            Err(e) => return Err(read_error(e, stream.received, reading.limit)),
         };
         let now = clock();
         if watch.left(now) {
@@ -335,7 +392,7 @@ fn read_events(
     } else {
         Rest::Unread
     };
-    Ok((std::mem::take(&mut stream.body), end, rest))
+    Ok((end, rest))
 }
 
 /// Classify a failed body read: over the limit, a stall, or a cut.
@@ -414,11 +471,12 @@ mod tests {
         max_event: usize,
         /// The client leaves at this second.
         gone_at: Option<u64>,
+        keep: Keep,
     }
 
     impl Default for Limits {
         fn default() -> Self {
-            Limits { max_event: MAX_EVENT_BYTES, gone_at: None }
+            Limits { max_event: MAX_EVENT_BYTES, gone_at: None, keep: Keep::Shape }
         }
     }
 
@@ -433,14 +491,19 @@ mod tests {
         let pieces = pieces.iter().map(|(at, p)| (*at, p.as_bytes().to_vec())).collect();
         let script = Script { pieces, end, now: Rc::clone(&now), reads: Rc::clone(&reads) };
         let idle = Duration::from_secs(10);
-        let reading = Reading { api, limit: 1 << 20, idle, length, max_event: limits.max_event };
+        let (max_event, keep) = (limits.max_event, limits.keep);
+        let reading = Reading { api, limit: 1 << 20, idle, length, max_event, keep };
         let start = Instant::now();
         let mut script = script;
         let gone = || limits.gone_at.is_some_and(|at| now.get() >= at);
         let (got, _) = read_stream(&mut script, &reading, || start + Duration::from_secs(now.get()), &gone);
         match got {
-            Ok((body, End::Complete, _)) => {
+            Ok((Kept::Bytes(body), End::Complete, _)) => {
                 format!("ok {} reads={}", String::from_utf8_lossy(&body.to_vec()).len(), reads.get())
+            }
+            Ok((Kept::Folded(f), End::Complete, _)) => {
+                let text = f.answer.map(|a| a.choices[&0].content.joined().unwrap_or_default());
+                format!("folded {} {text:?} held={} reads={}", f.len, f._held.bytes(), reads.get())
             }
             Ok((_, End::Final(e), _)) => format!("final {}", e.code.unwrap_or_default()),
             Err(e) => label(&e),
@@ -510,6 +573,43 @@ mod tests {
         ];
         for (api, pieces, end, length, expected) in cases {
             assert_eq!(run(api, &pieces, end, length), expected, "{pieces:?} then {end:?}");
+        }
+    }
+
+    /// A chat answer to be translated is read into the check's fold, charged as it grows (a
+    /// piece costs 32 bytes beyond its text), and its bytes are not kept; it ends, fails and
+    /// is cut exactly as when its bytes are kept.
+    #[test]
+    #[rustfmt::skip] // one row per case
+    fn a_translated_answer_is_kept_as_its_fold() {
+        let chunk = |text: &str| format!("data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{text}\"}}}}]}}\n\n");
+        let (hi, there) = (chunk("hi"), chunk(" there"));
+        let stop = "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n";
+        let done = "data: [DONE]\n\n";
+        let error = |code: &str| format!("data: {{\"choices\":[],\"error\":{{\"code\":\"{code}\",\"message\":\"x\"}}}}\n\n");
+        let (server_error, final_error) = (error("server_error"), error("context_length_exceeded"));
+        let len = hi.len() + there.len() + stop.len();
+        let glued = format!("{hi}{there}{stop}{done}{hi}");
+        let last = stop.replace("\"delta\":{}", "\"delta\":{\"content\":\"!\"}");
+        let everything = || Limits { keep: Keep::Everything, ..Limits::default() };
+        type Case<'a> = (Vec<&'a str>, Limits, String);
+        let cases: Vec<Case> = vec![
+            (vec![&hi, &there, stop, done], Limits::default(), format!("ok {} reads=4", len + done.len())),
+            (vec![&hi, &there, stop, done], everything(), format!("folded {} Ok(\"hi there\") held=72 reads=4", len + done.len())),
+            // the rest of the same read is not part of the answer, nor counted in it
+            (vec![&glued], everything(), format!("folded {} Ok(\"hi there\") held=72 reads=1", len + done.len())),
+            (vec![&hi, &there, stop], everything(), format!("folded {len} Ok(\"hi there\") held=72 reads=4")),
+            // an unterminated last event counts at a clean end, and so does its charge
+            (vec![&hi, &there, stop.trim_end()], everything(), format!("folded {len} Ok(\"hi there\") held=72 reads=4")),
+            (vec![&hi, last.trim_end()], everything(), format!("folded {} Ok(\"hi!\") held=67 reads=3", hi.len() + last.len())),
+            (vec![&hi, &there], everything(), format!("cut@{}B", hi.len() + there.len())),
+            (vec![&hi, &server_error, done], everything(), "event:server_error".into()),
+            (vec![&hi, &final_error], everything(), "final context_length_exceeded".into()),
+            (vec![&hi, "data: {oops\n\n"], everything(), format!("cut@{}B", hi.len() + 13)),
+        ];
+        for (pieces, limits, expected) in cases {
+            let pieces: Vec<(u64, &str)> = pieces.into_iter().map(|p| (0, p)).collect();
+            assert_eq!(run_with(Api::Chat, &pieces, None, None, limits), expected, "{pieces:?}");
         }
     }
 
