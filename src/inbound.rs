@@ -55,7 +55,8 @@ pub fn parse_body(body: Vec<u8>) -> Result<(Object, bool), Error> {
 }
 
 /// The job for a request on `route` (a shielded or forwarded one), once its key is checked
-/// and its body read.
+/// and its body read. Out of line, like `log::request`: its frame is not under the attempts.
+#[inline(never)]
 pub fn job(
     config: &Config,
     request: &mut tiny_http::Request,
