@@ -4,7 +4,7 @@
 # RSS per in-flight answer, threads, file descriptors, CPU, /healthz latency meanwhile.
 #
 #   bash bench/longstreams.sh                     # the static build (what the image ships)
-#   SHIELD_BIN=target/release/codex-shield bash bench/longstreams.sh
+#   SHIELD_BIN=$PWD/target/release/codex-shield bash bench/longstreams.sh   # absolute: the proxy runs in a temp dir
 #   LONG_LEVELS=500,1000,2000,4000 LONG_SECONDS=10 bash bench/longstreams.sh
 #
 # Each in-flight answer holds a thread and 4 file descriptors in the proxy, and the bench's

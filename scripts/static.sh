@@ -51,5 +51,8 @@ if command -v ldd >/dev/null 2>&1; then
     say "ldd: $ldd_out"
     case "$ldd_out" in *"=>"* | *".so"*) die "ldd lists shared libraries" ;; esac
 fi
+# jemalloc's configuration is compiled in from .cargo/config.toml ([env]); without it every
+# thread, one per answer in flight, would keep a cache of its own (docs/limits.md).
+grep -aq 'tcache:false' "$BIN" || die "jemalloc was built without tcache:false (.cargo/config.toml)"
 "$BIN" --version >/dev/null || die "the static binary does not run"
 say "ok: $BIN ($(du -h "$BIN" | cut -f1), $("$BIN" --version))"

@@ -59,7 +59,9 @@ pub fn parse_body(body: Vec<u8>) -> Result<(Object, bool), Error> {
 }
 
 /// The job for a request on `route` (a shielded or forwarded one), once its key is checked
-/// (`PROXY_API_KEY`, or one of the named `keys` in effect) and its body read.
+/// (`PROXY_API_KEY`, or one of the named `keys` in effect) and its body read. Out of line, like
+/// `log::request`: its frame is not under the attempts.
+#[inline(never)]
 pub fn job(
     config: &Config,
     keys: Option<&Keys>,

@@ -201,7 +201,9 @@ pub struct RequestLine<'a> {
     pub discarded_tokens: Option<Usage>,
 }
 
-/// The request's line, at level info.
+/// The request's line, at level info. Out of line: its frame would otherwise be part of the
+/// connection thread's stack under every attempt (docs/limits.md, memory per answer).
+#[inline(never)]
 pub fn request(r: &RequestLine) {
     if enabled(Level::Info) {
         emit(&request_line(format(), &date::timestamp(SystemTime::now()), r));

@@ -260,6 +260,9 @@ fn on_request(state: &State, request: tiny_http::Request) {
     handle(state, request, route);
 }
 
+// Out of line: the pages' frames (the status page's) would otherwise be part of every
+// request's stack, resident for each connection thread's life (docs/limits.md).
+#[inline(never)]
 fn local_page(state: &State, page: local::Page, request: &tiny_http::Request) -> Reply {
     let in_flight = state.in_flight.load(Ordering::Relaxed);
     let gauges = metrics::Gauges { in_flight, max_concurrent: state.config.limits.max_concurrent };

@@ -31,7 +31,6 @@ use std::time::{Duration, Instant, SystemTime};
 use ureq::http;
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
 use ureq::unversioned::resolver::DefaultResolver;
-use ureq::unversioned::transport::{Connector, DefaultConnector};
 
 use crate::body::Body;
 use crate::check::{self, Api};
@@ -41,6 +40,7 @@ use crate::retry;
 use crate::scrub::Scrubber;
 use crate::usage::Usage;
 
+mod connect;
 mod read;
 mod tail;
 
@@ -116,10 +116,20 @@ pub const WHOLE: u32 = 2;
 /// is broken (no blank line ever comes), and reading on would only fill memory.
 pub const MAX_EVENT_BYTES: usize = 16 << 20;
 
-/// The largest response head read. Heads are read into ureq's input buffer (16 KiB, below);
+/// The largest response head read. Heads are read into ureq's input buffer (`INPUT_BUFFER`);
 /// a head that fills it is reported as too large instead of as "Peer disconnected". Real
-/// heads are 1-4 KiB.
-pub const MAX_HEAD_BYTES: usize = 15 * 1024;
+/// heads are 1-4 KiB; nginx's proxy refuses upstream heads over its 4 or 8 KiB buffer.
+pub const MAX_HEAD_BYTES: usize = INPUT_BUFFER - 1024;
+
+/// ureq's input buffer, per upstream connection: zero-filled (so resident) the moment it is
+/// used. It holds the response head, the body is read through it, and ureq borrows 10 KiB of
+/// it to read the request body from (it grows it to that much if it is smaller): 10 KiB is
+/// its floor.
+const INPUT_BUFFER: usize = 10 * 1024;
+
+/// ureq's output buffer, per upstream connection, zero-filled too: the request goes out in
+/// writes of this size (a 100 KB body in 25 writes).
+const OUTPUT_BUFFER: usize = 4 * 1024;
 
 /// Upstream response headers passed on to the client.
 pub fn is_useful_header(name: &str) -> bool {
@@ -142,18 +152,15 @@ impl Agent {
             // A head sent one line at a time passes every per-read timeout: it gets a deadline.
             .timeout_recv_response(Some(u.idle_timeout.saturating_mul(WHOLE)))
             .max_response_header_size(MAX_HEAD_BYTES)
-            // 128 KiB each by default, per connection, zero-filled (so resident) the moment it is
-            // used: 256 KiB per answer in flight. The input buffer must hold the response head
-            // (real ones are 1-3 KiB) and the body is read through it in 16 KiB pieces; the
-            // output buffer takes the request in 8 KiB writes. 24 KiB per answer in flight.
-            .input_buffer_size(16 * 1024)
-            .output_buffer_size(8 * 1024)
+            // 128 KiB each by default, per connection: 256 KiB per answer in flight; 14 KiB here.
+            .input_buffer_size(INPUT_BUFFER)
+            .output_buffer_size(OUTPUT_BUFFER)
             .max_idle_connections(config.limits.max_concurrent)
             .max_idle_connections_per_host(config.limits.max_concurrent)
             .tls_config(tls)
             .build();
-        // The default chain (TCP, rustls), each transport wrapped so a tail's deadline holds.
-        let connector = DefaultConnector::new().chain(tail::Bounded);
+        // The default chain (proxy, TCP, rustls), each transport wrapped so a tail's deadline holds.
+        let connector = connect::chain();
         Ok(Agent {
             agent: ureq::Agent::with_parts(agent_config, connector, DefaultResolver::default()),
             max_response_bytes: config.limits.max_response_bytes,

@@ -42,8 +42,10 @@ use crate::usage::Usage;
 /// socket reads as half-closed until the `100 Continue` probe draws its reset).
 const CLIENT_CHECK: Duration = Duration::from_secs(1);
 
-/// Read size: large enough for big chunks, small enough for the stack.
-const READ_CHUNK: usize = 16 * 1024;
+/// Read size: what one read copies out of ureq's input buffer (the socket is read into that,
+/// 10 KiB at a time, whatever this is). A stack array: its pages stay resident for the
+/// connection thread's life, with thousands of threads.
+const READ_CHUNK: usize = 4 * 1024;
 
 /// Read a whole body that is not a stream, and how that ended: at its end (`Ok`), or with a
 /// broken read (a cut), a silent one (a stall), a body still incomplete after `within`

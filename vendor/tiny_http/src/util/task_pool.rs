@@ -31,7 +31,7 @@ static MIN_THREADS: usize = 4;
 
 /// codex-shield patch: stack size of the connection threads. Rust's default is 2 MiB; a
 /// proxy holding thousands of slow answers has a thread for each. Only touched pages are
-/// resident (about 55 KB per request in a release build), so this bounds virtual memory; it
+/// resident (about 36 KB per request in a release build), so this bounds virtual memory; it
 /// must hold the deepest path: JSON at serde_json's 128-level limit, parsed, rewritten and
 /// assembled, overflowed 256 KiB in a debug build and fits in 512 KiB (a test checks it).
 const STACK_SIZE: usize = 512 * 1024;
