@@ -22,7 +22,8 @@ use crate::body::Body;
 use crate::usage::Usage;
 
 /// Members of a chat chunk that only say which answer it belongs to.
-const ENVELOPE: [&str; 7] = ["id", "object", "created", "model", "system_fingerprint", "service_tier", "obfuscation"];
+const ENVELOPE: [&str; 7] =
+    ["id", "object", "created", "model", "system_fingerprint", "service_tier", "obfuscation"];
 
 /// The first look at an answer's end: a usage chunk and `[DONE]` take a few hundred bytes.
 const FIRST_LOOK: usize = 2 * 1024;
@@ -192,7 +193,8 @@ mod tests {
 
     /// The stream of `events` without the one at `cut`.
     fn without(events: &[&str], cut: Option<usize>, eol: &str) -> String {
-        let kept: Vec<&str> = events.iter().enumerate().filter(|(i, _)| Some(*i) != cut).map(|(_, e)| *e).collect();
+        let kept: Vec<&str> =
+            events.iter().enumerate().filter(|(i, _)| Some(*i) != cut).map(|(_, e)| *e).collect();
         sse(&kept, eol)
     }
 
@@ -203,7 +205,8 @@ mod tests {
 
     #[test]
     fn the_usage_only_chunk_and_nothing_else_is_cut() {
-        let long_text = format!(r#"{{"choices":[{{"delta":{{"content":"{}"}},"index":0}}]}}"#, "x".repeat(5000));
+        let long_text =
+            format!(r#"{{"choices":[{{"delta":{{"content":"{}"}},"index":0}}]}}"#, "x".repeat(5000));
         let big_usage = USAGE.replace(r#""id":"chatcmpl-1""#, &format!(r#""id":"{}""#, "i".repeat(70_000)));
         // (name, events, index of the one cut)
         let cases: &[(&str, Vec<&str>, Option<usize>)] = &[
@@ -215,7 +218,11 @@ mod tests {
             ("a long answer before it", vec![TEXT, &long_text, STOP, USAGE, "[DONE]"], Some(3)),
             ("no usage chunk: include_usage ignored", vec![TEXT, STOP, "[DONE]"], None),
             ("usage on the finish chunk", vec![TEXT, STOP_USAGE, "[DONE]"], None),
-            ("azure: usage beside prompt_filter_results", vec![TEXT, STOP, AZURE_USAGE_FILTER, "[DONE]"], None),
+            (
+                "azure: usage beside prompt_filter_results",
+                vec![TEXT, STOP, AZURE_USAGE_FILTER, "[DONE]"],
+                None,
+            ),
             ("azure's filter chunk has no usage", vec![TEXT, STOP, AZURE_FILTER, "[DONE]"], None),
             ("usage: null", vec![TEXT, STOP, NULL_USAGE, "[DONE]"], None),
             ("usage chunk not last", vec![TEXT, USAGE, STOP, "[DONE]"], None),

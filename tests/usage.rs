@@ -185,7 +185,11 @@ fn chat_pass_through_is_counted() {
     let not_asked = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
     let got = post(&proxy.url("/v1/chat/completions"), not_asked);
     assert_eq!(got.status, 200);
-    assert!(got.body == crlf(chat_stream(None, "[DONE]")), "the usage chunk is cut, all else kept: {}", got.text());
+    assert!(
+        got.body == crlf(chat_stream(None, "[DONE]")),
+        "the usage chunk is cut, all else kept: {}",
+        got.text()
+    );
     proxy.wait_for_log("tokens=333/0/11/0");
     let got = post(&proxy.url("/v1/chat/completions"), not_asked);
     assert_eq!((got.status, &got.body), (200, &ignored));
