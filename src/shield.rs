@@ -455,8 +455,7 @@ fn deliver(mut answer: Answer, job: &Job, p: Prepared, shield: &Shield) -> Resul
         (false, _) => {}
     }
     if job.wants_stream {
-        if exchange.upstream == Api::Chat && !asked_usage(job) {
-            // Asked for upstream to count the tokens (`upstream_body`), not by the client.
+        if exchange.upstream == Api::Chat && usage_unasked(job) {
             usage_chunk::cut(&mut answer.body);
         }
         headers.push(("cache-control".into(), "no-cache".into()));
@@ -482,10 +481,11 @@ fn deliver(mut answer: Answer, job: &Job, p: Prepared, shield: &Shield) -> Resul
     Ok(reply)
 }
 
-/// Whether a chat client asked for `stream_options.include_usage`.
-fn asked_usage(job: &Job) -> bool {
+/// Whether the proxy asked a chat upstream for the usage the client did not ask for (a JSON
+/// body without `stream_options.include_usage: true`, `upstream_body`).
+fn usage_unasked(job: &Job) -> bool {
     match &job.body {
-        Body::Json(object) => chat_request::asked(object).include_usage,
+        Body::Json(object) => !chat_request::asked(object).include_usage,
         Body::Raw(_) => false,
     }
 }
