@@ -131,6 +131,22 @@ impl Body {
         self.chunks
     }
 
+    /// Keep the first `len` bytes; the chunks left empty are freed and no longer counted.
+    pub fn truncate(&mut self, len: usize) {
+        while self.len > len {
+            let last = self.chunks.last_mut().expect("the bytes are in chunks");
+            let gone = (self.len - len).min(last.len());
+            last.truncate(last.len() - gone);
+            self.len -= gone;
+            if last.is_empty() {
+                let freed = last.capacity();
+                self.chunks.pop();
+                self.counted.0 -= freed;
+                memory::sub(freed);
+            }
+        }
+    }
+
     /// All the bytes in one vector (tests and small bodies).
     pub fn to_vec(&self) -> Vec<u8> {
         self.chunks.concat()

@@ -44,6 +44,7 @@ pub mod traceparent;
 pub mod translate;
 pub mod upstream;
 pub mod usage;
+pub mod usage_chunk;
 
 use std::ffi::OsString;
 use std::sync::atomic::{AtomicUsize, Ordering};

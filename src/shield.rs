@@ -37,6 +37,7 @@ use crate::translate;
 use crate::translate::{chat_answer, chat_request};
 use crate::upstream::{Agent, Answer, Outgoing, Tail};
 use crate::usage::{Spent, Usage};
+use crate::usage_chunk;
 
 /// A job resolved for one upstream: what to send, and how to read the answer back.
 struct Prepared {
@@ -50,8 +51,9 @@ struct Prepared {
 }
 
 /// The upstream body of a shielded request on `exchange`: translated if the APIs differ,
-/// `stream: true`, the forced model, and `stream_options.include_usage` when the chat answer
-/// must be turned into something with usage (a non-streaming chat client, a translation).
+/// `stream: true`, the forced model, and `stream_options.include_usage` on every chat request
+/// (the answer's tokens are counted; a non-streaming client's `chat.completion` carries them;
+/// a streaming client that did not ask has the usage chunk cut, `usage_chunk.rs`).
 ///
 /// The client's members travel as they came (key order, spacing, escapes); only `stream`,
 /// `model` and `stream_options` are written anew. No copy of the request is made but the
@@ -61,7 +63,6 @@ pub fn upstream_body(
     object: &Object,
     exchange: Exchange,
     model: Option<&str>,
-    wants_stream: bool,
     cache_key: bool,
 ) -> Result<(Vec<u8>, Option<translate::ToolMap>), Error> {
     match (exchange.translated(), exchange.client) {
@@ -83,11 +84,12 @@ pub fn upstream_body(
         overrides.push(("model", model));
     }
     let mut options = None;
-    if exchange.upstream == Api::Chat && !wants_stream {
+    if exchange.upstream == Api::Chat && !chat_request::asked(object).include_usage {
         // An existing `stream_options` that is not an object is left as it is.
-        let current = match object.get("stream_options") {
-            None => Some(Map::new()),
-            Some(_) => object.value("stream_options").and_then(|v| v.as_object().cloned()),
+        let current = match object.value("stream_options") {
+            None | Some(Value::Null) => Some(Map::new()),
+            Some(Value::Object(o)) => Some(o),
+            Some(_) => None,
         };
         if let Some(mut o) = current {
             o.insert("include_usage".into(), Value::Bool(true));
@@ -134,7 +136,7 @@ fn prepare(job: &Job, target: &Upstream, shield: &Shield) -> Result<Prepared, Er
         }
         (Body::Json(object), Some(x)) => {
             let cache_key = target.endpoint.takes_prompt_cache_key();
-            upstream_body(object, x, target.model.as_deref(), job.wants_stream, cache_key)?
+            upstream_body(object, x, target.model.as_deref(), cache_key)?
         }
         (Body::Json(object), None) => (object.to_vec(&[]), None),
         (Body::Raw(bytes), _) => (bytes.clone(), None),
@@ -461,6 +463,9 @@ fn deliver(mut answer: Answer, job: &Job, p: Prepared, shield: &Shield) -> Resul
         (false, _) => {}
     }
     if job.wants_stream {
+        if exchange.upstream == Api::Chat && usage_unasked(job) {
+            usage_chunk::cut(&mut answer.body);
+        }
         headers.push(("cache-control".into(), "no-cache".into()));
         let content_type = "text/event-stream; charset=utf-8".into();
         return Ok(Reply { status: 200, content_type, headers, body: answer.body });
@@ -482,6 +487,15 @@ fn deliver(mut answer: Answer, job: &Job, p: Prepared, shield: &Shield) -> Resul
     };
     reply.headers = headers;
     Ok(reply)
+}
+
+/// Whether the proxy asked a chat upstream for the usage the client did not ask for (a JSON
+/// body without `stream_options.include_usage: true`, `upstream_body`).
+fn usage_unasked(job: &Job) -> bool {
+    match &job.body {
+        Body::Json(object) => !chat_request::asked(object).include_usage,
+        Body::Raw(_) => false,
+    }
 }
 
 /// A complete chat answer for a Responses client.
@@ -611,7 +625,7 @@ mod tests {
     fn prep(body: &str, api: Api, model: Option<&str>) -> Result<(String, bool), String> {
         let (object, wants_stream) =
             crate::inbound::parse_body(body.as_bytes().to_vec()).map_err(|e| e.to_string())?;
-        upstream_body(&object, Exchange::new(api, api), model, wants_stream, false)
+        upstream_body(&object, Exchange::new(api, api), model, false)
             .map(|(b, _)| (String::from_utf8(b).unwrap(), wants_stream))
             .map_err(|e| e.to_string())
     }
@@ -651,7 +665,29 @@ mod tests {
                 r#"{"model":"a","messages":[],"stream":true}"#,
                 Api::Chat,
                 None,
-                Ok((r#"{"model":"a","messages":[],"stream":true}"#, true)),
+                Ok((
+                    r#"{"model":"a","messages":[],"stream":true,"stream_options":{"include_usage":true}}"#,
+                    true,
+                )),
+            ),
+            (
+                // asked for: the client's own stream_options travel as written
+                r#"{"stream":true,"messages":[],"stream_options":{ "include_usage" : true }}"#,
+                Api::Chat,
+                None,
+                Ok((r#"{"stream":true,"messages":[],"stream_options":{ "include_usage" : true }}"#, true)),
+            ),
+            (
+                r#"{"stream":true,"messages":[],"stream_options":null}"#,
+                Api::Chat,
+                None,
+                Ok((r#"{"stream":true,"messages":[],"stream_options":{"include_usage":true}}"#, true)),
+            ),
+            (
+                r#"{"stream":true,"messages":[],"stream_options":{"include_usage":false}}"#,
+                Api::Chat,
+                None,
+                Ok((r#"{"stream":true,"messages":[],"stream_options":{"include_usage":true}}"#, true)),
             ),
             (
                 // the client's values travel as sent: spacing, escapes, numbers as written
@@ -668,7 +704,7 @@ mod tests {
                 Api::Chat,
                 None,
                 Ok((
-                    r#"{"stream":true,"messages":[{"role":"user","content":"hi"}],"stream_options":{"x":1}}"#,
+                    r#"{"stream":true,"messages":[{"role":"user","content":"hi"}],"stream_options":{"x":1,"include_usage":true}}"#,
                     true,
                 )),
             ),

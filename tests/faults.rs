@@ -4,7 +4,7 @@
 use std::thread;
 use std::time::Duration;
 
-use crate::support::fixtures::{self, ANSWER};
+use crate::support::fixtures::{self, unasked, ANSWER};
 use crate::support::mock::{gzip, Mock, Step};
 use crate::support::{post, Proxy, CHAT_STREAM, RESPONSES_STREAM};
 
@@ -188,6 +188,8 @@ fn responses_faults() {
     check(cases);
 }
 
+/// A streaming chat client that did not ask for usage (`CHAT_STREAM`) gets the upstream's
+/// stream without its usage-only chunk (`fixtures::unasked`).
 #[test]
 #[rustfmt::skip] // one row per case
 fn chat_faults() {
@@ -207,21 +209,21 @@ fn chat_faults() {
     };
     let html = Step::stream(b"<!doctype html><html>Gateway login</html>").content_type("text/html; charset=utf-8");
     let cases = vec![
-        case("clean azure chat", c, vec![Step::stream(&ok)], ok.clone(), "200 attempts=1 exact"),
-        case("crlf split every 3 bytes", c, vec![Step::stream_split(&crlf, 3)], crlf.clone(), "200 attempts=1 exact"),
+        case("clean azure chat", c, vec![Step::stream(&ok)], unasked(&ok), "200 attempts=1 exact"),
+        case("crlf split every 3 bytes", c, vec![Step::stream_split(&crlf, 3)], unasked(&crlf), "200 attempts=1 exact"),
         case("tool call", c, vec![Step::stream(&fixtures::chat_tool_call())], fixtures::chat_tool_call(), "200 attempts=1 exact"),
-        case("in-stream 429 error, ok", c, vec![Step::stream(&fixtures::chat_error("429", "Requests have exceeded the call rate limit. Please retry after 1 second.", )), Step::stream(&ok)], ok.clone(), "200 attempts=2 exact"),
-        case("in-stream server_error, ok", c, vec![Step::stream(&fixtures::chat_error("server_error", "oops")), Step::stream(&ok)], ok.clone(), "200 attempts=2 exact"),
-        case("ends without [DONE] after finish", c, vec![Step::stream(no_done)], no_done.to_vec(), "200 attempts=1 exact"),
-        case("same, unframed", c, vec![Step::stream(no_done).unframed()], no_done.to_vec(), "200 attempts=1 exact"),
-        case("same, cut, ok", c, vec![Step::cut(no_done, no_done.len()), Step::stream(&ok)], ok.clone(), "200 attempts=2 exact"),
-        case("ends before finish_reason, ok", c, vec![Step::stream(before_finish), Step::stream(&ok)], ok.clone(), "200 attempts=2 exact"),
-        case("[DONE], then keep-alives", c, vec![Step::hold(&ok, true)], ok.clone(), "200 attempts=1 exact").env(LONG_IDLE),
-        case("keep-alives only, ok", c, vec![Step::hold(before_finish, true), Step::stream(&ok)], ok.clone(), "200 attempts=2 exact").env(&[("IDLE_TIMEOUT_SECONDS", "0.5")]),
+        case("in-stream 429 error, ok", c, vec![Step::stream(&fixtures::chat_error("429", "Requests have exceeded the call rate limit. Please retry after 1 second.", )), Step::stream(&ok)], unasked(&ok), "200 attempts=2 exact"),
+        case("in-stream server_error, ok", c, vec![Step::stream(&fixtures::chat_error("server_error", "oops")), Step::stream(&ok)], unasked(&ok), "200 attempts=2 exact"),
+        case("ends without [DONE] after finish", c, vec![Step::stream(no_done)], unasked(no_done), "200 attempts=1 exact"),
+        case("same, unframed", c, vec![Step::stream(no_done).unframed()], unasked(no_done), "200 attempts=1 exact"),
+        case("same, cut, ok", c, vec![Step::cut(no_done, no_done.len()), Step::stream(&ok)], unasked(&ok), "200 attempts=2 exact"),
+        case("ends before finish_reason, ok", c, vec![Step::stream(before_finish), Step::stream(&ok)], unasked(&ok), "200 attempts=2 exact"),
+        case("[DONE], then keep-alives", c, vec![Step::hold(&ok, true)], unasked(&ok), "200 attempts=1 exact").env(LONG_IDLE),
+        case("keep-alives only, ok", c, vec![Step::hold(before_finish, true), Step::stream(&ok)], unasked(&ok), "200 attempts=2 exact").env(&[("IDLE_TIMEOUT_SECONDS", "0.5")]),
         case("200 html page", c, vec![html; 5], vec![], "502 attempts=5 error:upstream_not_event_stream"),
-        case("cut mid-stream, ok", c, vec![Step::cut(&ok, ok.len() / 3), Step::stream(&ok)], ok.clone(), "200 attempts=2 exact"),
-        case("stall, ok", c, vec![Step::stall(&ok, 10), Step::stream(&ok)], ok.clone(), "200 attempts=2 exact").env(QUICK_IDLE),
-        case("503 twice, ok", c, vec![status(503), status(503), Step::stream(&ok)], ok.clone(), "200 attempts=3 exact"),
+        case("cut mid-stream, ok", c, vec![Step::cut(&ok, ok.len() / 3), Step::stream(&ok)], unasked(&ok), "200 attempts=2 exact"),
+        case("stall, ok", c, vec![Step::stall(&ok, 10), Step::stream(&ok)], unasked(&ok), "200 attempts=2 exact").env(QUICK_IDLE),
+        case("503 twice, ok", c, vec![status(503), status(503), Step::stream(&ok)], unasked(&ok), "200 attempts=3 exact"),
         case("final in-stream error", c, vec![Step::stream(&final_error)], final_error.clone(), "200 attempts=1 exact"),
         case("always 500", c, vec![status(500); 5], vec![], "500 attempts=5 error:upstream_retries_exhausted"),
     ];

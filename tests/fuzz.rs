@@ -279,8 +279,8 @@ proptest! {
         forced in proptest::option::of(".{0,8}"),
     ) {
         for api in [Api::Responses, Api::Chat] {
-            let prepared = inbound::parse_body(body.clone()).and_then(|(object, wants_stream)| {
-                shield::upstream_body(&object, Exchange::new(api, api), forced.as_deref(), wants_stream, false)
+            let prepared = inbound::parse_body(body.clone()).and_then(|(object, _)| {
+                shield::upstream_body(&object, Exchange::new(api, api), forced.as_deref(), false)
             });
             if let Ok((out, _tools)) = prepared {
                 let v: Value = serde_json::from_slice(&out).expect("prepare returned invalid JSON");

@@ -158,20 +158,26 @@ fn responses_pass_through_is_counted() {
     assert!(!proxy.log().contains("discarded_tokens="), "{}", proxy.log());
 }
 
-/// Chat passed through: a streaming client that asked for usage, a non-streaming client
-/// (the proxy asks for it upstream, to assemble the answer's `usage`), and a streaming
-/// client that did not ask (no usage chunk: nothing counted, nothing added to its stream).
+/// Chat passed through: a streaming client that asked for usage (its stream as sent), a
+/// non-streaming client (the proxy asks for it upstream, to assemble the answer's `usage`),
+/// and a streaming client that did not ask: the proxy asks for it upstream too, counts it,
+/// and cuts the usage-only chunk from the client's stream (CRLF, split reads); from an
+/// upstream that ignores `include_usage` the stream comes as sent and nothing is counted.
 #[test]
 fn chat_pass_through_is_counted() {
+    let crlf = |bytes: Vec<u8>| String::from_utf8(bytes).unwrap().replace('\n', "\r\n").into_bytes();
+    let ignored = chat_stream(None, "[DONE]");
     let script = vec![
         Step::stream(&chat_done(C)),
         Step::stream(&chat_done(B)),
-        Step::stream(&chat_stream(None, "[DONE]")),
+        Step::stream_split(&crlf(chat_done(D)), 7),
+        Step::stream(&ignored),
     ];
     let mock = Mock::start(script);
     let proxy = Proxy::start(&mock.v1(), &[]);
     let asked = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true}}"#;
-    assert_eq!(post(&proxy.url("/v1/chat/completions"), asked).status, 200);
+    let got = post(&proxy.url("/v1/chat/completions"), asked);
+    assert_eq!((got.status, got.body), (200, chat_done(C)));
     proxy.wait_for_log("tokens=2006/1920/42/8");
     let got = post(&proxy.url("/v1/chat/completions"), CHAT_PLAIN);
     assert_eq!((got.status, &got.json()["usage"]["prompt_tokens"]), (200, &json!(5000)));
@@ -179,10 +185,19 @@ fn chat_pass_through_is_counted() {
     let not_asked = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
     let got = post(&proxy.url("/v1/chat/completions"), not_asked);
     assert_eq!(got.status, 200);
-    proxy.wait_for_log("attempts=1 upstream=1 bytes=");
-    let seen = mock.seen();
-    assert_eq!(seen[2].json()["stream_options"], Value::Null, "a client's stream is not changed");
-    assert_eq!(tokens(&proxy), (sum(&[C, B]), [0; 4]));
+    assert!(
+        got.body == crlf(chat_stream(None, "[DONE]")),
+        "the usage chunk is cut, all else kept: {}",
+        got.text()
+    );
+    proxy.wait_for_log("tokens=333/0/11/0");
+    let got = post(&proxy.url("/v1/chat/completions"), not_asked);
+    assert_eq!((got.status, &got.body), (200, &ignored));
+    for seen in &mock.seen()[2..] {
+        assert_eq!(seen.json()["stream_options"], json!({"include_usage": true}), "asked for upstream");
+    }
+    // counted before the reply is written: the last answer added nothing
+    assert_eq!(tokens(&proxy), (sum(&[C, B, D]), [0; 4]));
 }
 
 /// A Responses client on a chat upstream: the chat stream's usage, streaming or not.

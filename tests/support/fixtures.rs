@@ -177,6 +177,27 @@ pub fn chat(text: &str, crlf: bool) -> Vec<u8> {
     eol(out, crlf)
 }
 
+/// A chat stream as a streaming client that did not ask for `stream_options.include_usage`
+/// gets it: the proxy asks the upstream for usage and leaves the usage-only chunk out.
+pub fn unasked(stream: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut event = Vec::new();
+    for line in stream.split_inclusive(|&b| b == b'\n') {
+        event.extend_from_slice(line);
+        if line == b"\n" || line == b"\r\n" {
+            let text = String::from_utf8_lossy(&event);
+            let data = text.trim().strip_prefix("data: ").unwrap_or("");
+            let chunk: serde_json::Value = serde_json::from_str(data).unwrap_or_default();
+            if !(chunk["choices"] == json!([]) && chunk["usage"].is_object()) {
+                out.extend_from_slice(&event);
+            }
+            event.clear();
+        }
+    }
+    out.extend_from_slice(&event);
+    out
+}
+
 /// A chat stream with a tool call whose arguments arrive in pieces.
 pub fn chat_tool_call() -> Vec<u8> {
     let id = "chatcmpl-Tool42";
