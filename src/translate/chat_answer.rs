@@ -5,7 +5,9 @@
 //! (`response.output_item.done`, in output order; the terminal `response`'s `output` when a
 //! server sent no item events) and the terminal event (status, `incomplete_details`, usage,
 //! error). Deltas are not replayed: the client gets the answer in one piece anyway, so each
-//! text part is one chunk. What is written:
+//! text part is one chunk. Each event's `type` is read first, borrowed from the parser's
+//! buffer; only the few kept events are built as a `Value` (the deltas, most of a stream,
+//! are not). What is written:
 //! - message text → `content`, refusal parts → `refusal`;
 //! - `function_call` items → `tool_calls` (`call_id` as the id, indexes dense from 0),
 //!   `custom_tool_call` items → custom tool calls;
@@ -71,27 +73,12 @@ struct Read {
 
 fn read(pieces: &[&[u8]]) -> Read {
     let mut r = Read::default();
-    for (name, data) in sse::events(pieces.iter().copied()) {
-        let Ok(mut v) = serde_json::from_str::<Value>(&data) else { continue };
-        let kind = v["type"].as_str().map(str::to_string).unwrap_or(name);
-        match kind.as_str() {
-            "response.output_item.done" => {
-                let index = v["output_index"].as_u64().unwrap_or(r.items.len() as u64);
-                r.items.push((index, v["item"].take()));
-            }
-            "response.completed" | "response.incomplete" | "response.failed" => {
-                r.response = v["response"].take();
-                r.end = kind;
-            }
-            "error" => {
-                let error = match v.get_mut("error") {
-                    Some(e) if e.is_object() => e.take(),
-                    _ => v,
-                };
-                r.error = Some(error);
-            }
-            _ => {}
-        }
+    let mut parser = sse::Parser::new();
+    for piece in pieces {
+        parser.feed(piece, |ev| {
+            r.take(ev);
+            true
+        });
     }
     if r.items.is_empty() {
         if let Some(output) = r.response["output"].as_array() {
@@ -100,6 +87,126 @@ fn read(pieces: &[&[u8]]) -> Read {
     }
     r.items.sort_by_key(|(i, _)| *i);
     r
+}
+
+/// The event types `read` keeps; every other event (the deltas, most of a stream) is
+/// skipped after reading its `type`, without building it.
+const KEPT: [&str; 5] =
+    ["response.output_item.done", "response.completed", "response.incomplete", "response.failed", "error"];
+
+impl Read {
+    /// One event: its `type` (the event's name when the data has none), then, for a kept
+    /// type, the event as a `Value`. Data that is not an object with a plain string `type`
+    /// is read whole, as it always was. Only a kept event's data is checked as UTF-8 (and
+    /// mended): a byte that is not cannot stand in a `type` or a member name, which are
+    /// checked, nor move where a string ends.
+    fn take(&mut self, ev: sse::Event) {
+        let value = || serde_json::from_str::<Value>(&String::from_utf8_lossy(ev.data)).ok();
+        match serde_json::from_slice::<Kind>(ev.data) {
+            Ok(Kind(Some(kind))) if KEPT.contains(&kind) => {
+                if let Some(v) = value() {
+                    self.keep(kind, v);
+                }
+            }
+            Ok(Kind(Some(_))) => {}
+            Ok(Kind(None)) => {
+                let name = String::from_utf8_lossy(ev.name);
+                if KEPT.contains(&&*name) {
+                    if let Some(v) = value() {
+                        self.keep(&name, v);
+                    }
+                }
+            }
+            Err(_) => {
+                let Some(v) = value() else { return };
+                let name = String::from_utf8_lossy(ev.name);
+                let kind = v["type"].as_str().map(str::to_string).unwrap_or_else(|| name.into_owned());
+                self.keep(&kind, v);
+            }
+        }
+    }
+
+    fn keep(&mut self, kind: &str, mut v: Value) {
+        match kind {
+            "response.output_item.done" => {
+                let index = v["output_index"].as_u64().unwrap_or(self.items.len() as u64);
+                self.items.push((index, v["item"].take()));
+            }
+            "response.completed" | "response.incomplete" | "response.failed" => {
+                self.response = v["response"].take();
+                self.end = kind.to_string();
+            }
+            "error" => {
+                let error = match v.get_mut("error") {
+                    Some(e) if e.is_object() => e.take(),
+                    _ => v,
+                };
+                self.error = Some(error);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// An event's `type`, read without building the event: `None` when it has none (or `null`).
+/// Anything unusual (not an object, a `type` that is not a plain string, a repeated `type`)
+/// is an error, and the event is then read whole.
+struct Kind<'a>(Option<&'a str>);
+
+impl<'de> serde::Deserialize<'de> for Kind<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(KindVisitor)
+    }
+}
+
+struct KindVisitor;
+
+impl<'de> serde::de::Visitor<'de> for KindVisitor {
+    type Value = Kind<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an event object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Kind<'de>, A::Error> {
+        let mut kind = None;
+        while let Some(key) = map.next_key::<Key>()? {
+            match key {
+                Key::Type if kind.is_some() => return Err(serde::de::Error::duplicate_field("type")),
+                Key::Type => kind = Some(map.next_value::<Option<&'de str>>()?),
+                Key::Other => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Kind(kind.flatten()))
+    }
+}
+
+/// A member name of an event: `type` or another.
+enum Key {
+    Type,
+    Other,
+}
+
+impl<'de> serde::Deserialize<'de> for Key {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl serde::de::Visitor<'_> for KeyVisitor {
+    type Value = Key;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Key, E> {
+        Ok(if name == "type" { Key::Type } else { Key::Other })
+    }
 }
 
 /// The message the answer builds, in chat terms.
@@ -571,6 +678,38 @@ mod tests {
                 "usage": {"prompt_tokens": 100, "completion_tokens": 30, "total_tokens": 130,
                           "prompt_tokens_details": {"cached_tokens": 64}, "completion_tokens_details": {"reasoning_tokens": 12}}});
             assert_eq!(got, want, "{end} {items:?}");
+        }
+    }
+
+    /// Each event's type is read without building the event; it must be the type the whole
+    /// event says, as a `Value` reads it (the last `type`, escapes decoded, the event's name
+    /// when the data has no string `type`), and a kept event's data is mended as UTF-8.
+    #[test]
+    fn the_type_read_first_is_the_type_of_the_whole_event() {
+        // (items kept, terminal type, an error kept)
+        type Outcome = (usize, &'static str, bool);
+        let cases: &[(&[u8], Outcome)] = &[
+            (b"event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"x\"}\n\n", (0, "", false)),
+            (b"data: {\"type\":\"response.completed\",\"response\":{}}\n\n", (0, "response.completed", false)),
+            (b"data: {\"type\":\"response.output_item.done\",\"output_index\":0,\"item\":{}}\n\n", (1, "", false)),
+            (b"event: response.completed\ndata: {\"type\":\"response.output_text.delta\",\"response\":{}}\n\n", (0, "", false)),
+            (b"event: error\ndata: {\"code\":\"x\",\"message\":\"m\"}\n\n", (0, "", true)),
+            (b"event: error\ndata: \"oops\"\n\n", (0, "", true)),
+            (b"event: response.completed\ndata: {\"type\":null,\"response\":{}}\n\n", (0, "response.completed", false)),
+            (b"event: response.completed\ndata: {\"type\":7,\"response\":{}}\n\n", (0, "response.completed", false)),
+            (b"data: {\"type\":\"response.output_text.delta\",\"type\":\"response.completed\",\"response\":{}}\n\n", (0, "response.completed", false)),
+            (b"data: {\"type\":\"response.completed\",\"type\":\"response.output_text.delta\",\"response\":{}}\n\n", (0, "", false)),
+            (b"data: {\"type\":\"response.complet\\u0065d\",\"response\":{}}\n\n", (0, "response.completed", false)),
+            (b"data: {\"typ\\u0065\":\"response.completed\",\"response\":{}}\n\n", (0, "response.completed", false)),
+            (b"data: {\"type\":\"response.completed\",\"note\":\"\xff\",\"response\":{}}\n\n", (0, "response.completed", false)),
+            (b"event: error\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"\xff\"}\n\n", (0, "", false)),
+            (b"event: error\ndata: {oops\n\n", (0, "", false)),
+            (b"event: error\ndata: {\"code\":\"x\"}", (0, "", false)),
+        ];
+        for (event, want) in cases {
+            let r = read(&[event]);
+            let got = (r.items.len(), r.end.as_str(), r.error.is_some());
+            assert_eq!(got, *want, "{}", String::from_utf8_lossy(event));
         }
     }
 
