@@ -1,6 +1,7 @@
 //! Token usage through a real proxy: counted per upstream and client in `/metrics`, written in
 //! the log line, on every path (Responses and chat passed through, a Responses client on a
-//! chat upstream) and for the attempts the shield discarded.
+//! chat upstream, a chat client on a Responses-only upstream) and for the attempts the shield
+//! discarded.
 
 use std::collections::BTreeMap;
 
@@ -218,6 +219,27 @@ fn translated_answers_are_counted() {
         );
     }
     assert_eq!(tokens(&proxy), (sum(&[C, D]), [0; 4]));
+}
+
+/// A chat client on a Responses-only upstream: the Responses stream's usage, streaming or not
+/// (and the chat usage the client gets says the same).
+#[test]
+fn chat_clients_on_a_responses_only_upstream_are_counted() {
+    let mock = Mock::start(vec![Step::stream(&responses_stream(A)), Step::stream(&responses_stream(B))]);
+    let proxy = Proxy::start(&mock.v1(), &[("UPSTREAM_API", "responses-only")]);
+    let streamed = r#"{"model":"gpt-5-codex","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
+    let got = post(&proxy.url("/v1/chat/completions"), streamed);
+    assert!(got.status == 200 && got.text().contains("data: [DONE]"), "{}", got.text());
+    proxy.wait_for_log("tokens=1200/1024/300/192");
+    let got = post(&proxy.url("/v1/chat/completions"), CHAT_PLAIN);
+    let usage = &got.json()["usage"];
+    assert_eq!(
+        (got.status, &usage["prompt_tokens"], &usage["completion_tokens"]),
+        (200, &json!(5000), &json!(70))
+    );
+    proxy.wait_for_log("tokens=5000/0/70/0");
+    assert!(mock.seen().iter().all(|s| s.path.ends_with("/responses")), "every attempt went to /responses");
+    assert_eq!(tokens(&proxy), (sum(&[A, B]), [0; 4]));
 }
 
 /// What the shield threw away is counted apart: a `response.failed` with usage, a chat error
