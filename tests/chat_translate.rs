@@ -12,6 +12,8 @@ use codex_shield::translate::chat_answer::{to_chat, Answer, Form};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
+use crate::support::split;
+
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/chat_on_responses");
 
 const STREAM: Form = Form { stream: true, include_usage: true, summaries: true, stop: Vec::new() };
@@ -243,18 +245,6 @@ fn responses_stream(items: &[Item], end: &str, crlf: bool) -> String {
     } else {
         out
     }
-}
-
-fn split<'a>(input: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
-    let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
-    cuts.sort_unstable();
-    let mut pieces = Vec::new();
-    let mut from = 0;
-    for cut in cuts.into_iter().chain([input.len()]) {
-        pieces.push(&input[from..cut]);
-        from = cut;
-    }
-    pieces
 }
 
 /// What a client assembles from a chat stream: content, refusal, reasoning, calls, finish.

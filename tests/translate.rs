@@ -13,6 +13,8 @@ use codex_shield::translate::ToolMap;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
+use crate::support::split;
+
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/translate");
 
 /// The Responses request the fixtures answer: a function, a namespace (MCP) and a custom tool.
@@ -343,19 +345,6 @@ fn chat_stream(pieces: &[Piece], finish: &str, crlf: bool) -> String {
     let mut out: String = chunks.iter().map(|c| format!("data: {c}{nl}{nl}")).collect();
     out.push_str(&format!(": keep-alive{nl}{nl}data: [DONE]{nl}{nl}"));
     out
-}
-
-/// `input` cut at `cuts` (taken modulo its length).
-fn split<'a>(input: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
-    let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
-    cuts.sort_unstable();
-    let mut pieces = Vec::new();
-    let mut from = 0;
-    for cut in cuts.into_iter().chain([input.len()]) {
-        pieces.push(&input[from..cut]);
-        from = cut;
-    }
-    pieces
 }
 
 fn config(cases: u32) -> ProptestConfig {

@@ -201,3 +201,16 @@ pub const CHAT_STREAM: &str =
     r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
 pub const CHAT_PLAIN: &str =
     r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"stream":false}"#;
+
+/// `input` cut at `cuts` (taken modulo its length).
+pub fn split<'a>(input: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
+    let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+    cuts.sort_unstable();
+    let mut pieces = Vec::new();
+    let mut from = 0;
+    for cut in cuts.into_iter().chain([input.len()]) {
+        pieces.push(&input[from..cut]);
+        from = cut;
+    }
+    pieces
+}
