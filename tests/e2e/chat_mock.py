@@ -27,19 +27,16 @@ Control routes (for the test driver, never used by clients):
 Listens on 127.0.0.1 only. Writes the bound port to --port-file when given.
 """
 
-import argparse
 import hashlib
 import json
 import os
 import re
-import socket
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mock_upstream import Server, serve  # noqa: E402  (the directory is put on the path just above)
+from mock_upstream import MockHandler, faults_main  # noqa: E402  (the directory is put on the path just above)
 
 CHAT_PATHS = ("/v1/chat/completions", "/chat/completions")
 SHELL_TOOLS = ("exec_command", "shell_command", "shell")
@@ -191,25 +188,8 @@ def completion(decision, model, n):
 
 # ---- HTTP ------------------------------------------------------------------------------------
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, fmt, *args):
-        if self.server.verbose:
-            sys.stderr.write("chat mock: " + fmt % args + "\n")
-
-    def body(self):
-        return self.rfile.read(int(self.headers.get("content-length") or 0))
-
-    def send_json(self, status, obj, extra=()):
-        data = json.dumps(obj).encode()
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        for k, v in extra:
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(data)
+class Handler(MockHandler):
+    name = "chat mock"
 
     def not_found(self):
         self.send_json(404, {"error": {"message": "Not Found: this server speaks only Chat Completions",
@@ -264,28 +244,15 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
         self.wfile.flush()
         if step == "cut":
-            self.close_connection = True
-            try:
-                self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            self.cut()
             return
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--port-file")
-    ap.add_argument("--faults", default="429,cut")
-    ap.add_argument("--verbose", action="store_true")
-    ap.add_argument("--max-seconds", type=float, default=900,
-                    help="exit by itself after this long (the tests are bounded)")
-    args = ap.parse_args()
-    server = Server(("127.0.0.1", 0), Handler)
-    server.state = State(args.faults)
-    server.verbose = args.verbose
-    serve(server, args.port_file, args.max_seconds, "chat mock")
+    faults_main(Handler, State, "chat mock", __doc__)
+
 
 if __name__ == "__main__":
     main()

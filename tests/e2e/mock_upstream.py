@@ -255,15 +255,18 @@ def chat_chunks(step, model, n):
     return out
 
 
-class Handler(BaseHTTPRequestHandler):
+class MockHandler(BaseHTTPRequestHandler):
+    """What every mock's handler shares (this one, chat_mock.py, responses_mock.py): HTTP/1.1,
+    its log lines named, the request body, JSON answers, chunks, a cut."""
     protocol_version = "HTTP/1.1"
-    server_version = "mock-upstream/1.0"
+    name = "mock"
+    # the x-request-id of its answers, if any
+    request_id = None
 
     def log_message(self, fmt, *args):
         if self.server.verbose:
-            sys.stderr.write("mock: " + (fmt % args) + "\n")
+            sys.stderr.write("%s: %s\n" % (self.name, fmt % args))
 
-    # --- plumbing -------------------------------------------------------
     def body(self):
         length = int(self.headers.get("content-length") or 0)
         return self.rfile.read(length) if length else b""
@@ -273,7 +276,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(data)))
-        self.send_header("x-request-id", "req_mock")
+        if self.request_id:
+            self.send_header("x-request-id", self.request_id)
         for k, v in extra:
             self.send_header(k, v)
         self.end_headers()
@@ -283,6 +287,20 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
         self.wfile.flush()
 
+    def cut(self):
+        """Close the socket mid-answer (no terminating chunk, or short of content-length)."""
+        self.close_connection = True
+        try:
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+class Handler(MockHandler):
+    server_version = "mock-upstream/1.0"
+    request_id = "req_mock"
+
     def start_sse(self):
         self.send_response(200)
         self.send_header("content-type", "text/event-stream; charset=utf-8")
@@ -290,15 +308,6 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("cache-control", "no-cache")
         self.send_header("x-request-id", "req_mock")
         self.end_headers()
-
-    def cut(self):
-        """Close the socket without the terminating zero-length chunk."""
-        self.close_connection = True
-        try:
-            self.wfile.flush()
-            self.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
 
     def send_sse(self, frames, nl, cut):
         self.start_sse()
@@ -475,6 +484,22 @@ def serve(server, port_file, max_seconds, name):
     timer.daemon = True
     timer.start()
     server.serve_forever()
+
+
+def faults_main(handler, state, name, doc):
+    """The command line of a mock driven by a fault sequence (chat_mock.py, responses_mock.py):
+    `--faults` for `state`, the port file, serve as `name`."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--port-file")
+    ap.add_argument("--faults", default="429,cut")
+    ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--max-seconds", type=float, default=900,
+                    help="exit by itself after this long (the tests are bounded)")
+    args = ap.parse_args()
+    server = Server(("127.0.0.1", 0), handler)
+    server.state = state(args.faults)
+    server.verbose = args.verbose
+    serve(server, args.port_file, args.max_seconds, name)
 
 
 def main():

@@ -29,18 +29,14 @@ Control routes (for the test driver, never used by clients):
 Listens on 127.0.0.1 only. Writes the bound port to --port-file when given.
 """
 
-import argparse
 import hashlib
 import json
 import os
-import socket
 import sys
 import threading
-import time
-from http.server import BaseHTTPRequestHandler
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mock_upstream import Server, USAGE, message_item, response_object, serve  # noqa: E402
+from mock_upstream import MockHandler, USAGE, faults_main, message_item, response_object  # noqa: E402
 
 RESPONSES_PATHS = ("/v1/responses", "/responses")
 PLAIN_ANSWER = "PLAIN-ANSWER-4711: the Responses-only mock answered."
@@ -183,38 +179,8 @@ def frames(model, rid, output):
 
 # ---- HTTP ------------------------------------------------------------------------------------
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, fmt, *args):
-        if self.server.verbose:
-            sys.stderr.write("responses mock: " + fmt % args + "\n")
-
-    def body(self):
-        return self.rfile.read(int(self.headers.get("content-length") or 0))
-
-    def send_json(self, status, obj, extra=()):
-        data = json.dumps(obj).encode()
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        for k, v in extra:
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(data)
-
-    def chunk(self, data):
-        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-        self.wfile.flush()
-
-    def cut(self):
-        """Close the socket mid-answer (no terminating chunk, or short of content-length)."""
-        self.close_connection = True
-        try:
-            self.wfile.flush()
-            self.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+class Handler(MockHandler):
+    name = "responses mock"
 
     def do_GET(self):
         if self.path == "/__log":
@@ -293,17 +259,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--port-file")
-    ap.add_argument("--faults", default="429,cut")
-    ap.add_argument("--verbose", action="store_true")
-    ap.add_argument("--max-seconds", type=float, default=900,
-                    help="exit by itself after this long (the tests are bounded)")
-    args = ap.parse_args()
-    server = Server(("127.0.0.1", 0), Handler)
-    server.state = State(args.faults)
-    server.verbose = args.verbose
-    serve(server, args.port_file, args.max_seconds, "responses mock")
+    faults_main(Handler, State, "responses mock", __doc__)
 
 
 if __name__ == "__main__":
