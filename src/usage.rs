@@ -43,28 +43,8 @@ impl Usage {
     /// A `usage` object of either API; `None` when it is null, not an object, or holds none
     /// of the counts.
     pub fn from_value(usage: &Value) -> Option<Usage> {
-        let usage = usage.as_object()?;
-        let count = |a: &str, b: &str| {
-            let count = |name: &str| usage.get(name).and_then(Value::as_u64);
-            count(a).or_else(|| count(b))
-        };
-        let detail = |a: &str, b: &str, key: &str| {
-            let count = |name: &str| usage.get(name).and_then(|d| d.get(key)).and_then(Value::as_u64);
-            count(a).or_else(|| count(b))
-        };
-        let input = count("input_tokens", "prompt_tokens");
-        let output = count("output_tokens", "completion_tokens");
-        let cached = detail("input_tokens_details", "prompt_tokens_details", "cached_tokens");
-        let reasoning = detail("output_tokens_details", "completion_tokens_details", "reasoning_tokens");
-        if [input, output, cached, reasoning].iter().all(Option::is_none) {
-            return None;
-        }
-        Some(Usage {
-            input: input.unwrap_or(0),
-            cached: cached.unwrap_or(0),
-            output: output.unwrap_or(0),
-            reasoning: reasoning.unwrap_or(0),
-        })
+        // The same reader as the check's, over a `Value` (its members in the order they came).
+        Counts.deserialize(usage).unwrap_or(None)
     }
 
     /// The counts in `KINDS` order.
@@ -164,7 +144,8 @@ impl<'de> Visitor<'de> for InResponse {
     none_but_maps!();
 }
 
-/// A `usage` object of either API read into a `Usage` (the same rules as `Usage::from_value`).
+/// A `usage` object of either API read into a `Usage`, straight from the parse or from a `Value`
+/// (`Usage::from_value`): for each count, the first of its two names that holds one.
 struct Counts;
 
 impl<'de> DeserializeSeed<'de> for Counts {
