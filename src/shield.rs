@@ -83,23 +83,31 @@ pub fn upstream_body(
     if let Some(model) = &model {
         overrides.push(("model", model));
     }
-    let mut options = None;
-    if exchange.upstream == Api::Chat && !chat_request::asked(object).include_usage {
-        // An existing `stream_options` that is not an object is left as it is.
-        let current = match object.value("stream_options") {
-            None | Some(Value::Null) => Some(Map::new()),
-            Some(Value::Object(o)) => Some(o),
-            Some(_) => None,
-        };
-        if let Some(mut o) = current {
-            o.insert("include_usage".into(), Value::Bool(true));
-            options = Some(serde_json::to_vec(&o).unwrap_or_default());
-        }
-    }
+    let options = match exchange.upstream {
+        Api::Chat => usage_options(object).map(|o| serde_json::to_vec(&o).unwrap_or_default()),
+        Api::Responses => None,
+    };
     if let Some(options) = &options {
         overrides.push(("stream_options", options));
     }
     Ok((object.to_vec(&overrides), None))
+}
+
+/// The `stream_options` the proxy sends a chat upstream to learn what an answer cost when the
+/// client did not ask (the client's other members kept); `None` when it asked, or when its
+/// `stream_options` is not an object (left as it is). The one place that decides it: what is
+/// sent here, and whether the usage chunk is cut from the answer (`usage_unasked`).
+fn usage_options(object: &Object) -> Option<Map<String, Value>> {
+    if chat_request::include_usage(object) {
+        return None;
+    }
+    let mut options = match object.value("stream_options") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(o)) => o,
+        Some(_) => return None,
+    };
+    options.insert("include_usage".into(), Value::Bool(true));
+    Some(options)
 }
 
 /// A chat request member with no Responses form, as the client's 400.
@@ -489,11 +497,11 @@ fn deliver(mut answer: Answer, job: &Job, p: Prepared, shield: &Shield) -> Resul
     Ok(reply)
 }
 
-/// Whether the proxy asked a chat upstream for the usage the client did not ask for (a JSON
-/// body without `stream_options.include_usage: true`, `upstream_body`).
+/// Whether the proxy asked a chat upstream for the usage the client did not ask for
+/// (`usage_options`, as `upstream_body` sent it).
 fn usage_unasked(job: &Job) -> bool {
     match &job.body {
-        Body::Json(object) => !chat_request::asked(object).include_usage,
+        Body::Json(object) => usage_options(object).is_some(),
         Body::Raw(_) => false,
     }
 }

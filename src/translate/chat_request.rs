@@ -131,8 +131,13 @@ fn asks_nothing(key: &str, value: &Value) -> bool {
 
 /// What the client asked about the answer's form.
 pub fn asked(req: &Object) -> Asked {
-    let usage = req.value("stream_options").is_some_and(|o| o["include_usage"] == true);
-    Asked { include_usage: usage, stop: stop_sequences(req).unwrap_or_default() }
+    Asked { include_usage: include_usage(req), stop: stop_sequences(req).unwrap_or_default() }
+}
+
+/// Whether the chat request asks for a last chunk with the usage
+/// (`stream_options.include_usage: true`).
+pub fn include_usage(req: &Object) -> bool {
+    req.value("stream_options").is_some_and(|o| o["include_usage"] == true)
 }
 
 /// The chat request's `stop`: null, a string, or an array of at most 4 strings (OpenAI's
