@@ -63,20 +63,10 @@ start_proxy() { # start_proxy NAME ENV...: start a proxy with these settings, se
 }
 # codex_exec OUT PORT MODEL PROMPT [ARGS...]: Codex exec on the proxy at PORT, in $WORK/project
 codex_exec() {
-    local out="$1" port="$2" model="$3" prompt="$4" rc=0
+    local out="$1" port="$2" model="$3" prompt="$4"
     shift 4
-    (cd "$WORK/project" && env -u OPENAI_API_KEY -u OPENAI_BASE_URL CODEX_HOME="$WORK/codex-home" \
-        CODEX_SHIELD_API_KEY=client-placeholder timeout 120 "$CODEX" exec --skip-git-repo-check --ephemeral \
-        -c model_provider=codex-shield -c model_providers.codex-shield.name=codex-shield \
-        -c "model_providers.codex-shield.base_url=\"http://127.0.0.1:$port/v1\"" \
-        -c model_providers.codex-shield.wire_api=responses \
-        -c model_providers.codex-shield.env_key=CODEX_SHIELD_API_KEY \
-        -c model_providers.codex-shield.supports_websockets=false \
-        -c model_providers.codex-shield.request_max_retries=0 \
-        -c model_providers.codex-shield.stream_max_retries=1 \
-        -c show_raw_agent_reasoning=true \
-        -s workspace-write -m "$model" "$@" "$prompt" </dev/null >"$out.out" 2>"$out.err") || rc=$?
-    echo "$rc" >"$out.rc"
+    codex_via "$out" "http://127.0.0.1:$port/v1" client-placeholder \
+        -c show_raw_agent_reasoning=true -s workspace-write -m "$model" "$@" "$prompt"
 }
 notices() { grep -E 'Reconnecting|ERROR|stream disconnected|exceeded retry' "$1" || true; }
 # check_codex NAME OUT WANT: exit 0, WANT in the final answer, no notice

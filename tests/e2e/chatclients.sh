@@ -29,15 +29,7 @@ CC_NODE="$CACHE/node-chatclients-$(echo "${NODE_PACKAGES[*]}" | cksum | cut -d' 
 # --- 0. install (idempotent, pinned) -------------------------------------------
 start=$SECONDS
 if [ ! -f "$CC_VENV/.installed" ]; then
-    log "installing ${PY_PACKAGES[*]} into $CC_VENV"
-    rm -rf "$CC_VENV"
-    if ! "$PYTHON" -m venv "$CC_VENV" >&2; then
-        log "python venv is missing; installing it"
-        apt-get install -y python3-venv >&2 || { apt-get update >&2 && apt-get install -y python3-venv >&2; }
-        rm -rf "$CC_VENV"
-        "$PYTHON" -m venv "$CC_VENV" >&2
-    fi
-    timeout 600 "$CC_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}" >&2
+    venv_install "$CC_VENV" "${PY_PACKAGES[@]}"
     touch "$CC_VENV/.installed"
 fi
 if [ ! -f "$CC_NODE/.installed" ]; then

@@ -58,15 +58,38 @@ install_openai() {
     if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import openai, sys; sys.exit(openai.__version__ != '$OPENAI_PY_VERSION')" 2>/dev/null; then
         return
     fi
-    log "installing openai==$OPENAI_PY_VERSION into $VENV"
-    rm -rf "$VENV"
-    if ! "$PYTHON" -m venv "$VENV" >&2; then
+    venv_install "$VENV" "openai==$OPENAI_PY_VERSION"
+}
+venv_install() { # DIR PACKAGE...: a fresh venv at DIR (python3-venv installed if missing) with the packages
+    local dir="$1"
+    shift
+    log "installing $* into $dir"
+    rm -rf "$dir"
+    if ! "$PYTHON" -m venv "$dir" >&2; then
         log "python venv is missing; installing it"
         apt-get install -y python3-venv >&2 || { apt-get update >&2 && apt-get install -y python3-venv >&2; }
-        rm -rf "$VENV"
-        "$PYTHON" -m venv "$VENV" >&2
+        rm -rf "$dir"
+        "$PYTHON" -m venv "$dir" >&2
     fi
-    timeout 600 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "openai==$OPENAI_PY_VERSION" >&2
+    timeout 600 "$dir/bin/python" -m pip install --quiet --disable-pip-version-check "$@" >&2
+}
+# codex_via OUT BASE_URL KEY ARGS...: `codex exec ARGS...` in $WORK/project (CODEX_HOME
+# $WORK/codex-home) through a provider "codex-shield" at BASE_URL that sends KEY, with no
+# retries of its own but one of a stream; OUT.out, OUT.err and OUT.rc hold what it did
+codex_via() {
+    local out="$1" url="$2" key="$3" rc=0
+    shift 3
+    (cd "$WORK/project" && env -u OPENAI_API_KEY -u OPENAI_BASE_URL CODEX_HOME="$WORK/codex-home" \
+        CODEX_SHIELD_API_KEY="$key" timeout 120 "$CODEX" exec --skip-git-repo-check --ephemeral \
+        -c model_provider=codex-shield -c model_providers.codex-shield.name=codex-shield \
+        -c "model_providers.codex-shield.base_url=\"$url\"" \
+        -c model_providers.codex-shield.wire_api=responses \
+        -c model_providers.codex-shield.env_key=CODEX_SHIELD_API_KEY \
+        -c model_providers.codex-shield.supports_websockets=false \
+        -c model_providers.codex-shield.request_max_retries=0 \
+        -c model_providers.codex-shield.stream_max_retries=1 \
+        "$@" </dev/null >"$out.out" 2>"$out.err") || rc=$?
+    echo "$rc" >"$out.rc"
 }
 proxy_bin() { # the proxy under test: CODEX_SHIELD_BIN, or a fresh release build
     if [ -n "${CODEX_SHIELD_BIN:-}" ]; then

@@ -64,18 +64,7 @@ PY
 }
 # codex_as OUT KEY: codex exec through the proxy, sending KEY (the provider's env_key)
 codex_as() {
-    local out="$1" key="$2" rc=0
-    (cd "$WORK/project" && env -u OPENAI_API_KEY -u OPENAI_BASE_URL CODEX_HOME="$WORK/codex-home" \
-        CODEX_SHIELD_API_KEY="$key" timeout 120 "$CODEX" exec --skip-git-repo-check --ephemeral \
-        -c model_provider=codex-shield -c model_providers.codex-shield.name=codex-shield \
-        -c "model_providers.codex-shield.base_url=\"$PROXY/v1\"" \
-        -c model_providers.codex-shield.wire_api=responses \
-        -c model_providers.codex-shield.env_key=CODEX_SHIELD_API_KEY \
-        -c model_providers.codex-shield.supports_websockets=false \
-        -c model_providers.codex-shield.request_max_retries=0 \
-        -c model_providers.codex-shield.stream_max_retries=1 \
-        -s read-only -m gpt-5.5 "Reply with the magic words." </dev/null >"$out.out" 2>"$out.err") || rc=$?
-    echo "$rc" >"$out.rc"
+    codex_via "$1" "$PROXY/v1" "$2" -s read-only -m gpt-5.5 "Reply with the magic words."
 }
 answered() { [ "$(cat "$1.rc")" = 0 ] && grep -qF "$ANSWER" "$1.out" && ! grep -qE 'Reconnecting|stream disconnected' "$1.err"; }
 wait_log() { # wait_log REGEX SECONDS: 0 once the proxy's log matches
