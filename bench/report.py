@@ -251,6 +251,19 @@ def compare(by, mem):
     return out
 
 
+def targets_table(w, heading, met, missed):
+    """Write a targets table's heading and head; return the function that writes one of its
+    rows: a target, its figure, and `met`, `missed` or n/a (`ok` None: not measured)."""
+    w(heading)
+    w("")
+    w("| target | measured | result |")
+    w("|---|---|---|")
+
+    def target(name, measured, ok):
+        w("| %s | %s | %s |" % (name, measured, "n/a" if ok is None else (met if ok else missed)))
+    return target
+
+
 PER_TIERS = (("nginx1", "nginx (1 worker)"), ("baseline", "baseline"), ("codex-shield", "**codex-shield**"),
              ("codex-shield-again", "codex-shield (again)"))
 PER_STREAMS = (("per-responses", "Responses stream (responses.sse)"), ("per-chat", "Chat Completions stream (chat.sse)"))
@@ -308,13 +321,7 @@ def per_request_section(w, runs, m, by):
     w("")
 
     # targets of issue 19, each with its figure
-    w("### Targets (issue 19)")
-    w("")
-    w("| target | measured | result |")
-    w("|---|---|---|")
-
-    def target(name, measured, ok):
-        w("| %s | %s | %s |" % (name, measured, "n/a" if ok is None else ("met" if ok else "**missed**")))
+    target = targets_table(w, "### Targets (issue 19)", "met", "**missed**")
 
     r = per.get(("per-responses", "codex-shield"), {})
     n = per.get(("per-responses", "nginx1"), {})
@@ -561,13 +568,7 @@ def main():
     translated(runs, m, w)
 
     # -------------------------------------------------------------- targets
-    w("## Targets")
-    w("")
-    w("| target | measured | result |")
-    w("|---|---|---|")
-
-    def target(name, measured, ok):
-        w("| %s | %s | %s |" % (name, measured, "n/a" if ok is None else ("PASS" if ok else "**FAIL**")))
+    target = targets_table(w, "## Targets", "PASS", "**FAIL**")
 
     sh = {sc: by[sc].get("codex-shield") for sc in by}
     r1, f1 = sh.get("c1"), by.get("c1", {}).get("floor")
