@@ -21,6 +21,7 @@ pub mod descriptors;
 pub mod error;
 pub mod failure;
 pub mod fold;
+pub mod hash;
 pub mod healthcheck;
 pub mod inbound;
 pub mod keys;

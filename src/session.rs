@@ -15,6 +15,7 @@
 //! Pure: no I/O, no clock, no randomness. `pool.rs` asks for the order; it never reads a
 //! request.
 
+use crate::hash::{fnv1a, splitmix64};
 use crate::object::Object;
 
 /// The longest session key read (longer ones are cut here: still stable, still distinct
@@ -63,17 +64,6 @@ pub fn ranked(key: &str, numbers: &[usize]) -> Vec<usize> {
 /// The weight of upstream `number` for a session whose key hashes to `k`.
 fn weight(k: u64, number: usize) -> u64 {
     splitmix64(k ^ splitmix64(number as u64))
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
-}
-
-fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 #[cfg(test)]

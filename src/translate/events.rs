@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 
 use super::tools::{ToolKind, ToolMap};
 use crate::fold;
+use crate::hash::splitmix64;
 
 /// A deterministic source of unique ids (`resp_…`, `msg_…`, `fc_…`, `ctc_…`, `rs_…`, `call_…`).
 #[derive(Debug, Clone)]
@@ -37,17 +38,10 @@ impl Ids {
     /// counter is a bijection).
     pub fn next(&mut self, prefix: &str) -> String {
         self.count += 1;
-        let a = splitmix(self.seed.wrapping_add(self.count.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
-        let b = splitmix(a ^ self.seed);
+        let a = splitmix64(self.seed.wrapping_add(self.count.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+        let b = splitmix64(a ^ self.seed);
         format!("{prefix}_{a:016x}{:08x}", b as u32)
     }
-}
-
-fn splitmix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// How the translated answer ended.

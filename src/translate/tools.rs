@@ -10,6 +10,8 @@
 
 use std::collections::HashMap;
 
+use crate::hash::Fnv;
+
 /// How a tool's call comes back to a Responses client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ToolKind {
@@ -121,7 +123,7 @@ impl ToolMap {
 fn chat_hash(chat: &str) -> u64 {
     let mut hash = Fnv::default();
     hash.write(chat.as_bytes());
-    hash.0
+    hash.finish()
 }
 
 fn tool_hash(namespace: Option<&str>, name: &str) -> u64 {
@@ -132,7 +134,7 @@ fn tool_hash(namespace: Option<&str>, name: &str) -> u64 {
     }
     hash.write(&[0xff]);
     hash.write(name.as_bytes());
-    hash.0
+    hash.finish()
 }
 
 /// The readable name: `name`, or `namespace__name` (Codex's MCP namespaces already end in `__`).
@@ -157,30 +159,13 @@ fn hashed(namespace: Option<&str>, name: &str, salt: u32) -> String {
     hash.write(&[0xff]); // no namespace/name split can collide with another
     hash.write(name.as_bytes());
     hash.write(&salt.to_le_bytes());
-    let suffix = format!("_{:010x}", hash.0 & 0xff_ffff_ffff);
+    let suffix = format!("_{:010x}", hash.finish() & 0xff_ffff_ffff);
     let readable: String = preferred(namespace, name)
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
         .take(MAX_NAME - suffix.len())
         .collect();
     format!("{readable}{suffix}")
-}
-
-/// 64-bit FNV-1a: tiny, stable across builds and platforms (unlike `DefaultHasher`).
-struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Fnv {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
 }
 
 #[cfg(test)]
